@@ -1,0 +1,51 @@
+# Scripts to rule them all: every target creates the virtual environment on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+RESULTS ?= results/latest
+PYTEST_ARGS ?=
+
+.PHONY: install check lint format test test-fast bench bench-quick bench-rigorous bench-ci baseline report lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv from the lock file
+
+check: $(STAMP)  ## lint, format check, strict type check
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+test: $(STAMP)  ## the whole suite: unit, contract, integration, end-to-end (slow ones included)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## unit and contract tests only
+	$(BIN)/pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+bench: $(STAMP)  ## the default plan: local processes, default models, no Docker (< 15 min on 2 cores)
+	$(BIN)/servingbench run
+
+bench-quick: $(STAMP)  ## a smoke run of the default plan (< 2 min)
+	$(BIN)/servingbench run --quick
+
+bench-rigorous: $(STAMP)
+	$(BIN)/servingbench run --rigorous
+
+report: $(STAMP)  ## re-render the HTML report of a results bundle (RESULTS=dir)
+	$(BIN)/servingbench report $(RESULTS)
+
+lock: $(STAMP)  ## refresh requirements.lock on purpose
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,114 @@
+"""The ``servingbench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _fail(message: str) -> int:
+    print(f"servingbench: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+# -- serve ------------------------------------------------------------------------------------------------------
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run one adapter under a production server, in the foreground")
+    p.add_argument("framework", choices=("fastapi", "flask"))
+    p.add_argument("--server", choices=("uvicorn", "gunicorn-uvicorn", "gunicorn-sync", "gunicorn-gthread"))
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="gunicorn-gthread threads per worker (default 40)")
+    p.add_argument("--route", choices=("def", "async"), default="def", help="FastAPI route style (default def)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model", default="fast", help="fast | heavy | PATH | synthetic:cpu_us=N | synthetic:sleep_ms=N")
+    p.add_argument("--models-dir", type=Path, default=None, help="where default models live (default ./models)")
+    p.add_argument("--blas-threads", type=int, default=1, help="BLAS/OpenMP threads per worker (default 1)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow a pickle/joblib model (needs --pickle-sha256)")
+    p.add_argument("--pickle-sha256", default=None, help="the sha256 a pickle/joblib model file must have")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from servingbench.servers.launch import DEFAULT_SERVER, ServerConfig, launch_command, server_versions
+    from servingbench.shared_model import ModelError, PredictService, Settings, SettingsError
+
+    server = args.server or DEFAULT_SERVER[args.framework]
+    try:
+        config = ServerConfig(args.framework, server, args.workers, args.threads, args.route)
+        models_dir = str((args.models_dir or Settings().resolved_models_dir()).resolve())
+        settings = Settings(
+            model=args.model,
+            models_dir=models_dir,
+            blas_threads=args.blas_threads,
+            route=args.route,
+            allow_pickle=args.allow_pickle,
+            pickle_sha256=args.pickle_sha256,
+        )
+        # Load (and verify) the model here first, so a bad model stops us before any server binds a port.
+        core = PredictService.from_settings(settings)
+    except (ValueError, ModelError, SettingsError) as err:
+        return _fail(str(err))
+    command = launch_command(config, host=args.host, port=args.port, model=args.model, settings=settings)
+    versions = " ".join(f"{k}={v}" for k, v in server_versions().items())
+    print(f"servingbench: serving {core.info.name} ({core.info.sha256[:12]}) with {config.label()}", flush=True)
+    print(f"servingbench: versions: {versions}", flush=True)
+    print(f"servingbench: exec: {command.shell()}", flush=True)
+    # exec: the server's own master then owns the workers and stops every one on SIGINT/SIGTERM.
+    os.execve(command.argv[0], command.argv, command.env)
+    return EXIT_OK  # pragma: no cover - execve does not return
+
+
+# -- train ------------------------------------------------------------------------------------------------------
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("train", help="train the default models (fast, heavy) into the models directory")
+    p.add_argument("--models-dir", type=Path, default=None, help="default: $SERVINGBENCH_MODELS_DIR or ./models")
+    p.add_argument("--force", action="store_true", help="retrain even if the files exist")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from servingbench.shared_model.models import default_models_dir, train_default_models
+
+    for path in train_default_models(args.models_dir or default_models_dir(), force=args.force):
+        print(path)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="servingbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_serve, _add_train]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except CLIError as err:
+        return _fail(str(err))
+    except KeyboardInterrupt:
+        print("servingbench: interrupted", file=sys.stderr)
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The contract suite again, over real HTTP, against every server kind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx2 as httpx
+import pytest
+
+from tests.contract.cases import CASES, JSON_CT, Case
+from tests.contract.checks import check_contract, send, signature
+from tests.integration.conftest import KINDS
+
+pytestmark = pytest.mark.slow
+HUGE_BODY_BYTES = 100 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def live_clients(live_servers: dict[str, str]) -> Iterator[dict[str, httpx.Client]]:
+    clients = {name: httpx.Client(base_url=url, timeout=60.0) for name, url in live_servers.items()}
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_live_case(live_clients: dict[str, httpx.Client], kind: str, case: Case) -> None:
+    check_contract(send(live_clients[kind], case), case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_live_kinds_answer_identical_bytes(live_clients: dict[str, httpx.Client], case: Case) -> None:
+    answers = {name: signature(send(client, case)) for name, client in live_clients.items()}
+    assert len(set(answers.values())) == 1, answers
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_chunked_body_over_limit_is_413(live_clients: dict[str, httpx.Client], kind: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"features":['
+        for _ in range(160):
+            yield b"0," * 8192
+        yield b"0]}"
+
+    response = live_clients[kind].post("/predict", content=chunks(), headers=JSON_CT)
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_hundred_megabyte_body_is_413(live_clients: dict[str, httpx.Client], kind: str) -> None:
+    response = live_clients[kind].post("/predict", content=b"0" * HUGE_BODY_BYTES, headers=JSON_CT)
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    assert live_clients[kind].get("/healthz").status_code == 200
