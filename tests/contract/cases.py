@@ -45,6 +45,8 @@ CASES: list[Case] = [
     _post("infinity", b'{"features":[Infinity' + b",0" * (N_FEATURES - 1) + b"]}", 422),
     _post("minus-infinity", b'{"features":[-Infinity' + b",0" * (N_FEATURES - 1) + b"]}", 422),
     _post("huge-float", b'{"features":[1e400' + b",0" * (N_FEATURES - 1) + b"]}", 422),
+    _post("near-overflow", b'{"features":[1.7976931348623157e308' + b",0" * (N_FEATURES - 1) + b"]}", 422),
+    _post("ok-large", b'{"features":[1e29' + b",-1e29" * (N_FEATURES - 1) + b"]}", 200),
     _post("huge-int", b'{"features":[' + b"9" * 400 + b",0" * (N_FEATURES - 1) + b"]}", 422),
     _post("missing-field", _j({"rows": ROW}), 422),
     _post("extra-field", _j({"features": ROW, "x": 1}), 422),

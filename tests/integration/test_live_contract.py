@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2 as httpx
 import pytest
@@ -53,3 +56,15 @@ def test_hundred_megabyte_body_is_413(live_clients: dict[str, httpx.Client], kin
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/problem+json"
     assert live_clients[kind].get("/healthz").status_code == 200
+
+
+FUZZ_EXAMPLES = "60"
+
+
+@pytest.mark.parametrize("kind", ["fastapi-uvicorn", "flask-gunicorn-sync"])
+def test_openapi_fuzzer_finds_nothing(live_servers: dict[str, str], kind: str, tmp_path: Path) -> None:
+    """Schemathesis, driven by the served OpenAPI document, with every check it has."""
+    argv = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{live_servers[kind]}/openapi.json"]
+    argv += ["--checks", "all", "--max-examples", FUZZ_EXAMPLES, "--seed", "7", "--no-color"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stdout[-3000:]

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict
 
-from servingbench.shared_model.limits import DEFAULT_MAX_BATCH_ROWS
+from servingbench.shared_model.limits import DEFAULT_MAX_BATCH_ROWS, MAX_ABS_FEATURE
 from servingbench.shared_model.types import ModelInfo
 
 __all__ = [
@@ -18,8 +18,8 @@ __all__ = [
     "openapi_document",
 ]
 
-#: A feature value: a JSON number that is finite. Booleans and numeric strings are refused (strict).
-Feature = Annotated[float, Strict(), AllowInfNan(False)]
+#: A feature value: a finite JSON number within +-MAX_ABS_FEATURE. Booleans and numeric strings are refused.
+Feature = Annotated[float, Strict(), AllowInfNan(False), Field(ge=-MAX_ABS_FEATURE, le=MAX_ABS_FEATURE)]
 Prediction = float | int | str | bool | None
 
 _STRICT = ConfigDict(extra="forbid", strict=True)

@@ -1,0 +1,284 @@
+"""Locust users and the recording plumbing; loaded by Locust with `-f`, never imported by servingbench itself.
+
+The run is described by the `LocustRunConfig` JSON file named in the `SERVINGBENCH_LOAD_CONFIG` environment variable.
+
+Who does what:
+- The process that owns the test (the master, or the single local process) fixes the measurement window at test start
+  (`warmup_s` after it, for `duration_s`), tells the workers, appends `window_start` / `window_end` lines to the events
+  file as the window opens and closes, stops the users, collects the last samples, writes the result file, and quits.
+- Every process that runs users records each request (`events.request`) that starts inside the window. A worker
+  ships its samples as deltas with each stats report and once more when its users have stopped (a custom message
+  sent before Locust's `client_stopped`); the master adds the deltas exactly and waits for every worker's last one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust import FastHttpUser, constant, events, task
+from locust.env import Environment
+from locust.exception import CatchResponseError
+from locust.runners import MasterRunner, Runner, WorkerRunner
+
+from servingbench.loadtests.recorder import LatencyRecorder, ResultAggregator, SampleDelta, Window
+from servingbench.loadtests.scenarios import CONFIG_ENV_VAR, USER_CLASS_BY_KIND, LocustRunConfig
+
+logger = logging.getLogger("servingbench.locustfile")
+
+MSG_WINDOW = "servingbench_window"
+"""Master -> workers: the measurement window, `Window.to_json()`."""
+MSG_STOP = "servingbench_stop"
+"""Master -> workers: the window is over, stop the users."""
+MSG_FINAL_SAMPLES = "servingbench_final_samples"
+"""Worker -> master: the last `SampleDelta`, sent once the worker's users have stopped."""
+REPORT_KEY = "servingbench_samples"
+"""Key of the `SampleDelta` a worker adds to its periodic stats report."""
+LOCAL_WORKER_ID = "local"
+REQUEST_HEADERS = {
+    "Content-Type": "application/json",
+    "Accept": "application/json",
+    # Ask for the body as is, so no server spends time compressing and every stack sends the same bytes.
+    "Accept-Encoding": "identity",
+}
+
+
+def _read_config() -> LocustRunConfig:
+    path = os.environ.get(CONFIG_ENV_VAR)
+    if not path:
+        raise RuntimeError(f"{CONFIG_ENV_VAR} is not set; run this locustfile through servingbench.harness.loadgen")
+    return LocustRunConfig.read(Path(path))
+
+
+CONFIG = _read_config()
+SPEC = CONFIG.spec
+
+
+@dataclass
+class _RunState:
+    """Module state of this process for the one test it runs."""
+
+    recorder: LatencyRecorder = field(default_factory=LatencyRecorder)
+    aggregator: ResultAggregator = field(default_factory=ResultAggregator)
+    window: Window | None = None
+    expected_workers: frozenset[str] = frozenset()
+    result_written: bool = False
+
+
+_state = _RunState()
+
+
+class ClosedLoopUser(FastHttpUser):
+    """Closed loop: post the payload, wait for the answer, post again at once. Non-2xx answers are failures."""
+
+    wait_time = constant(0)
+
+    @task
+    def post_payload(self) -> None:
+        """One request; its timing reaches the recorder through `events.request`."""
+        # The payload goes out byte for byte (geventhttpclient takes bytes; Locust's hint says str).
+        payload: Any = SPEC.payload
+        with self.client.post(SPEC.endpoint, data=payload, headers=REQUEST_HEADERS, catch_response=True) as resp:
+            _judge(resp)
+
+
+def _judge(response: Any) -> None:
+    status: int = response.status_code
+    if 200 <= status < 300:
+        response.success()
+    elif status == 0:  # no HTTP answer at all: keep the exception so its class names the error kind
+        response.failure(response.error or "no response")
+    else:
+        response.failure(f"HTTP {status}")
+
+
+if missing_users := set(USER_CLASS_BY_KIND.values()) - set(globals()):
+    raise RuntimeError(f"USER_CLASS_BY_KIND names user classes this locustfile lacks: {sorted(missing_users)}")
+
+
+# ---- recording (processes that run users) ----
+
+
+def _on_request(
+    *, start_time: float, response_time: float, response: Any, exception: BaseException | None, **_: Any
+) -> None:
+    """`response_time` is float milliseconds from `perf_counter` (sub-microsecond), `start_time` epoch seconds."""
+    _state.recorder.record(
+        start_time=start_time,
+        response_time_ms=response_time,
+        server_timing=_header(response, "Server-Timing"),
+        error=_error_kind(exception),
+    )
+
+
+def _header(response: Any, name: str) -> str | None:
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get(name)
+    return None if value is None else str(value)
+
+
+def _error_kind(exception: BaseException | None) -> str | None:
+    if exception is None:
+        return None
+    if isinstance(exception, CatchResponseError):
+        return str(exception)
+    return type(exception).__name__
+
+
+def _seed_random(index: int) -> None:
+    # Per-process streams that differ between processes but repeat from run to run.
+    random.seed(f"{SPEC.seed}/{index}")
+
+
+# ---- worker side ----
+
+
+def _on_window_message(environment: Environment, msg: Any, **_: Any) -> None:
+    _state.recorder.window = Window.from_json(msg.data)
+    _seed_random(int(getattr(environment.runner, "worker_index", 0)) + 1)
+
+
+def _on_stop_message(environment: Environment, msg: Any, **_: Any) -> None:
+    _runner(environment).stop()  # waits up to --stop-timeout for in-flight requests; fires test_stop
+
+
+def _on_worker_test_stop(environment: Environment, **_: Any) -> None:
+    _runner(environment).send_message(MSG_FINAL_SAMPLES, _state.recorder.drain())
+
+
+def _on_report_to_master(client_id: str, data: dict[str, Any], **_: Any) -> None:
+    data[REPORT_KEY] = _state.recorder.drain()
+
+
+# ---- master side ----
+
+
+def _on_worker_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
+    delta: SampleDelta | None = data.get(REPORT_KEY)
+    if delta is not None:
+        _state.aggregator.add(client_id, delta)
+
+
+def _on_final_samples(environment: Environment, msg: Any, **_: Any) -> None:
+    _state.aggregator.add(msg.node_id, msg.data)
+    _state.aggregator.mark_finished(msg.node_id)
+
+
+# ---- the process that owns the test (master or local) ----
+
+
+def _on_test_start(environment: Environment, **_: Any) -> None:
+    if _state.window is not None:
+        return
+    now = time.time()
+    window = Window(start=now + SPEC.warmup_s, end=now + SPEC.run_time_s)
+    _state.window = window
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        _state.expected_workers = frozenset(runner.clients.keys())
+        runner.send_message(MSG_WINDOW, window.to_json())
+    else:
+        _state.recorder.window = window
+        _seed_random(0)
+    gevent.spawn(_drive_window, environment, window)
+
+
+def _drive_window(environment: Environment, window: Window) -> None:
+    """Open and close the window on time, then stop, collect, write the result and quit."""
+    _sleep_until(window.start)
+    _emit_event("window_start", window)
+    _sleep_until(window.end)
+    _emit_event("window_end", window)
+    runner = _runner(environment)
+    if isinstance(runner, MasterRunner):
+        runner.send_message(MSG_STOP)
+        _wait_for_final_samples(float(environment.stop_timeout or 0) + CONFIG.final_report_timeout_s)
+    else:
+        runner.stop()
+    _write_result(environment, window, complete=True)
+    runner.quit()
+
+
+def _sleep_until(epoch_s: float) -> None:
+    while (remaining := epoch_s - time.time()) > 0:
+        gevent.sleep(remaining)
+
+
+def _wait_for_final_samples(timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _state.expected_workers - _state.aggregator.finished and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+
+
+def _emit_event(name: str, window: Window) -> None:
+    """Append one JSON line to the events file: the harness's cue for its window callbacks."""
+    line = json.dumps({"event": name, "time": time.time(), "window": window.to_json()})
+    with CONFIG.events_path.open("a", encoding="utf-8") as events_file:
+        events_file.write(line + "\n")
+    logger.info("servingbench %s", line)
+
+
+def _write_result(environment: Environment, window: Window, *, complete: bool) -> None:
+    """Write the result file once (atomically). A local process first adds its own recorder's samples."""
+    if _state.result_written:
+        return
+    _state.result_written = True
+    if not isinstance(environment.runner, MasterRunner):
+        _state.aggregator.add(LOCAL_WORKER_ID, _state.recorder.drain())
+    missing = sorted(_state.expected_workers - _state.aggregator.finished)
+    document = _state.aggregator.result_json(window=window, complete=complete and not missing, missing_workers=missing)
+    tmp = CONFIG.result_path.with_name(CONFIG.result_path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2), encoding="utf-8")
+    os.replace(tmp, CONFIG.result_path)
+
+
+def _on_quitting(environment: Environment, **_: Any) -> None:
+    """Backstop (--run-time limit hit, SIGTERM): keep what was collected, marked incomplete."""
+    if _state.window is not None and not _state.result_written:
+        cut = Window(start=_state.window.start, end=max(_state.window.start, min(_state.window.end, time.time())))
+        _write_result(environment, cut, complete=False)
+
+
+# ---- wiring ----
+
+
+def _runner(environment: Environment) -> Runner:
+    runner = environment.runner
+    if runner is None:
+        raise RuntimeError("Locust environment has no runner")
+    return runner
+
+
+def _listen(hook: Any, listener: Callable[..., None]) -> None:
+    hook.add_listener(listener)  # through Any: Locust's EventHook.add_listener is unannotated
+
+
+def _on_init(environment: Environment, **_: Any) -> None:
+    runner = _runner(environment)
+    hooks = environment.events
+    if isinstance(runner, MasterRunner):
+        runner.register_message(MSG_FINAL_SAMPLES, _on_final_samples)
+        _listen(hooks.worker_report, _on_worker_report)
+    elif isinstance(runner, WorkerRunner):
+        runner.register_message(MSG_WINDOW, _on_window_message)
+        runner.register_message(MSG_STOP, _on_stop_message, concurrent=True)
+        _listen(hooks.report_to_master, _on_report_to_master)
+        _listen(hooks.test_stop, _on_worker_test_stop)
+    if not isinstance(runner, MasterRunner):
+        _listen(hooks.request, _on_request)
+    if not isinstance(runner, WorkerRunner):
+        _listen(hooks.test_start, _on_test_start)
+        _listen(hooks.quitting, _on_quitting)
+
+
+_listen(events.init, _on_init)

@@ -1,0 +1,270 @@
+"""Latency recording at microsecond resolution in mergeable HDR histograms.
+
+Each Locust process that runs users owns one `LatencyRecorder`; it keeps only requests that start inside the
+measurement `Window`. Recorders hand out `SampleDelta`s (counts plus encoded histograms since the last drain), and a
+`ResultAggregator` on the master adds them up exactly: HDR histograms with the same layout merge bucket by bucket.
+Nothing here imports Locust or gevent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from hdrh.histogram import HdrHistogram
+
+__all__ = [
+    "HDR_HIGHEST_US",
+    "HDR_LOWEST_US",
+    "HDR_SIGNIFICANT_FIGURES",
+    "HISTOGRAM_NAMES",
+    "RESULT_FORMAT",
+    "RESULT_VERSION",
+    "SERVER_TIMING_METRICS",
+    "LatencyRecorder",
+    "ResultAggregator",
+    "SampleDelta",
+    "Window",
+    "WorkerCounts",
+    "decode_histogram",
+    "encode_histogram",
+    "ms_to_us",
+    "new_histogram",
+    "parse_server_timing",
+]
+
+HDR_LOWEST_US = 1
+"""Lowest discernible value, microseconds."""
+HDR_HIGHEST_US = 60_000_000
+"""Highest trackable value, microseconds (60 s); longer samples are clamped to it and counted."""
+HDR_SIGNIFICANT_FIGURES = 3
+"""Value precision: 3 significant digits, i.e. at most 0.1% relative error per recorded value."""
+
+SERVER_TIMING_METRICS = ("validate", "predict")
+"""The Server-Timing metrics the servers emit, each recorded in its own histogram."""
+HISTOGRAM_NAMES = ("total", *SERVER_TIMING_METRICS)
+
+RESULT_FORMAT = "servingbench-load-result"
+RESULT_VERSION = 1
+
+US_PER_MS = 1000
+
+
+def new_histogram() -> HdrHistogram:
+    """An empty histogram with the project's layout (1 us .. 60 s, 3 significant digits)."""
+    return HdrHistogram(HDR_LOWEST_US, HDR_HIGHEST_US, HDR_SIGNIFICANT_FIGURES)
+
+
+def encode_histogram(histogram: HdrHistogram) -> str:
+    """HdrHistogram V2 compressed, base64 (ASCII) text."""
+    encoded: bytes = histogram.encode()
+    return encoded.decode("ascii")
+
+
+def decode_histogram(encoded: str) -> HdrHistogram:
+    """Inverse of `encode_histogram`, re-laid into the project's layout so that merges stay exact."""
+    histogram = new_histogram()
+    histogram.add(HdrHistogram.decode(encoded.encode("ascii")))
+    return histogram
+
+
+def ms_to_us(duration_ms: float) -> int:
+    """Milliseconds (float) to whole microseconds, rounded to nearest; negative values become 0."""
+    return max(0, round(duration_ms * US_PER_MS))
+
+
+def parse_server_timing(header: str | None) -> dict[str, float]:
+    """Durations in milliseconds by metric name from a `Server-Timing` header value.
+
+    `"validate;dur=0.012, predict;dur=10.034"` -> `{"validate": 0.012, "predict": 10.034}`. Entries without a name,
+    without `dur`, or with a negative or non-finite `dur` are skipped; the first entry of a name wins. Entries are
+    split on commas, so a `desc` holding a comma spoils only its own entry.
+    """
+    durations: dict[str, float] = {}
+    for entry in (header or "").split(","):
+        name, _, params = entry.partition(";")
+        name = name.strip()
+        duration = _dur_param(params)
+        if name and duration is not None and name not in durations:
+            durations[name] = duration
+    return durations
+
+
+def _dur_param(params: str) -> float | None:
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() != "dur":
+            continue
+        try:
+            duration = float(value.strip().strip('"'))
+        except ValueError:
+            return None
+        return duration if math.isfinite(duration) and duration >= 0 else None
+    return None
+
+
+@dataclass(frozen=True)
+class Window:
+    """The measurement window `[start, end)`, in seconds since the epoch (`time.time()`, the clock of Locust's
+    request `start_time`)."""
+
+    start: float
+    end: float
+
+    @property
+    def duration_s(self) -> float:
+        """Window length in seconds."""
+        return self.end - self.start
+
+    def contains(self, start_time: float) -> bool:
+        """Whether a request that started at `start_time` (epoch seconds) belongs to the window."""
+        return self.start <= start_time < self.end
+
+    def to_json(self) -> dict[str, float]:
+        """`{"start", "end", "duration_s"}`."""
+        return {"start": self.start, "end": self.end, "duration_s": self.duration_s}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Window:
+        """Inverse of `to_json`."""
+        return cls(start=float(data["start"]), end=float(data["end"]))
+
+
+class SampleDelta(TypedDict):
+    """What one recorder collected since its last drain; histograms encoded with `encode_histogram`."""
+
+    requests: int
+    errors: int
+    errors_by_kind: dict[str, int]
+    outside_window: int
+    clamped: int
+    histograms: dict[str, str]
+
+
+class WorkerCounts(TypedDict):
+    """Per-process totals: `recorded` is the sample count of that process's total histogram."""
+
+    requests: int
+    errors: int
+    recorded: int
+
+
+class LatencyRecorder:
+    """Records requests that start inside `window`; requests outside it (warm-up, shutdown) are only counted.
+
+    Until `window` is set every request counts as outside it.
+    """
+
+    def __init__(self, window: Window | None = None) -> None:
+        self.window = window
+        self._reset()
+
+    def _reset(self) -> None:
+        self.histograms = {name: new_histogram() for name in HISTOGRAM_NAMES}
+        self.requests = 0
+        self.errors = 0
+        self.errors_by_kind: Counter[str] = Counter()
+        self.outside_window = 0
+        self.clamped = 0
+
+    def record(
+        self, *, start_time: float, response_time_ms: float, server_timing: str | None, error: str | None
+    ) -> bool:
+        """Record one request; return whether it was inside the window.
+
+        `start_time` in epoch seconds, `response_time_ms` in milliseconds (float, kept to the microsecond),
+        `server_timing` the raw header or None, `error` the failure kind ("HTTP 503", "ConnectionRefusedError") or
+        None on success. Server-Timing is recorded for successful requests only.
+        """
+        if self.window is None or not self.window.contains(start_time):
+            self.outside_window += 1
+            return False
+        self.requests += 1
+        self._record_us("total", ms_to_us(response_time_ms))
+        if error is not None:
+            self.errors += 1
+            self.errors_by_kind[error] += 1
+            return True
+        timings = parse_server_timing(server_timing)
+        for metric in SERVER_TIMING_METRICS:
+            if metric in timings:
+                self._record_us(metric, ms_to_us(timings[metric]))
+        return True
+
+    def drain(self) -> SampleDelta:
+        """Everything recorded since the last drain, then start afresh (the window is kept)."""
+        delta = SampleDelta(
+            requests=self.requests,
+            errors=self.errors,
+            errors_by_kind=dict(self.errors_by_kind),
+            outside_window=self.outside_window,
+            clamped=self.clamped,
+            histograms={name: encode_histogram(h) for name, h in self.histograms.items()},
+        )
+        self._reset()
+        return delta
+
+    def _record_us(self, name: str, value_us: int) -> None:
+        if value_us > HDR_HIGHEST_US:
+            self.clamped += 1
+            value_us = HDR_HIGHEST_US
+        self.histograms[name].record_value(value_us)
+
+
+class ResultAggregator:
+    """Adds `SampleDelta`s from any number of processes; the merged histograms are exact sums of theirs."""
+
+    def __init__(self) -> None:
+        self.histograms = {name: new_histogram() for name in HISTOGRAM_NAMES}
+        self.errors_by_kind: Counter[str] = Counter()
+        self.outside_window = 0
+        self.clamped = 0
+        self.workers: dict[str, WorkerCounts] = {}
+        self.finished: set[str] = set()
+
+    @property
+    def requests(self) -> int:
+        """Requests recorded inside the window, over all processes."""
+        return sum(w["requests"] for w in self.workers.values())
+
+    @property
+    def errors(self) -> int:
+        """Failed requests inside the window, over all processes."""
+        return sum(w["errors"] for w in self.workers.values())
+
+    def add(self, worker: str, delta: SampleDelta) -> None:
+        """Merge one delta reported by `worker` (a Locust client id, or "local")."""
+        counts = self.workers.setdefault(worker, WorkerCounts(requests=0, errors=0, recorded=0))
+        counts["requests"] += delta["requests"]
+        counts["errors"] += delta["errors"]
+        self.errors_by_kind.update(delta["errors_by_kind"])
+        self.outside_window += delta["outside_window"]
+        self.clamped += delta["clamped"]
+        for name in HISTOGRAM_NAMES:
+            part = decode_histogram(delta["histograms"][name])
+            if name == "total":
+                counts["recorded"] += part.get_total_count()
+            self.histograms[name].add(part)
+
+    def mark_finished(self, worker: str) -> None:
+        """Note that `worker` sent its last delta."""
+        self.finished.add(worker)
+
+    def result_json(self, *, window: Window, complete: bool, missing_workers: list[str]) -> dict[str, Any]:
+        """The result file document: counts, per-process counts and encoded merged histograms (microseconds)."""
+        return {
+            "format": RESULT_FORMAT,
+            "version": RESULT_VERSION,
+            "complete": complete,
+            "missing_workers": sorted(missing_workers),
+            "window": window.to_json(),
+            "requests": self.requests,
+            "errors": self.errors,
+            "errors_by_kind": dict(sorted(self.errors_by_kind.items())),
+            "outside_window": self.outside_window,
+            "clamped": self.clamped,
+            "workers": dict(sorted(self.workers.items())),
+            "histograms": {name: encode_histogram(h) for name, h in self.histograms.items()},
+        }
