@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from starlette.exceptions import HTTPException
@@ -14,10 +14,15 @@ from servingbench.shared_model import MAX_DRAIN_BYTES, PredictService, Reply, Se
 
 __all__ = ["create_app"]
 
+GET_ROUTES = {
+    "/healthz": PredictService.healthz,
+    "/model": PredictService.model_info,
+    "/openapi.json": PredictService.openapi,
+}
+POST_ROUTES = {"/predict": PredictService.predict, "/predict/batch": PredictService.predict_batch}
+
 
 class _Answer(Exception):
-    """Carries a finished reply out of a dependency."""
-
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
 
@@ -32,10 +37,9 @@ def _core(request: Request) -> PredictService:
 
 
 async def _body(request: Request) -> bytes:
-    """Read the body on the event loop, within the limit, so the route itself never waits on the network."""
+    """Read the body on the event loop, within the limit, so a ``def`` route never waits on the network."""
     core = _core(request)
-    early = core.check_post(request.headers.get("content-type"), request.headers.get("content-length"))
-    if early is not None:
+    if early := core.check_post(request.headers.get("content-type"), request.headers.get("content-length")):
         raise _Answer(early)
     buffer = core.new_body()
     async for chunk in request.stream():
@@ -47,59 +51,32 @@ async def _body(request: Request) -> bytes:
     return buffer.body()
 
 
-Body = Annotated[bytes, Depends(_body)]
+def _post_endpoint(action: Callable[[PredictService, bytes], Reply], route: str) -> Callable[..., Any]:
+    if route == "async":  # the labelled variant: CPU-bound predict on the event loop
+
+        async def on_loop(request: Request, body: Annotated[bytes, Depends(_body)]) -> Response:
+            return _send(action(_core(request), body))
+
+        return on_loop
+
+    def in_thread_pool(request: Request, body: Annotated[bytes, Depends(_body)]) -> Response:
+        return _send(action(_core(request), body))
+
+    return in_thread_pool
 
 
-def _add_routes(app: FastAPI, route: str) -> None:
-    if route == "async":  # labelled variant: CPU-bound predict on the event loop
+def _get_endpoint(action: Callable[[PredictService], Reply]) -> Callable[..., Any]:
+    async def endpoint(request: Request) -> Response:
+        return _send(action(_core(request)))
 
-        @app.post("/predict")
-        async def predict_async(request: Request, body: Body) -> Response:
-            return _send(_core(request).predict(body))
-
-        @app.post("/predict/batch")
-        async def batch_async(request: Request, body: Body) -> Response:
-            return _send(_core(request).predict_batch(body))
-
-    else:  # default: the route runs on the thread pool
-
-        @app.post("/predict")
-        def predict(request: Request, body: Body) -> Response:
-            return _send(_core(request).predict(body))
-
-        @app.post("/predict/batch")
-        def batch(request: Request, body: Body) -> Response:
-            return _send(_core(request).predict_batch(body))
-
-    @app.api_route("/healthz", methods=["GET", "HEAD"])
-    async def healthz(request: Request) -> Response:
-        return _send(_core(request).healthz())
-
-    @app.api_route("/model", methods=["GET", "HEAD"])
-    async def model(request: Request) -> Response:
-        return _send(_core(request).model_info())
-
-    @app.api_route("/openapi.json", methods=["GET", "HEAD"])
-    async def openapi(request: Request) -> Response:
-        return _send(_core(request).openapi())
+    return endpoint
 
 
-def _add_error_mapping(app: FastAPI) -> None:
-    @app.exception_handler(_Answer)
-    async def answer(request: Request, exc: _Answer) -> Response:
+async def _on_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, _Answer):
         return _send(exc.reply)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        return _send(_core(request).error_reply(exc.status_code, request.method, request.url.path))
-
-    @app.exception_handler(ClientDisconnect)
-    async def disconnect(request: Request, exc: ClientDisconnect) -> Response:
-        return _send(_core(request).error_reply(400, request.method, request.url.path))
-
-    @app.exception_handler(Exception)
-    async def failure(request: Request, exc: Exception) -> Response:
-        return _send(_core(request).error_reply(500, request.method, request.url.path))
+    status = exc.status_code if isinstance(exc, HTTPException) else 400 if isinstance(exc, ClientDisconnect) else 500
+    return _send(_core(request).error_reply(status, request.method, request.url.path))
 
 
 def create_app(settings: Settings | None = None, service: PredictService | None = None) -> FastAPI:
@@ -112,6 +89,10 @@ def create_app(settings: Settings | None = None, service: PredictService | None 
         yield
 
     app = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
-    _add_routes(app, settings.route)
-    _add_error_mapping(app)
+    for path, post in POST_ROUTES.items():
+        app.add_api_route(path, _post_endpoint(post, settings.route), methods=["POST"])
+    for path, get in GET_ROUTES.items():
+        app.add_api_route(path, _get_endpoint(get), methods=["GET", "HEAD"])
+    for exc_class in (_Answer, HTTPException, ClientDisconnect, Exception):
+        app.add_exception_handler(exc_class, _on_error)
     return app

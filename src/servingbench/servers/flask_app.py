@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from servingbench.shared_model import BODY_CHUNK_BYTES, MAX_DRAIN_BYTES, PredictService, Reply, Settings
 
 __all__ = ["create_app"]
+
+GET_ROUTES = {
+    "/healthz": PredictService.healthz,
+    "/model": PredictService.model_info,
+    "/openapi.json": PredictService.openapi,
+}
+POST_ROUTES = {"/predict": PredictService.predict, "/predict/batch": PredictService.predict_batch}
 
 
 def _send(reply: Reply) -> Response:
@@ -16,8 +25,7 @@ def _send(reply: Reply) -> Response:
 
 def _read_body(core: PredictService) -> bytes | Reply:
     """Stream the body within the limit; never hold more than the limit in memory."""
-    early = core.check_post(request.headers.get("Content-Type"), request.headers.get("Content-Length"))
-    if early is not None:
+    if early := core.check_post(request.headers.get("Content-Type"), request.headers.get("Content-Length")):
         return early
     buffer = core.new_body()
     for chunk in iter(lambda: request.stream.read(BODY_CHUNK_BYTES), b""):
@@ -27,48 +35,33 @@ def _read_body(core: PredictService) -> bytes | Reply:
     return core.too_large() if buffer.too_large else buffer.body()
 
 
-def _add_routes(app: Flask, core: PredictService) -> None:
-    @app.post("/predict", provide_automatic_options=False)
-    def predict() -> Response:
+def _post_view(core: PredictService, action: Callable[[PredictService, bytes], Reply]) -> Callable[[], Response]:
+    def view() -> Response:
         body = _read_body(core)
-        return _send(body if isinstance(body, Reply) else core.predict(body))
+        return _send(body if isinstance(body, Reply) else action(core, body))
 
-    @app.post("/predict/batch", provide_automatic_options=False)
-    def batch() -> Response:
-        body = _read_body(core)
-        return _send(body if isinstance(body, Reply) else core.predict_batch(body))
-
-    @app.get("/healthz", provide_automatic_options=False)
-    def healthz() -> Response:
-        return _send(core.healthz())
-
-    @app.get("/model", provide_automatic_options=False)
-    def model() -> Response:
-        return _send(core.model_info())
-
-    @app.get("/openapi.json", provide_automatic_options=False)
-    def openapi() -> Response:
-        return _send(core.openapi())
+    return view
 
 
-def _add_error_mapping(app: Flask, core: PredictService) -> None:
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        return _send(core.error_reply(exc.code or 500, request.method, request.path))
-
-    @app.errorhandler(Exception)
-    def failure(exc: Exception) -> Response:
-        app.logger.exception("unhandled error")
-        return _send(core.error_reply(500, request.method, request.path))
+def _get_view(core: PredictService, action: Callable[[PredictService], Reply]) -> Callable[[], Response]:
+    return lambda: _send(action(core))
 
 
 def create_app(settings: Settings | None = None, service: PredictService | None = None) -> Flask:
     """The Flask app; the model is loaded once, here (``settings`` default: from the environment)."""
-    settings = settings or Settings.from_env()
-    core = service or PredictService.from_settings(settings)
+    core = service or PredictService.from_settings(settings or Settings.from_env())
     app = Flask(__name__)
     app.url_map.merge_slashes = False
-    app.extensions["servingbench"] = core
-    _add_routes(app, core)
-    _add_error_mapping(app, core)
+    for path, post in POST_ROUTES.items():
+        app.add_url_rule(path, path, _post_view(core, post), methods=["POST"], provide_automatic_options=False)
+    for path, get in GET_ROUTES.items():
+        app.add_url_rule(path, path, _get_view(core, get), methods=["GET"], provide_automatic_options=False)
+
+    @app.errorhandler(Exception)
+    def on_error(exc: Exception) -> Response:
+        if not isinstance(exc, HTTPException):
+            app.logger.exception("unhandled error")
+        status = (exc.code or 500) if isinstance(exc, HTTPException) else 500
+        return _send(core.error_reply(status, request.method, request.path))
+
     return app
