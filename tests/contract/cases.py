@@ -64,6 +64,12 @@ CASES: list[Case] = [
     _post("text-plain", _j({"features": ROW}), 415, **{"Content-Type": "text/plain"}),
     _post("form", b"features=1", 415, **{"Content-Type": "application/x-www-form-urlencoded"}),
     _post("latin1", _j({"features": ROW}), 415, **{"Content-Type": "application/json; charset=latin-1"}),
+    _post("gzip", _j({"features": ROW}), 415, **{"Content-Type": "application/json", "Content-Encoding": "gzip"}),
+    _post(
+        "identity", _j({"features": ROW}), 200, **{"Content-Type": "application/json", "Content-Encoding": "identity"}
+    ),
+    _post("ct-params", _j({"features": ROW}), 200, **{"Content-Type": 'application/json;charset="utf-8";v=1'}),
+    Case("long-url", "GET", "/" + "a" * 9000, 404),
     Case("no-content-type", "POST", "/predict", 415, _j({"features": ROW}), {}),
     _post("batch-empty", _j({"instances": []}), 422, "/predict/batch"),
     _post("batch-ragged", _j({"instances": [ROW, ROW[:-1]]}), 422, "/predict/batch"),

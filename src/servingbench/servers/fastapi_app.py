@@ -39,7 +39,10 @@ def _core(request: Request) -> PredictService:
 async def _body(request: Request) -> bytes:
     """Read the body on the event loop, within the limit, so a ``def`` route never waits on the network."""
     core = _core(request)
-    if early := core.check_post(request.headers.get("content-type"), request.headers.get("content-length")):
+    headers = request.headers
+    if early := core.check_post(
+        headers.getlist("content-type"), headers.get("content-length"), headers.get("content-encoding")
+    ):
         raise _Answer(early)
     buffer = core.new_body()
     async for chunk in request.stream():

@@ -25,7 +25,10 @@ def _send(reply: Reply) -> Response:
 
 def _read_body(core: PredictService) -> bytes | Reply:
     """Stream the body within the limit; never hold more than the limit in memory."""
-    if early := core.check_post(request.headers.get("Content-Type"), request.headers.get("Content-Length")):
+    headers = request.headers
+    if early := core.check_post(
+        headers.getlist("Content-Type"), headers.get("Content-Length"), headers.get("Content-Encoding")
+    ):
         return early
     buffer = core.new_body()
     for chunk in iter(lambda: request.stream.read(BODY_CHUNK_BYTES), b""):

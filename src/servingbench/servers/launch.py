@@ -129,7 +129,9 @@ def _gunicorn_argv(config: ServerConfig, host: str, port: int) -> list[str]:
     if config.server == "gunicorn-gthread":
         argv += ["--threads", str(config.effective_threads)]
     argv += ["--timeout", str(GUNICORN_TIMEOUT_S), "--graceful-timeout", str(GRACEFUL_TIMEOUT_S)]
-    argv += ["--keep-alive", str(KEEPALIVE_S), "--log-level", "warning", f"{_APP[config.framework]}()"]
+    argv += ["--keep-alive", str(KEEPALIVE_S), "--log-level", "warning"]
+    # uvicorn has no request-line limit; lift gunicorn's so a long URL is a 404 from the app on both.
+    argv += ["--limit-request-line", "0", f"{_APP[config.framework]}()"]
     return argv
 
 

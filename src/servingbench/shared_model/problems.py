@@ -23,6 +23,12 @@ _KINDS: dict[int, tuple[str, str]] = {
     500: ("internal-error", "Internal Server Error"),
 }
 
+#: Kinds that share a status with a more common one: their type suffix and title.
+_OTHER_KINDS: dict[str, str] = {
+    "bad-request": "Bad Request",
+    "unsupported-content-encoding": "Unsupported Content Encoding",
+}
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -32,13 +38,16 @@ class Problem:
     detail: str
     errors: list[dict[str, Any]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    kind: str | None = None  # one of _OTHER_KINDS, when the status's usual kind does not fit
 
     @property
     def type(self) -> str:
-        return _TYPE_BASE + _KINDS.get(self.status, ("error", ""))[0]
+        return _TYPE_BASE + (self.kind or _KINDS.get(self.status, ("error", ""))[0])
 
     @property
     def title(self) -> str:
+        if self.kind:
+            return _OTHER_KINDS[self.kind]
         return _KINDS.get(self.status, ("", HTTPStatus(self.status).phrase))[1]
 
     def body(self) -> bytes:
@@ -51,4 +60,5 @@ class Problem:
 def problem_for_status(status: int, detail: str | None = None, *, allow: tuple[str, ...] = ()) -> Problem:
     """A problem for a plain HTTP status (404, 405, ...); ``allow`` fills the 405 ``Allow`` header."""
     headers = {"Allow": ", ".join(allow)} if allow else {}
-    return Problem(status=status, detail=detail or HTTPStatus(status).description, headers=headers)
+    kind = "bad-request" if status == 400 else None  # 400 from the framework: not a JSON parse error
+    return Problem(status=status, detail=detail or HTTPStatus(status).description, headers=headers, kind=kind)

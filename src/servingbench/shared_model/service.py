@@ -142,15 +142,25 @@ class PredictService:
         return cls(model, settings)
 
     # -- request gates, in the order the contract applies them: 415, then 413 ---------------------------
-    def check_post(self, content_type: str | None, content_length: str | None) -> Reply | None:
-        """Refuse before reading the body: a wrong media type (415), or a declared length past the drain cap (413).
+    def check_post(
+        self, content_types: list[str], content_length: str | None, content_encoding: str | None = None
+    ) -> Reply | None:
+        """Refuse before reading the body: a wrong media type or coding (415), an ambiguous one (400), or a
+        declared length past the drain cap (413).
 
-        A body over the limit but under :data:`MAX_DRAIN_BYTES` is read and discarded by the adapter first, so the
-        client, still sending, reads a clean 413 instead of a reset connection.
+        ``content_types`` holds every ``Content-Type`` header sent. A body over the limit but under
+        :data:`MAX_DRAIN_BYTES` is read and discarded by the adapter first, so a client still sending reads a
+        clean 413 instead of a reset connection.
         """
+        if len(content_types) > 1:
+            return Reply.problem(Problem(400, "More than one Content-Type header", kind="bad-request"))
+        content_type = content_types[0] if content_types else None
         if not _is_json_media_type(content_type):
             detail = f"Content-Type must be {JSON_MEDIA_TYPE} (UTF-8), got {(content_type or 'none')[:100]!r}"
             return Reply.problem(Problem(415, detail))
+        if content_encoding and content_encoding.strip().lower() != "identity":
+            detail = f"Content-Encoding {content_encoding[:40]!r} is not supported; send the body uncompressed"
+            return Reply.problem(Problem(415, detail, kind="unsupported-content-encoding"))
         declared = _declared_length(content_length)
         if declared is not None and declared > MAX_DRAIN_BYTES:
             return self.too_large()  # too big even to drain; the server drops the connection after answering
