@@ -1,0 +1,26 @@
+"""Fixture bundles for the report tests, built programmatically with real HDR histograms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .builders import BundleSpec, build_bundle
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default fixture bundle: 3 configs (two of equal cost, one slower), 2 models, 5 repetitions.
+
+    Shared by the session; tests that write into it only write ``index.html``.
+    """
+    return build_bundle(tmp_path_factory.mktemp("bundle"), BundleSpec())
+
+
+@pytest.fixture(scope="session")
+def rendered_report(bundle_dir: Path) -> Path:
+    """``index.html`` rendered once from :func:`bundle_dir`."""
+    from servingbench.reports import render_report
+
+    return render_report(bundle_dir)

@@ -1,0 +1,174 @@
+"""The HTML report: one self-contained file, the verdict first and right, nothing hidden."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from servingbench.reports import BundleError, load_bundle, render_report
+from servingbench.reports.tables import artifact_link
+
+from .builders import FAST_MODEL, HEAVY_MODEL, BundleSpec, ScenarioSpec, build_bundle
+
+MAX_REPORT_BYTES = 3_000_000
+NETWORK_LOAD = re.compile(r"""(?:src|href|action|poster|data)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+SMALL = BundleSpec(
+    models=(FAST_MODEL,), scenarios=(ScenarioSpec("single-c8", concurrency=8),), repetitions=3, capacity=False
+)
+
+
+def _outcome(html: str, model: str, scenario: str, config: str, metric: str) -> str:
+    """The data-outcome of one config x metric cell in the verdict of one model x scenario."""
+    group = re.search(
+        rf'<article class="group"[^>]*data-model="{model}" data-scenario="{scenario}">(.*?)</article>', html, re.S
+    )
+    assert group is not None, f"no verdict for {model} / {scenario}"
+    cell = re.search(rf'data-config="{config}" data-metric="{metric}" data-outcome="([a-z-]+)"', group.group(1))
+    assert cell is not None, f"no {metric} verdict for {config}"
+    return cell.group(1)
+
+
+@pytest.fixture(scope="module")
+def html(rendered_report: Path) -> str:
+    return rendered_report.read_text(encoding="utf-8")
+
+
+def test_report_is_one_self_contained_file(rendered_report: Path, html: str) -> None:
+    assert rendered_report.name == "index.html"
+    assert html.count("<svg") >= 5
+    assert NETWORK_LOAD.search(html) is None
+    assert "<script" not in html.lower()
+    assert '<link rel="stylesheet"' not in html
+    assert "@import" not in html
+    assert rendered_report.stat().st_size < MAX_REPORT_BYTES
+
+
+def test_verdict_same_cost_is_no_difference_and_slower_config_is_slower(html: str) -> None:
+    for scenario in ("single-c1", "single-c8"):
+        for metric in ("rps", "p50", "p99"):
+            assert _outcome(html, "fast", scenario, "flask-gthread", metric) == "same"
+            assert _outcome(html, "fast", scenario, "flask-sync", metric) == "slower"
+            assert _outcome(html, "fast", scenario, "fastapi-uvicorn", metric) == "winner"
+    assert "no significant difference between FastAPI / uvicorn (def) and Flask / gunicorn gthread" in html
+    assert re.search(r"Flask / gunicorn sync is slower at 0\.\d\d\u00d7 \(95% CI 0\.\d\d", html)
+
+
+def test_open_loop_verdict_compares_latency_only(html: str) -> None:
+    assert _outcome(html, "fast", "open-r300", "flask-sync", "p99") == "slower"
+    with pytest.raises(AssertionError, match="no rps verdict"):
+        _outcome(html, "fast", "open-r300", "flask-sync", "rps")
+
+
+def test_recommendation_is_derived_from_the_data(html: str) -> None:
+    recommendation = html[html.index('id="recommendation"') : html.index("Per model and scenario")]
+    assert "For the model &#39;heavy&#39; the framework difference is within noise" in recommendation
+    assert "the model dominates" in recommendation
+    assert "FastAPI / uvicorn (def) and Flask / gunicorn gthread are statistically tied" in recommendation
+    assert "serving stack matters here" in recommendation
+
+
+def test_capacity_is_the_headline_of_the_verdict(html: str) -> None:
+    verdict = html.index('id="verdict"')
+    assert verdict < html.index('id="capacity"') < html.index('id="recommendation"')
+    capacity = html[html.index('id="capacity"') : html.index('id="recommendation"')]
+    assert 'data-config="flask-sync" data-metric="capacity_rps" data-outcome="slower"' in capacity
+    assert 'data-config="flask-gthread" data-metric="capacity_rps" data-outcome="same"' in capacity
+
+
+def test_how_it_was_measured_hides_nothing(html: str) -> None:
+    measured = html[html.index('id="measured"') : html.index('id="plots"')]
+    for text in (
+        "every server config on CPU 0, the load generator on CPU 1",
+        "Synthetic CPU @ 3.0GHz",
+        "fastapi",
+        "0.165.0",
+        "12345",
+        "2 s",
+        "keep-alive",
+        "load generator saturated (97% CPU)",
+        "error rate 12.0% over the 1% limit",
+    ):
+        assert text in measured, text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in measured  # the log tail is escaped, not executed
+
+
+def test_plots_have_titles_axes_and_legends(html: str) -> None:
+    for chart in ("chart-throughput", "chart-latency", "chart-spectrum-fast", "chart-breakdown", "chart-resources"):
+        assert f'<svg id="{chart}"' in html, chart
+    assert '<svg id="chart-open-fast"' in html
+    for label in ("throughput (req/s)", "latency (ms)", "concurrency (users)", "percentile", "99.9%", "µs", "MB"):
+        assert label in html, label
+    assert "Flask / gunicorn sync" in html[html.index('id="plots"') :]
+
+
+def test_tables_link_each_runs_locust_report(bundle_dir: Path, html: str) -> None:
+    links = re.findall(r'<a href="(runs/[^"]+/locust\.html)">', html)
+    assert len(links) == len(re.findall(r'<tr data-run="', html[html.index('class="runs"') :]))
+    assert all((bundle_dir / link).is_file() for link in links)
+    errors = html[html.index("Errors by kind") : html.index("Every run, in executed order")]
+    assert "HTTP 503" in errors and ">100<" in errors
+
+
+def test_rendering_again_gives_the_same_file(bundle_dir: Path, rendered_report: Path) -> None:
+    before = rendered_report.read_bytes()
+    assert render_report(bundle_dir).read_bytes() == before
+
+
+def test_incomplete_bundle_says_so_first(tmp_path: Path) -> None:
+    html = render_report(build_bundle(tmp_path, SMALL.with_(complete=False))).read_text()
+    assert 'id="incomplete"' in html
+    assert html.index("INCOMPLETE") < html.index('id="verdict"')
+
+
+def test_one_repetition_is_not_enough_for_an_interval(tmp_path: Path) -> None:
+    spec = SMALL.with_(repetitions=1, invalid_runs=False)
+    html = render_report(build_bundle(tmp_path, spec)).read_text()
+    assert _outcome(html, "fast", "single-c8", "flask-sync", "rps") == "no-interval"
+    assert "not enough repetitions for an interval" in html
+    assert 'id="capacity"' not in html
+    assert "None: every run was valid." in html
+
+
+def test_heavy_model_only_is_within_noise(tmp_path: Path) -> None:
+    spec = BundleSpec(models=(HEAVY_MODEL,), scenarios=SMALL.scenarios, repetitions=5, capacity=False)
+    html = render_report(build_bundle(tmp_path, spec)).read_text()
+    for config in ("flask-gthread", "flask-sync"):
+        assert _outcome(html, "heavy", "single-c8", config, "rps") == "same"
+
+
+def test_bundle_with_no_valid_runs_still_renders(tmp_path: Path) -> None:
+    bundle = build_bundle(tmp_path, SMALL.with_(repetitions=0))
+    html = render_report(bundle).read_text()
+    assert "No valid runs in this bundle" in html
+    assert "did not count" in html
+
+
+def test_bad_bundle_raises_bundle_error(tmp_path: Path) -> None:
+    with pytest.raises(BundleError):
+        render_report(tmp_path)
+    assert not (tmp_path / "index.html").exists()
+
+
+def test_corrupt_histogram_is_a_bundle_error_naming_the_run(tmp_path: Path) -> None:
+    bundle = build_bundle(tmp_path, SMALL.with_(invalid_runs=False))
+    doc = json.loads((bundle / "results.json").read_text())
+    doc["runs"][1]["histograms"]["total"] = "HISTFAAAAgarbage"
+    (bundle / "results.json").write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match=rf"run {doc['runs'][1]['id']}: histograms.total"):
+        render_report(bundle)
+
+
+def test_missing_or_unsafe_artifacts_are_not_linked(tmp_path: Path) -> None:
+    bundle_dir = build_bundle(tmp_path, SMALL.with_(invalid_runs=False))
+    bundle = load_bundle(bundle_dir)
+    run = bundle.runs[0]
+    assert artifact_link(bundle, run, "locust_html") == f"runs/{run.id}/locust.html"
+    for path in ("../outside.html", "/etc/passwd", "https://example.com/x.html", f"runs/{run.id}/nope.html"):
+        assert artifact_link(bundle, dataclasses.replace(run, artifacts={"locust_html": path}), "locust_html") is None
+    (bundle_dir / "runs" / run.id / "locust.html").unlink()
+    html = render_report(bundle_dir).read_text()
+    assert "no Locust report" in html
