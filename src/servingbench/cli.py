@@ -87,6 +87,38 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- report, compare ---------------------------------------------------------------------------------------------
+def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("report", help="(re)render DIR/index.html from a results bundle")
+    p.add_argument("bundle", type=Path, nargs="?", default=Path("results/latest"), help="default: results/latest")
+    p.set_defaults(func=_report)
+    c = sub.add_parser("compare", help="compare two results bundles (B against A) into one HTML page")
+    c.add_argument("baseline", type=Path)
+    c.add_argument("current", type=Path)
+    c.add_argument("--out", type=Path, default=None, help="default: CURRENT/compare.html")
+    c.set_defaults(func=_compare)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from servingbench.reports import BundleError, render_report
+
+    try:
+        print(render_report(args.bundle))
+    except BundleError as err:
+        return _fail(str(err))
+    return EXIT_OK
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from servingbench.reports import BundleError, compare_bundles
+
+    try:
+        print(compare_bundles(args.baseline, args.current, args.out or args.current))
+    except BundleError as err:
+        return _fail(str(err))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="servingbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_serve, _add_train]
+_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_serve, _add_train, _add_report]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
