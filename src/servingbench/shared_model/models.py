@@ -211,8 +211,9 @@ def parse_synthetic(spec: str) -> SyntheticModel:
 
 def _resolve_default(name: str, models_dir: Path, *, train_if_missing: bool) -> Model:
     path = _default_path(models_dir, name)
-    if train_if_missing:
-        # Checked under the lock so a worker never reads a model another worker is still writing.
+    if train_if_missing and not _is_saved(path):
+        # Trained under the lock so concurrent workers train it once. A saved model is read without the lock (its
+        # files are written atomically, manifest last), so a read-only models directory serves.
         _ensure_trained(models_dir, (name,), force=False)
     elif not _is_saved(path):
         raise ModelError(f"model {name!r} not found at {path}; run `servingbench train`")
