@@ -87,6 +87,61 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- run --------------------------------------------------------------------------------------------------------
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="benchmark the server matrix of a plan and write a results bundle and report")
+    p.add_argument("--plan", type=Path, default=None, help="a plan TOML file (default: the built-in plan)")
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--quick", dest="preset", action="store_const", const="quick", help="smoke run (< 2 min)")
+    preset.add_argument("--rigorous", dest="preset", action="store_const", const="rigorous", help="longer, tighter")
+    p.set_defaults(preset="default")
+    p.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results)")
+    p.add_argument("--target", action="append", default=[], metavar="URL", help="measure a running server instead")
+    p.add_argument("--load-workers", type=int, default=None, help="Locust worker processes (default: one a core)")
+    p.add_argument("--allow-shared-cores", action="store_true", help="run on one core (recorded as unfair)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from servingbench.harness import BenchmarkInterrupted, HarnessError, run_benchmark
+
+    console = Console(stderr=False)
+    try:
+        bundle = run_benchmark(
+            plan_path=args.plan,
+            preset=args.preset,
+            out_root=args.out,
+            targets=args.target,
+            load_workers=args.load_workers,
+            console=console,
+            allow_shared_cores=args.allow_shared_cores,
+        )
+    except HarnessError as err:
+        return _fail(str(err))
+    except BenchmarkInterrupted as stop:
+        print(f"servingbench: interrupted; partial results kept in {stop.bundle_dir}", file=sys.stderr)
+        _report_quietly(stop.bundle_dir)
+        return 130
+    if not args.no_report:
+        from servingbench.reports import render_report
+
+        print(f"report: {render_report(bundle)}")
+    return EXIT_OK
+
+
+def _report_quietly(bundle: Path) -> None:
+    """Render what an interrupted run measured; a partial bundle that cannot be rendered is not an error."""
+    from servingbench.reports import BundleError, render_report
+
+    try:
+        print(f"report (incomplete run): {render_report(bundle)}", file=sys.stderr)
+    except (BundleError, ValueError) as err:
+        print(f"servingbench: no report for the partial run: {err}", file=sys.stderr)
+
+
 # -- report, compare ---------------------------------------------------------------------------------------------
 def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", help="(re)render DIR/index.html from a results bundle")
@@ -127,7 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_serve, _add_train, _add_report]
+_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_run,
+    _add_serve,
+    _add_train,
+    _add_report,
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,6 +45,7 @@ HEALTH_POLL_INTERVAL_S = 0.05
 HEALTH_REQUEST_TIMEOUT_S = 1.0
 STOP_GRACE_S = 10.0  # longer than the servers' own graceful timeout (gunicorn: 5 s)
 KILL_WAIT_S = 5.0
+STOP_POLL_INTERVAL_S = 0.01
 LOG_TAIL_LINES = 30
 LOG_TAIL_MAX_BYTES = 16_384
 HTTP_OK = 200
@@ -166,13 +167,31 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def _running(process: psutil.Process) -> bool:
+    """Alive and not a zombie (a zombie has exited; reaping it is its new parent's job, not a reason to wait)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Poll until every process has exited or ``timeout_s`` passes; return those still running."""
+    deadline = time.monotonic() + timeout_s
+    alive = [process for process in processes if _running(process)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(STOP_POLL_INTERVAL_S)
+        alive = [process for process in alive if _running(process)]
+    return alive
+
+
 def _kill_stragglers(processes: list[psutil.Process], timeout_s: float) -> None:
     """Wait for ``processes`` (SIGTERM already sent) and SIGKILL whatever outlives ``timeout_s``."""
-    _gone, alive = psutil.wait_procs(processes, timeout=timeout_s)
+    alive = _wait_gone(processes, timeout_s)
     for process in alive:
         with contextlib.suppress(psutil.Error):
             process.kill()
-    psutil.wait_procs(alive, timeout=KILL_WAIT_S)
+    _wait_gone(alive, KILL_WAIT_S)
 
 
 def stop_process_group(process: subprocess.Popen[bytes], *, grace_s: float = STOP_GRACE_S) -> int | None:

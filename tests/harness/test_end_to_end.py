@@ -1,0 +1,176 @@
+"""A tiny real plan: two real server configs, the blocking synthetic model, Locust, the whole bundle.
+
+Shrunk knobs (pyperf's habit) keep it to seconds. It asserts what was written, never how fast anything was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+from rich.console import Console
+
+from servingbench.harness import run_benchmark
+from servingbench.harness.bundle import RESULTS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE
+from servingbench.reports.bundle import load_bundle
+
+TINY_PLAN = """
+seed = 11
+warmup_s = 0.2
+duration_s = 0.5
+repetitions = 1
+min_requests = 5
+startup_timeout_s = 60.0
+[configs.fastapi-uvicorn]
+framework = "fastapi"
+server = "uvicorn"
+[configs.flask-gunicorn-sync]
+framework = "flask"
+server = "gunicorn-sync"
+[models.sleep2]
+spec = "synthetic:sleep_ms=2"
+scenarios = ["single"]
+[models.broken]
+spec = "synthetic:sleep_ms=20000"   # over the servers' 10 s limit: every server must refuse it and exit
+scenarios = ["single"]
+[scenarios.single]
+endpoint = "/predict"
+concurrency = [2]
+"""
+
+
+@pytest.mark.slow
+def test_tiny_plan_end_to_end(tmp_path: Path) -> None:
+    plan = tmp_path / "tiny.toml"
+    plan.write_text(TINY_PLAN)
+    output = io.StringIO()
+    bundle = run_benchmark(
+        plan_path=plan,
+        preset="default",
+        out_root=tmp_path / "results",
+        targets=[],
+        load_workers=1,
+        console=Console(file=output, width=120),
+        allow_shared_cores=len(os.sched_getaffinity(0)) < 2,
+    )
+    data = json.loads((bundle / RESULTS_FILE).read_text())
+    assert data["complete"] is True
+    runs = {(run["config"], run["model"]): run for run in data["runs"]}
+    assert set(runs) == {(c, m) for c in ("fastapi-uvicorn", "flask-gunicorn-sync") for m in ("sleep2", "broken")}
+
+    for config in ("fastapi-uvicorn", "flask-gunicorn-sync"):
+        good = runs[(config, "sleep2")]
+        assert good["status"] == "ok", good["invalid_reason"]
+        assert good["requests"] > 0 and good["errors"] == 0
+        assert good["latency_ms"]["p50"] > 0
+        assert good["server_timing_ms"]["predict_p50"] > 0
+        assert good["histograms"]["total"].startswith("HISTF")
+        assert good["server_cpu_us_per_request"] is not None
+        assert good["server_rss_mb_per_worker"]
+        assert (bundle / good["artifacts"]["locust_csv"]).is_file()
+        assert (bundle / good["artifacts"]["locust_html"]).is_file()
+        broken = runs[(config, "broken")]
+        assert broken["status"] == "failed" and not broken["valid"]
+        assert broken["invalid_reason"].startswith("server failed to start: exited with code")
+        assert "sleep_ms=20000" in broken["log_tail"]
+
+    with (bundle / SUMMARY_FILE).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == SUMMARY_COLUMNS
+    assert len(rows) == len(data["runs"])
+    assert len(load_bundle(bundle).runs) == len(data["runs"])
+    assert f"results: {bundle}" in output.getvalue()
+    assert psutil.Process().children(recursive=True) == []
+
+
+INTERRUPT_PLAN = """
+seed = 5
+warmup_s = 0.5
+duration_s = 30.0
+repetitions = 1
+[configs.fastapi-gunicorn-uvicorn]
+framework = "fastapi"
+server = "gunicorn-uvicorn"
+[models.sleep2]
+spec = "synthetic:sleep_ms=2"
+scenarios = ["single"]
+[scenarios.single]
+endpoint = "/predict"
+concurrency = [2, 4]
+"""
+HARNESS_SCRIPT = """
+import sys
+from pathlib import Path
+from rich.console import Console
+from servingbench.harness import BenchmarkInterrupted, run_benchmark
+try:
+    run_benchmark(plan_path=Path(sys.argv[1]), preset="default", out_root=Path(sys.argv[2]), targets=[],
+                  load_workers=2, console=Console(), allow_shared_cores=True)
+except BenchmarkInterrupted as exc:
+    print("INTERRUPTED", exc.bundle_dir)
+    sys.exit(130)
+"""
+MEASURING_DEADLINE_S = 90.0
+EXIT_DEADLINE_S = 60.0
+POLL_S = 0.05
+
+
+def wait_for(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def window_open(out_root: Path) -> bool:
+    return any("window_start" in path.read_text() for path in out_root.glob("*/runs/*/loadgen_events.jsonl"))
+
+
+def alive(pids: list[int]) -> list[str]:
+    left = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(pid)
+            if process.status() != psutil.STATUS_ZOMBIE:
+                left.append(" ".join(process.cmdline()))
+    return left
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_no_server_or_locust_behind(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(INTERRUPT_PLAN)
+    out_root = tmp_path / "results"
+    harness = subprocess.Popen(
+        [sys.executable, "-c", HARNESS_SCRIPT, str(plan), str(out_root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: window_open(out_root), MEASURING_DEADLINE_S, "the first measured window")
+        descendants = [child.pid for child in psutil.Process(harness.pid).children(recursive=True)]
+        assert len(descendants) >= 4  # gunicorn master + worker, Locust master + workers
+        harness.send_signal(signal.SIGINT)
+        output, _ = harness.communicate(timeout=EXIT_DEADLINE_S)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait()
+    assert harness.returncode == 130, output
+    assert alive(descendants) == []
+    data = json.loads((out_root / "latest" / RESULTS_FILE).read_text())
+    assert data["complete"] is False
+    assert [run["status"] for run in data["runs"]] == ["interrupted"]

@@ -1,0 +1,260 @@
+"""The run plan: the built-in default, presets, user files, and one-line errors for every kind of mistake."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from servingbench.harness.plan import (
+    PRESET_NAMES,
+    Plan,
+    PlanError,
+    estimate_seconds,
+    load_plan,
+    parse_plan,
+)
+
+QUICK_BUDGET_S = 120.0  # the issue: --quick under 2 minutes on 2 cores
+DEFAULT_BUDGET_S = 15 * 60.0  # the default plan under 15 minutes
+
+MINIMAL = """
+warmup_s = 0.5
+[configs.a]
+framework = "fastapi"
+server = "uvicorn"
+[models.m]
+spec = "synthetic:sleep_ms=2"
+scenarios = ["s"]
+[scenarios.s]
+endpoint = "/predict"
+concurrency = [1, 4]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "plan.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def builtin_data() -> dict[str, Any]:
+    """The built-in plan as plain data, to break one thing at a time."""
+    import tomllib
+    from importlib import resources
+
+    return tomllib.loads(resources.files("servingbench.harness").joinpath("default_plan.toml").read_text())
+
+
+def plan_error(data: dict[str, Any], preset: str = "default") -> str:
+    with pytest.raises(PlanError) as info:
+        parse_plan(data, preset=preset, source="p.toml")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("p.toml: ")
+    return message
+
+
+# --- the built-in plan and presets ------------------------------------------------------------------
+
+
+def test_default_plan_covers_the_matrix() -> None:
+    plan = load_plan()
+    servers = {(c.framework, c.server, c.route) for c in plan.configs}
+    assert servers == {
+        ("fastapi", "uvicorn", "def"),
+        ("fastapi", "uvicorn", "async"),
+        ("fastapi", "gunicorn-uvicorn", "def"),
+        ("flask", "gunicorn-sync", "def"),
+        ("flask", "gunicorn-gthread", "def"),
+    }
+    specs = {m.spec for m in plan.models}
+    assert {"fast", "heavy"} <= specs
+    assert any(spec.startswith("synthetic:sleep_ms=") for spec in specs)
+    single = [s for s in plan.scenarios if s.endpoint == "/predict"]
+    batch = [s for s in plan.scenarios if s.endpoint == "/predict/batch"]
+    assert single and len(single[0].concurrency) > 1
+    assert batch and batch[0].batch_size == 32
+    assert plan.workers == 1
+    assert plan.error_rate_limit == pytest.approx(0.01)
+    assert plan.preset == "default"
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_every_preset_loads_and_serialises(preset: str) -> None:
+    plan = load_plan(None, preset)
+    data = json.loads(json.dumps(plan.to_json()))
+    assert data["preset"] == preset
+    assert set(data["configs"]) == {c.name for c in plan.configs}
+
+
+def test_presets_order_by_effort() -> None:
+    quick, default, rigorous = (load_plan(None, name) for name in ("quick", "default", "rigorous"))
+    assert quick.repetitions <= default.repetitions < rigorous.repetitions
+    assert quick.duration_s < default.duration_s < rigorous.duration_s
+    assert estimate_seconds(quick) < estimate_seconds(default) < estimate_seconds(rigorous)
+
+
+def test_preset_budgets_by_estimate() -> None:
+    assert estimate_seconds(load_plan(None, "quick")) < QUICK_BUDGET_S
+    assert estimate_seconds(load_plan(None, "default")) < DEFAULT_BUDGET_S
+
+
+def test_quick_shrinks_every_sweep_to_one_level() -> None:
+    plan = load_plan(None, "quick")
+    levels = {m.concurrency for model in plan.models for m in plan.measurements(model)}
+    assert levels == {8}
+
+
+def test_model_concurrency_overrides_the_scenario_sweep() -> None:
+    plan = load_plan()
+    heavy = next(m for m in plan.models if m.name == "heavy")
+    fast = next(m for m in plan.models if m.name == "fast")
+    assert {m.concurrency for m in plan.measurements(heavy)} == {8}
+    assert [m.scenario for m in plan.measurements(fast)] == ["single-c1", "single-c8", "single-c32", "batch32-c8"]
+
+
+# --- user plan files ---------------------------------------------------------------------------------
+
+
+def test_user_plan_keeps_missing_knobs_and_sections_from_the_builtin(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, MINIMAL))
+    builtin = load_plan()
+    assert plan.warmup_s == 0.5
+    assert plan.duration_s == builtin.duration_s
+    assert [c.name for c in plan.configs] == ["a"]
+    assert plan.presets == builtin.presets
+    assert [m.scenario for m in plan.measurements(plan.models[0])] == ["s-c1", "s-c4"]
+    assert plan.source == str(tmp_path / "plan.toml")
+
+
+def test_model_file_path_is_resolved_against_the_plan(tmp_path: Path) -> None:
+    (tmp_path / "mine.skops").write_bytes(b"x")
+    plan = load_plan(write(tmp_path, MINIMAL.replace('"synthetic:sleep_ms=2"', '"mine.skops"')))
+    assert plan.models[0].spec == str((tmp_path / "mine.skops").resolve())
+
+
+def test_missing_model_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match=r"models\.m\.spec: 'missing\.skops'"):
+        load_plan(write(tmp_path, MINIMAL.replace('"synthetic:sleep_ms=2"', '"missing.skops"')))
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="not valid TOML"):
+        load_plan(write(tmp_path, "workers = = 1"))
+    with pytest.raises(PlanError, match="cannot read plan"):
+        load_plan(tmp_path / "nope.toml")
+
+
+def test_open_loop_scenario_expands_by_rate(tmp_path: Path) -> None:
+    text = MINIMAL.replace("concurrency = [1, 4]", 'kind = "open"\nrates = [100, 250.5]\nusers = 16')
+    plan = load_plan(write(tmp_path, text))
+    runs = plan.measurements(plan.models[0])
+    assert [(m.scenario, m.target_rps, m.users, m.concurrency) for m in runs] == [
+        ("s-r100", 100.0, 16, None),
+        ("s-r250.5", 250.5, 16, None),
+    ]
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+
+def test_unknown_top_level_key() -> None:
+    data = builtin_data() | {"wokers": 2}
+    message = plan_error(data)
+    assert "unknown key 'wokers'" in message
+    assert "workers" in message
+
+
+def test_unknown_key_in_a_config_names_its_path() -> None:
+    data = builtin_data()
+    data["configs"]["flask-gunicorn-sync"]["thread"] = 4
+    message = plan_error(data)
+    assert "configs.flask-gunicorn-sync: unknown key 'thread'" in message
+    assert "threads" in message
+
+
+def test_unknown_key_in_a_preset() -> None:
+    data = builtin_data()
+    data["presets"]["quick"]["duration"] = 1
+    assert "presets.quick: unknown key 'duration'" in plan_error(data)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("configs", "flask-gunicorn-sync", "server"), "gunicorn-foo", "'gunicorn-sync', 'gunicorn-gthread'"),
+        (("configs", "fastapi-uvicorn", "framework"), "django", "'fastapi', 'flask'"),
+        (("configs", "fastapi-uvicorn", "route"), "sync", "'def', 'async'"),
+        (("scenarios", "single", "endpoint"), "/predict/all", "'/predict', '/predict/batch'"),
+        (("scenarios", "single", "kind"), "burst", "'closed', 'open'"),
+        (("models", "fast", "spec"), "synthetic:cpu=5", "synthetic:cpu_us=N"),
+        (("models", "fast", "scenarios"), ["single", "nope"], "'batch32', 'single'"),
+    ],
+)
+def test_bad_choice_lists_the_allowed_values(path: tuple[str, ...], value: object, expected: str) -> None:
+    data = builtin_data()
+    data[path[0]][path[1]][path[2]] = value
+    message = plan_error(data)
+    assert ".".join(path) in message
+    assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("warmup_s", "1", "must be a number, found a string"),
+        ("repetitions", True, "must be an integer, found a boolean"),
+        ("repetitions", 2.5, "must be an integer, found a number"),
+        ("repetitions", 0, "out of range (allowed: >= 1"),
+        ("duration_s", 0, "out of range (allowed: > 0"),
+        ("error_rate_limit", 1.5, "out of range (allowed: >= 0 and <= 1)"),
+        ("workers", -1, "out of range"),
+    ],
+)
+def test_bad_knob_type_or_range(key: str, value: object, expected: str) -> None:
+    message = plan_error(builtin_data() | {key: value})
+    assert f"p.toml: {key}: " in message
+    assert expected in message
+
+
+def test_route_is_a_fastapi_option_and_threads_a_gthread_option() -> None:
+    data = builtin_data()
+    data["configs"]["flask-gunicorn-sync"]["route"] = "def"
+    assert "configs.flask-gunicorn-sync.route: applies to framework 'fastapi' only" in plan_error(data)
+    data = builtin_data()
+    data["configs"]["fastapi-uvicorn"]["threads"] = 4
+    assert "configs.fastapi-uvicorn.threads: applies to server 'gunicorn-gthread' only" in plan_error(data)
+
+
+def test_single_row_endpoint_takes_batch_size_one() -> None:
+    data = builtin_data()
+    data["scenarios"]["single"]["batch_size"] = 8
+    assert "scenarios.single.batch_size: must be 1" in plan_error(data)
+
+
+def test_concurrency_lists_are_checked() -> None:
+    for bad in ([], [0], [4, 4], "8", [1.5]):
+        data = builtin_data()
+        data["scenarios"]["single"]["concurrency"] = bad
+        assert "scenarios.single.concurrency" in plan_error(data)
+
+
+def test_sections_must_be_non_empty_tables() -> None:
+    data = builtin_data() | {"configs": {}}
+    assert "configs: must be a non-empty table" in plan_error(data)
+    data = builtin_data() | {"models": {"m": "fast"}}
+    assert "models.m: must be a table, found a string" in plan_error(data)
+
+
+def test_unknown_preset() -> None:
+    assert "preset 'fastest' is not one of 'default', 'quick'" in plan_error(builtin_data(), preset="fastest")
+
+
+def test_parse_plan_returns_a_frozen_plan() -> None:
+    plan = parse_plan(builtin_data(), preset="quick", source="p.toml")
+    assert isinstance(plan, Plan)
+    with pytest.raises(AttributeError):
+        plan.seed = 1  # type: ignore[misc]
