@@ -78,12 +78,11 @@ def test_invalid_specs_are_refused(changes: dict[str, Any]) -> None:
         _spec(**changes)
 
 
-def test_open_loop_spec_is_valid_data_but_has_no_user_yet() -> None:
+def test_each_kind_has_its_user() -> None:
     spec = _spec(kind="open", rate=50.0)
-    assert spec.rate == 50.0
+    assert (spec.rate, spec.arrivals) == (50.0, "poisson")
     assert user_class_name("closed") == "ClosedLoopUser"
-    with pytest.raises(NotImplementedError):
-        user_class_name(spec.kind)
+    assert user_class_name(spec.kind) == "OpenLoopUser"
 
 
 def test_is_loopback_host() -> None:

@@ -1,10 +1,12 @@
 """Run Locust headless as pinned subprocesses and collect one `LoadResult`.
 
 `run_load` starts one local Locust process, or a master plus N workers (Locust's own distributed mode, bound to
-loopback), each in its own session and pinned to the load-generator CPUs. The locustfile signals the measurement
-window by appending `window_start` / `window_end` lines to an events file; `run_load` turns them into the caller's
-callbacks and samples the generator's CPU time at the same moments. Whatever happens, including KeyboardInterrupt,
-every process group it started is terminated (SIGTERM, then SIGKILL) before it returns or raises.
+loopback), each in its own session and pinned to the load-generator CPUs. Closed loop runs `spec.users` users; open
+loop runs one scheduler user per process, each offering `rate / processes` (see `loadtests.openloop`). The
+locustfile signals the measurement window by appending `window_start` / `window_end` lines to an events file;
+`run_load` turns them into the caller's callbacks and samples the generator's CPU time at the same moments. Whatever
+happens, including KeyboardInterrupt, every process group it started is terminated (SIGTERM, then SIGKILL) before
+it returns or raises.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import IO, Any
 import psutil
 from hdrh.histogram import HdrHistogram
 
+from servingbench.loadtests.openloop import GEVENT_BACKEND_ENV_VAR, OPEN_LOOP_GEVENT_BACKEND, OpenLoopCounts
 from servingbench.loadtests.recorder import (
     HISTOGRAM_NAMES,
     RESULT_FORMAT,
@@ -34,6 +37,7 @@ from servingbench.loadtests.recorder import (
     WorkerCounts,
     decode_histogram,
     encode_histogram,
+    new_histogram,
 )
 from servingbench.loadtests.scenarios import (
     CONFIG_ENV_VAR,
@@ -79,11 +83,17 @@ class LoadgenTimeout(LoadgenError):
 
 @dataclass(frozen=True)
 class LatencyHistograms:
-    """Merged HDR histograms in microseconds: end-to-end latency and the servers' Server-Timing parts."""
+    """Merged HDR histograms in microseconds: end-to-end latency and the servers' Server-Timing parts.
+
+    Open loop: `total` is counted from each request's intended send time (corrected), `total_uncorrected` from its
+    actual send (service time), `send_lag` is actual minus intended send time; the last two are empty otherwise.
+    """
 
     total: HdrHistogram
     validate: HdrHistogram
     predict: HdrHistogram
+    total_uncorrected: HdrHistogram = field(default_factory=new_histogram)
+    send_lag: HdrHistogram = field(default_factory=new_histogram)
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,8 @@ class LoadResult:
     `requests` counts successful plus failed requests that started in the window; `duration_s` is the window length
     in seconds; `rps` = requests / duration_s. `generator_cpu_s` is the CPU time (user + system, seconds) of all
     Locust processes between the window callbacks, `generator_cpu_pct` that as % of the allotted cores' capacity.
-    `workers` holds per-process counts (their `requests` add up to `requests`).
+    `workers` holds per-process counts (their `requests` add up to `requests`). `open_loop` (open loop only) holds
+    what was scheduled, dropped and sent late; `offered_rps` and `achieved_rps` derive from it.
     """
 
     requests: int
@@ -107,6 +118,25 @@ class LoadResult:
     generator_cpu_pct: float
     workers: dict[str, WorkerCounts]
     artifacts: dict[str, Path] = field(default_factory=dict)
+    open_loop: OpenLoopCounts | None = None
+
+    @property
+    def offered_rps(self) -> float | None:
+        """Open loop: arrivals the schedule placed in the window per second (the asked rate plus Poisson noise)."""
+        if self.open_loop is None or self.duration_s <= 0:
+            return None
+        return self.open_loop.scheduled / self.duration_s
+
+    @property
+    def achieved_rps(self) -> float | None:
+        """Open loop: requests actually sent during the window per second (falls short when the generator lags)."""
+        if self.open_loop is None or self.duration_s <= 0:
+            return None
+        return self.open_loop.sent_in_window / self.duration_s
+
+    def generator_problems(self) -> list[str]:
+        """Why the load generator did not keep its schedule (open loop: dropped or late requests); empty if it did."""
+        return [] if self.open_loop is None else self.open_loop.problems(self.requests)
 
     def to_json(self, *, relative_to: Path | None = None) -> dict[str, Any]:
         """The load part of a results-bundle run entry; artifact paths relative to `relative_to` if given."""
@@ -119,9 +149,15 @@ class LoadResult:
             "rps": round(self.rps, MS_DECIMALS),
             "latency_ms": _latency_summary_ms(self.histograms.total),
             "server_timing_ms": _server_timing_summary_ms(self.histograms),
+            "offered_rps": _round_opt(self.offered_rps),
+            "achieved_rps": _round_opt(self.achieved_rps),
+            "late": None if self.open_loop is None else self.open_loop.late,
+            "dropped": None if self.open_loop is None else self.open_loop.dropped,
             "histograms": {
                 "total": encode_histogram(self.histograms.total),
-                "total_uncorrected": None,
+                "total_uncorrected": None
+                if self.open_loop is None
+                else encode_histogram(self.histograms.total_uncorrected),
                 "validate": encode_histogram(self.histograms.validate),
                 "predict": encode_histogram(self.histograms.predict),
             },
@@ -154,7 +190,11 @@ def run_load(
         raise ValueError(f"workers must be >= 1, got {workers}")
     paths = _RunPaths.create(out_dir)
     LocustRunConfig(
-        spec=spec, result_path=paths.result, events_path=paths.events, final_report_timeout_s=FINAL_REPORT_TIMEOUT_S
+        spec=spec,
+        result_path=paths.result,
+        events_path=paths.events,
+        final_report_timeout_s=FINAL_REPORT_TIMEOUT_S,
+        processes=workers,
     ).write(paths.config)
     commands = _commands(spec, user_class, paths, workers)
     deadline = time.monotonic() + (timeout_s if timeout_s is not None else _default_timeout_s(spec, workers))
@@ -164,7 +204,7 @@ def run_load(
         stack.callback(_terminate_all, processes)
         for name, command in commands:
             log = stack.enter_context(paths.log(name).open("wb"))
-            processes.append(_spawn(command, log=log, cwd=out_dir, env=_child_env(paths.config), cpus=cpus))
+            processes.append(_spawn(command, log=log, cwd=out_dir, env=_child_env(paths.config, spec), cpus=cpus))
         _wait(processes, watcher, deadline)
     return _collect(spec, paths, watcher, cpus, [name for name, _ in commands])
 
@@ -225,10 +265,12 @@ def _commands(spec: LoadSpec, user_class: str, paths: _RunPaths, workers: int) -
     locust = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE_PATH), "--host", spec.base_url]
     common = ["--stop-timeout", str(STOP_TIMEOUT_S), "--loglevel", "INFO"]
     run_time_s = math.ceil(spec.run_time_s + STOP_TIMEOUT_S + FINAL_REPORT_TIMEOUT_S + RUN_TIME_MARGIN_S)
+    # Open loop: one scheduler user per process (spec.users is then the in-flight cap, not a user count).
+    users = workers if spec.kind == "open" else spec.users
     owner = [
         "--headless",
         "--only-summary",
-        *("-u", str(spec.users), "-r", str(spec.users)),
+        *("-u", str(users), "-r", str(users)),
         *("--run-time", f"{run_time_s}s"),
         *("--csv", str(paths.csv_prefix), "--html", str(paths.html)),
     ]
@@ -258,10 +300,12 @@ def _free_port() -> int:
         return port
 
 
-def _child_env(config_path: Path) -> dict[str, str]:
+def _child_env(config_path: Path, spec: LoadSpec) -> dict[str, str]:
     # LOCUST_* variables would silently change the run; the command line is the whole configuration.
     env = {key: value for key, value in os.environ.items() if not key.startswith("LOCUST_")}
     env[CONFIG_ENV_VAR] = str(config_path)
+    if spec.kind == "open":  # send on time: microsecond timer waits instead of epoll's milliseconds
+        env[GEVENT_BACKEND_ENV_VAR] = OPEN_LOOP_GEVENT_BACKEND
     return env
 
 
@@ -416,6 +460,18 @@ def _collect(
         generator_cpu_pct=100.0 * cpu_s / (wall_s * cores) if wall_s > 0 else 0.0,
         workers={str(k): _worker_counts(v) for k, v in document["workers"].items()},
         artifacts=paths.artifacts(names),
+        open_loop=_open_loop_counts(document, histograms["send_lag"]) if spec.kind == "open" else None,
+    )
+
+
+def _open_loop_counts(document: dict[str, Any], send_lag: HdrHistogram) -> OpenLoopCounts:
+    lag_p99 = _us_to_ms(send_lag.get_value_at_percentile(99.0)) if send_lag.get_total_count() else None
+    return OpenLoopCounts(
+        scheduled=int(document["scheduled"]),
+        dropped=int(document["dropped"]),
+        late=int(document["late"]),
+        sent_in_window=int(document["sent_in_window"]),
+        send_lag_p99_ms=lag_p99,
     )
 
 
@@ -469,6 +525,10 @@ def _server_timing_summary_ms(histograms: LatencyHistograms) -> dict[str, float 
 
 def _us_to_ms(value_us: float) -> float:
     return round(value_us / US_PER_MS, MS_DECIMALS)
+
+
+def _round_opt(value: float | None) -> float | None:
+    return None if value is None else round(value, MS_DECIMALS)
 
 
 def _relative(path: Path, root: Path | None) -> str:

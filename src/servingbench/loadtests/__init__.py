@@ -1,15 +1,26 @@
-"""Locust scenarios and users (closed loop now, open loop later) and the microsecond latency recorder.
+"""Locust scenarios and users (closed loop and open loop) and the microsecond latency recorder.
 
 Importing this package never imports Locust or gevent; `locustfile.py` is loaded by Locust processes only.
 """
 
 from __future__ import annotations
 
+from servingbench.loadtests.openloop import (
+    ARRIVAL_PROCESSES,
+    DEFAULT_ARRIVALS,
+    LATE_TOLERANCE_MS,
+    MAX_DROPPED,
+    MAX_LATE_FRACTION,
+    ArrivalProcess,
+    ArrivalSchedule,
+    OpenLoopCounts,
+)
 from servingbench.loadtests.recorder import (
     HDR_HIGHEST_US,
     HDR_LOWEST_US,
     HDR_SIGNIFICANT_FIGURES,
     HISTOGRAM_NAMES,
+    OPEN_LOOP_HISTOGRAMS,
     RESULT_FORMAT,
     RESULT_VERSION,
     SERVER_TIMING_METRICS,
@@ -37,21 +48,30 @@ from servingbench.loadtests.scenarios import (
 )
 
 __all__ = [
+    "ARRIVAL_PROCESSES",
     "CONFIG_ENV_VAR",
+    "DEFAULT_ARRIVALS",
     "HDR_HIGHEST_US",
     "HDR_LOWEST_US",
     "HDR_SIGNIFICANT_FIGURES",
     "HISTOGRAM_NAMES",
+    "LATE_TOLERANCE_MS",
     "LOCUSTFILE_PATH",
+    "MAX_DROPPED",
+    "MAX_LATE_FRACTION",
+    "OPEN_LOOP_HISTOGRAMS",
     "RESULT_FORMAT",
     "RESULT_VERSION",
     "SERVER_TIMING_METRICS",
     "USER_CLASS_BY_KIND",
+    "ArrivalProcess",
+    "ArrivalSchedule",
     "LatencyRecorder",
     "LoadKind",
     "LoadSpec",
     "LoadSpecError",
     "LocustRunConfig",
+    "OpenLoopCounts",
     "ResultAggregator",
     "SampleDelta",
     "Window",

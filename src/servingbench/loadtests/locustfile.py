@@ -6,7 +6,8 @@ Who does what:
 - The process that owns the test (the master, or the single local process) fixes the measurement window at test start
   (`warmup_s` after it, for `duration_s`), tells the workers, appends `window_start` / `window_end` lines to the events
   file as the window opens and closes, stops the users, collects the last samples, writes the result file, and quits.
-- Every process that runs users records each request (`events.request`) that starts inside the window. A worker
+- Every process that runs users records each request (`events.request`) that starts inside the window (open loop:
+  whose intended send time is inside it; the intended time and send lag ride in the request's `context`). A worker
   ships its samples as deltas with each stats report and once more when its users have stopped (a custom message
   sent before Locust's `client_stopped`); the master adds the deltas exactly and waits for every worker's last one.
 """
@@ -24,11 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+from gevent import GreenletExit
+from gevent.pool import Group
 from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 from locust.exception import CatchResponseError
 from locust.runners import MasterRunner, Runner, WorkerRunner
 
+from servingbench.loadtests.openloop import UNFINISHED_ERROR, ArrivalSchedule, constant_origin, inflight_cap_per_process
 from servingbench.loadtests.recorder import LatencyRecorder, ResultAggregator, SampleDelta, Window
 from servingbench.loadtests.scenarios import CONFIG_ENV_VAR, USER_CLASS_BY_KIND, LocustRunConfig
 
@@ -43,6 +47,16 @@ MSG_FINAL_SAMPLES = "servingbench_final_samples"
 REPORT_KEY = "servingbench_samples"
 """Key of the `SampleDelta` a worker adds to its periodic stats report."""
 LOCAL_WORKER_ID = "local"
+OPEN_LOOP_CONTEXT_KEY = "servingbench_open_loop"
+"""Request-context key of an open-loop request's `_OpenLoopMeta` (intended time, send lag, recorded flag)."""
+IDLE_POLL_S = 0.05
+"""Seconds the open-loop scheduler waits between checks for its stop once its schedule has passed the window."""
+DRAIN_SHARE_OF_STOP_TIMEOUT = 0.8
+"""Share of Locust's --stop-timeout that open-loop requests still in flight get to finish once the user stops;
+less than all of it, so the user is done draining before Locust gives up on it and kills it."""
+KILL_WAIT_S = 2.0
+"""Seconds to wait for unfinished open-loop requests to die once killed."""
+MS_PER_S = 1000.0
 REQUEST_HEADERS = {
     "Content-Type": "application/json",
     "Accept": "application/json",
@@ -90,6 +104,97 @@ class ClosedLoopUser(FastHttpUser):
             _judge(resp)
 
 
+class OpenLoopUser(FastHttpUser):
+    """Open loop, one user per load process: a scheduler that sends each request at its intended time, in its own
+    greenlet, never waiting for earlier answers.
+
+    The process's share of the rate (`rate / processes`) follows `SPEC.arrivals`; its share of the in-flight cap
+    (`users / processes`) is also the size of the connection pool, so no request ever queues for a connection. An
+    arrival that finds the cap reached is dropped (counted, not sent). Requests still in flight when the user stops
+    get part of the stop timeout to finish; the rest are recorded as `UNFINISHED_ERROR` failures.
+    """
+
+    wait_time = constant(0)
+    concurrency = inflight_cap_per_process(SPEC.users, CONFIG.processes)
+
+    def on_start(self) -> None:
+        """Set up the schedule: this process's stream, seeded, on the clock of `time.time()`."""
+        self._inflight = Group()
+        self._clock_offset_s = time.time() - time.perf_counter()  # epoch = perf_counter + offset
+        stream = _stream_index(self.environment)
+        rate = float(SPEC.rate or 0.0)
+        self._schedule = ArrivalSchedule(
+            process=SPEC.arrivals, rate=rate / CONFIG.processes, seed=f"{SPEC.seed}/{stream}"
+        )
+        now = time.time()
+        self._origin = now
+        if SPEC.arrivals == "constant":
+            window = _state.recorder.window
+            anchor = now if window is None else window.start
+            self._origin = constant_origin(
+                anchor=anchor, now=now, total_rate=rate, stream=stream, streams=CONFIG.processes
+            )
+        self._next_epoch = self._origin + next(self._schedule)
+
+    @task
+    def send_on_schedule(self) -> None:
+        """Wait for the next intended time, issue that request, and move the schedule on by one arrival."""
+        window = _state.recorder.window
+        if window is not None and self._next_epoch >= window.end:
+            gevent.sleep(IDLE_POLL_S)  # the schedule is past the window: send nothing more, wait to be stopped
+            return
+        due_perf = self._next_epoch - self._clock_offset_s
+        while (remaining := due_perf - time.perf_counter()) > 0:
+            gevent.sleep(remaining)
+        self._issue(self._next_epoch, due_perf)
+        self._next_epoch = self._origin + next(self._schedule)
+
+    def _issue(self, intended_epoch: float, due_perf: float) -> None:
+        dropped = len(self._inflight) >= self.concurrency
+        _state.recorder.note_scheduled(intended_epoch, dropped=dropped)
+        if not dropped:
+            self._inflight.spawn(self._send, intended_epoch, due_perf)
+
+    def _send(self, intended_epoch: float, due_perf: float) -> None:
+        """One request; its timing reaches the recorder through `events.request`, with the meta in its context."""
+        meta = _OpenLoopMeta(intended_time=intended_epoch, send_lag_ms=(time.perf_counter() - due_perf) * MS_PER_S)
+        send_time, start = time.time(), time.perf_counter()
+        payload: Any = SPEC.payload
+        context = {OPEN_LOOP_CONTEXT_KEY: meta}
+        try:
+            with self.client.post(
+                SPEC.endpoint, data=payload, headers=REQUEST_HEADERS, catch_response=True, context=context
+            ) as resp:
+                _judge(resp)
+        except GreenletExit:
+            if not meta.recorded:  # killed while waiting for its answer: count it, from its intended time
+                elapsed_ms = (time.perf_counter() - start) * MS_PER_S
+                _record_open(meta, send_time, elapsed_ms, server_timing=None, error=UNFINISHED_ERROR)
+            raise
+
+    def on_stop(self) -> None:
+        """Let the requests in flight finish (within part of the stop timeout), then kill and count the rest."""
+        drain_s = float(self.environment.stop_timeout or 0) * DRAIN_SHARE_OF_STOP_TIMEOUT
+        try:
+            self._inflight.join(timeout=drain_s)
+        finally:
+            self._inflight.kill(block=True, timeout=KILL_WAIT_S)
+
+
+@dataclass
+class _OpenLoopMeta:
+    """What the recorder needs beyond Locust's own request timing: epoch seconds and milliseconds."""
+
+    intended_time: float
+    send_lag_ms: float
+    recorded: bool = False
+
+
+def _stream_index(environment: Environment) -> int:
+    """This process's arrival stream: the worker index (0 .. processes-1), 0 for a single local process."""
+    return int(getattr(environment.runner, "worker_index", 0)) % CONFIG.processes
+
+
 def _judge(response: Any) -> None:
     status: int = response.status_code
     if 200 <= status < 300:
@@ -108,14 +213,39 @@ if missing_users := set(USER_CLASS_BY_KIND.values()) - set(globals()):
 
 
 def _on_request(
-    *, start_time: float, response_time: float, response: Any, exception: BaseException | None, **_: Any
+    *,
+    start_time: float,
+    response_time: float,
+    response: Any,
+    exception: BaseException | None,
+    context: dict[str, Any] | None = None,
+    **_: Any,
 ) -> None:
     """`response_time` is float milliseconds from `perf_counter` (sub-microsecond), `start_time` epoch seconds."""
+    meta = (context or {}).get(OPEN_LOOP_CONTEXT_KEY)
+    if isinstance(meta, _OpenLoopMeta):
+        server_timing = _header(response, "Server-Timing")
+        _record_open(meta, start_time, response_time, server_timing=server_timing, error=_error_kind(exception))
+        return
     _state.recorder.record(
         start_time=start_time,
         response_time_ms=response_time,
         server_timing=_header(response, "Server-Timing"),
         error=_error_kind(exception),
+    )
+
+
+def _record_open(
+    meta: _OpenLoopMeta, send_time: float, response_time_ms: float, *, server_timing: str | None, error: str | None
+) -> None:
+    meta.recorded = True
+    _state.recorder.record_open(
+        intended_time=meta.intended_time,
+        send_time=send_time,
+        send_lag_ms=meta.send_lag_ms,
+        response_time_ms=response_time_ms,
+        server_timing=server_timing,
+        error=error,
     )
 
 
@@ -266,6 +396,7 @@ def _listen(hook: Any, listener: Callable[..., None]) -> None:
 def _on_init(environment: Environment, **_: Any) -> None:
     runner = _runner(environment)
     hooks = environment.events
+    logger.info("servingbench %s loop, gevent loop backend: %s", SPEC.kind, gevent.get_hub().loop.backend)
     if isinstance(runner, MasterRunner):
         runner.register_message(MSG_FINAL_SAMPLES, _on_final_samples)
         _listen(hooks.worker_report, _on_worker_report)

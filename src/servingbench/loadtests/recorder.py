@@ -1,8 +1,9 @@
 """Latency recording at microsecond resolution in mergeable HDR histograms.
 
 Each Locust process that runs users owns one `LatencyRecorder`; it keeps only requests that start inside the
-measurement `Window`. Recorders hand out `SampleDelta`s (counts plus encoded histograms since the last drain), and a
-`ResultAggregator` on the master adds them up exactly: HDR histograms with the same layout merge bucket by bucket.
+measurement `Window` (open loop: whose *intended* send time lies inside it). Recorders hand out `SampleDelta`s
+(counts plus encoded histograms since the last drain), and a `ResultAggregator` on the master adds them up exactly:
+HDR histograms with the same layout merge bucket by bucket.
 Nothing here imports Locust or gevent.
 """
 
@@ -11,19 +12,24 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict, get_args
 
 from hdrh.histogram import HdrHistogram
+
+from servingbench.loadtests.openloop import LATE_TOLERANCE_MS
 
 __all__ = [
     "HDR_HIGHEST_US",
     "HDR_LOWEST_US",
     "HDR_SIGNIFICANT_FIGURES",
     "HISTOGRAM_NAMES",
+    "OPEN_LOOP_COUNTS",
+    "OPEN_LOOP_HISTOGRAMS",
     "RESULT_FORMAT",
     "RESULT_VERSION",
     "SERVER_TIMING_METRICS",
     "LatencyRecorder",
+    "OpenLoopCount",
     "ResultAggregator",
     "SampleDelta",
     "Window",
@@ -44,7 +50,10 @@ HDR_SIGNIFICANT_FIGURES = 3
 
 SERVER_TIMING_METRICS = ("validate", "predict")
 """The Server-Timing metrics the servers emit, each recorded in its own histogram."""
-HISTOGRAM_NAMES = ("total", *SERVER_TIMING_METRICS)
+OPEN_LOOP_HISTOGRAMS = ("total_uncorrected", "send_lag")
+"""Open loop only: service time without the coordinated-omission correction, and how late each request was sent
+(actual minus intended send time). `total` is then the corrected latency, counted from the intended send time."""
+HISTOGRAM_NAMES = ("total", *OPEN_LOOP_HISTOGRAMS, *SERVER_TIMING_METRICS)
 
 RESULT_FORMAT = "servingbench-load-result"
 RESULT_VERSION = 1
@@ -133,14 +142,26 @@ class Window:
 
 
 class SampleDelta(TypedDict):
-    """What one recorder collected since its last drain; histograms encoded with `encode_histogram`."""
+    """What one recorder collected since its last drain; histograms encoded with `encode_histogram`.
+
+    Open loop only (0 in a closed loop): `scheduled`, `dropped`, `late` count arrivals whose intended time is in
+    the window; `sent_in_window` counts requests actually sent inside it.
+    """
 
     requests: int
     errors: int
     errors_by_kind: dict[str, int]
     outside_window: int
     clamped: int
+    scheduled: int
+    dropped: int
+    late: int
+    sent_in_window: int
     histograms: dict[str, str]
+
+
+OpenLoopCount = Literal["scheduled", "dropped", "late", "sent_in_window"]
+OPEN_LOOP_COUNTS: tuple[OpenLoopCount, ...] = get_args(OpenLoopCount)
 
 
 class WorkerCounts(TypedDict):
@@ -168,6 +189,7 @@ class LatencyRecorder:
         self.errors_by_kind: Counter[str] = Counter()
         self.outside_window = 0
         self.clamped = 0
+        self.open_counts = dict.fromkeys(OPEN_LOOP_COUNTS, 0)
 
     def record(
         self, *, start_time: float, response_time_ms: float, server_timing: str | None, error: str | None
@@ -181,17 +203,57 @@ class LatencyRecorder:
         if self.window is None or not self.window.contains(start_time):
             self.outside_window += 1
             return False
+        self._record_request(ms_to_us(response_time_ms), server_timing, error)
+        return True
+
+    def record_open(
+        self,
+        *,
+        intended_time: float,
+        send_time: float,
+        send_lag_ms: float,
+        response_time_ms: float,
+        server_timing: str | None,
+        error: str | None,
+    ) -> bool:
+        """Record one open-loop request; return whether its intended time was inside the window.
+
+        `intended_time` and `send_time` in epoch seconds; `send_lag_ms` (how late it was sent, >= 0) and
+        `response_time_ms` (send to answer: the service time) in milliseconds. `total` gets the corrected latency,
+        lag + service time, so it is never below `total_uncorrected` for the same request.
+        """
+        if self.window is not None and self.window.contains(send_time):
+            self.open_counts["sent_in_window"] += 1
+        if self.window is None or not self.window.contains(intended_time):
+            self.outside_window += 1
+            return False
+        lag_ms = max(0.0, send_lag_ms)
+        if lag_ms > LATE_TOLERANCE_MS:
+            self.open_counts["late"] += 1
+        lag_us, service_us = ms_to_us(lag_ms), ms_to_us(response_time_ms)
+        self._record_us("send_lag", lag_us)
+        self._record_us("total_uncorrected", service_us)
+        self._record_request(lag_us + service_us, server_timing, error)
+        return True
+
+    def note_scheduled(self, intended_time: float, *, dropped: bool) -> None:
+        """Count one arrival of the open-loop schedule (epoch seconds) if it falls in the window; `dropped` if it
+        was not sent because the in-flight cap was reached."""
+        if self.window is not None and self.window.contains(intended_time):
+            self.open_counts["scheduled"] += 1
+            self.open_counts["dropped"] += int(dropped)
+
+    def _record_request(self, total_us: int, server_timing: str | None, error: str | None) -> None:
         self.requests += 1
-        self._record_us("total", ms_to_us(response_time_ms))
+        self._record_us("total", total_us)
         if error is not None:
             self.errors += 1
             self.errors_by_kind[error] += 1
-            return True
+            return
         timings = parse_server_timing(server_timing)
         for metric in SERVER_TIMING_METRICS:
             if metric in timings:
                 self._record_us(metric, ms_to_us(timings[metric]))
-        return True
 
     def drain(self) -> SampleDelta:
         """Everything recorded since the last drain, then start afresh (the window is kept)."""
@@ -201,6 +263,10 @@ class LatencyRecorder:
             errors_by_kind=dict(self.errors_by_kind),
             outside_window=self.outside_window,
             clamped=self.clamped,
+            scheduled=self.open_counts["scheduled"],
+            dropped=self.open_counts["dropped"],
+            late=self.open_counts["late"],
+            sent_in_window=self.open_counts["sent_in_window"],
             histograms={name: encode_histogram(h) for name, h in self.histograms.items()},
         )
         self._reset()
@@ -221,6 +287,7 @@ class ResultAggregator:
         self.errors_by_kind: Counter[str] = Counter()
         self.outside_window = 0
         self.clamped = 0
+        self.open_counts = dict.fromkeys(OPEN_LOOP_COUNTS, 0)
         self.workers: dict[str, WorkerCounts] = {}
         self.finished: set[str] = set()
 
@@ -242,6 +309,8 @@ class ResultAggregator:
         self.errors_by_kind.update(delta["errors_by_kind"])
         self.outside_window += delta["outside_window"]
         self.clamped += delta["clamped"]
+        for key in OPEN_LOOP_COUNTS:
+            self.open_counts[key] += delta[key]
         for name in HISTOGRAM_NAMES:
             part = decode_histogram(delta["histograms"][name])
             if name == "total":
@@ -265,6 +334,7 @@ class ResultAggregator:
             "errors_by_kind": dict(sorted(self.errors_by_kind.items())),
             "outside_window": self.outside_window,
             "clamped": self.clamped,
+            **{str(key): count for key, count in self.open_counts.items()},
             "workers": dict(sorted(self.workers.items())),
             "histograms": {name: encode_histogram(h) for name, h in self.histograms.items()},
         }

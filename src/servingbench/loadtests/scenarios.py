@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
+from servingbench.loadtests.openloop import ARRIVAL_PROCESSES, DEFAULT_ARRIVALS, ArrivalProcess
+
 __all__ = [
     "CONFIG_ENV_VAR",
     "LOCUSTFILE_PATH",
@@ -35,12 +37,8 @@ CONFIG_ENV_VAR = "SERVINGBENCH_LOAD_CONFIG"
 LOCUSTFILE_PATH = Path(__file__).with_name("locustfile.py")
 """The file Locust loads with `-f`; it defines the user classes named in `USER_CLASS_BY_KIND`."""
 
-USER_CLASS_BY_KIND: dict[LoadKind, str] = {"closed": "ClosedLoopUser"}
-"""The Locust user class (defined in `locustfile.py`) that drives each kind of load.
-
-Extension point: the open-loop user (Poisson or constant schedule, latency from the intended send time) registers
-here as `"open": "OpenLoopUser"` when it lands; until then an open spec is valid data but cannot be run.
-"""
+USER_CLASS_BY_KIND: dict[LoadKind, str] = {"closed": "ClosedLoopUser", "open": "OpenLoopUser"}
+"""The Locust user class (defined in `locustfile.py`) that drives each kind of load (the extension point)."""
 
 LOOPBACK_HOSTNAMES = frozenset({"localhost"})
 ALLOWED_SCHEMES = frozenset({"http", "https"})
@@ -56,7 +54,9 @@ class LoadSpec:
 
     `base_url` is scheme://host[:port] with no path; `endpoint` the path posted to; `payload` the exact request body
     (JSON bytes). `kind="closed"`: `users` concurrent users, each sending its next request as soon as the previous
-    answer arrives; `rate` must be None. `kind="open"`: `rate` requests/s are offered regardless of answers.
+    answer arrives; `rate` must be None. `kind="open"`: `rate` requests/s are offered regardless of answers, with
+    `arrivals` spacing ("poisson": exponential gaps, seeded; "constant": exactly 1/rate apart); `users` is then the
+    cap on requests in flight at once (over all load processes): an arrival that finds the cap reached is dropped.
     `warmup_s` (>= 0) is run and discarded, then `duration_s` (> 0) is measured; both in seconds.
     The host must be loopback unless `allow_remote=True` (a user-supplied --target).
     """
@@ -70,6 +70,7 @@ class LoadSpec:
     duration_s: float
     seed: int
     rate: float | None = None
+    arrivals: ArrivalProcess = DEFAULT_ARRIVALS
     allow_remote: bool = False
 
     def __post_init__(self) -> None:
@@ -80,6 +81,9 @@ class LoadSpec:
         _check(self.users >= 1, f"users must be >= 1, got {self.users}")
         _check(_finite(self.warmup_s) and self.warmup_s >= 0, f"warmup_s must be >= 0, got {self.warmup_s}")
         _check(_finite(self.duration_s) and self.duration_s > 0, f"duration_s must be > 0, got {self.duration_s}")
+        _check(
+            self.arrivals in ARRIVAL_PROCESSES, f"arrivals must be one of {ARRIVAL_PROCESSES}, got {self.arrivals!r}"
+        )
         if self.kind == "closed":
             _check(self.rate is None, "rate is for open-loop specs; a closed loop is set by users")
         else:
@@ -99,6 +103,7 @@ class LoadSpec:
             "kind": self.kind,
             "users": self.users,
             "rate": self.rate,
+            "arrivals": self.arrivals,
             "warmup_s": self.warmup_s,
             "duration_s": self.duration_s,
             "seed": self.seed,
@@ -115,6 +120,7 @@ class LoadSpec:
             kind=data["kind"],
             users=int(data["users"]),
             rate=None if data["rate"] is None else float(data["rate"]),
+            arrivals=data.get("arrivals", DEFAULT_ARRIVALS),
             warmup_s=float(data["warmup_s"]),
             duration_s=float(data["duration_s"]),
             seed=int(data["seed"]),
@@ -129,12 +135,15 @@ class LocustRunConfig:
     `result_path`: the result JSON the master (or the single local process) writes at the end.
     `events_path`: JSON lines appended when the measurement window starts and ends (the harness's cue).
     `final_report_timeout_s`: how long the master waits, after stopping the workers, for their last samples.
+    `processes`: how many Locust processes run users (1 local, or the number of workers); an open-loop rate and
+    in-flight cap are split evenly between them.
     """
 
     spec: LoadSpec
     result_path: Path
     events_path: Path
     final_report_timeout_s: float
+    processes: int = 1
 
     def write(self, path: Path) -> None:
         """Write this config as JSON to `path`."""
@@ -143,6 +152,7 @@ class LocustRunConfig:
             "result_path": str(self.result_path),
             "events_path": str(self.events_path),
             "final_report_timeout_s": self.final_report_timeout_s,
+            "processes": self.processes,
         }
         path.write_text(json.dumps(data, indent=2), encoding="utf-8")
 
@@ -155,6 +165,7 @@ class LocustRunConfig:
             result_path=Path(data["result_path"]),
             events_path=Path(data["events_path"]),
             final_report_timeout_s=float(data["final_report_timeout_s"]),
+            processes=int(data.get("processes", 1)),
         )
 
 

@@ -1,0 +1,663 @@
+"""Capacity at a latency target: the highest open-loop arrival rate at which one server config meets its SLO.
+
+`search_capacity` drives any `measure(rate) -> CapacityStep` function: it brackets the capacity by doubling (or
+halving) from a start rate, then bisects (geometrically) until the bracket is within a relative tolerance, and
+confirms the answer by measuring it once more. A step passes only if (the stability rule) its corrected p99 is at
+most the SLO, its error rate is under the limit, and the load generator kept its schedule (no drops, few late
+sends, not saturated). `measure_with_locust` is the ready-made measure (open-loop Locust runs via `run_load`);
+`CapacityResult.to_json` is the results bundle's `capacity` entry. `main` runs one search from the command line,
+starting the server itself or against `--target`, and prints the queueing-theory value beside the measured one:
+
+    python -m servingbench.harness.capacity --framework flask --server gunicorn-sync \\
+        --model synthetic:sleep_ms=10 --arrivals poisson constant --server-cpus 0 --load-cpus 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import math
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from servingbench.harness.loadgen import LoadgenError, LoadResult, run_load
+from servingbench.harness.queueing import dd1_capacity_rps, md1_rate_for_quantile
+from servingbench.loadtests.openloop import ARRIVAL_PROCESSES, DEFAULT_ARRIVALS, ArrivalProcess
+from servingbench.loadtests.scenarios import LoadSpec
+
+__all__ = [
+    "DEFAULT_MAX_ERROR_RATE",
+    "DEFAULT_SLO_P99_MS",
+    "CapacityResult",
+    "CapacityStep",
+    "Measure",
+    "SearchSettings",
+    "StepSettings",
+    "estimate_search_s",
+    "inflight_cap",
+    "judge_step",
+    "main",
+    "measure_with_locust",
+    "search_capacity",
+    "step_spec",
+    "wait_until_idle",
+]
+
+DEFAULT_SLO_P99_MS = 50.0
+"""The latency target: p99 of the corrected latency (from the intended send time), milliseconds."""
+DEFAULT_MAX_ERROR_RATE = 0.01
+"""A step passes only with fewer than 1% failed requests."""
+DEFAULT_START_RPS = 10.0
+"""First rate tried, requests/s; better: about half the closed-loop peak throughput, when it is known."""
+DEFAULT_TOLERANCE = 0.05
+"""Stop bisecting when the highest failing rate is within 5% of the highest passing one."""
+DEFAULT_MAX_STEPS = 14
+"""At most this many measured steps per search (bracketing, bisection and confirmations together)."""
+DEFAULT_MIN_RPS = 1.0
+"""Halving below this rate gives up: capacity None (not even a trickle meets the SLO)."""
+DEFAULT_MAX_RPS = 100_000.0
+"""Doubling past this rate gives up: capacity is at least the last passing rate (the search did not converge)."""
+
+MIN_STEP_REQUESTS = 2000
+"""A step runs long enough for about this many requests, so its p99 rests on ~20 samples above it..."""
+MIN_STEP_DURATION_S = 5.0
+"""...but at least this many seconds (fast rates)..."""
+MAX_STEP_DURATION_S = 30.0
+"""...and at most this many (slow rates: 30 s at 56 /s is still ~1700 requests)."""
+STEP_WARMUP_S = 2.0
+"""Seconds of each step run and discarded: the queue reaches its steady state in far less below capacity."""
+STEP_OVERHEAD_S = 6.0
+"""Seconds a step costs beyond warm-up and window: Locust start and stop, the drain, the idle check (measured)."""
+MIN_INFLIGHT_CAP = 64
+"""Smallest in-flight cap of a step (requests outstanding at once, over all load processes)."""
+INFLIGHT_HEADROOM = 4.0
+"""A step's in-flight cap is this multiple of rate x SLO: by Little's law a run meeting its SLO keeps about
+rate x mean latency <= rate x SLO requests in flight, so hitting 4 times that means the step had failed anyway."""
+IDLE_LATENCY_MS = 50.0
+"""Between steps, the server counts as idle again (backlog of the previous step drained) once GET /healthz
+answers within this many milliseconds."""
+IDLE_TIMEOUT_S = 60.0
+IDLE_POLL_S = 0.1
+HEALTH_PATH = "/healthz"
+US_PER_MS = 1000.0
+SERVICE_PROBE_USERS = 4
+"""Closed-loop users of the service-time probe: enough to keep a one-at-a-time server always busy."""
+SERVICE_PROBE_S = 5.0
+GENERATOR_SATURATION_PCT = 90.0
+"""Load generator CPU (% of its cores) above which `main` marks a step as failed (as the runner does for runs)."""
+PAYLOAD_ROW = [round(0.1 * i, 1) for i in range(10)]
+"""`main`'s request row: 10 features, as the default and synthetic models take."""
+
+SERVER_KINDS = ("uvicorn", "gunicorn-uvicorn", "gunicorn-sync", "gunicorn-gthread")
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True)
+class CapacityStep:
+    """One rate tried: `rate` offered (requests/s), `ok` if it met the SLO under the stability rule, `reason` why not.
+
+    `p99_ms` is the corrected p99; `achieved_rps`, `late`, `dropped` come from the open-loop run; `run` is the
+    bundle's run id when the step was recorded as a run.
+    """
+
+    rate: float
+    ok: bool
+    p99_ms: float | None
+    error_rate: float | None
+    achieved_rps: float | None = None
+    late: int | None = None
+    dropped: int | None = None
+    requests: int = 0
+    reason: str | None = None
+    run: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The bundle's `capacity[].steps[]` entry."""
+        return asdict(self)
+
+
+Measure = Callable[[float], CapacityStep]
+"""Measures one offered rate (requests/s) and judges it."""
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How the rate is searched; rates in requests/s, `tolerance` relative (0.05 = 5%)."""
+
+    start_rps: float = DEFAULT_START_RPS
+    tolerance: float = DEFAULT_TOLERANCE
+    max_steps: int = DEFAULT_MAX_STEPS
+    min_rps: float = DEFAULT_MIN_RPS
+    max_rps: float = DEFAULT_MAX_RPS
+    confirm: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_rps <= self.start_rps <= self.max_rps:
+            raise ValueError("need 0 < min_rps <= start_rps <= max_rps")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"tolerance must be in (0, 1), got {self.tolerance}")
+        if self.max_steps < 2:
+            raise ValueError(f"max_steps must be >= 2, got {self.max_steps}")
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """How long each step runs: long enough for `min_requests` within [`min_duration_s`, `max_duration_s`] seconds,
+    after `warmup_s` seconds discarded."""
+
+    min_requests: int = MIN_STEP_REQUESTS
+    min_duration_s: float = MIN_STEP_DURATION_S
+    max_duration_s: float = MAX_STEP_DURATION_S
+    warmup_s: float = STEP_WARMUP_S
+
+    def duration_s(self, rate: float) -> float:
+        """Measured seconds of a step at `rate` requests/s."""
+        return min(self.max_duration_s, max(self.min_duration_s, self.min_requests / rate))
+
+
+def estimate_search_s(settings: SearchSettings | None = None, step: StepSettings | None = None) -> float:
+    """Worst-case wall-clock seconds of one search: every step used, each as long as a step can be."""
+    settings, step = settings or SearchSettings(), step or StepSettings()
+    return settings.max_steps * (step.warmup_s + step.max_duration_s + STEP_OVERHEAD_S)
+
+
+@dataclass(frozen=True)
+class CapacityResult:
+    """The outcome of one search: `capacity_rps` (None if no rate passed) and every step in the order measured.
+
+    `converged` is False when the search stopped before its bracket was within tolerance and confirmed
+    (`stop_reason` says why); the capacity is then a lower bound.
+    """
+
+    slo_p99_ms: float
+    capacity_rps: float | None
+    steps: tuple[CapacityStep, ...]
+    converged: bool
+    stop_reason: str
+    arrivals: ArrivalProcess = DEFAULT_ARRIVALS
+
+    def to_json(self, *, config: str, model: str, repetition: int) -> dict[str, Any]:
+        """The results bundle's `capacity` entry (docs/results-format.md)."""
+        return {
+            "config": config,
+            "model": model,
+            "repetition": repetition,
+            "slo_p99_ms": self.slo_p99_ms,
+            "arrivals": self.arrivals,
+            "capacity_rps": None if self.capacity_rps is None else round(self.capacity_rps, 3),
+            "converged": self.converged,
+            "stop_reason": self.stop_reason,
+            "steps": [step.to_json() for step in self.steps],
+        }
+
+
+# ---- the search ----
+
+
+@dataclass
+class _Search:
+    measure: Measure
+    settings: SearchSettings
+    steps: list[CapacityStep] = field(default_factory=list)
+
+    def probe(self, rate: float) -> bool:
+        step = self.measure(rate)
+        self.steps.append(step)
+        return step.ok
+
+    @property
+    def budget_left(self) -> bool:
+        return len(self.steps) < self.settings.max_steps
+
+
+def search_capacity(
+    measure: Measure,
+    settings: SearchSettings | None = None,
+    *,
+    slo_p99_ms: float = DEFAULT_SLO_P99_MS,
+    arrivals: ArrivalProcess = DEFAULT_ARRIVALS,
+) -> CapacityResult:
+    """The highest rate (requests/s) `measure` passes, found by bracketing then bisection (see the module docstring).
+
+    `slo_p99_ms` and `arrivals` are only recorded in the result (the measure applies them). Assumes that passing
+    is monotone in the rate; a confirmation that fails lowers the bracket's top to that rate and the search goes on.
+    """
+    settings = settings or SearchSettings()
+    search = _Search(measure, settings)
+
+    def done(capacity: float | None, converged: bool, reason: str) -> CapacityResult:
+        return CapacityResult(slo_p99_ms, capacity, tuple(search.steps), converged, reason, arrivals)
+
+    bracket = _bracket(search)
+    while not isinstance(bracket, str):
+        low, high = _bisect(search, *bracket)
+        if high / low > 1 + settings.tolerance:
+            return done(low, False, f"step budget ({settings.max_steps}) spent before the bracket closed")
+        if not settings.confirm:
+            return done(low, True, "bracket within tolerance")
+        if not search.budget_left:
+            return done(low, False, f"step budget ({settings.max_steps}) spent before the confirmation")
+        if search.probe(low):
+            return done(low, True, "bracket within tolerance, capacity confirmed")
+        lower = _highest_pass(search.steps, below=low)
+        bracket = (lower, low) if lower is not None else _halve_until_pass(search, low)
+    return done(_highest_consistent_pass(search.steps), False, bracket)
+
+
+def _bracket(search: _Search) -> tuple[float, float] | str:
+    """(a passing rate, a failing rate at most twice it), or why there is none."""
+    settings = search.settings
+    rate = settings.start_rps
+    if not search.probe(rate):
+        return _halve_until_pass(search, rate)
+    while True:
+        if rate * 2 > settings.max_rps:
+            return f"every rate passed up to the maximum {settings.max_rps:g} /s"
+        if not search.budget_left:
+            return f"step budget ({settings.max_steps}) spent while doubling"
+        if not search.probe(rate * 2):
+            return rate, rate * 2
+        rate *= 2
+
+
+def _halve_until_pass(search: _Search, failing: float) -> tuple[float, float] | str:
+    settings = search.settings
+    rate = failing
+    while True:
+        if rate <= settings.min_rps:
+            return f"no rate passed down to the minimum {settings.min_rps:g} /s"
+        if not search.budget_left:
+            return f"step budget ({settings.max_steps}) spent while halving"
+        lower = max(rate / 2, settings.min_rps)
+        if search.probe(lower):
+            return lower, rate
+        rate = lower
+
+
+def _bisect(search: _Search, low: float, high: float) -> tuple[float, float]:
+    """Narrow (passing, failing) geometrically until within tolerance or out of steps."""
+    while high / low > 1 + search.settings.tolerance and search.budget_left:
+        middle = math.sqrt(low * high)
+        low, high = (middle, high) if search.probe(middle) else (low, middle)
+    return low, high
+
+
+def _highest_consistent_pass(steps: Sequence[CapacityStep]) -> float | None:
+    """The highest passing rate with no failure measured at or below it."""
+    lowest_failure = min((step.rate for step in steps if not step.ok), default=math.inf)
+    return _highest_pass(steps, below=lowest_failure)
+
+
+def _highest_pass(steps: Sequence[CapacityStep], *, below: float = math.inf) -> float | None:
+    passing = [step.rate for step in steps if step.ok and step.rate < below]
+    return max(passing, default=None)
+
+
+# ---- judging a step ----
+
+
+def judge_step(
+    rate: float,
+    result: LoadResult,
+    *,
+    slo_p99_ms: float = DEFAULT_SLO_P99_MS,
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
+    run: str | None = None,
+    invalid_reasons: Sequence[str] = (),
+) -> CapacityStep:
+    """Judge an open-loop `result` at offered `rate`: ok iff corrected p99 <= `slo_p99_ms`, error rate below
+    `max_error_rate`, the generator kept up (`result.generator_problems()`), and no `invalid_reasons` (the caller's
+    own gates, e.g. generator CPU saturation)."""
+    total = result.histograms.total
+    p99_ms = total.get_value_at_percentile(99.0) / US_PER_MS if total.get_total_count() else None
+    error_rate = result.errors / result.requests if result.requests else None
+    problems = [*result.generator_problems(), *invalid_reasons]
+    if p99_ms is None or error_rate is None:
+        problems.append("no request measured")
+    else:
+        if p99_ms > slo_p99_ms:
+            problems.append(f"p99 {p99_ms:.1f} ms over the SLO {slo_p99_ms:g} ms")
+        if error_rate >= max_error_rate:
+            problems.append(f"error rate {error_rate:.1%} not under {max_error_rate:.0%}")
+    return CapacityStep(
+        rate=rate,
+        ok=not problems,
+        p99_ms=None if p99_ms is None else round(p99_ms, 3),
+        error_rate=None if error_rate is None else round(error_rate, 6),
+        achieved_rps=None if result.achieved_rps is None else round(result.achieved_rps, 3),
+        late=None if result.open_loop is None else result.open_loop.late,
+        dropped=None if result.open_loop is None else result.open_loop.dropped,
+        requests=result.requests,
+        reason="; ".join(problems) or None,
+        run=run,
+    )
+
+
+def inflight_cap(rate: float, slo_p99_ms: float) -> int:
+    """The in-flight cap of a step at `rate` requests/s (see `INFLIGHT_HEADROOM`)."""
+    return max(MIN_INFLIGHT_CAP, math.ceil(rate * slo_p99_ms / US_PER_MS * INFLIGHT_HEADROOM))
+
+
+def step_spec(
+    *,
+    base_url: str,
+    endpoint: str,
+    payload: bytes,
+    rate: float,
+    arrivals: ArrivalProcess = DEFAULT_ARRIVALS,
+    seed: int,
+    slo_p99_ms: float = DEFAULT_SLO_P99_MS,
+    step: StepSettings | None = None,
+    allow_remote: bool = False,
+) -> LoadSpec:
+    """The open-loop `LoadSpec` of one step at `rate` requests/s (duration, warm-up and in-flight cap chosen here)."""
+    step = step or StepSettings()
+    return LoadSpec(
+        base_url=base_url,
+        endpoint=endpoint,
+        payload=payload,
+        kind="open",
+        users=inflight_cap(rate, slo_p99_ms),
+        rate=rate,
+        arrivals=arrivals,
+        warmup_s=step.warmup_s,
+        duration_s=step.duration_s(rate),
+        seed=seed,
+        allow_remote=allow_remote,
+    )
+
+
+def wait_until_idle(base_url: str, *, threshold_ms: float = IDLE_LATENCY_MS, timeout_s: float = IDLE_TIMEOUT_S) -> bool:
+    """Poll GET /healthz until one answer comes within `threshold_ms`: the previous step's backlog is gone. False if
+    that did not happen within `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        start = time.perf_counter()
+        try:
+            with _OPENER.open(base_url + HEALTH_PATH, timeout=max(0.1, deadline - time.monotonic())) as response:
+                response.read()
+        except (urllib.error.URLError, http.client.HTTPException, OSError):
+            time.sleep(IDLE_POLL_S)
+            continue
+        if (time.perf_counter() - start) * US_PER_MS <= threshold_ms:
+            return True
+        time.sleep(IDLE_POLL_S)
+    return False
+
+
+def measure_with_locust(
+    *,
+    base_url: str,
+    endpoint: str,
+    payload: bytes,
+    out_dir: Path,
+    cpus: Sequence[int] | None,
+    workers: int = 1,
+    arrivals: ArrivalProcess = DEFAULT_ARRIVALS,
+    seed: int = 0,
+    slo_p99_ms: float = DEFAULT_SLO_P99_MS,
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
+    step: StepSettings | None = None,
+    saturation_pct: float = GENERATOR_SATURATION_PCT,
+    allow_remote: bool = False,
+) -> Measure:
+    """A `Measure` that runs each step with `run_load` (Locust output in `out_dir/step-NN-<rate>/`), waits for the
+    server to be idle afterwards, and judges it; a step whose load generator fails is a failed step."""
+    counter = iter(range(1_000_000))
+
+    def measure(rate: float) -> CapacityStep:
+        index = next(counter)
+        spec = step_spec(
+            base_url=base_url,
+            endpoint=endpoint,
+            payload=payload,
+            rate=rate,
+            arrivals=arrivals,
+            seed=seed + index,
+            slo_p99_ms=slo_p99_ms,
+            step=step,
+            allow_remote=allow_remote,
+        )
+        try:
+            result = run_load(spec, out_dir=out_dir / f"step-{index:02d}-{rate:g}", cpus=cpus, workers=workers)
+        except LoadgenError as exc:
+            reason = f"load generator failed: {str(exc).splitlines()[0]}"
+            return CapacityStep(rate=rate, ok=False, p99_ms=None, error_rate=None, reason=reason)
+        finally:
+            wait_until_idle(base_url)
+        saturated = result.generator_cpu_pct > saturation_pct
+        reasons = [f"load generator saturated ({result.generator_cpu_pct:.0f}% CPU)"] if saturated else []
+        return judge_step(rate, result, slo_p99_ms=slo_p99_ms, max_error_rate=max_error_rate, invalid_reasons=reasons)
+
+    return measure
+
+
+# ---- command line ----
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Capacity at a p99 latency target (open loop).")
+    p.add_argument("--target", help="base URL of a running server (default: start one from the options below)")
+    p.add_argument("--framework", choices=("fastapi", "flask"), default="flask")
+    p.add_argument("--server", choices=SERVER_KINDS, default="gunicorn-sync")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    p.add_argument("--model", default="synthetic:sleep_ms=10")
+    p.add_argument("--endpoint", default="/predict")
+    p.add_argument("--arrivals", nargs="+", choices=ARRIVAL_PROCESSES, default=[DEFAULT_ARRIVALS])
+    p.add_argument("--slo-ms", type=float, default=DEFAULT_SLO_P99_MS, help="p99 target, ms (default 50)")
+    p.add_argument("--start-rps", type=float, default=None, help="first rate (default: half the closed-loop peak)")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
+    p.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS)
+    p.add_argument("--min-step-requests", type=int, default=MIN_STEP_REQUESTS)
+    p.add_argument("--max-step-s", type=float, default=MAX_STEP_DURATION_S)
+    p.add_argument("--server-cpus", default="0", help="CPU ids for the server, e.g. 0 or 0,1")
+    p.add_argument("--load-cpus", default="1", help="CPU ids for Locust")
+    p.add_argument("--load-workers", type=int, default=1, help="Locust worker processes (1: one local process)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None, help="output directory (default results/capacity-<UTC time>)")
+    p.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=None,
+        help="no search: run these open-loop rates and print "
+        "offered vs achieved, late and send lag (checks the generator)",
+    )
+    p.add_argument("--duration-s", type=float, default=None, help="with --rates: measured seconds per rate")
+    return p
+
+
+def _cpus(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _probe_service(base_url: str, endpoint: str, payload: bytes, out_dir: Path, cpus: list[int]) -> dict[str, float]:
+    """Closed-loop probe of a one-at-a-time server: service time = 1 / peak throughput (it never idles), seconds;
+    also the Server-Timing predict p50 and the peak rate."""
+    spec = LoadSpec(
+        base_url=base_url,
+        endpoint=endpoint,
+        payload=payload,
+        kind="closed",
+        users=SERVICE_PROBE_USERS,
+        warmup_s=STEP_WARMUP_S,
+        duration_s=SERVICE_PROBE_S,
+        seed=0,
+        allow_remote=True,
+    )
+    result = run_load(spec, out_dir=out_dir / "service-probe", cpus=cpus)
+    wait_until_idle(base_url)
+    predict = result.histograms.predict
+    return {
+        "peak_rps": result.rps,
+        "service_s": 1.0 / result.rps,
+        "predict_p50_ms": predict.get_value_at_percentile(50.0) / US_PER_MS if predict.get_total_count() else math.nan,
+    }
+
+
+def _theory_rps(arrivals: ArrivalProcess, service_s: float, slo_p99_ms: float) -> float:
+    if arrivals == "constant":
+        return dd1_capacity_rps(service_s=service_s)
+    return md1_rate_for_quantile(target_s=slo_p99_ms / US_PER_MS, service_s=service_s)
+
+
+def _print_result(result: CapacityResult, theory_rps: float) -> None:
+    print(f"\n{result.arrivals} arrivals, SLO p99 <= {result.slo_p99_ms:g} ms")
+    print(f"{'rate/s':>9} {'ok':>3} {'p99 ms':>8} {'err':>6} {'achieved':>9} {'late':>5} {'drop':>5}  reason")
+    for s in result.steps:
+        p99 = "-" if s.p99_ms is None else f"{s.p99_ms:.1f}"
+        err = "-" if s.error_rate is None else f"{s.error_rate:.2%}"
+        achieved = "-" if s.achieved_rps is None else f"{s.achieved_rps:.1f}"
+        print(
+            f"{s.rate:9.2f} {'yes' if s.ok else 'no':>3} {p99:>8} {err:>6} {achieved:>9} {s.late!s:>5} "
+            f"{s.dropped!s:>5}  {s.reason or ''}"
+        )
+    if result.capacity_rps is None:
+        print(f"capacity: none ({result.stop_reason}); theory {theory_rps:.1f} /s")
+        return
+    gap = (result.capacity_rps / theory_rps - 1) * 100
+    print(
+        f"capacity {result.capacity_rps:.1f} /s ({result.stop_reason}); theory {theory_rps:.1f} /s; "
+        f"measured vs theory {gap:+.1f}%"
+    )
+
+
+def _sweep(args: argparse.Namespace, base_url: str, out_dir: Path) -> list[dict[str, Any]]:
+    """Fixed open-loop rates: how well the generator keeps its schedule (achieved vs offered, late, send lag)."""
+    payload = json.dumps({"features": PAYLOAD_ROW}).encode()
+    step = StepSettings()
+    if args.duration_s:
+        step = replace(step, min_duration_s=args.duration_s, max_duration_s=args.duration_s)
+    print(
+        f"{'arrivals':>8} {'rate/s':>8} {'offered':>8} {'achieved':>9} {'ratio':>6} {'late%':>6} {'lag p99':>8} "
+        f"{'drop':>5} {'p50 ms':>7} {'p99 ms':>7} {'p99 unc':>8} {'gen cpu':>7}"
+    )
+    rows = []
+    for arrivals in args.arrivals:
+        for rate in args.rates:
+            spec = step_spec(
+                base_url=base_url,
+                endpoint=args.endpoint,
+                payload=payload,
+                rate=rate,
+                arrivals=arrivals,
+                seed=args.seed,
+                slo_p99_ms=args.slo_ms,
+                step=step,
+                allow_remote=bool(args.target),
+            )
+            result = run_load(
+                spec, out_dir=out_dir / f"{arrivals}-{rate:g}", cpus=_cpus(args.load_cpus), workers=args.load_workers
+            )
+            wait_until_idle(base_url)
+            row = _sweep_row(arrivals, rate, result)
+            rows.append(row)
+            print(
+                f"{arrivals:>8} {rate:8.1f} {row['offered_rps']:8.1f} {row['achieved_rps']:9.1f} "
+                f"{row['achieved_over_offered']:6.3f} {row['late_pct']:6.2f} {row['send_lag_p99_ms']!s:>8} "
+                f"{row['dropped']:>5} {row['p50_ms']:7.2f} {row['p99_ms']:7.2f} {row['p99_uncorrected_ms']:8.2f} "
+                f"{row['generator_cpu_pct']:6.0f}%"
+            )
+    return rows
+
+
+def _sweep_row(arrivals: ArrivalProcess, rate: float, result: LoadResult) -> dict[str, Any]:
+    counts = result.open_loop
+    if counts is None or result.offered_rps is None or result.achieved_rps is None or not result.requests:
+        raise LoadgenError("an open-loop run came back without its open-loop counts")
+    histograms = result.histograms
+    return {
+        "arrivals": arrivals,
+        "rate": rate,
+        "offered_rps": result.offered_rps,
+        "achieved_rps": result.achieved_rps,
+        "achieved_over_offered": result.achieved_rps / result.offered_rps,
+        "late_pct": 100.0 * counts.late / result.requests,
+        "send_lag_p99_ms": counts.send_lag_p99_ms,
+        "dropped": counts.dropped,
+        "p50_ms": histograms.total.get_value_at_percentile(50.0) / US_PER_MS,
+        "p99_ms": histograms.total.get_value_at_percentile(99.0) / US_PER_MS,
+        "p99_uncorrected_ms": histograms.total_uncorrected.get_value_at_percentile(99.0) / US_PER_MS,
+        "generator_cpu_pct": result.generator_cpu_pct,
+        "problems": result.generator_problems(),
+    }
+
+
+def _run(args: argparse.Namespace, base_url: str, out_dir: Path) -> list[dict[str, Any]]:
+    if args.rates:
+        return _sweep(args, base_url, out_dir)
+    payload = json.dumps({"features": PAYLOAD_ROW}).encode()
+    load_cpus = _cpus(args.load_cpus)
+    probe = _probe_service(base_url, args.endpoint, payload, out_dir, load_cpus)
+    print(
+        f"service time {probe['service_s'] * US_PER_MS:.3f} ms (1 / closed-loop peak {probe['peak_rps']:.1f} /s);"
+        f" server predict p50 {probe['predict_p50_ms']:.3f} ms"
+    )
+    start = args.start_rps or probe["peak_rps"] / 2
+    settings = SearchSettings(
+        start_rps=start, tolerance=args.tolerance, max_steps=args.max_steps, min_rps=min(start, DEFAULT_MIN_RPS)
+    )
+    step = replace(StepSettings(), min_requests=args.min_step_requests, max_duration_s=args.max_step_s)
+    entries = []
+    for arrivals in args.arrivals:
+        measure = measure_with_locust(
+            base_url=base_url,
+            endpoint=args.endpoint,
+            payload=payload,
+            out_dir=out_dir / arrivals,
+            cpus=load_cpus,
+            workers=args.load_workers,
+            arrivals=arrivals,
+            seed=args.seed,
+            slo_p99_ms=args.slo_ms,
+            step=step,
+            allow_remote=bool(args.target),
+        )
+        result = search_capacity(measure, settings, slo_p99_ms=args.slo_ms, arrivals=arrivals)
+        theory = _theory_rps(arrivals, probe["service_s"], args.slo_ms)
+        _print_result(result, theory)
+        entry = result.to_json(config=f"{args.framework}-{args.server}", model=args.model, repetition=0)
+        entries.append({**entry, "theory_rps": round(theory, 3), **{f"probe_{k}": v for k, v in probe.items()}})
+    return entries
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m servingbench.harness.capacity") -> int:
+    """Run capacity searches (one per `--arrivals`), or a `--rates` sweep, and write `capacity.json` to `--out`."""
+    args = _parser(prog).parse_args(argv)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir: Path = args.out or Path("results") / f"capacity-{stamp}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.target:
+        entries = _run(args, args.target.rstrip("/"), out_dir)
+    else:
+        entries = _with_server(args, out_dir)
+    key = "sweep" if args.rates else "capacity"
+    (out_dir / "capacity.json").write_text(json.dumps({key: entries}, indent=2), encoding="utf-8")
+    print(f"\nwrote {out_dir / 'capacity.json'}")
+    return 0
+
+
+def _with_server(args: argparse.Namespace, out_dir: Path) -> list[dict[str, Any]]:
+    from servingbench.harness.processes import free_port, running_server
+    from servingbench.servers.launch import Framework, ServerConfig, ServerKind, launch_command
+
+    config = ServerConfig(cast("Framework", args.framework), cast("ServerKind", args.server), args.workers)
+    port = free_port()
+    command = launch_command(config, host="127.0.0.1", port=port, model=args.model)
+    log = out_dir / "server.log"
+    with running_server(command.argv, command.env, port=port, log_path=log, cpus=_cpus(args.server_cpus)) as server:
+        print(f"server: {config.label()} serving {args.model} at {server.base_url}, pinned to {args.server_cpus}")
+        return _run(args, server.base_url, out_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

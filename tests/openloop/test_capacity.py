@@ -1,0 +1,183 @@
+"""The capacity search on fake measures (bracket, bisect, confirm, budget), the step judge and the bundle entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from servingbench.harness.capacity import (
+    STEP_OVERHEAD_S,
+    CapacityStep,
+    SearchSettings,
+    StepSettings,
+    estimate_search_s,
+    judge_step,
+    search_capacity,
+    step_spec,
+)
+from servingbench.harness.loadgen import LatencyHistograms, LoadResult
+from servingbench.loadtests import new_histogram
+from servingbench.loadtests.openloop import OpenLoopCounts
+
+TOLERANCE = 0.05
+
+
+class Threshold:
+    """A server whose steps pass exactly up to `capacity` requests/s; notes the rates it was asked."""
+
+    def __init__(self, capacity: float, flaky: Iterable[float] = ()) -> None:
+        self.capacity = capacity
+        self.flaky = set(flaky)  # rates that pass once, then fail when measured again
+        self.rates: list[float] = []
+
+    def __call__(self, rate: float) -> CapacityStep:
+        ok = rate <= self.capacity and not (rate in self.flaky and rate in self.rates)
+        self.rates.append(rate)
+        return CapacityStep(rate=rate, ok=ok, p99_ms=10.0 if ok else 99.0, error_rate=0.0)
+
+
+def _search(measure: Callable[[float], CapacityStep], **changes: float | int | bool) -> tuple[float | None, bool]:
+    result = search_capacity(measure, SearchSettings(**{"tolerance": TOLERANCE, **changes}))  # type: ignore[arg-type]
+    return result.capacity_rps, result.converged
+
+
+def test_brackets_by_doubling_then_bisects_and_confirms() -> None:
+    server = Threshold(56.0)
+    result = search_capacity(server, SearchSettings(start_rps=10.0, tolerance=TOLERANCE))
+    assert server.rates[:4] == [10.0, 20.0, 40.0, 80.0]
+    assert result.converged and result.capacity_rps is not None
+    assert 56.0 / (1 + TOLERANCE) <= result.capacity_rps <= 56.0
+    assert server.rates[-1] == result.capacity_rps  # the last step re-measured the answer
+    assert [s.rate for s in result.steps] == server.rates
+
+
+def test_a_start_above_capacity_halves_down() -> None:
+    server = Threshold(30.0)
+    capacity, converged = _search(server, start_rps=200.0)
+    assert server.rates[:4] == [200.0, 100.0, 50.0, 25.0]
+    assert converged and capacity is not None and 30.0 / (1 + TOLERANCE) <= capacity <= 30.0
+
+
+def test_nothing_passing_gives_no_capacity() -> None:
+    capacity, converged = _search(Threshold(0.1), start_rps=8.0, min_rps=1.0)
+    assert (capacity, converged) == (None, False)
+
+
+def test_everything_passing_stops_at_the_maximum_with_a_lower_bound() -> None:
+    result = search_capacity(Threshold(1e9), SearchSettings(start_rps=10.0, max_rps=100.0))
+    assert (result.capacity_rps, result.converged) == (80.0, False)
+    assert "maximum" in result.stop_reason
+
+
+def test_a_spent_budget_leaves_a_lower_bound() -> None:
+    server = Threshold(1000.0)
+    result = search_capacity(server, SearchSettings(start_rps=1.0, max_steps=5))
+    assert len(server.rates) == 5
+    assert not result.converged and result.capacity_rps is not None and result.capacity_rps <= 1000.0
+
+
+def test_a_pass_that_fails_its_confirmation_moves_the_answer_down() -> None:
+    first = Threshold(56.0)
+    capacity_first, _ = _search(first, start_rps=10.0)
+    assert capacity_first is not None
+    flaky = Threshold(56.0, flaky=[capacity_first])
+    capacity, converged = _search(flaky, start_rps=10.0)
+    assert converged and capacity is not None and capacity < capacity_first
+    assert flaky.rates.count(capacity_first) == 2 and flaky.rates.count(capacity) >= 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    true_capacity=st.floats(min_value=1.5, max_value=50_000.0),
+    start=st.floats(min_value=1.0, max_value=10_000.0),
+)
+def test_the_search_always_lands_within_tolerance_below_a_sharp_capacity(true_capacity: float, start: float) -> None:
+    server = Threshold(true_capacity)
+    capacity, converged = _search(server, start_rps=start, max_steps=40)
+    assert converged and capacity is not None
+    assert true_capacity / (1 + TOLERANCE) <= capacity <= true_capacity
+
+
+# ---- judging one open-loop result ----
+
+
+def _result(
+    *, latency_ms: float = 20.0, requests: int = 1000, errors: int = 0, dropped: int = 0, late: int = 0
+) -> LoadResult:
+    total, uncorrected = new_histogram(), new_histogram()
+    for _ in range(requests):
+        total.record_value(round(latency_ms * 1000))
+        uncorrected.record_value(round(latency_ms * 1000))
+    counts = OpenLoopCounts(scheduled=requests + dropped, dropped=dropped, late=late, sent_in_window=requests)
+    return LoadResult(
+        requests=requests,
+        errors=errors,
+        errors_by_kind={"HTTP 503": errors} if errors else {},
+        warmup_s=1.0,
+        duration_s=10.0,
+        rps=requests / 10.0,
+        histograms=LatencyHistograms(
+            total=total, validate=new_histogram(), predict=new_histogram(), total_uncorrected=uncorrected
+        ),
+        generator_cpu_s=1.0,
+        generator_cpu_pct=10.0,
+        workers={},
+        open_loop=counts,
+    )
+
+
+def test_a_step_within_the_slo_passes() -> None:
+    step = judge_step(100.0, _result(), slo_p99_ms=50.0, run="r0007")
+    assert step.ok and step.reason is None
+    assert step.p99_ms == pytest.approx(20.0, rel=1e-3)
+    assert (step.error_rate, step.achieved_rps, step.late, step.dropped, step.run) == (0.0, 100.0, 0, 0, "r0007")
+
+
+@pytest.mark.parametrize(
+    ("result", "words"),
+    [
+        (_result(latency_ms=60.0), "over the SLO"),
+        (_result(errors=10), "error rate"),
+        (_result(dropped=1), "dropped"),
+        (_result(late=11), "late"),
+        (_result(requests=0), "no request"),
+    ],
+    ids=["slow", "errors", "dropped", "late", "empty"],
+)
+def test_the_stability_rule_fails_a_step(result: LoadResult, words: str) -> None:
+    step = judge_step(100.0, result, slo_p99_ms=50.0)
+    assert not step.ok
+    assert step.reason is not None and words in step.reason
+
+
+def test_caller_gates_fail_a_step() -> None:
+    step = judge_step(100.0, _result(), invalid_reasons=["load generator saturated (97% CPU)"])
+    assert not step.ok and step.reason == "load generator saturated (97% CPU)"
+
+
+def test_bundle_entry_has_the_documented_keys() -> None:
+    result = search_capacity(Threshold(56.0), SearchSettings(start_rps=10.0))
+    entry = result.to_json(config="flask-gunicorn-sync", model="sleep10", repetition=1)
+    assert {"config", "model", "repetition", "slo_p99_ms", "capacity_rps", "steps"} <= set(entry)
+    assert entry["capacity_rps"] == pytest.approx(result.capacity_rps, abs=1e-3)
+    for step in entry["steps"]:
+        assert {"rate", "p99_ms", "error_rate", "ok", "run", "achieved_rps", "late", "dropped"} <= set(step)
+
+
+def test_step_spec_sizes_the_run_and_the_inflight_cap() -> None:
+    step = StepSettings(min_requests=2000, min_duration_s=5.0, max_duration_s=30.0, warmup_s=2.0)
+    slow = step_spec(base_url="http://127.0.0.1:1", endpoint="/predict", payload=b"{}", rate=10.0, seed=1, step=step)
+    fast = step_spec(base_url="http://127.0.0.1:1", endpoint="/predict", payload=b"{}", rate=5000.0, seed=1, step=step)
+    middle = step_spec(base_url="http://127.0.0.1:1", endpoint="/predict", payload=b"{}", rate=100.0, seed=1, step=step)
+    assert (slow.duration_s, fast.duration_s, middle.duration_s) == (30.0, 5.0, 20.0)
+    assert slow.kind == "open" and slow.arrivals == "poisson" and slow.warmup_s == 2.0
+    assert slow.users == 64 and fast.users == 1000  # 5000 /s x 50 ms x 4
+
+
+def test_the_worst_case_duration_counts_every_step_at_full_length() -> None:
+    settings = SearchSettings(max_steps=4)
+    step = StepSettings(warmup_s=1.0, max_duration_s=10.0)
+    assert estimate_search_s(settings, step) == 4 * (1.0 + 10.0 + STEP_OVERHEAD_S)
