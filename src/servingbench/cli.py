@@ -174,6 +174,27 @@ def _compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- load-worker, capacity --------------------------------------------------------------------------------------
+def _add_load_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from servingbench.harness import distributed
+
+    p = sub.add_parser("load-worker", help=distributed.HELP, description=distributed.HELP)
+    distributed.add_arguments(p)
+    p.set_defaults(func=distributed.run_from_args)
+
+
+def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("capacity", add_help=False, help="open-loop search for the highest rate whose p99 meets the SLO")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the capacity search (try: capacity --help)")
+    p.set_defaults(func=_capacity)
+
+
+def _capacity(args: argparse.Namespace) -> int:
+    from servingbench.harness.capacity import main as capacity_main
+
+    return capacity_main(args.rest, prog="servingbench capacity")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="servingbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,10 +208,15 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     _add_serve,
     _add_train,
     _add_report,
+    _add_capacity,
+    _add_load_worker,
 ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["capacity"]:  # its own parser takes every option, --help included
+        return _capacity(argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)
