@@ -511,7 +511,7 @@ class _Runner:
         record.update(result.to_json(relative_to=self.writer.dir))
         record["artifacts"].update(self._server_log_artifact(server.session_id))
         self._apply_usage(record, monitor.usage if monitor else None, result.requests)
-        self._apply_gates(record, server)
+        self._apply_gates(record, server, result.generator_problems())
 
     def _record_failure(self, record: dict[str, Any], server: _StartedServer, reason: str, run_dir: Path) -> None:
         if server.died():
@@ -541,7 +541,8 @@ class _Runner:
             pss = usage.memory.pss_mb_per_worker
             record["server_pss_mb_per_worker"] = None if pss is None else [round(value, 1) for value in pss]
 
-    def _apply_gates(self, record: dict[str, Any], server: _StartedServer) -> None:
+    def _apply_gates(self, record: dict[str, Any], server: _StartedServer, generator: list[str] | None = None) -> None:
+        """Mark the run invalid, with every reason: gates, a server that died, an open-loop generator that lagged."""
         problems = validity_problems(
             requests=record["requests"],
             errors=record["errors"],
@@ -549,6 +550,7 @@ class _Runner:
             error_rate_limit=self.plan.error_rate_limit,
             min_requests=self.plan.min_requests,
         )
+        problems += generator or []  # open loop: late or dropped sends mean the generator, not the server, lagged
         if server.died():
             problems.insert(0, f"server died during the run (exit code {server.exit_code()})")
             record.update(status="failed", log_tail=server.tail() or None)
