@@ -27,7 +27,9 @@ from typing import Any
 import gevent
 from gevent import GreenletExit
 from gevent.pool import Group
-from locust import FastHttpUser, constant, events, task
+from geventhttpclient import HTTPClient
+from geventhttpclient.url import URL
+from locust import FastHttpUser, User, constant, events, task
 from locust.env import Environment
 from locust.exception import CatchResponseError
 from locust.runners import MasterRunner, Runner, WorkerRunner
@@ -57,6 +59,8 @@ less than all of it, so the user is done draining before Locust gives up on it a
 KILL_WAIT_S = 2.0
 """Seconds to wait for unfinished open-loop requests to die once killed."""
 MS_PER_S = 1000.0
+CLIENT_TIMEOUT_S = 60.0
+"""Connect and read timeout of the closed-loop client, in seconds (Locust's FastHttpUser default)."""
 REQUEST_HEADERS = {
     "Content-Type": "application/json",
     "Accept": "application/json",
@@ -90,18 +94,61 @@ class _RunState:
 _state = _RunState()
 
 
-class ClosedLoopUser(FastHttpUser):
-    """Closed loop: post the payload, wait for the answer, post again at once. Non-2xx answers are failures."""
+class ClosedLoopUser(User):
+    """Closed loop: post the payload, wait for the answer, post again at once. Non-2xx answers are failures.
+
+    It sends through geventhttpclient, the client under Locust's `FastHttpUser`, directly: the session wrapper around
+    it added about 0.3 ms of client-side time to every request (measured against wrk), which would sit in every
+    latency. The timing is `perf_counter` from just before the request is written to the last byte of the body, and
+    reaches the recorder and Locust's own statistics through `events.request`, as any Locust client's does.
+    """
 
     wait_time = constant(0)
 
+    def on_start(self) -> None:
+        self._http = HTTPClient.from_url(
+            URL(self.host or SPEC.base_url),
+            concurrency=1,
+            connection_timeout=CLIENT_TIMEOUT_S,
+            network_timeout=CLIENT_TIMEOUT_S,
+        )
+
+    def on_stop(self) -> None:
+        self._http.close()
+
     @task
     def post_payload(self) -> None:
-        """One request; its timing reaches the recorder through `events.request`."""
-        # The payload goes out byte for byte (geventhttpclient takes bytes; Locust's hint says str).
-        payload: Any = SPEC.payload
-        with self.client.post(SPEC.endpoint, data=payload, headers=REQUEST_HEADERS, catch_response=True) as resp:
-            _judge(resp)
+        """One request, timed and reported through `events.request`."""
+        start_time, start = time.time(), time.perf_counter()
+        answer, length = _Answer({}), 0
+        exception: Exception | None = None
+        try:
+            response = self._http.post(SPEC.endpoint, body=SPEC.payload, headers=REQUEST_HEADERS)
+            length = len(response.read())
+            timing = response.get("server-timing")
+            answer = _Answer({"Server-Timing": timing if isinstance(timing, str) else None})
+            if not 200 <= response.status_code < 300:
+                exception = CatchResponseError(f"HTTP {response.status_code}")
+        except Exception as exc:  # a transport failure is a failed request, named by its class
+            exception = exc
+        self.environment.events.request.fire(
+            request_type="POST",
+            name=SPEC.endpoint,
+            response_time=(time.perf_counter() - start) * MS_PER_S,
+            response_length=length,
+            response=answer,
+            exception=exception,
+            context={},
+            start_time=start_time,
+            url=SPEC.endpoint,
+        )
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What the recorder reads of a closed-loop answer: its headers."""
+
+    headers: dict[str, str | None]
 
 
 class OpenLoopUser(FastHttpUser):
