@@ -49,3 +49,20 @@ lock: $(STAMP)  ## refresh requirements.lock on purpose
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# --- containers (docs/containers.md) ---
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+LOAD_WORKERS ?= 2
+COMPOSE_BENCH_ARGS ?=
+
+.PHONY: compose-config compose-bench
+
+compose-config:  ## validate docker-compose.yml (no Docker engine needed)
+	$(COMPOSE) config -q
+
+compose-bench: $(STAMP)  ## both servers, a Locust master and LOAD_WORKERS workers in containers; results in ./results
+	$(BIN)/servingbench train
+	mkdir -p results
+	SB_UID=$$(id -u) SB_GID=$$(id -g) SB_REMOTE_LOAD_WORKERS=$(LOAD_WORKERS) SB_BENCH_ARGS="$(COMPOSE_BENCH_ARGS)" \
+		$(COMPOSE) up --build --scale locust-worker=$(LOAD_WORKERS) --exit-code-from locust-master; \
+		status=$$?; $(COMPOSE) down --remove-orphans; exit $$status
