@@ -98,6 +98,15 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results)")
     p.add_argument("--target", action="append", default=[], metavar="URL", help="measure a running server instead")
     p.add_argument("--load-workers", type=int, default=None, help="Locust worker processes (default: one a core)")
+    p.add_argument(
+        "--remote-load-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Locust workers on other machines (servingbench load-worker) to wait for (default 0)",
+    )
+    p.add_argument("--master-bind", default="127.0.0.1", help="Locust master address, with remote workers")
+    p.add_argument("--master-port", type=int, default=None, help="Locust master port, with remote workers (5557)")
     p.add_argument("--allow-shared-cores", action="store_true", help="run on one core (recorded as unfair)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     p.set_defaults(func=_run)
@@ -118,6 +127,9 @@ def _run(args: argparse.Namespace) -> int:
             load_workers=args.load_workers,
             console=console,
             allow_shared_cores=args.allow_shared_cores,
+            remote_load_workers=args.remote_load_workers,
+            master_bind=args.master_bind,
+            master_port=args.master_port,
         )
     except HarnessError as err:
         return _fail(str(err))

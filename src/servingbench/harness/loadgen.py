@@ -2,7 +2,8 @@
 
 `run_load` starts one local Locust process, or a master plus N workers (Locust's own distributed mode, bound to
 loopback), each in its own session and pinned to the load-generator CPUs. Closed loop runs `spec.users` users; open
-loop runs one scheduler user per process, each offering `rate / processes` (see `loadtests.openloop`). The
+loop runs one scheduler user per process, each offering `rate / processes` (see `loadtests.openloop`). The master
+may also wait for remote workers (`harness.distributed`); only local processes' CPU is measured. The
 locustfile signals the measurement window by appending `window_start` / `window_end` lines to an events file;
 `run_load` turns them into the caller's callbacks and samples the generator's CPU time at the same moments. Whatever
 happens, including KeyboardInterrupt, every process group it started is terminated (SIGTERM, then SIGKILL) before
@@ -28,6 +29,7 @@ from typing import IO, Any
 import psutil
 from hdrh.histogram import HdrHistogram
 
+from servingbench.harness.distributed import DEFAULT_MASTER_PORT, write_shim_locustfile
 from servingbench.loadtests.openloop import GEVENT_BACKEND_ENV_VAR, OPEN_LOOP_GEVENT_BACKEND, OpenLoopCounts
 from servingbench.loadtests.recorder import (
     HISTOGRAM_NAMES,
@@ -172,6 +174,9 @@ def run_load(
     out_dir: Path,
     cpus: Sequence[int] | None,
     workers: int = 1,
+    remote_workers: int = 0,
+    master_bind: str = LOOPBACK,
+    master_port: int | None = None,
     timeout_s: float | None = None,
     on_window_start: WindowCallback | None = None,
     on_window_end: WindowCallback | None = None,
@@ -179,25 +184,32 @@ def run_load(
     """Drive `spec` with Locust and return the measured result; Locust's CSV, HTML and logs go to `out_dir`.
 
     `cpus`: CPU ids every Locust process is pinned to (None: inherit this process's affinity). `workers`: 1 runs a
-    single local process; N > 1 runs a master and N workers. `timeout_s`: overall deadline in seconds (default:
+    single local process; N > 1 runs a master and N workers. `remote_workers` (default 0): workers started elsewhere
+    (`servingbench load-worker`) that the master also waits for; with any, the master listens on
+    `master_bind`:`master_port` (default 127.0.0.1:5557), serves them a shim locustfile carrying the run's config,
+    and `workers` may be 0 (local workers always stay on loopback). `timeout_s`: overall deadline in seconds (default:
     warm-up + duration + stop and shutdown slack). `on_window_start` / `on_window_end` run in the calling thread
     right after the locustfile reports that the measurement window opened / closed (polled every
     `POLL_INTERVAL_S`); `on_window_end` runs only if `on_window_start` did. Raises `LoadgenError` if Locust fails or
     its result is incomplete, `LoadgenTimeout` past the deadline, NotImplementedError for a kind without a user.
     """
     user_class = user_class_name(spec.kind)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers < 0 or remote_workers < 0 or workers + remote_workers < 1:
+        raise ValueError(f"need at least one worker, got {workers} local and {remote_workers} remote")
+    if master_bind != LOOPBACK and not remote_workers:
+        raise ValueError(f"the master binds beyond loopback ({master_bind}) only for remote workers")
     paths = _RunPaths.create(out_dir)
     LocustRunConfig(
         spec=spec,
         result_path=paths.result,
         events_path=paths.events,
         final_report_timeout_s=FINAL_REPORT_TIMEOUT_S,
-        processes=workers,
+        processes=workers + remote_workers,
     ).write(paths.config)
-    commands = _commands(spec, user_class, paths, workers)
-    deadline = time.monotonic() + (timeout_s if timeout_s is not None else _default_timeout_s(spec, workers))
+    port = master_port if master_port is not None else (DEFAULT_MASTER_PORT if remote_workers else None)
+    master = _Master(remote_workers, master_bind, port)
+    commands = _commands(spec, user_class, paths, workers, master)
+    deadline = time.monotonic() + (timeout_s if timeout_s is not None else _default_timeout_s(spec, workers, master))
     watcher = _Watcher(paths.events, on_window_start, on_window_end)
     with ExitStack() as stack:
         processes: list[subprocess.Popen[bytes]] = []
@@ -260,13 +272,25 @@ class _RunPaths:
         return {name: path for name, path in candidates.items() if path.exists()}
 
 
-def _commands(spec: LoadSpec, user_class: str, paths: _RunPaths, workers: int) -> list[tuple[str, list[str]]]:
-    """(process name, argv) for the local process, or the master then its workers."""
+@dataclass(frozen=True)
+class _Master:
+    """Where the master listens (port None: a free loopback port) and how many remote workers it also waits for."""
+
+    remote_workers: int
+    bind: str
+    port: int | None
+
+
+def _commands(
+    spec: LoadSpec, user_class: str, paths: _RunPaths, workers: int, master: _Master
+) -> list[tuple[str, list[str]]]:
+    """(process name, argv) for the local process, or the master then its local workers."""
+    processes = workers + master.remote_workers
     locust = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE_PATH), "--host", spec.base_url]
     common = ["--stop-timeout", str(STOP_TIMEOUT_S), "--loglevel", "INFO"]
     run_time_s = math.ceil(spec.run_time_s + STOP_TIMEOUT_S + FINAL_REPORT_TIMEOUT_S + RUN_TIME_MARGIN_S)
     # Open loop: one scheduler user per process (spec.users is then the in-flight cap, not a user count).
-    users = workers if spec.kind == "open" else spec.users
+    users = processes if spec.kind == "open" else spec.users
     owner = [
         "--headless",
         "--only-summary",
@@ -274,22 +298,25 @@ def _commands(spec: LoadSpec, user_class: str, paths: _RunPaths, workers: int) -
         *("--run-time", f"{run_time_s}s"),
         *("--csv", str(paths.csv_prefix), "--html", str(paths.html)),
     ]
-    if workers == 1:
+    if workers == 1 and not master.remote_workers:
         return [("locust-local", [*locust, *owner, *common, user_class])]
-    port = _free_port()
-    master = [
-        *("--master", "--master-bind-host", LOOPBACK, "--master-bind-port", str(port)),
-        *("--expect-workers", str(workers), "--expect-workers-max-wait", str(WORKER_CONNECT_TIMEOUT_S)),
+    port = master.port if master.port is not None else _free_port()
+    # Remote workers download the master's locustfile (-f -): the shim carries the run's config to them.
+    master_file = write_shim_locustfile(paths.config, paths.out_dir) if master.remote_workers else LOCUSTFILE_PATH
+    master_args = [
+        *("-f", str(master_file), "--host", spec.base_url),
+        *("--master", "--master-bind-host", master.bind, "--master-bind-port", str(port)),
+        *("--expect-workers", str(processes), "--expect-workers-max-wait", str(WORKER_CONNECT_TIMEOUT_S)),
     ]
     worker = ["--worker", "--master-host", LOOPBACK, "--master-port", str(port)]
     return [
-        ("locust-master", [*locust, *owner, *master, *common, user_class]),
+        ("locust-master", [*locust[:3], *master_args, *owner, *common, user_class]),
         *((f"locust-worker-{i}", [*locust, *worker, *common, user_class]) for i in range(workers)),
     ]
 
 
-def _default_timeout_s(spec: LoadSpec, workers: int) -> float:
-    connect = WORKER_CONNECT_TIMEOUT_S if workers > 1 else 0
+def _default_timeout_s(spec: LoadSpec, workers: int, master: _Master) -> float:
+    connect = WORKER_CONNECT_TIMEOUT_S if workers > 1 or master.remote_workers else 0
     return spec.run_time_s + STOP_TIMEOUT_S + FINAL_REPORT_TIMEOUT_S + connect + STARTUP_ALLOWANCE_S
 
 

@@ -29,7 +29,7 @@ from rich.table import Table
 from servingbench.harness.bundle import BundleWriter
 from servingbench.harness.cpus import CpuAllocation, CpuAllocationError, detect_cpus
 from servingbench.harness.environment import collect_environment, load_average
-from servingbench.harness.loadgen import run_load
+from servingbench.harness.loadgen import WORKER_CONNECT_TIMEOUT_S, run_load
 from servingbench.harness.plan import (
     RUN_OVERHEAD_S,
     SERVER_START_OVERHEAD_S,
@@ -343,6 +343,9 @@ class _Runner:
     writer: BundleWriter
     reporter: Reporter
     target_mode: bool
+    remote_load_workers: int = 0
+    master_bind: str = "127.0.0.1"
+    master_port: int | None = None
     order: int = 0
     _current: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -501,9 +504,10 @@ class _Runner:
                 out_dir=run_dir,
                 cpus=list(self.allocation.load),
                 workers=self.load_workers,
-                timeout_s=self.plan.warmup_s + self.plan.duration_s + LOAD_TIMEOUT_MARGIN_S,
+                timeout_s=self._load_timeout_s(),
                 on_window_start=monitor.window_start if monitor else None,
                 on_window_end=monitor.window_end if monitor else None,
+                **self._remote_options(),
             )
         except (LoadSpecError, NotImplementedError, OSError, RuntimeError, ValueError) as exc:
             self._record_failure(record, server, f"load generator failed: {_first_line(exc)}", run_dir)
@@ -512,6 +516,20 @@ class _Runner:
         record["artifacts"].update(self._server_log_artifact(server.session_id))
         self._apply_usage(record, monitor.usage if monitor else None, result.requests)
         self._apply_gates(record, server, result.generator_problems())
+
+    def _remote_options(self) -> dict[str, Any]:
+        """`run_load`'s remote-worker options, passed only when there are remote workers."""
+        if not self.remote_load_workers:
+            return {}
+        return {
+            "remote_workers": self.remote_load_workers,
+            "master_bind": self.master_bind,
+            "master_port": self.master_port,
+        }
+
+    def _load_timeout_s(self) -> float:
+        connect = WORKER_CONNECT_TIMEOUT_S if self.remote_load_workers else 0.0
+        return self.plan.warmup_s + self.plan.duration_s + LOAD_TIMEOUT_MARGIN_S + connect
 
     def _record_failure(self, record: dict[str, Any], server: _StartedServer, reason: str, run_dir: Path) -> None:
         if server.died():
@@ -734,30 +752,60 @@ def run_benchmark(
     load_workers: int | None,
     console: Console,
     allow_shared_cores: bool = False,
+    remote_load_workers: int = 0,
+    master_bind: str = "127.0.0.1",
+    master_port: int | None = None,
 ) -> Path:
     """Run the plan (or measure ``targets``), write the bundle under ``out_root``, print a summary; return its dir.
 
     ``load_workers``: Locust worker processes (default: one per load core; 1 runs Locust as one process).
+    ``remote_load_workers``: Locust workers on other machines (``servingbench load-worker``) the master also waits
+    for, listening on ``master_bind``:``master_port`` (default 127.0.0.1:5557); with any, ``load_workers`` may be 0.
     Raises :class:`HarnessError` before anything starts when the plan, the targets or the cores are unusable,
     and :class:`BenchmarkInterrupted` (a ``KeyboardInterrupt``) after Ctrl-C, once the partial bundle is written.
     """
     plan, allocation, chosen = _prepare(plan_path, preset, targets, allow_shared_cores)
     target_mode = bool(targets)
-    if load_workers is not None and load_workers < 1:
-        raise HarnessError(f"--load-workers must be at least 1, got {load_workers}")
-    workers = load_workers or max(1, len(allocation.load))
+    if remote_load_workers < 0:
+        raise HarnessError(f"--remote-load-workers must not be negative, got {remote_load_workers}")
+    minimum = 0 if remote_load_workers else 1
+    if load_workers is not None and load_workers < minimum:
+        raise HarnessError(f"--load-workers must be at least {minimum}, got {load_workers}")
+    if master_bind != "127.0.0.1" and not remote_load_workers:
+        raise HarnessError("--master-bind beyond loopback needs --remote-load-workers")
+    workers = load_workers if load_workers is not None else max(1, len(allocation.load))
+    fairness = _fairness(plan, allocation, chosen, target_mode)
+    if remote_load_workers:
+        fairness.append(
+            f"{remote_load_workers} remote load worker(s) on other machines: their CPU is not measured "
+            "(generator CPU figures cover local Locust processes only)"
+        )
     writer = BundleWriter(
         out_root,
         preset=plan.preset,
         seed=plan.seed,
-        environment={**collect_environment(allocation, blas_threads=plan.blas_threads), "load_workers": workers},
+        environment={
+            **collect_environment(allocation, blas_threads=plan.blas_threads),
+            "load_workers": workers,
+            "remote_load_workers": remote_load_workers,
+        },
         plan=plan.to_json(),
-        fairness=_fairness(plan, allocation, chosen, target_mode),
+        fairness=fairness,
         configs=_config_entries(plan, chosen),
     )
     writer.save()
     console.print(f"servingbench: plan {plan.source} (preset {plan.preset}), results in {writer.dir}", highlight=False)
-    runner = _Runner(plan, allocation, workers, writer, _reporter(console), target_mode)
+    runner = _Runner(
+        plan,
+        allocation,
+        workers,
+        writer,
+        _reporter(console),
+        target_mode,
+        remote_load_workers=remote_load_workers,
+        master_bind=master_bind,
+        master_port=master_port,
+    )
     try:
         runner.run_all(schedule(plan, chosen))
     except BaseException as exc:
