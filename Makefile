@@ -66,3 +66,15 @@ compose-bench: $(STAMP)  ## both servers, a Locust master and LOAD_WORKERS worke
 	SB_UID=$$(id -u) SB_GID=$$(id -g) SB_REMOTE_LOAD_WORKERS=$(LOAD_WORKERS) SB_BENCH_ARGS="$(COMPOSE_BENCH_ARGS)" \
 		$(COMPOSE) up --build --scale locust-worker=$(LOAD_WORKERS) --exit-code-from locust-master; \
 		status=$$?; $(COMPOSE) down --remove-orphans; exit $$status
+
+# --- the CI performance gate (docs/bench-ci.md) ---
+CI_PLAN     := src/servingbench/harness/ci_plan.toml
+CI_RESULTS  := results/ci
+CI_BASELINE := baselines/ci
+
+bench-ci: $(STAMP)  ## CI gate: short CI plan, then check against the committed baseline (< 3 min on 2 cores)
+	$(BIN)/servingbench run --plan $(CI_PLAN) --out $(CI_RESULTS) --no-report
+	$(BIN)/servingbench check --baseline $(CI_BASELINE) $(CI_RESULTS)/latest --out $(CI_RESULTS)/check
+
+baseline: $(STAMP)  ## refresh the committed CI baseline on purpose (3 A/A runs), then commit baselines/ci
+	$(BIN)/servingbench calibrate --plan $(CI_PLAN) --runs 3 --out results/calibrate --baseline $(CI_BASELINE)

@@ -207,6 +207,49 @@ def _capacity(args: argparse.Namespace) -> int:
     return capacity_main(args.rest, prog="servingbench capacity")
 
 
+# -- check, calibrate ------------------------------------------------------------------------------------------
+def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("check", help="CI gate: current bundle vs baseline; exit 0 pass, 1 regression, 2 no verdict")
+    p.add_argument("current", type=Path, nargs="?", default=Path("results/latest"), help="default: results/latest")
+    p.add_argument("--baseline", type=Path, required=True, help="baseline bundle with noise.json, e.g. baselines/ci")
+    p.add_argument("--out", type=Path, default=None, help="where check.md and compare.html go (default: CURRENT)")
+    p.add_argument("--summary", type=Path, default=None, help="append the Markdown summary here ($GITHUB_STEP_SUMMARY)")
+    p.set_defaults(func=_check)
+    c = sub.add_parser("calibrate", help="A/A: run the CI plan N times, write the baseline and its run-to-run noise")
+    c.add_argument("--plan", type=Path, default=None, help="default: the built-in CI plan (harness/ci_plan.toml)")
+    c.add_argument("--runs", type=int, default=3, help="A/A runs (default 3, at least 2)")
+    c.add_argument("--out", type=Path, default=Path("results/calibrate"), help="where the A/A bundles go")
+    c.add_argument("--baseline", type=Path, default=Path("baselines/ci"), help="where the baseline is written")
+    c.add_argument(
+        "--from",
+        dest="from_bundles",
+        type=Path,
+        nargs="+",
+        default=(),
+        metavar="BUNDLE",
+        help="build the baseline from finished runs instead of running",
+    )
+    c.set_defaults(func=_calibrate)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from servingbench.reports.regression import run_check
+
+    return run_check(args.baseline, args.current, out_dir=args.out, summary=args.summary)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from servingbench.harness.calibrate import CI_PLAN, run_calibrate
+
+    return run_calibrate(
+        plan_path=args.plan or CI_PLAN,
+        runs=args.runs,
+        out_root=args.out,
+        baseline_dir=args.baseline,
+        from_bundles=args.from_bundles,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="servingbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,6 +265,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     _add_report,
     _add_capacity,
     _add_load_worker,
+    _add_check,
 ]
 
 
