@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from servingbench.harness.distributed import write_shim_locustfile
-from servingbench.harness.processes import LOCALHOST, free_port, log_tail, running_server, stop_process_group
+from servingbench.harness.processes import LOCALHOST, free_port, log_tail, stop_process_group
 from servingbench.loadtests import (
     CONFIG_ENV_VAR,
     LoadSpec,
@@ -30,9 +29,8 @@ from servingbench.loadtests import (
     ms_to_us,
     new_histogram,
 )
-from servingbench.servers import ServerConfig, launch_command
 
-from .conftest import ENTRYPOINT, entrypoint_env
+from .conftest import ENTRYPOINT, entrypoint_env, payload_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -49,7 +47,6 @@ RUN_TIME_BACKSTOP_S = 30
 MASTER_EXIT_TIMEOUT_S = 60.0
 WORKER_EXIT_TIMEOUT_S = 15.0
 PERCENTILES = (50.0, 90.0, 99.0, 99.9, 100.0)
-SERVER_MODEL = "synthetic:sleep_ms=1"
 
 
 def _locust_processes() -> list[psutil.Process]:
@@ -67,22 +64,6 @@ def _locust_processes() -> list[psutil.Process]:
 def _no_locust_left_behind() -> Iterator[None]:
     yield
     assert not _locust_processes(), "a Locust process outlived the test"
-
-
-@pytest.fixture
-def server_url(tmp_path: Path) -> Iterator[str]:
-    """A FastAPI/uvicorn server on a free loopback port whose model sleeps 1 ms per call."""
-    port = free_port()
-    command = launch_command(ServerConfig("fastapi", "uvicorn"), host=LOCALHOST, port=port, model=SERVER_MODEL)
-    with running_server(command.argv, command.env, port=port, log_path=tmp_path / "server.log") as server:
-        yield server.base_url
-
-
-def _payload(base_url: str) -> bytes:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(base_url + "/model", timeout=5) as response:
-        n_features = int(json.loads(response.read())["n_features"])
-    return json.dumps({"features": [0.5] * n_features}).encode()
 
 
 def _write_config(base_url: str, run_dir: Path, payload: bytes, workers: int) -> Path:
@@ -174,7 +155,7 @@ def _run_distributed(base_url: str, tmp_path: Path) -> tuple[dict[str, Any], dic
     port = free_port()
     logs = [tmp_path / f"worker-{i}.log" for i in range(WORKERS)]
     with ExitStack() as stack:
-        master = _master(base_url, run_dir, _payload(base_url), port, WORKERS, stack)
+        master = _master(base_url, run_dir, payload_for(base_url), port, WORKERS, stack)
         env = _worker_env(port, raw_dir, once=True)
         workers = [_start([str(ENTRYPOINT), "load-worker"], env, log, tmp_path, stack) for log in logs]
         master.wait(timeout=MASTER_EXIT_TIMEOUT_S)
@@ -233,7 +214,7 @@ def test_load_worker_rejoins_the_next_run_with_its_scenario(server_url: str, tmp
     raw_dir.mkdir()
     port = free_port()
     log = tmp_path / "worker.log"
-    payloads = {"good": _payload(server_url), "refused": json.dumps({"features": []}).encode()}
+    payloads = {"good": payload_for(server_url), "refused": json.dumps({"features": []}).encode()}
     results = {}
     with ExitStack() as stack:
         worker = _start([str(ENTRYPOINT), "load-worker"], _worker_env(port, raw_dir, once=False), log, tmp_path, stack)

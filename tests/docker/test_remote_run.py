@@ -3,46 +3,27 @@ child (here on loopback, as it would be on another machine), serves it the run's
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import urllib.request
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from servingbench.harness.loadgen import run_load
-from servingbench.harness.processes import LOCALHOST, free_port, log_tail, running_server, stop_process_group
+from servingbench.harness.processes import LOCALHOST, free_port, log_tail, stop_process_group
 from servingbench.loadtests import CONFIG_ENV_VAR, LoadSpec
-from servingbench.servers import ServerConfig, launch_command
+
+from .conftest import payload_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
-SERVER_MODEL = "synthetic:sleep_ms=1"
 USERS = 4
 WARMUP_S = 0.5
 DURATION_S = 2.0
 LOAD_TIMEOUT_S = 60.0
 WORKER_EXIT_TIMEOUT_S = 15.0
-
-
-@pytest.fixture
-def server_url(tmp_path: Path) -> Iterator[str]:
-    """A FastAPI/uvicorn server on a free loopback port whose model sleeps 1 ms per call."""
-    port = free_port()
-    command = launch_command(ServerConfig("fastapi", "uvicorn"), host=LOCALHOST, port=port, model=SERVER_MODEL)
-    with running_server(command.argv, command.env, port=port, log_path=tmp_path / "server.log") as server:
-        yield server.base_url
-
-
-def _payload(base_url: str) -> bytes:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(base_url + "/model", timeout=5) as response:
-        n_features = int(json.loads(response.read())["n_features"])
-    return json.dumps({"features": [0.5] * n_features}).encode()
 
 
 def _start_remote_worker(port: int, log: Path, cwd: Path, stack: ExitStack) -> subprocess.Popen[bytes]:
@@ -67,7 +48,7 @@ def test_run_load_with_a_remote_worker(server_url: str, tmp_path: Path) -> None:
     spec = LoadSpec(
         base_url=server_url,
         endpoint="/predict",
-        payload=_payload(server_url),
+        payload=payload_for(server_url),
         kind="closed",
         users=USERS,
         warmup_s=WARMUP_S,

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import psutil
 from hdrh.histogram import HdrHistogram
 
 from servingbench.harness.distributed import DEFAULT_MASTER_PORT, write_shim_locustfile
+from servingbench.harness.processes import free_port
 from servingbench.loadtests.openloop import GEVENT_BACKEND_ENV_VAR, OPEN_LOOP_GEVENT_BACKEND, OpenLoopCounts
 from servingbench.loadtests.recorder import (
     HISTOGRAM_NAMES,
@@ -300,7 +300,7 @@ def _commands(
     ]
     if workers == 1 and not master.remote_workers:
         return [("locust-local", [*locust, *owner, *common, user_class])]
-    port = master.port if master.port is not None else _free_port()
+    port = master.port if master.port is not None else free_port(LOOPBACK)
     # Remote workers download the master's locustfile (-f -): the shim carries the run's config to them.
     master_file = write_shim_locustfile(paths.config, paths.out_dir) if master.remote_workers else LOCUSTFILE_PATH
     master_args = [
@@ -318,13 +318,6 @@ def _commands(
 def _default_timeout_s(spec: LoadSpec, workers: int, master: _Master) -> float:
     connect = WORKER_CONNECT_TIMEOUT_S if workers > 1 or master.remote_workers else 0
     return spec.run_time_s + STOP_TIMEOUT_S + FINAL_REPORT_TIMEOUT_S + connect + STARTUP_ALLOWANCE_S
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _child_env(config_path: Path, spec: LoadSpec) -> dict[str, str]:

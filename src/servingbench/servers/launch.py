@@ -9,6 +9,7 @@ from importlib import metadata
 from typing import Literal, get_args
 
 from servingbench.shared_model import Settings
+from servingbench.shared_model.threads import THREAD_ENV_VARS
 
 __all__ = [
     "DEFAULT_GTHREAD_THREADS",
@@ -48,7 +49,6 @@ SERVER_PACKAGES = (
     *("pydantic", "scikit-learn", "numpy"),
 )
 _APP = {"fastapi": "servingbench.servers.fastapi_app:create_app", "flask": "servingbench.servers.flask_app:create_app"}
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def launch_command(
     argv = _uvicorn_argv(config, host, port) if config.server == "uvicorn" else _gunicorn_argv(config, host, port)
     env = dict(os.environ if base_env is None else base_env)
     env.update(settings.to_env())
-    env.update({name: str(blas_threads) for name in _THREAD_VARS})
+    env.update({name: str(blas_threads) for name in THREAD_ENV_VARS})
     env["PYTHONUNBUFFERED"] = "1"
     return LaunchCommand([sys.executable, *argv], env)
 
