@@ -29,7 +29,7 @@ from gevent import GreenletExit
 from gevent.pool import Group
 from geventhttpclient import HTTPClient
 from geventhttpclient.url import URL
-from locust import FastHttpUser, User, constant, events, task
+from locust import User, constant, events, task
 from locust.env import Environment
 from locust.exception import CatchResponseError
 from locust.runners import MasterRunner, Runner, WorkerRunner
@@ -60,7 +60,7 @@ KILL_WAIT_S = 2.0
 """Seconds to wait for unfinished open-loop requests to die once killed."""
 MS_PER_S = 1000.0
 CLIENT_TIMEOUT_S = 60.0
-"""Connect and read timeout of the closed-loop client, in seconds (Locust's FastHttpUser default)."""
+"""Connect and read timeout of both users' client, in seconds (Locust's FastHttpUser default)."""
 REQUEST_HEADERS = {
     "Content-Type": "application/json",
     "Accept": "application/json",
@@ -97,21 +97,13 @@ _state = _RunState()
 class ClosedLoopUser(User):
     """Closed loop: post the payload, wait for the answer, post again at once. Non-2xx answers are failures.
 
-    It sends through geventhttpclient, the client under Locust's `FastHttpUser`, directly: the session wrapper around
-    it added about 0.3 ms of client-side time to every request (measured against wrk), which would sit in every
-    latency. The timing is `perf_counter` from just before the request is written to the last byte of the body, and
-    reaches the recorder and Locust's own statistics through `events.request`, as any Locust client's does.
+    It sends through geventhttpclient, the client under Locust's `FastHttpUser`, directly (see `_timed_post`).
     """
 
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        self._http = HTTPClient.from_url(
-            URL(self.host or SPEC.base_url),
-            concurrency=1,
-            connection_timeout=CLIENT_TIMEOUT_S,
-            network_timeout=CLIENT_TIMEOUT_S,
-        )
+        self._http = _client(self.host, pool=1)
 
     def on_stop(self) -> None:
         self._http.close()
@@ -119,44 +111,79 @@ class ClosedLoopUser(User):
     @task
     def post_payload(self) -> None:
         """One request, timed and reported through `events.request`."""
-        start_time, start = time.time(), time.perf_counter()
-        answer, length = _Answer({}), 0
-        exception: Exception | None = None
-        try:
-            response = self._http.post(SPEC.endpoint, body=SPEC.payload, headers=REQUEST_HEADERS)
-            length = len(response.read())
-            timing = response.get("server-timing")
-            answer = _Answer({"Server-Timing": timing if isinstance(timing, str) else None})
-            if not 200 <= response.status_code < 300:
-                exception = CatchResponseError(f"HTTP {response.status_code}")
-        except Exception as exc:  # a transport failure is a failed request, named by its class
-            exception = exc
-        self.environment.events.request.fire(
-            request_type="POST",
-            name=SPEC.endpoint,
-            response_time=(time.perf_counter() - start) * MS_PER_S,
-            response_length=length,
-            response=answer,
-            exception=exception,
-            context={},
-            start_time=start_time,
-            url=SPEC.endpoint,
-        )
+        _timed_post(self._http).fire(self, context={})
 
 
 @dataclass(frozen=True)
 class _Answer:
-    """What the recorder reads of a closed-loop answer: its headers."""
+    """What the recorder reads of an answer: its headers."""
 
     headers: dict[str, str | None]
 
 
-class OpenLoopUser(FastHttpUser):
+@dataclass(frozen=True)
+class _Outcome:
+    """One timed request: epoch start, milliseconds to the last byte of the body, and how it ended."""
+
+    start_time: float
+    response_time_ms: float
+    length: int
+    answer: _Answer
+    exception: Exception | None
+
+    def fire(self, user: User, *, context: dict[str, Any]) -> None:
+        """Report it through the user's `events.request`, as any Locust client does (the recorder listens there)."""
+        user.environment.events.request.fire(
+            request_type="POST",
+            name=SPEC.endpoint,
+            response_time=self.response_time_ms,
+            response_length=self.length,
+            response=self.answer,
+            exception=self.exception,
+            context=context,
+            start_time=self.start_time,
+            url=SPEC.endpoint,
+        )
+
+
+def _client(host: str | None, *, pool: int) -> HTTPClient:
+    """A geventhttpclient client for the run's server holding up to `pool` connections."""
+    return HTTPClient.from_url(
+        URL(host or SPEC.base_url),
+        concurrency=pool,
+        connection_timeout=CLIENT_TIMEOUT_S,
+        network_timeout=CLIENT_TIMEOUT_S,
+    )
+
+
+def _timed_post(http: HTTPClient) -> _Outcome:
+    """POST the payload and time it with `perf_counter`, from just before the request is written to the last byte.
+
+    Both users call geventhttpclient directly rather than through Locust's `FastHttpUser` session: the session
+    wrapper added about 0.3 ms of client time to every request (measured against wrk), which would sit in every
+    latency, and its CPU cost per request halved the rate one open-loop process could keep on schedule.
+    """
+    start_time, start = time.time(), time.perf_counter()
+    answer, length = _Answer({}), 0
+    exception: Exception | None = None
+    try:
+        response = http.post(SPEC.endpoint, body=SPEC.payload, headers=REQUEST_HEADERS)
+        length = len(response.read())
+        timing = response.get("server-timing")
+        answer = _Answer({"Server-Timing": timing if isinstance(timing, str) else None})
+        if not 200 <= response.status_code < 300:
+            exception = CatchResponseError(f"HTTP {response.status_code}")
+    except Exception as exc:  # a transport failure is a failed request, named by its class
+        exception = exc
+    return _Outcome(start_time, (time.perf_counter() - start) * MS_PER_S, length, answer, exception)
+
+
+class OpenLoopUser(User):
     """Open loop, one user per load process: a scheduler that sends each request at its intended time, in its own
     greenlet, never waiting for earlier answers.
 
     The process's share of the rate (`rate / processes`) follows `SPEC.arrivals`; its share of the in-flight cap
-    (`users / processes`) is also the size of the connection pool, so no request ever queues for a connection. An
+    (`users / processes`) is also the size of its connection pool, so no request ever queues for a connection. An
     arrival that finds the cap reached is dropped (counted, not sent). Requests still in flight when the user stops
     get part of the stop timeout to finish; the rest are recorded as `UNFINISHED_ERROR` failures.
     """
@@ -165,7 +192,8 @@ class OpenLoopUser(FastHttpUser):
     concurrency = inflight_cap_per_process(SPEC.users, CONFIG.processes)
 
     def on_start(self) -> None:
-        """Set up the schedule: this process's stream, seeded, on the clock of `time.time()`."""
+        """Set up the client and the schedule: this process's stream, seeded, on the clock of `time.time()`."""
+        self._http = _client(self.host, pool=self.concurrency)
         self._inflight = Group()
         self._clock_offset_s = time.time() - time.perf_counter()  # epoch = perf_counter + offset
         stream = _stream_index(self.environment)
@@ -206,18 +234,14 @@ class OpenLoopUser(FastHttpUser):
         """One request; its timing reaches the recorder through `events.request`, with the meta in its context."""
         meta = _OpenLoopMeta(intended_time=intended_epoch, send_lag_ms=(time.perf_counter() - due_perf) * MS_PER_S)
         send_time, start = time.time(), time.perf_counter()
-        payload: Any = SPEC.payload
-        context = {OPEN_LOOP_CONTEXT_KEY: meta}
         try:
-            with self.client.post(
-                SPEC.endpoint, data=payload, headers=REQUEST_HEADERS, catch_response=True, context=context
-            ) as resp:
-                _judge(resp)
+            outcome = _timed_post(self._http)
         except GreenletExit:
             if not meta.recorded:  # killed while waiting for its answer: count it, from its intended time
                 elapsed_ms = (time.perf_counter() - start) * MS_PER_S
                 _record_open(meta, send_time, elapsed_ms, server_timing=None, error=UNFINISHED_ERROR)
             raise
+        outcome.fire(self, context={OPEN_LOOP_CONTEXT_KEY: meta})
 
     def on_stop(self) -> None:
         """Let the requests in flight finish (within part of the stop timeout), then kill and count the rest."""
@@ -226,6 +250,7 @@ class OpenLoopUser(FastHttpUser):
             self._inflight.join(timeout=drain_s)
         finally:
             self._inflight.kill(block=True, timeout=KILL_WAIT_S)
+            self._http.close()
 
 
 @dataclass
@@ -240,16 +265,6 @@ class _OpenLoopMeta:
 def _stream_index(environment: Environment) -> int:
     """This process's arrival stream: the worker index (0 .. processes-1), 0 for a single local process."""
     return int(getattr(environment.runner, "worker_index", 0)) % CONFIG.processes
-
-
-def _judge(response: Any) -> None:
-    status: int = response.status_code
-    if 200 <= status < 300:
-        response.success()
-    elif status == 0:  # no HTTP answer at all: keep the exception so its class names the error kind
-        response.failure(response.error or "no response")
-    else:
-        response.failure(f"HTTP {status}")
 
 
 if missing_users := set(USER_CLASS_BY_KIND.values()) - set(globals()):
