@@ -9,16 +9,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from servingbench.harness.capacity import (
+    DEFAULT_START_RPS,
+    GENERATOR_LIMIT,
+    PEAK_GROWTH,
+    PEAK_START_FRACTION,
     STEP_OVERHEAD_S,
+    CapacityResult,
     CapacityStep,
     SearchSettings,
     StepSettings,
     estimate_search_s,
     judge_step,
+    partial_result,
     search_capacity,
+    settings_from_peak,
     step_spec,
+    theory_rps,
 )
 from servingbench.harness.loadgen import LatencyHistograms, LoadResult
+from servingbench.harness.queueing import dd1_capacity_rps, md1_rate_for_quantile
 from servingbench.loadtests import new_histogram
 from servingbench.loadtests.openloop import OpenLoopCounts
 
@@ -181,3 +190,85 @@ def test_the_worst_case_duration_counts_every_step_at_full_length() -> None:
     settings = SearchSettings(max_steps=4)
     step = StepSettings(warmup_s=1.0, max_duration_s=10.0)
     assert estimate_search_s(settings, step) == 4 * (1.0 + 10.0 + STEP_OVERHEAD_S)
+
+
+def test_a_step_failing_only_on_the_generator_is_generator_limited() -> None:
+    late = judge_step(100.0, _result(late=11), slo_p99_ms=50.0)
+    saturated = judge_step(100.0, _result(), invalid_reasons=["load generator saturated (97% CPU)"])
+    assert not late.ok and late.generator_limited
+    assert not saturated.ok and saturated.generator_limited
+
+
+@pytest.mark.parametrize(
+    "result",
+    [_result(latency_ms=60.0, late=11), _result(dropped=1), _result(errors=10, late=11)],
+    ids=["slow-and-late", "dropped", "errors-and-late"],
+)
+def test_a_step_the_server_failed_is_not_generator_limited(result: LoadResult) -> None:
+    step = judge_step(100.0, result, slo_p99_ms=50.0)
+    assert not step.ok and not step.generator_limited
+
+
+def _step(rate: float, ok: bool, *, generator: bool = False) -> CapacityStep:
+    return CapacityStep(rate=rate, ok=ok, p99_ms=None, error_rate=0.0, generator_limited=generator)
+
+
+def test_capacity_is_a_generator_lower_bound_only_when_every_failure_above_it_was_the_generator() -> None:
+    def result(*steps: CapacityStep) -> CapacityResult:
+        return CapacityResult(50.0, 100.0, steps, True, "done")
+
+    below = _step(50.0, False)  # a failure below the capacity (a flaky step) says nothing about the top
+    assert result(below, _step(100.0, True), _step(110.0, False, generator=True)).limited_by == GENERATOR_LIMIT
+    assert result(_step(100.0, True), _step(110.0, False, generator=True), _step(120.0, False)).limited_by is None
+    assert result(_step(100.0, True)).limited_by is None
+    assert (
+        result(_step(100.0, True), _step(110.0, False, generator=True)).to_json(config="c", model="m", repetition=0)[
+            "limited_by"
+        ]
+        == GENERATOR_LIMIT
+    )
+
+
+def test_from_a_measured_peak_the_search_starts_below_it_and_brackets_tightly() -> None:
+    settings = settings_from_peak(1000.0, start_rps=None, tolerance=0.05, max_steps=8)
+    assert settings.start_rps == pytest.approx(1000.0 * PEAK_START_FRACTION)
+    assert settings.growth == PEAK_GROWTH
+    server = Threshold(930.0)
+    result = search_capacity(server, settings)
+    assert server.rates[:2] == pytest.approx([800.0, 1000.0])  # one raise of 1.25 brackets it
+    assert result.converged and result.capacity_rps is not None
+    assert 930.0 / 1.05 <= result.capacity_rps <= 930.0
+    assert len(server.rates) <= 6
+
+
+def test_a_peak_that_passes_was_no_limit_and_the_search_doubles_on() -> None:
+    server = Threshold(5000.0)
+    search_capacity(server, settings_from_peak(1000.0, start_rps=None, tolerance=0.05, max_steps=8))
+    assert server.rates[:4] == pytest.approx([800.0, 1000.0, 2000.0, 4000.0])
+
+
+def test_an_explicit_start_or_no_peak_starts_from_a_guess_and_doubles() -> None:
+    given = settings_from_peak(1000.0, start_rps=30.0, tolerance=0.05, max_steps=8)
+    guess = settings_from_peak(None, start_rps=None, tolerance=0.05, max_steps=8)
+    assert (given.start_rps, given.growth) == (30.0, 2.0)
+    assert (guess.start_rps, guess.growth) == (DEFAULT_START_RPS, 2.0)
+
+
+def test_the_search_asks_for_rounded_rates() -> None:
+    server = Threshold(97.3)
+    search_capacity(server, SearchSettings(start_rps=10.0, tolerance=0.01))
+    assert all(rate == float(f"{rate:.6g}") for rate in server.rates)
+
+
+def test_a_search_cut_short_keeps_the_highest_consistent_pass_as_a_lower_bound() -> None:
+    steps = [_step(100.0, True), _step(200.0, False), _step(150.0, True)]
+    result = partial_result(steps, "server died", slo_p99_ms=50.0, arrivals="constant")
+    assert (result.capacity_rps, result.converged, result.stop_reason) == (150.0, False, "server died")
+    assert result.arrivals == "constant" and len(result.steps) == 3
+
+
+def test_theory_is_md1_for_poisson_and_1_over_service_for_constant_arrivals() -> None:
+    poisson, constant = theory_rps("poisson", 0.010, 50.0), theory_rps("constant", 0.010, 50.0)
+    assert poisson[0] == "M/D/1" and poisson[1] == pytest.approx(md1_rate_for_quantile(target_s=0.05, service_s=0.010))
+    assert constant[0] == "D/D/1" and constant[1] == pytest.approx(dd1_capacity_rps(service_s=0.010))
+    assert 50.0 < theory_rps("poisson", 0.010, 50.0)[1] < 60.0  # the "about 56 requests/s" for 10 ms

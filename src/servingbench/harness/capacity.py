@@ -46,8 +46,11 @@ __all__ = [
     "judge_step",
     "main",
     "measure_with_locust",
+    "partial_result",
     "search_capacity",
+    "settings_from_peak",
     "step_spec",
+    "theory_rps",
     "wait_until_idle",
 ]
 
@@ -65,6 +68,18 @@ DEFAULT_MIN_RPS = 1.0
 """Halving below this rate gives up: capacity None (not even a trickle meets the SLO)."""
 DEFAULT_MAX_RPS = 100_000.0
 """Doubling past this rate gives up: capacity is at least the last passing rate (the search did not converge)."""
+DEFAULT_GROWTH = 2.0
+"""Bracketing multiplies the rate by this while it passes (halving stays halving): 2 from a guess."""
+PEAK_START_FRACTION = 0.8
+"""From a measured closed-loop peak, the search starts at this fraction of it: with an SLO far above the service
+time, capacity sits close to the peak (M/D/1 at 50 ms and a 1 ms service time: 0.96 of it)..."""
+PEAK_GROWTH = 1.25
+"""...and raises the rate by this factor first, so the first bracket is [0.8, 1.0] x peak rather than [0.8, 1.6];
+if the peak passes too, it was not the server's limit (too few closed-loop users) and the search doubles on."""
+RATE_DIGITS = 6
+"""Significant digits of the rates the search asks for (bisection would otherwise ask for 121.60000000000001)."""
+GENERATOR_LIMIT = "load generator"
+"""`CapacityResult.limited_by` when the rates above the capacity failed only because the generator fell behind."""
 
 MIN_STEP_REQUESTS = 2000
 """A step runs long enough for about this many requests, so its p99 rests on ~20 samples above it..."""
@@ -119,6 +134,8 @@ class CapacityStep:
     requests: int = 0
     reason: str | None = None
     run: str | None = None
+    generator_limited: bool = False
+    """It failed only because the load generator fell behind (late sends, CPU saturation), not the server."""
 
     def to_json(self) -> dict[str, Any]:
         """The bundle's `capacity[].steps[]` entry."""
@@ -139,10 +156,14 @@ class SearchSettings:
     min_rps: float = DEFAULT_MIN_RPS
     max_rps: float = DEFAULT_MAX_RPS
     confirm: bool = True
+    growth: float = DEFAULT_GROWTH
+    """Factor of the first raise while bracketing; later raises double (never less than `DEFAULT_GROWTH`)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_rps <= self.start_rps <= self.max_rps:
             raise ValueError("need 0 < min_rps <= start_rps <= max_rps")
+        if not self.growth > 1:
+            raise ValueError(f"growth must be > 1, got {self.growth}")
         if not 0 < self.tolerance < 1:
             raise ValueError(f"tolerance must be in (0, 1), got {self.tolerance}")
         if self.max_steps < 2:
@@ -185,6 +206,14 @@ class CapacityResult:
     stop_reason: str
     arrivals: ArrivalProcess = DEFAULT_ARRIVALS
 
+    @property
+    def limited_by(self) -> str | None:
+        """`GENERATOR_LIMIT` when every step that failed above the capacity failed only for the generator's sake:
+        the server's own capacity is then higher than measured (a lower bound). None otherwise."""
+        floor = -math.inf if self.capacity_rps is None else self.capacity_rps
+        above = [step for step in self.steps if not step.ok and step.rate > floor]
+        return GENERATOR_LIMIT if above and all(step.generator_limited for step in above) else None
+
     def to_json(self, *, config: str, model: str, repetition: int) -> dict[str, Any]:
         """The results bundle's `capacity` entry (docs/results-format.md)."""
         return {
@@ -196,6 +225,7 @@ class CapacityResult:
             "capacity_rps": None if self.capacity_rps is None else round(self.capacity_rps, 3),
             "converged": self.converged,
             "stop_reason": self.stop_reason,
+            "limited_by": self.limited_by,
             "steps": [step.to_json() for step in self.steps],
         }
 
@@ -254,19 +284,22 @@ def search_capacity(
 
 
 def _bracket(search: _Search) -> tuple[float, float] | str:
-    """(a passing rate, a failing rate at most twice it), or why there is none."""
+    """(a passing rate, a failing rate at most `growth` times it, or twice it when halving), or why there is none."""
     settings = search.settings
     rate = settings.start_rps
     if not search.probe(rate):
         return _halve_until_pass(search, rate)
+    growth = settings.growth
     while True:
-        if rate * 2 > settings.max_rps:
+        higher = _rounded(rate * growth)
+        growth = max(growth, DEFAULT_GROWTH)  # a start that passes its first raise was no peak: double from there
+        if higher > settings.max_rps:
             return f"every rate passed up to the maximum {settings.max_rps:g} /s"
         if not search.budget_left:
-            return f"step budget ({settings.max_steps}) spent while doubling"
-        if not search.probe(rate * 2):
-            return rate, rate * 2
-        rate *= 2
+            return f"step budget ({settings.max_steps}) spent while raising the rate"
+        if not search.probe(higher):
+            return rate, higher
+        rate = higher
 
 
 def _halve_until_pass(search: _Search, failing: float) -> tuple[float, float] | str:
@@ -277,7 +310,7 @@ def _halve_until_pass(search: _Search, failing: float) -> tuple[float, float] | 
             return f"no rate passed down to the minimum {settings.min_rps:g} /s"
         if not search.budget_left:
             return f"step budget ({settings.max_steps}) spent while halving"
-        lower = max(rate / 2, settings.min_rps)
+        lower = _rounded(max(rate / 2, settings.min_rps))
         if search.probe(lower):
             return lower, rate
         rate = lower
@@ -286,9 +319,13 @@ def _halve_until_pass(search: _Search, failing: float) -> tuple[float, float] | 
 def _bisect(search: _Search, low: float, high: float) -> tuple[float, float]:
     """Narrow (passing, failing) geometrically until within tolerance or out of steps."""
     while high / low > 1 + search.settings.tolerance and search.budget_left:
-        middle = math.sqrt(low * high)
+        middle = _rounded(math.sqrt(low * high))
         low, high = (middle, high) if search.probe(middle) else (low, middle)
     return low, high
+
+
+def _rounded(rate: float) -> float:
+    return float(f"{rate:.{RATE_DIGITS}g}")
 
 
 def _highest_consistent_pass(steps: Sequence[CapacityStep]) -> float | None:
@@ -300,6 +337,30 @@ def _highest_consistent_pass(steps: Sequence[CapacityStep]) -> float | None:
 def _highest_pass(steps: Sequence[CapacityStep], *, below: float = math.inf) -> float | None:
     passing = [step.rate for step in steps if step.ok and step.rate < below]
     return max(passing, default=None)
+
+
+def partial_result(
+    steps: Sequence[CapacityStep], reason: str, *, slo_p99_ms: float, arrivals: ArrivalProcess
+) -> CapacityResult:
+    """The result of a search cut short (`reason`, e.g. the server died): the highest passing rate with no failure
+    at or below it, as a lower bound (`converged` False)."""
+    return CapacityResult(slo_p99_ms, _highest_consistent_pass(steps), tuple(steps), False, reason, arrivals)
+
+
+def settings_from_peak(
+    peak_rps: float | None, *, start_rps: float | None, tolerance: float, max_steps: int
+) -> SearchSettings:
+    """Search settings for one server: from `start_rps` if given (doubling), else from the closed-loop `peak_rps`
+    measured on the same server (`PEAK_START_FRACTION`, `PEAK_GROWTH`), else from `DEFAULT_START_RPS` (doubling)."""
+    growth = DEFAULT_GROWTH
+    if start_rps is not None:
+        start = start_rps
+    elif peak_rps is not None and peak_rps > 0:
+        start, growth = peak_rps * PEAK_START_FRACTION, PEAK_GROWTH
+    else:
+        start = DEFAULT_START_RPS
+    start = min(max(start, DEFAULT_MIN_RPS), DEFAULT_MAX_RPS)
+    return SearchSettings(start_rps=start, tolerance=tolerance, max_steps=max_steps, growth=growth)
 
 
 # ---- judging a step ----
@@ -315,30 +376,36 @@ def judge_step(
     invalid_reasons: Sequence[str] = (),
 ) -> CapacityStep:
     """Judge an open-loop `result` at offered `rate`: ok iff corrected p99 <= `slo_p99_ms`, error rate below
-    `max_error_rate`, the generator kept up (`result.generator_problems()`), and no `invalid_reasons` (the caller's
-    own gates, e.g. generator CPU saturation)."""
+    `max_error_rate`, no arrival dropped at the in-flight cap, the generator kept its schedule (few late sends), and
+    no `invalid_reasons` (the caller's gates on the generator, e.g. its CPU saturation). A step that failed only on
+    the generator's account is `generator_limited`."""
     total = result.histograms.total
     p99_ms = total.get_value_at_percentile(99.0) / US_PER_MS if total.get_total_count() else None
     error_rate = result.errors / result.requests if result.requests else None
-    problems = [*result.generator_problems(), *invalid_reasons]
+    counts = result.open_loop
+    generator = [*([] if counts is None else counts.late_problems(result.requests)), *invalid_reasons]
+    server: list[str] = []
     if p99_ms is None or error_rate is None:
-        problems.append("no request measured")
+        server.append("no request measured")
     else:
         if p99_ms > slo_p99_ms:
-            problems.append(f"p99 {p99_ms:.1f} ms over the SLO {slo_p99_ms:g} ms")
+            server.append(f"p99 {p99_ms:.1f} ms over the SLO {slo_p99_ms:g} ms")
         if error_rate >= max_error_rate:
-            problems.append(f"error rate {error_rate:.1%} not under {max_error_rate:.0%}")
+            server.append(f"error rate {error_rate:.1%} not under {max_error_rate:.0%}")
+    server += [] if counts is None else counts.drop_problems()
+    problems = [*server, *generator]
     return CapacityStep(
         rate=rate,
         ok=not problems,
         p99_ms=None if p99_ms is None else round(p99_ms, 3),
         error_rate=None if error_rate is None else round(error_rate, 6),
         achieved_rps=None if result.achieved_rps is None else round(result.achieved_rps, 3),
-        late=None if result.open_loop is None else result.open_loop.late,
-        dropped=None if result.open_loop is None else result.open_loop.dropped,
+        late=None if counts is None else counts.late,
+        dropped=None if counts is None else counts.dropped,
         requests=result.requests,
         reason="; ".join(problems) or None,
         run=run,
+        generator_limited=bool(generator) and not server,
     )
 
 
@@ -504,10 +571,13 @@ def _probe_service(base_url: str, endpoint: str, payload: bytes, out_dir: Path, 
     }
 
 
-def _theory_rps(arrivals: ArrivalProcess, service_s: float, slo_p99_ms: float) -> float:
+def theory_rps(arrivals: ArrivalProcess, service_s: float, slo_p99_ms: float) -> tuple[str, float]:
+    """Queueing theory's capacity of one server with a fixed service time `service_s` (seconds): with Poisson
+    arrivals the M/D/1 rate whose p99 time in system is `slo_p99_ms`, with constant spacing 1 / service time (D/D/1).
+    Returns (model name, requests/s)."""
     if arrivals == "constant":
-        return dd1_capacity_rps(service_s=service_s)
-    return md1_rate_for_quantile(target_s=slo_p99_ms / US_PER_MS, service_s=service_s)
+        return "D/D/1", dd1_capacity_rps(service_s=service_s)
+    return "M/D/1", md1_rate_for_quantile(target_s=slo_p99_ms / US_PER_MS, service_s=service_s)
 
 
 def _print_result(result: CapacityResult, theory_rps: float) -> None:
@@ -623,7 +693,7 @@ def _run(args: argparse.Namespace, base_url: str, out_dir: Path) -> list[dict[st
             allow_remote=bool(args.target),
         )
         result = search_capacity(measure, settings, slo_p99_ms=args.slo_ms, arrivals=arrivals)
-        theory = _theory_rps(arrivals, probe["service_s"], args.slo_ms)
+        _, theory = theory_rps(arrivals, probe["service_s"], args.slo_ms)
         _print_result(result, theory)
         entry = result.to_json(config=f"{args.framework}-{args.server}", model=args.model, repetition=0)
         entries.append({**entry, "theory_rps": round(theory, 3), **{f"probe_{k}": v for k, v in probe.items()}})

@@ -76,20 +76,27 @@ class OpenLoopCounts:
     send_lag_p99_ms: float | None = None
 
     def problems(self, recorded: int) -> list[str]:
-        """Why the generator's run does not count (empty if it kept up); `recorded` is the number of requests sent."""
-        problems = []
-        if self.dropped > MAX_DROPPED:
-            problems.append(
-                f"load generator fell behind: {self.dropped} of {self.scheduled} scheduled requests dropped "
-                "at the in-flight cap"
-            )
-        if recorded > 0 and self.late / recorded > MAX_LATE_FRACTION:
-            lag = "" if self.send_lag_p99_ms is None else f", p99 send lag {self.send_lag_p99_ms:.1f} ms"
-            problems.append(
-                f"load generator fell behind: {self.late / recorded:.1%} of requests sent over "
-                f"{LATE_TOLERANCE_MS:g} ms late (limit {MAX_LATE_FRACTION:.0%}{lag})"
-            )
-        return problems
+        """Why the run did not keep its schedule (empty if it did); `recorded` is the number of requests sent."""
+        return [*self.drop_problems(), *self.late_problems(recorded)]
+
+    def drop_problems(self) -> list[str]:
+        """Arrivals dropped at the in-flight cap: answers stopped coming back, so the server fell behind."""
+        if self.dropped <= MAX_DROPPED:
+            return []
+        return [
+            f"{self.dropped} of {self.scheduled} scheduled requests dropped at the in-flight cap "
+            "(the server fell behind the schedule)"
+        ]
+
+    def late_problems(self, recorded: int) -> list[str]:
+        """Requests sent late: the load generator itself fell behind its schedule."""
+        if recorded <= 0 or self.late / recorded <= MAX_LATE_FRACTION:
+            return []
+        lag = "" if self.send_lag_p99_ms is None else f", p99 send lag {self.send_lag_p99_ms:.1f} ms"
+        return [
+            f"load generator fell behind: {self.late / recorded:.1%} of requests sent over "
+            f"{LATE_TOLERANCE_MS:g} ms late (limit {MAX_LATE_FRACTION:.0%}{lag})"
+        ]
 
 
 class ArrivalSchedule:
