@@ -104,7 +104,7 @@ def test_preset_budgets_by_estimate() -> None:
 
 def test_quick_shrinks_every_sweep_to_one_level() -> None:
     plan = load_plan(None, "quick")
-    levels = {m.concurrency for model in plan.models for m in plan.measurements(model)}
+    levels = {m.concurrency for model in plan.models for m in plan.measurements(model) if m.kind == "closed"}
     assert levels == {8}
 
 
@@ -156,6 +156,79 @@ def test_open_loop_scenario_expands_by_rate(tmp_path: Path) -> None:
         ("s-r100", 100.0, 16, None),
         ("s-r250.5", 250.5, 16, None),
     ]
+
+
+CAPACITY = """
+[scenarios.cap]
+kind = "capacity"
+endpoint = "/predict"
+"""
+
+
+def test_capacity_scenario_is_one_measurement_after_the_closed_loop(tmp_path: Path) -> None:
+    text = MINIMAL.replace('scenarios = ["s"]', 'scenarios = ["s", "cap"]') + CAPACITY
+    plan = load_plan(write(tmp_path, text))
+    runs = plan.measurements(plan.models[0])
+    assert [(m.scenario, m.kind) for m in runs] == [("s-c1", "closed"), ("s-c4", "closed"), ("cap", "capacity")]
+    assert (runs[-1].arrivals, runs[-1].start_rps, runs[-1].target_rps) == ("poisson", None, None)
+    assert plan.to_json()["scenarios"]["cap"]["kind"] == "capacity"
+
+
+def test_capacity_knobs_default_when_a_plan_leaves_them_out(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, MINIMAL + CAPACITY))
+    assert (plan.slo_p99_ms, plan.capacity_tolerance, plan.capacity_max_steps) == (50.0, 0.05, 8)
+    assert (plan.capacity_step_requests, plan.capacity_max_step_s) == (2000, 20.0)
+    assert plan.to_json()["slo_p99_ms"] == 50.0
+
+
+def test_the_slo_and_search_knobs_are_set_in_the_plan_and_by_presets(tmp_path: Path) -> None:
+    text = "slo_p99_ms = 20.0\ncapacity_max_steps = 5\n" + MINIMAL + CAPACITY
+    text += "[presets.quick]\ncapacity_tolerance = 0.2\nslo_p99_ms = 30\n"
+    assert load_plan(write(tmp_path, text)).slo_p99_ms == 20.0
+    quick = load_plan(write(tmp_path, text), "quick")
+    assert (quick.slo_p99_ms, quick.capacity_tolerance, quick.capacity_max_steps) == (30.0, 0.2, 5)
+
+
+def test_capacity_scenario_takes_arrivals_and_a_start_rate(tmp_path: Path) -> None:
+    text = MINIMAL.replace('scenarios = ["s"]', 'scenarios = ["cap"]')
+    text += CAPACITY + 'arrivals = "constant"\nstart_rps = 40\n'
+    measurement = load_plan(write(tmp_path, text)).measurements(load_plan(write(tmp_path, text)).models[0])[0]
+    assert (measurement.arrivals, measurement.start_rps) == ("constant", 40.0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ("concurrency = [4]", "scenarios.cap.concurrency: applies to kind 'closed' only, not 'capacity'"),
+        ("rates = [10]", "scenarios.cap.rates: applies to kind 'open' only, not 'capacity'"),
+        ('arrivals = "bursty"', "scenarios.cap.arrivals: 'bursty' is not one of 'poisson', 'constant'"),
+        ("start_rps = 0", "scenarios.cap.start_rps: 0 is out of range"),
+    ],
+)
+def test_capacity_scenario_mistakes_are_one_line_errors(tmp_path: Path, extra: str, words: str) -> None:
+    with pytest.raises(PlanError) as caught:
+        load_plan(write(tmp_path, MINIMAL + CAPACITY + extra + "\n"))
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_closed_loop_keys_are_refused_elsewhere_and_open_keys_on_closed(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match=r"scenarios\.s\.start_rps: applies to kind 'capacity' only, not 'closed'"):
+        load_plan(write(tmp_path, MINIMAL.replace("concurrency = [1, 4]", "concurrency = [1]\nstart_rps = 5")))
+    with pytest.raises(PlanError, match=r"scenarios\.s\.arrivals: applies to kind 'open' and 'capacity' only"):
+        load_plan(write(tmp_path, MINIMAL.replace("concurrency = [1, 4]", 'concurrency = [1]\narrivals = "poisson"')))
+
+
+@pytest.mark.parametrize("knob", ["slo_p99_ms = 0", "capacity_tolerance = 1.5", "capacity_max_steps = 1"])
+def test_bad_capacity_knobs_are_refused(tmp_path: Path, knob: str) -> None:
+    with pytest.raises(PlanError, match=knob.split(" ")[0]):
+        load_plan(write(tmp_path, knob + "\n" + MINIMAL))
+
+
+def test_the_estimate_counts_a_capacity_search_as_several_runs(tmp_path: Path) -> None:
+    closed = load_plan(write(tmp_path, MINIMAL + CAPACITY))
+    searching = load_plan(write(tmp_path, MINIMAL.replace('scenarios = ["s"]', 'scenarios = ["s", "cap"]') + CAPACITY))
+    per_run = closed.warmup_s + closed.duration_s + 1.5
+    assert estimate_seconds(searching) - estimate_seconds(closed) == pytest.approx(6 * per_run * closed.repetitions)
 
 
 # --- errors ----------------------------------------------------------------------------------------

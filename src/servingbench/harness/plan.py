@@ -41,7 +41,8 @@ BUILTIN_PLAN_SOURCE = "built-in default plan"
 DEFAULT_PLAN_RESOURCE = "default_plan.toml"
 
 ROUTES = ("def", "async")
-KINDS = ("closed", "open")
+KINDS = ("closed", "open", "capacity")
+ARRIVALS = ("poisson", "constant")
 SINGLE_ENDPOINT = "/predict"
 BATCH_ENDPOINT = "/predict/batch"
 ENDPOINTS = (SINGLE_ENDPOINT, BATCH_ENDPOINT)
@@ -54,6 +55,9 @@ MAX_THREADS = 1024
 MAX_BATCH_SIZE = 10_000
 MAX_CONCURRENCY = 10_000
 DEFAULT_OPEN_LOOP_USERS = 64
+EXPECTED_CAPACITY_STEPS = 6
+"""Steps a capacity search usually takes when it starts from the session's closed-loop peak (bracket 2, bisect 3,
+confirm 1 at 5% tolerance); only for the time estimate, the search itself stops at `capacity_max_steps`."""
 
 # Estimated cost of one measured run beyond warm-up + window (load generator start and stop), and of one
 # server start (import, model load, readiness); used for the progress bar and the preset budgets.
@@ -86,12 +90,30 @@ KNOBS: dict[str, _Knob] = {
     "error_rate_limit": _Knob(float, 0.0, 1.0),
     "min_requests": _Knob(int, 1),
     "startup_timeout_s": _Knob(float, 0.0, 3600.0, exclusive_minimum=True),
+    "slo_p99_ms": _Knob(float, 0.0, 3_600_000.0, exclusive_minimum=True),
+    "capacity_tolerance": _Knob(float, 0.0, 1.0, exclusive_minimum=True),
+    "capacity_max_steps": _Knob(int, 2, 100),
+    "capacity_step_requests": _Knob(int, 1),
+    "capacity_max_step_s": _Knob(float, 0.0, 3600.0, exclusive_minimum=True),
+}
+# Knobs added after plans were first written: a plan file that leaves them out takes these values.
+KNOB_DEFAULTS: dict[str, int | float] = {
+    "slo_p99_ms": 50.0,
+    "capacity_tolerance": 0.05,
+    "capacity_max_steps": 8,
+    "capacity_step_requests": 2000,
+    "capacity_max_step_s": 20.0,
 }
 SECTIONS = ("presets", "configs", "models", "scenarios")
 PRESET_KEYS = (*KNOBS, "concurrency")
 CONFIG_KEYS = ("framework", "server", "route", "threads")
 MODEL_KEYS = ("spec", "scenarios", "concurrency")
-SCENARIO_KEYS = ("endpoint", "batch_size", "kind", "concurrency", "rates", "users")
+SCENARIO_KEYS = ("endpoint", "batch_size", "kind", "concurrency", "rates", "users", "arrivals", "start_rps")
+KIND_KEYS = {
+    "closed": ("concurrency",),
+    "open": ("rates", "users", "arrivals"),
+    "capacity": ("arrivals", "start_rps"),
+}
 
 
 @dataclass(frozen=True)
@@ -115,17 +137,25 @@ class ModelPlan:
     concurrency: tuple[int, ...] | None = None
 
 
+Kind = Literal["closed", "open", "capacity"]
+Arrivals = Literal["poisson", "constant"]
+
+
 @dataclass(frozen=True)
 class ScenarioPlan:
-    """A load shape. Closed loop: ``concurrency`` users, each waiting for its answer. Open loop: ``rates`` req/s."""
+    """A load shape. Closed loop: ``concurrency`` users, each waiting for its answer. Open loop: ``rates`` req/s
+    arriving as ``arrivals``. Capacity: a search for the highest open-loop rate whose p99 meets the plan's SLO,
+    starting from ``start_rps`` (default: from the closed-loop peak measured earlier in the same server start)."""
 
     name: str
     endpoint: str
     batch_size: int = 1
-    kind: Literal["closed", "open"] = "closed"
+    kind: Kind = "closed"
     concurrency: tuple[int, ...] = ()
     rates: tuple[float, ...] = ()
     users: int | None = None
+    arrivals: Arrivals = "poisson"
+    start_rps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -133,14 +163,16 @@ class Measurement:
     """One measured run against one started server: a scenario at one concurrency level (or one offered rate)."""
 
     model: str
-    scenario: str  # expanded name, e.g. "single-c8" or "open-r200"
+    scenario: str  # expanded name, e.g. "single-c8" or "open-r200"; a capacity search keeps the plan's name
     base_scenario: str
-    kind: Literal["closed", "open"]
+    kind: Kind
     endpoint: str
     batch_size: int
     users: int
     concurrency: int | None
     target_rps: float | None
+    arrivals: Arrivals = "poisson"
+    start_rps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +191,11 @@ class Plan:
     error_rate_limit: float
     min_requests: int
     startup_timeout_s: float
+    slo_p99_ms: float
+    capacity_tolerance: float
+    capacity_max_steps: int
+    capacity_step_requests: int
+    capacity_max_step_s: float
     configs: tuple[ConfigPlan, ...]
     models: tuple[ModelPlan, ...]
     scenarios: tuple[ScenarioPlan, ...]
@@ -209,6 +246,8 @@ def _scenario_json(scenario: ScenarioPlan) -> dict[str, Any]:
         "concurrency": list(scenario.concurrency),
         "rates": list(scenario.rates),
         "users": scenario.users,
+        "arrivals": scenario.arrivals,
+        "start_rps": scenario.start_rps,
     }
 
 
@@ -223,7 +262,11 @@ def _expand(scenario: ScenarioPlan, model: ModelPlan, override: tuple[int, ...] 
         users=scenario.users or DEFAULT_OPEN_LOOP_USERS,
         concurrency=None,
         target_rps=None,
+        arrivals=scenario.arrivals,
+        start_rps=scenario.start_rps,
     )
+    if scenario.kind == "capacity":
+        return [base]
     if scenario.kind == "open":
         return [replace(base, scenario=f"{scenario.name}-r{rate:g}", target_rps=rate) for rate in scenario.rates]
     levels = override or model.concurrency or scenario.concurrency
@@ -233,11 +276,17 @@ def _expand(scenario: ScenarioPlan, model: ModelPlan, override: tuple[int, ...] 
 def estimate_seconds(plan: Plan, *, configs: int | None = None) -> float:
     """Estimated wall time of the whole plan in seconds (warm-up, windows, and the named overheads)."""
     n_configs = len(plan.configs) if configs is None else configs
-    runs = sum(len(plan.measurements(model)) for model in plan.models)
+    measurements = [item for model in plan.models for item in plan.measurements(model)]
+    runs = sum(expected_runs(plan, item) for item in measurements)
     per_repetition = n_configs * (
         runs * (plan.warmup_s + plan.duration_s + RUN_OVERHEAD_S) + len(plan.models) * SERVER_START_OVERHEAD_S
     )
     return per_repetition * plan.repetitions
+
+
+def expected_runs(plan: Plan, measurement: Measurement) -> int:
+    """Measured runs ``measurement`` is expected to take: 1, or a capacity search's usual step count."""
+    return min(EXPECTED_CAPACITY_STEPS, plan.capacity_max_steps) if measurement.kind == "capacity" else 1
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -344,6 +393,8 @@ def _number(value: object, path: str, knob: _Knob, where: _Where) -> int | float
 
 
 def _knob(data: Mapping[str, Any], name: str, where: _Where) -> int | float:
+    if name not in data and name in KNOB_DEFAULTS:
+        return KNOB_DEFAULTS[name]
     if name not in data:
         raise where.error(name, "missing (every top-level knob needs a value)")
     return _number(data[name], name, KNOBS[name], where)
@@ -466,19 +517,28 @@ def _parse_scenario(name: str, table: dict[str, Any], where: _Where) -> Scenario
     batch_size = int(_number(table.get("batch_size", 1), f"{path}.batch_size", _Knob(int, 1, MAX_BATCH_SIZE), where))
     if endpoint == SINGLE_ENDPOINT and batch_size != 1:
         raise where.error(f"{path}.batch_size", f"must be 1 for endpoint {SINGLE_ENDPOINT!r} (use {BATCH_ENDPOINT!r})")
-    kind = _choice(table.get("kind", "closed"), f"{path}.kind", KINDS, where)
+    kind = cast("Kind", _choice(table.get("kind", "closed"), f"{path}.kind", KINDS, where))
+    for key in table:
+        owner = next((owner for owner, keys in KIND_KEYS.items() if key in keys), None)
+        if owner is not None and key not in KIND_KEYS[kind]:
+            kinds = " and ".join(repr(item) for item, keys in KIND_KEYS.items() if key in keys)
+            raise where.error(f"{path}.{key}", f"applies to kind {kinds} only, not {kind!r}")
     scenario = ScenarioPlan(
-        name=name, endpoint=endpoint, batch_size=batch_size, kind=cast("Literal['closed', 'open']", kind)
+        name=name,
+        endpoint=endpoint,
+        batch_size=batch_size,
+        kind=kind,
+        arrivals=cast("Arrivals", _choice(table.get("arrivals", "poisson"), f"{path}.arrivals", ARRIVALS, where)),
     )
     if kind == "closed":
-        for key in ("rates", "users"):
-            if key in table:
-                raise where.error(f"{path}.{key}", "applies to kind 'open' only (closed loop uses 'concurrency')")
         return replace(
             scenario, concurrency=_int_list(table.get("concurrency"), f"{path}.concurrency", MAX_CONCURRENCY, where)
         )
-    if "concurrency" in table:
-        raise where.error(f"{path}.concurrency", "applies to kind 'closed' only (open loop uses 'rates' and 'users')")
+    if kind == "capacity":
+        start = table.get("start_rps")
+        positive = _Knob(float, 0.0, exclusive_minimum=True)
+        rate = None if start is None else float(_number(start, f"{path}.start_rps", positive, where))
+        return replace(scenario, start_rps=rate)
     users = None
     if "users" in table:
         users = int(_number(table["users"], f"{path}.users", _Knob(int, 1, MAX_CONCURRENCY), where))
