@@ -227,6 +227,17 @@ class BundleWriter:
         self.runs.append(dict(run))
         self.save()
 
+    @property
+    def capacity(self) -> list[dict[str, Any]]:
+        """The capacity-search entries written so far (the document's ``capacity`` list, made on first use)."""
+        entries: list[dict[str, Any]] = self.document.setdefault("capacity", [])
+        return entries
+
+    def add_capacity(self, entry: Mapping[str, Any]) -> None:
+        """Append one capacity-search result (its steps are already runs) and rewrite the bundle."""
+        self.capacity.append(dict(entry))
+        self.save()
+
     def save(self) -> None:
         """Rewrite ``results.json`` and ``summary.csv`` atomically, and point ``latest`` here."""
         text = json.dumps(_finite(self.document), indent=1, allow_nan=False) + "\n"

@@ -10,13 +10,14 @@ recorded with its log tail and the plan goes on; Ctrl-C stops everything and kee
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import statistics
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -27,9 +28,22 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Table
 
 from servingbench.harness.bundle import BundleWriter
+from servingbench.harness.capacity import (
+    CapacityResult,
+    CapacityStep,
+    StepSettings,
+    inflight_cap,
+    judge_step,
+    partial_result,
+    search_capacity,
+    settings_from_peak,
+    step_spec,
+    theory_rps,
+    wait_until_idle,
+)
 from servingbench.harness.cpus import CpuAllocation, CpuAllocationError, detect_cpus
 from servingbench.harness.environment import collect_environment, load_average
-from servingbench.harness.loadgen import WORKER_CONNECT_TIMEOUT_S, run_load
+from servingbench.harness.loadgen import WORKER_CONNECT_TIMEOUT_S, LoadResult, run_load
 from servingbench.harness.plan import (
     RUN_OVERHEAD_S,
     SERVER_START_OVERHEAD_S,
@@ -38,6 +52,7 @@ from servingbench.harness.plan import (
     ModelPlan,
     Plan,
     PlanError,
+    expected_runs,
     load_plan,
 )
 from servingbench.harness.processes import (
@@ -60,6 +75,7 @@ __all__ = [
     "Session",
     "Target",
     "build_payload",
+    "capacity_summary_table",
     "plan_targets",
     "run_benchmark",
     "schedule",
@@ -78,6 +94,19 @@ TARGET_MODEL_NAME = "target"
 PLAIN_SUMMARY_WIDTH = 200
 SUMMARY_TEXT_COLUMNS = ("model", "scenario", "config", "note")
 NO_SERVER_FIGURES = "target mode: no server CPU or memory figures (the server was not started by the harness)"
+CAPACITY_SUMMARY_TITLE = "servingbench: capacity at the p99 SLO (open loop), medians over repetitions"
+CAPACITY_SUMMARY_COLUMNS = (
+    "model",
+    "scenario",
+    "config",
+    "arrivals",
+    "SLO ms",
+    "found",
+    "capacity req/s",
+    "theory req/s",
+    "note",
+)
+MIN_SERVICE_PROBE_USERS = 2  # closed-loop runs with at least this many users keep a one-at-a-time server busy
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -326,6 +355,8 @@ def _run_line(record: Mapping[str, Any]) -> str:
     latency = record.get("latency_ms") or {}
     figures = f"{record['rps']:.1f} req/s, p50 {_ms(latency.get('p50'))} ms, p99 {_ms(latency.get('p99'))} ms"
     verdict = "ok" if record["valid"] else f"INVALID: {record['invalid_reason']}"
+    if record.get("search"):
+        verdict += ", meets the SLO" if record.get("step_ok") else f", fails: {record.get('step_reason')}"
     return f"{where}: {figures}, {verdict}"
 
 
@@ -354,10 +385,8 @@ class _Runner:
         return self.plan.warmup_s + self.plan.duration_s + RUN_OVERHEAD_S
 
     def run_all(self, sessions: Sequence[Session]) -> None:
-        self.reporter.start(
-            sum(len(session.measurements) for session in sessions),
-            sum(SERVER_START_OVERHEAD_S + len(session.measurements) * self.run_cost_s for session in sessions),
-        )
+        runs = [sum(expected_runs(self.plan, item) for item in session.measurements) for session in sessions]
+        self.reporter.start(sum(runs), sum(SERVER_START_OVERHEAD_S + count * self.run_cost_s for count in runs))
         for index, session in enumerate(sessions, start=1):
             self._run_session(session, f"s{index:03d}")
 
@@ -468,54 +497,222 @@ class _Runner:
         except (OSError, ValueError) as exc:
             self._fail_rest(session, session_id, session.measurements, f"GET /model failed: {exc}", server.tail())
             return
+        earlier: list[dict[str, Any]] = []
         for index, measurement in enumerate(session.measurements):
             self.reporter.begin(self._describe(session, measurement))
-            record = self._base_record(session, measurement, session_id)
-            self._current = record
-            self._measure(record, measurement, server, build_payload(measurement, n_features))
-            self._current = None
-            self.writer.add_run(record)
-            self.reporter.advance(self.run_cost_s, _run_line(record))
+            payload = build_payload(measurement, n_features)
+            if measurement.kind == "capacity":
+                self._search(session, session_id, server, measurement, payload, earlier)
+                last = self.writer.runs[-1]["id"] if self.writer.runs else "?"
+            else:
+                record = self._base_record(session, measurement, session_id)
+                self._measure(record, functools.partial(self._run_spec, record, measurement, server, payload), server)
+                self._finish_run(record, self.run_cost_s)
+                earlier.append(record)
+                last = record["id"]
             if server.died():
-                reason = f"server died earlier in this session ({record['id']})"
+                reason = f"server died earlier in this session ({last})"
                 self._fail_rest(session, session_id, session.measurements[index + 1 :], reason, server.tail())
                 return
 
+    def _run_spec(
+        self, record: Mapping[str, Any], measurement: Measurement, server: _StartedServer, payload: bytes
+    ) -> LoadSpec:
+        """The load of one plan run: the measurement's shape for the plan's warm-up and window."""
+        return LoadSpec(
+            base_url=server.base_url,
+            endpoint=measurement.endpoint,
+            payload=payload,
+            kind="open" if measurement.kind == "open" else "closed",
+            users=measurement.users,
+            rate=measurement.target_rps,
+            warmup_s=self.plan.warmup_s,
+            duration_s=self.plan.duration_s,
+            seed=self.plan.seed + record["order"],
+            allow_remote=self.target_mode,
+        )
+
+    def _finish_run(self, record: dict[str, Any], cost_s: float) -> None:
+        self.writer.add_run(record)
+        self.reporter.advance(cost_s, _run_line(record))
+
     def _measure(
-        self, record: dict[str, Any], measurement: Measurement, server: _StartedServer, payload: bytes
-    ) -> None:
+        self, record: dict[str, Any], spec: Callable[[], LoadSpec], server: _StartedServer, *, step: bool = False
+    ) -> LoadResult | None:
+        """Measure one run into ``record`` (the run in progress until it returns); None when the load failed.
+
+        ``spec`` makes the load inside the run's error handling, so a bad spec fails the run, not the benchmark.
+        ``step``: the run is a capacity-search step, judged against the SLO by the search, so only a measurement
+        problem (the generator lagging or saturated, too few requests, a dead server) makes it invalid.
+        """
         run_dir = self.writer.run_dir(record["id"])
         monitor = server.monitor()
+        self._current = record
         try:
-            spec = LoadSpec(
-                base_url=server.base_url,
-                endpoint=measurement.endpoint,
-                payload=payload,
-                kind=measurement.kind,
-                users=measurement.users,
-                rate=measurement.target_rps,
-                warmup_s=self.plan.warmup_s,
-                duration_s=self.plan.duration_s,
-                seed=self.plan.seed + record["order"],
-                allow_remote=self.target_mode,
-            )
+            load = spec()
             result = run_load(
-                spec,
+                load,
                 out_dir=run_dir,
                 cpus=list(self.allocation.load),
                 workers=self.load_workers,
-                timeout_s=self._load_timeout_s(),
+                timeout_s=self._load_timeout_s(load),
                 on_window_start=monitor.window_start if monitor else None,
                 on_window_end=monitor.window_end if monitor else None,
                 **self._remote_options(),
             )
         except (LoadSpecError, NotImplementedError, OSError, RuntimeError, ValueError) as exc:
+            self._current = None
             self._record_failure(record, server, f"load generator failed: {_first_line(exc)}", run_dir)
-            return
+            return None
+        self._current = None  # not on Ctrl-C: `_record_interrupted` marks the run in progress
         record.update(result.to_json(relative_to=self.writer.dir))
         record["artifacts"].update(self._server_log_artifact(server.session_id))
         self._apply_usage(record, monitor.usage if monitor else None, result.requests)
-        self._apply_gates(record, server, result.generator_problems())
+        counts = result.open_loop
+        if not step:
+            self._apply_gates(record, server, result.generator_problems())
+            return result
+        # A step's drops and errors are the server's answer to the rate, not a flaw of the measurement.
+        late = [] if counts is None else counts.late_problems(result.requests)
+        self._apply_gates(record, server, late, step=True)
+        return result
+
+    # --- capacity search --------------------------------------------------------------------------
+
+    def _search(
+        self,
+        session: Session,
+        session_id: str,
+        server: _StartedServer,
+        measurement: Measurement,
+        payload: bytes,
+        earlier: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Search the capacity at the plan's SLO on this server; every step is a run, the result a capacity entry.
+
+        The search starts from the peak of this session's closed-loop runs of the same shape when there are any.
+        A server that dies ends the search (its result is a lower bound); Ctrl-C writes the partial result first.
+        """
+        plan, search_id = self.plan, f"k{len(self.writer.capacity) + 1:03d}"
+        peak = _closed_peak(earlier, measurement)
+        settings = settings_from_peak(
+            peak, start_rps=measurement.start_rps, tolerance=plan.capacity_tolerance, max_steps=plan.capacity_max_steps
+        )
+        steps: list[CapacityStep] = []
+
+        def measure(rate: float) -> CapacityStep:
+            steps.append(self._step(session, session_id, server, measurement, payload, rate, search_id))
+            if server.died():
+                raise _ServerDied
+            wait_until_idle(server.base_url)
+            return steps[-1]
+
+        slo, arrivals = plan.slo_p99_ms, measurement.arrivals
+        try:
+            result = search_capacity(measure, settings, slo_p99_ms=slo, arrivals=arrivals)
+        except _ServerDied:
+            reason = f"server died during the search ({self.writer.runs[-1]['id']})"
+            result = partial_result(steps, reason, slo_p99_ms=slo, arrivals=arrivals)
+        except KeyboardInterrupt:
+            interrupted = partial_result(steps, "interrupted (Ctrl-C)", slo_p99_ms=slo, arrivals=arrivals)
+            self._add_capacity(search_id, session, measurement, interrupted, earlier)
+            raise
+        self._add_capacity(search_id, session, measurement, result, earlier)
+        self.reporter.note(_capacity_line(session, measurement, result))
+
+    def _step(
+        self,
+        session: Session,
+        session_id: str,
+        server: _StartedServer,
+        measurement: Measurement,
+        payload: bytes,
+        rate: float,
+        search_id: str,
+    ) -> CapacityStep:
+        """Measure and judge one rate of a search; the step is recorded as an open-loop run."""
+        plan = self.plan
+        shape = replace(
+            measurement,
+            scenario=f"{measurement.scenario}-r{rate:g}",
+            kind="open",
+            target_rps=rate,
+            users=inflight_cap(rate, plan.slo_p99_ms),
+        )
+        record = self._base_record(session, shape, session_id)
+        record["search"] = search_id
+        step_settings = StepSettings(
+            min_requests=plan.capacity_step_requests,
+            min_duration_s=plan.duration_s,
+            max_duration_s=max(plan.duration_s, plan.capacity_max_step_s),
+            warmup_s=plan.warmup_s,
+        )
+
+        def spec() -> LoadSpec:
+            return step_spec(
+                base_url=server.base_url,
+                endpoint=measurement.endpoint,
+                payload=payload,
+                rate=rate,
+                arrivals=measurement.arrivals,
+                seed=plan.seed + record["order"],
+                slo_p99_ms=plan.slo_p99_ms,
+                step=step_settings,
+                allow_remote=self.target_mode,
+            )
+
+        result = self._measure(record, spec, server, step=True)
+        step = self._judge(record, rate, result)
+        record.update(step_ok=step.ok, step_reason=step.reason)
+        self._finish_run(record, plan.warmup_s + step_settings.duration_s(rate) + RUN_OVERHEAD_S)
+        return step
+
+    def _judge(self, record: Mapping[str, Any], rate: float, result: LoadResult | None) -> CapacityStep:
+        if result is None:
+            reason = str(record.get("invalid_reason") or "the load generator failed")
+            return CapacityStep(rate=rate, ok=False, p99_ms=None, error_rate=None, reason=reason, run=record["id"])
+        cpu = record.get("generator_cpu_pct")
+        saturated = isinstance(cpu, int | float) and cpu > GENERATOR_SATURATION_PCT
+        gates = [f"load generator saturated ({cpu:.0f}% CPU)"] if saturated else []
+        if record["requests"] < self.plan.min_requests:
+            gates.append(f"too few requests ({record['requests']} < {self.plan.min_requests})")
+        return judge_step(
+            rate,
+            result,
+            slo_p99_ms=self.plan.slo_p99_ms,
+            max_error_rate=self.plan.error_rate_limit,
+            run=record["id"],
+            invalid_reasons=gates,
+        )
+
+    def _add_capacity(
+        self,
+        search_id: str,
+        session: Session,
+        measurement: Measurement,
+        result: CapacityResult,
+        earlier: Sequence[Mapping[str, Any]],
+    ) -> None:
+        entry = result.to_json(config=session.target.name, model=measurement.model, repetition=session.repetition)
+        entry = {"id": search_id, **entry, "scenario": measurement.scenario}
+        entry.update(self._theory(session.target, measurement, result, earlier))
+        self.writer.add_capacity(entry)
+
+    def _theory(
+        self, target: Target, measurement: Measurement, result: CapacityResult, earlier: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """Queueing theory beside the measured capacity, where it applies: one server serving one request at a time,
+        whose fixed service time is 1 / its closed-loop peak with enough users to keep it always busy."""
+        none: dict[str, Any] = {"service_ms": None, "theory": None, "theory_rps": None}
+        config = target.config
+        if config is None or config.workers * config.inflight_per_worker() != 1:
+            return none
+        peak = _closed_peak(earlier, measurement, min_users=MIN_SERVICE_PROBE_USERS)
+        if peak is None:
+            return none
+        service_s = 1.0 / peak
+        name, rate = theory_rps(result.arrivals, service_s, result.slo_p99_ms)
+        return {"service_ms": round(service_s * 1e3, 4), "theory": name, "theory_rps": round(rate, 3)}
 
     def _remote_options(self) -> dict[str, Any]:
         """`run_load`'s remote-worker options, passed only when there are remote workers."""
@@ -527,9 +724,9 @@ class _Runner:
             "master_port": self.master_port,
         }
 
-    def _load_timeout_s(self) -> float:
+    def _load_timeout_s(self, spec: LoadSpec) -> float:
         connect = WORKER_CONNECT_TIMEOUT_S if self.remote_load_workers else 0.0
-        return self.plan.warmup_s + self.plan.duration_s + LOAD_TIMEOUT_MARGIN_S + connect
+        return spec.warmup_s + spec.duration_s + LOAD_TIMEOUT_MARGIN_S + connect
 
     def _record_failure(self, record: dict[str, Any], server: _StartedServer, reason: str, run_dir: Path) -> None:
         if server.died():
@@ -559,13 +756,18 @@ class _Runner:
             pss = usage.memory.pss_mb_per_worker
             record["server_pss_mb_per_worker"] = None if pss is None else [round(value, 1) for value in pss]
 
-    def _apply_gates(self, record: dict[str, Any], server: _StartedServer, generator: list[str] | None = None) -> None:
-        """Mark the run invalid, with every reason: gates, a server that died, an open-loop generator that lagged."""
+    def _apply_gates(
+        self, record: dict[str, Any], server: _StartedServer, generator: list[str] | None = None, *, step: bool = False
+    ) -> None:
+        """Mark the run invalid, with every reason: gates, a server that died, an open-loop generator that lagged.
+
+        A capacity step (``step``) is not held to the error-rate gate: errors at a rate past capacity are the finding.
+        """
         problems = validity_problems(
             requests=record["requests"],
             errors=record["errors"],
             generator_cpu_pct=record.get("generator_cpu_pct"),
-            error_rate_limit=self.plan.error_rate_limit,
+            error_rate_limit=1.0 if step else self.plan.error_rate_limit,
             min_requests=self.plan.min_requests,
         )
         problems += generator or []  # open loop: late or dropped sends mean the generator, not the server, lagged
@@ -575,6 +777,33 @@ class _Runner:
         elif self.target_mode:
             record["notes"] = [NO_SERVER_FIGURES]
         record.update(valid=not problems, invalid_reason="; ".join(problems) or None)
+
+
+class _ServerDied(Exception):
+    """The server of a capacity search died: the search stops with what it measured."""
+
+
+def _closed_peak(records: Sequence[Mapping[str, Any]], measurement: Measurement, *, min_users: int = 1) -> float | None:
+    """The highest throughput (req/s) of the valid closed-loop runs in ``records`` with ``measurement``'s endpoint and
+    batch size and at least ``min_users`` users; None when there is none."""
+    rates = [
+        float(record["rps"])
+        for record in records
+        if record.get("kind") == "closed"
+        and record.get("valid")
+        and record.get("status") == "ok"
+        and (record.get("endpoint"), record.get("batch_size")) == (measurement.endpoint, measurement.batch_size)
+        and (record.get("concurrency") or 0) >= min_users
+        and isinstance(record.get("rps"), int | float)
+    ]
+    return max(rates, default=None)
+
+
+def _capacity_line(session: Session, measurement: Measurement, result: CapacityResult) -> str:
+    where = f"{session.target.name} {measurement.model} {measurement.scenario} rep {session.repetition + 1}"
+    found = "none" if result.capacity_rps is None else f"{result.capacity_rps:.1f} req/s"
+    bound = f", lower bound ({result.limited_by} limit)" if result.limited_by else ""
+    return f"{where}: capacity at p99 <= {result.slo_p99_ms:g} ms: {found}{bound} ({result.stop_reason})"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -655,12 +884,25 @@ def _fairness(plan: Plan, allocation: CpuAllocation, targets: Sequence[Target], 
         f"configs interleaved: each of {plan.repetitions} repetition(s) visits every config once "
         f"in a shuffled order (seed {plan.seed})"
     )
+    if any(scenario.kind == "capacity" for scenario in plan.scenarios):
+        rules.append(_capacity_rule(plan))
     rules.append(
         f"a run is invalid when the load generator used more than {GENERATOR_SATURATION_PCT:g}% of its cores, "
         f"the error rate passed {plan.error_rate_limit:.1%}, fewer than {plan.min_requests} requests were measured, "
         "or the server died"
     )
     return rules
+
+
+def _capacity_rule(plan: Plan) -> str:
+    return (
+        f"capacity at p99 <= {plan.slo_p99_ms:g} ms: open-loop arrivals on a seeded schedule, each request timed from "
+        "its intended send time; a rate passes when p99 meets the SLO, errors stay under "
+        f"{plan.error_rate_limit:.0%}, no arrival is dropped at the in-flight cap and the load generator keeps its "
+        f"schedule; bracket from 0.8 x the same server start's closed-loop peak, then bisect to "
+        f"{plan.capacity_tolerance:.0%} and confirm (at most {plan.capacity_max_steps} steps); each step waits until "
+        "the previous step's backlog has drained; a capacity limited by the load generator is reported as a lower bound"
+    )
 
 
 # --- the summary ----------------------------------------------------------------------------------
@@ -689,6 +931,8 @@ def summary_table(runs: Sequence[Mapping[str, Any]]) -> Table:
     model_order: dict[str, int] = {}
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for run in runs:
+        if run.get("search"):  # capacity-search steps: summed up by `capacity_summary_table`
+            continue
         model_order.setdefault(run["model"], len(model_order))
         groups.setdefault((run["model"], run["scenario"], run["config"]), []).append(run)
     for (model, scenario, config), items in sorted(groups.items(), key=lambda kv: _group_key(kv[1][0], model_order)):
@@ -704,6 +948,38 @@ def summary_table(runs: Sequence[Mapping[str, Any]]) -> Table:
             _fmt(_median(_valid_values(valid, lambda run: (run.get("latency_ms") or {}).get("p99"))), 3),
             _fmt(_median(_valid_values(valid, lambda run: run.get("server_cpu_us_per_request"))), 0),
             note,
+        )
+    return table
+
+
+def capacity_summary_table(entries: Sequence[Mapping[str, Any]]) -> Table | None:
+    """Median capacity at the SLO over repetitions per model x scenario x config, with theory where it applies;
+    None when the plan ran no capacity search."""
+    if not entries:
+        return None
+    table = Table(title=CAPACITY_SUMMARY_TITLE, box=box.SIMPLE_HEAD)
+    for column in CAPACITY_SUMMARY_COLUMNS:
+        table.add_column(column, justify="left" if column in (*SUMMARY_TEXT_COLUMNS, "arrivals") else "right")
+    groups: dict[tuple[str, str, str, str, float], list[Mapping[str, Any]]] = {}
+    for entry in entries:
+        key = (entry["model"], entry["scenario"], entry["config"], entry["arrivals"], entry["slo_p99_ms"])
+        groups.setdefault(key, []).append(entry)
+    for (model, scenario, config, arrivals, slo), items in groups.items():
+        found = _valid_values(items, lambda entry: entry.get("capacity_rps"))
+        theory = _valid_values(items, lambda entry: entry.get("theory_rps"))
+        notes = [f"{entry['limited_by']} limit: a lower bound" for entry in items if entry.get("limited_by")]
+        notes += [f"not converged: {entry['stop_reason']}" for entry in items if not entry.get("converged")]
+        name = next((str(entry["theory"]) for entry in items if entry.get("theory")), "")
+        table.add_row(
+            model,
+            scenario,
+            config,
+            arrivals,
+            f"{slo:g}",
+            f"{len(found)}/{len(items)}",
+            _fmt(_median(found), 1),
+            f"{_fmt(_median(theory), 1)} ({name})" if theory else "-",
+            "; ".join(dict.fromkeys(notes)),
         )
     return table
 
@@ -733,7 +1009,7 @@ def _prepare(
     except PlanError as exc:
         raise HarnessError(str(exc)) from exc
     for scenario in plan.scenarios:
-        if scenario.kind not in USER_CLASS_BY_KIND:
+        if scenario.kind not in (*USER_CLASS_BY_KIND, "capacity"):
             raise HarnessError(f"scenarios.{scenario.name}.kind: {scenario.kind!r} load is not implemented yet")
     chosen = url_targets(targets) if targets else plan_targets(plan)
     try:
@@ -819,5 +1095,8 @@ def run_benchmark(
     runner.reporter.stop()
     writer.finish(complete=True, environment={"load_avg_after": load_average()})
     _print_summary(console, summary_table(writer.runs))
+    capacity = capacity_summary_table(writer.capacity)
+    if capacity is not None:
+        _print_summary(console, capacity)
     console.print(f"results: {writer.dir}", highlight=False)
     return writer.dir
