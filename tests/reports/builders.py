@@ -3,6 +3,11 @@
 Each config has a synthetic cost (framework overhead in ms) added to the model's validate and predict
 time. Two configs with the same overhead get the same samples (in a different repetition order), so a
 correct report must find no significant difference between them.
+
+A :class:`SearchSpec` adds capacity searches as ``servingbench run`` records them: every step is a run of
+its own (``search``, ``step_ok``, ``step_reason``) and each search a ``capacity`` entry with its steps. The
+steps sit below and above the synthetic capacity at the SLO, and a step meets the SLO exactly when its
+run's p99 does.
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ SAMPLES_PER_RUN = 2000
 LATENCY_SIGMA = 0.35  # lognormal shape of per-request latency
 SERVER_CPUS = 1
 SINGLE_USER_UTILISATION = 0.8  # one closed-loop user leaves the server idle between requests
+MAX_OPEN_LOAD = 0.95  # offered load past capacity is drawn as a server at 95 % busy (latency 20 x service)
+P99_OVER_MEAN = 2.12  # p99 / mean of the lognormal latency shape (sigma 0.35): exp(2.326 sigma - sigma^2 / 2)
+STEP_FACTORS = (0.5, 1.2, 0.85, 1.05, 0.95)  # step rates / capacity at the SLO, in the order a search tries them
+LATE_SHARE_OVERLOADED = 0.05  # share of a failing step's requests sent late
+THEORY_OPTIMISM = 1.08  # the queueing model's capacity / the synthetic one (theory ignores framework jitter)
+GENERATOR_LIMIT = "load generator"
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,25 @@ DEFAULT_SCENARIOS = (
     ScenarioSpec("open-r600", kind="open", target_rps=600.0),
 )
 NOISE_PATTERN = (0.0, 1.0, -1.0, 0.5, -0.5)  # multiples of the model's noise, rotated per config
+SEARCH_SCENARIOS = (ScenarioSpec("single-c8", concurrency=8), ScenarioSpec("open-r300", kind="open", target_rps=300.0))
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A capacity search of the first model, run for every config and repetition.
+
+    ``theory_configs`` get an M/D/1 theory value, ``limited_configs`` a search whose failures above capacity
+    are the load generator falling behind (invalid step runs, ``limited_by`` set), ``unconverged`` lists the
+    (config, repetition) pairs whose search ran out of steps before it converged.
+    """
+
+    name: str = "capacity"
+    slo_p99_ms: float = 5.0
+    arrivals: str = "poisson"
+    factors: tuple[float, ...] = STEP_FACTORS
+    theory_configs: tuple[str, ...] = ()
+    limited_configs: tuple[str, ...] = ()
+    unconverged: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +116,7 @@ class BundleSpec:
     repetitions: int = 5
     complete: bool = True
     capacity: bool = True
+    searches: tuple[SearchSpec, ...] = ()
     invalid_runs: bool = True
     fingerprint: str = "a" * 64
     packages: dict[str, str] = field(default_factory=lambda: {"fastapi": "0.165.0", "flask": "3.1.3"})
@@ -93,6 +124,14 @@ class BundleSpec:
     def with_(self, **changes: Any) -> BundleSpec:
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+
+SEARCH = SearchSpec(
+    theory_configs=(SLOW_C.name,), limited_configs=(FAST_A.name,), unconverged=((FAST_B.name, 0),)
+)  # the generator limits FastAPI, theory applies to the one-at-a-time sync worker, one gthread search stops early
+SEARCH_SPEC = BundleSpec(
+    models=(FAST_MODEL,), scenarios=SEARCH_SCENARIOS, repetitions=3, capacity=False, searches=(SEARCH,)
+)
 
 
 def _seed(*parts: object) -> int:
@@ -131,14 +170,27 @@ def _samples(mean_ms: float, seed: int) -> np.ndarray[Any, np.dtype[np.float64]]
     return np.asarray(raw / raw.mean() * mean_ms, dtype=np.float64)
 
 
+def _service_ms(config: ConfigSpec, model: ModelSpec) -> float:
+    return model.validate_ms + model.predict_ms + config.overhead_ms
+
+
+def _noise_factor(model: ModelSpec, rep: int, index: int) -> float:
+    return 1.0 + model.noise * NOISE_PATTERN[(rep + index) % len(NOISE_PATTERN)]
+
+
+def _noise_index(spec: BundleSpec, config: ConfigSpec) -> int:
+    """Configs of equal cost get the same noise pattern, rotated by their position among them."""
+    return spec.configs.index(config) - [item.overhead_ms for item in spec.configs].index(config.overhead_ms)
+
+
 def _measure(config: ConfigSpec, model: ModelSpec, scenario: ScenarioSpec, rep: int, index: int) -> dict[str, Any]:
     """Synthetic throughput (req/s) and mean latency (ms) for one run."""
-    service_ms = model.validate_ms + model.predict_ms + config.overhead_ms
-    factor = 1.0 + model.noise * NOISE_PATTERN[(rep + index) % len(NOISE_PATTERN)]
+    service_ms = _service_ms(config, model)
+    factor = _noise_factor(model, rep, index)
     capacity_rps = SERVER_CPUS * US_PER_MS / service_ms * factor
     if scenario.kind == "open":
         rate = scenario.target_rps or 0.0
-        load = min(rate / capacity_rps, 0.95)
+        load = min(rate / capacity_rps, MAX_OPEN_LOAD)
         return {"rps": min(rate, capacity_rps), "mean_ms": service_ms / factor / (1.0 - load)}
     users = scenario.concurrency or 1
     rps = capacity_rps * (SINGLE_USER_UTILISATION if users == 1 else 1.0)
@@ -148,8 +200,7 @@ def _measure(config: ConfigSpec, model: ModelSpec, scenario: ScenarioSpec, rep: 
 def _run(
     spec: BundleSpec, config: ConfigSpec, model: ModelSpec, scenario: ScenarioSpec, rep: int, order: int
 ) -> dict[str, Any]:
-    index = [item.overhead_ms for item in spec.configs].index(config.overhead_ms)
-    index = spec.configs.index(config) - index  # same-cost configs get rotated noise
+    index = _noise_index(spec, config)
     measured = _measure(config, model, scenario, rep, index)
     seed = _seed(model.name, scenario.name, config.overhead_ms, (rep + index) % len(NOISE_PATTERN))
     samples = _samples(measured["mean_ms"], seed)
@@ -250,7 +301,92 @@ def _capacity(spec: BundleSpec) -> list[dict[str, Any]]:
     return results
 
 
-def _document(spec: BundleSpec, runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _capacity_at_slo(spec: BundleSpec, search: SearchSpec, config: ConfigSpec, rep: int) -> float:
+    """The offered rate (req/s) at which the synthetic server's p99 reaches the SLO (M/M/1-like mean latency)."""
+    model = spec.models[0]
+    service_ms = _service_ms(config, model)
+    capacity_rps = SERVER_CPUS * US_PER_MS / service_ms * _noise_factor(model, rep, _noise_index(spec, config))
+    return capacity_rps * max(0.0, 1.0 - P99_OVER_MEAN * service_ms / search.slo_p99_ms)
+
+
+def _step_run(
+    spec: BundleSpec, search: SearchSpec, config: ConfigSpec, rep: int, rate: float, order: int, search_id: str
+) -> dict[str, Any]:
+    """One step as a run record: an open-loop run at ``rate`` req/s, judged against the search's SLO."""
+    scenario = ScenarioSpec(f"{search.name}-r{rate:g}", kind="open", target_rps=rate)
+    run = _run(spec, config, spec.models[0], scenario, rep, order)
+    p99 = run["latency_ms"]["p99"]
+    ok = p99 <= search.slo_p99_ms
+    reason = None if ok else f"p99 {p99:.1f} ms over the SLO {search.slo_p99_ms:g} ms"
+    if not ok:
+        run["late"] = int(run["requests"] * LATE_SHARE_OVERLOADED)
+    if not ok and config.name in search.limited_configs:
+        reason = f"load generator fell behind: {run['late']} requests sent late"
+        run.update(valid=False, invalid_reason="load generator saturated (96% CPU)", generator_cpu_pct=96.0)
+    run.update(search=search_id, step_ok=ok, step_reason=reason)
+    return run
+
+
+def _step_entry(run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "rate": run["target_rps"],
+        "ok": run["step_ok"],
+        "p99_ms": run["latency_ms"]["p99"],
+        "error_rate": 0.0,
+        "achieved_rps": run["achieved_rps"],
+        "late": run["late"],
+        "dropped": run["dropped"],
+        "requests": run["requests"],
+        "reason": run["step_reason"],
+        "run": run["id"],
+    }
+
+
+def _search_entry(
+    spec: BundleSpec, search: SearchSpec, config: ConfigSpec, rep: int, search_id: str, steps: list[dict[str, Any]]
+) -> dict[str, Any]:
+    passed = [step["target_rps"] for step in steps if step["step_ok"]]
+    converged = (config.name, rep) not in search.unconverged
+    theory = config.name in search.theory_configs
+    theory_rps = round(_capacity_at_slo(spec, search, config, rep) * THEORY_OPTIMISM, 1) if theory else None
+    return {
+        "id": search_id,
+        "config": config.name,
+        "model": spec.models[0].name,
+        "scenario": search.name,
+        "repetition": rep,
+        "slo_p99_ms": search.slo_p99_ms,
+        "arrivals": search.arrivals,
+        "capacity_rps": max(passed) if passed else None,
+        "converged": converged,
+        "stop_reason": "bracket within tolerance, capacity confirmed" if converged else "step budget (5) spent",
+        "limited_by": GENERATOR_LIMIT if config.name in search.limited_configs else None,
+        "service_ms": round(_service_ms(config, spec.models[0]), 3) if theory else None,
+        "theory": "M/D/1" if theory else None,
+        "theory_rps": theory_rps,
+        "steps": [_step_entry(step) for step in steps],
+    }
+
+
+def _searches(spec: BundleSpec, start: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The step runs (orders from ``start``) and capacity entries of every search, per repetition and config."""
+    runs: list[dict[str, Any]] = []
+    entries: list[dict[str, Any]] = []
+    for search in spec.searches:
+        for rep in range(spec.repetitions):
+            for config in spec.configs:
+                search_id = f"k{len(entries) + 1:03d}"
+                capacity = _capacity_at_slo(spec, search, config, rep)
+                steps = [
+                    _step_run(spec, search, config, rep, round(capacity * factor, 1), start + len(runs) + i, search_id)
+                    for i, factor in enumerate(search.factors)
+                ]
+                runs.extend(steps)
+                entries.append(_search_entry(spec, search, config, rep, search_id, steps))
+    return runs, entries
+
+
+def _document(spec: BundleSpec, runs: list[dict[str, Any]], searches: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "format": "servingbench-results",
         "version": 1,
@@ -300,7 +436,7 @@ def _document(spec: BundleSpec, runs: list[dict[str, Any]]) -> dict[str, Any]:
             for config in spec.configs
         },
         "runs": runs,
-        **({"capacity": _capacity(spec)} if spec.capacity else {}),
+        **({"capacity": (_capacity(spec) if spec.capacity else []) + searches} if spec.capacity or searches else {}),
     }
 
 
@@ -321,9 +457,11 @@ def build_bundle(directory: Path, spec: BundleSpec | None = None) -> Path:
             for scenario in spec.scenarios:
                 for config in spec.configs:
                     runs.append(_run(spec, config, model, scenario, rep, len(runs) + 1))
+    step_runs, searches = _searches(spec, len(runs) + 1)
+    runs.extend(step_runs)
     if spec.invalid_runs:
         runs.extend(_invalid_runs(spec, len(runs) + 1))
     for run in runs:
         _write_artifacts(directory, run)
-    (directory / "results.json").write_text(json.dumps(_document(spec, runs), indent=1))
+    (directory / "results.json").write_text(json.dumps(_document(spec, runs, searches), indent=1))
     return directory

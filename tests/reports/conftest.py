@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .builders import BundleSpec, build_bundle
+from .builders import SEARCH_SPEC, BundleSpec, build_bundle
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +24,20 @@ def rendered_report(bundle_dir: Path) -> Path:
     from servingbench.reports import render_report
 
     return render_report(bundle_dir)
+
+
+@pytest.fixture(scope="session")
+def search_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle with capacity searches whose steps are runs (:data:`SEARCH_SPEC`), beside closed and open scenarios.
+
+    Shared by the session; tests that write into it only write ``index.html``.
+    """
+    return build_bundle(tmp_path_factory.mktemp("search-bundle"), SEARCH_SPEC)
+
+
+@pytest.fixture(scope="session")
+def rendered_search_report(search_bundle_dir: Path) -> Path:
+    """``index.html`` rendered once from :func:`search_bundle_dir`."""
+    from servingbench.reports import render_report
+
+    return render_report(search_bundle_dir)

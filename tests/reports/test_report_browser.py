@@ -43,8 +43,10 @@ def _assert_no_network(urls: list[str]) -> None:
     assert remote == [], f"the page requested network resources: {remote}"
 
 
-def test_report_renders_cleanly_in_chromium(rendered_report: Path, tmp_path: Path) -> None:
-    url = rendered_report.resolve().as_uri()
+@pytest.mark.parametrize("report", ["rendered_report", "rendered_search_report"])
+def test_report_renders_cleanly_in_chromium(report: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    rendered: Path = request.getfixturevalue(report)
+    url = rendered.resolve().as_uri()
     with open_page(url, tmp_path / "chromium-profile") as page:
         rects: list[dict[str, Any]] = page.evaluate(SVG_RECTS_JS)
         assert len(rects) >= 5, f"expected the report's plots, found {len(rects)} <svg> elements"

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DEFAULT_ARRIVALS",
+    "DEFAULT_CAPACITY_SCENARIO",
     "FORMAT_NAME",
     "RESULTS_FILE",
     "SUPPORTED_VERSIONS",
@@ -30,6 +32,9 @@ __all__ = [
 FORMAT_NAME = "servingbench-results"
 SUPPORTED_VERSIONS = (1,)
 RESULTS_FILE = "results.json"
+# What a capacity entry written before these fields existed meant: the plan's one search, Poisson arrivals.
+DEFAULT_CAPACITY_SCENARIO = "capacity"
+DEFAULT_ARRIVALS = "poisson"
 
 
 class BundleError(Exception):
@@ -96,22 +101,45 @@ class Run:
     status: str = "ok"
     log_tail: str | None = None
     artifacts: Mapping[str, str] = field(default_factory=dict)
+    search: str | None = None
+    step_ok: bool | None = None
+    step_reason: str | None = None
+
+    @property
+    def is_step(self) -> bool:
+        """True for a step of a capacity search: its rate was chosen by the search, so it forms no scenario."""
+        return self.search is not None
 
 
 @dataclass(frozen=True)
 class CapacityStep:
-    """One offered rate tried by the capacity search; ``ok`` when p99 met the SLO and errors stayed under the limit."""
+    """One offered rate (requests/s) tried by a capacity search, in the order measured.
+
+    ``ok`` when p99 (ms) met the SLO under the stability rule; ``reason`` says why not. ``error_rate`` is a
+    fraction (0.01 = 1 %). ``run`` is the id of the run record of the step, when it was recorded as one.
+    """
 
     rate: float
     p99_ms: float | None
     error_rate: float | None
     ok: bool
     run: str | None
+    achieved_rps: float | None = None
+    late: int | None = None
+    dropped: int | None = None
+    requests: int | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
 class CapacityResult:
-    """The highest offered rate (requests/s) at which p99 stayed under ``slo_p99_ms`` for one config, model, rep."""
+    """The highest offered rate (requests/s) at which p99 stayed under ``slo_p99_ms`` for one config, model, rep.
+
+    ``capacity_rps`` is ``None`` when no rate met the SLO. It is only a lower bound of the server's capacity when
+    the search did not converge or when ``limited_by`` names what failed first instead of the server (e.g.
+    "load generator"). ``theory_rps`` is what the queueing model ``theory`` (e.g. "M/D/1") predicts from the
+    measured ``service_ms``; both are ``None`` where the model does not apply.
+    """
 
     config: str
     model: str
@@ -119,6 +147,20 @@ class CapacityResult:
     slo_p99_ms: float
     capacity_rps: float | None
     steps: tuple[CapacityStep, ...] = ()
+    id: str | None = None
+    scenario: str = DEFAULT_CAPACITY_SCENARIO
+    arrivals: str = DEFAULT_ARRIVALS
+    converged: bool = True
+    stop_reason: str | None = None
+    limited_by: str | None = None
+    service_ms: float | None = None
+    theory: str | None = None
+    theory_rps: float | None = None
+
+    @property
+    def lower_bound(self) -> bool:
+        """True when ``capacity_rps`` is a rate that passed but the server may take more."""
+        return self.capacity_rps is not None and (self.limited_by is not None or not self.converged)
 
 
 @dataclass(frozen=True)
@@ -156,6 +198,25 @@ class Bundle:
         return tuple(run for run in self.runs if run.valid and run.status == "ok")
 
     @property
+    def scenario_runs(self) -> tuple[Run, ...]:
+        """Valid runs of the plan's scenarios: :attr:`valid_runs` less capacity-search steps.
+
+        Steps run at rates the search picked, different per config and repetition, so they never form a verdict
+        group, a summary row or a compared figure; the capacity entries summarise them.
+        """
+        return tuple(run for run in self.valid_runs if not run.is_step)
+
+    @property
+    def all_scenario_runs(self) -> tuple[Run, ...]:
+        """Every run of the plan's scenarios, valid or not (no capacity-search steps)."""
+        return tuple(run for run in self.runs if not run.is_step)
+
+    @property
+    def step_runs(self) -> tuple[Run, ...]:
+        """Every capacity-search step run, valid or not, in bundle order."""
+        return tuple(run for run in self.runs if run.is_step)
+
+    @property
     def invalid_runs(self) -> tuple[Run, ...]:
         """Every run that does not count, whatever the reason."""
         return tuple(run for run in self.runs if not (run.valid and run.status == "ok"))
@@ -182,10 +243,7 @@ def load_bundle(bundle_dir: Path | str) -> Bundle:
         fairness=tuple(_str(rule, "fairness[]", where) for rule in _list(doc.get("fairness", []), "fairness", where)),
         configs=_parse_configs(doc.get("configs", {}), where),
         runs=_parse_runs(doc.get("runs"), where),
-        capacity=tuple(
-            _parse_capacity(item, f"{where}: capacity[{index}]")
-            for index, item in enumerate(_list(doc.get("capacity") or [], "capacity", where))
-        ),
+        capacity=_parse_capacities(doc.get("capacity"), where),
     )
 
 
@@ -292,7 +350,20 @@ def _parse_run(raw: object, where: str) -> Run:
         status=_opt_str(item.get("status"), "status", where) or "ok",
         log_tail=_opt_str(item.get("log_tail"), "log_tail", where),
         artifacts=_str_map(item.get("artifacts"), "artifacts", where),
+        search=_opt_str(item.get("search"), "search", where),
+        step_ok=None if item.get("step_ok") is None else _bool(item.get("step_ok"), "step_ok", where),
+        step_reason=_opt_str(item.get("step_reason"), "step_reason", where),
     )
+
+
+def _parse_capacities(raw: object, where: str) -> tuple[CapacityResult, ...]:
+    items = _list(raw or [], "capacity", where)
+    results = tuple(_parse_capacity(item, f"{where}: capacity[{index}]") for index, item in enumerate(items))
+    ids = [result.id for result in results if result.id is not None]
+    if len(ids) != len(set(ids)):
+        duplicate = next(name for name in ids if ids.count(name) > 1)
+        raise BundleError(f"{where}: duplicate capacity id {duplicate!r}")
+    return results
 
 
 def _parse_capacity(raw: object, where: str) -> CapacityResult:
@@ -301,6 +372,7 @@ def _parse_capacity(raw: object, where: str) -> CapacityResult:
         if key not in item:
             raise BundleError(f"{where}: missing required key {key!r}")
     steps = tuple(_parse_step(step, where) for step in _list(item.get("steps") or [], "steps", where))
+    converged = item.get("converged")
     return CapacityResult(
         config=_str(item["config"], "config", where),
         model=_str(item["model"], "model", where),
@@ -308,6 +380,15 @@ def _parse_capacity(raw: object, where: str) -> CapacityResult:
         slo_p99_ms=_float(item["slo_p99_ms"], "slo_p99_ms", where),
         capacity_rps=_opt_float(item.get("capacity_rps"), "capacity_rps", where),
         steps=steps,
+        id=_opt_str(item.get("id"), "id", where),
+        scenario=_opt_str(item.get("scenario"), "scenario", where) or DEFAULT_CAPACITY_SCENARIO,
+        arrivals=_opt_str(item.get("arrivals"), "arrivals", where) or DEFAULT_ARRIVALS,
+        converged=True if converged is None else _bool(converged, "converged", where),
+        stop_reason=_opt_str(item.get("stop_reason"), "stop_reason", where),
+        limited_by=_opt_str(item.get("limited_by"), "limited_by", where),
+        service_ms=_opt_float(item.get("service_ms"), "service_ms", where),
+        theory=_opt_str(item.get("theory"), "theory", where),
+        theory_rps=_opt_float(item.get("theory_rps"), "theory_rps", where),
     )
 
 
@@ -319,6 +400,11 @@ def _parse_step(raw: object, where: str) -> CapacityStep:
         error_rate=_opt_float(step.get("error_rate"), "error_rate", where),
         ok=_bool(step.get("ok", False), "ok", where),
         run=_opt_str(step.get("run"), "run", where),
+        achieved_rps=_opt_float(step.get("achieved_rps"), "achieved_rps", where),
+        late=_opt_int(step.get("late"), "late", where),
+        dropped=_opt_int(step.get("dropped"), "dropped", where),
+        requests=_opt_int(step.get("requests"), "requests", where),
+        reason=_opt_str(step.get("reason"), "reason", where),
     )
 
 

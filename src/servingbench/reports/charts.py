@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
@@ -24,10 +25,10 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.typing import LineStyleType, RcKeyType
 
-from .bundle import Bundle, BundleError, Run
-from .metrics import LATENCY_METRICS, METRICS, metric_samples
+from .bundle import Bundle, BundleError, CapacityResult, Run
+from .metrics import LATENCY_METRICS, METRICS, metric_samples, metric_value
 from .stats import decode_histogram, median_ci, merge_histograms, nines, percentile_spectrum
-from .verdict import config_order, users_text
+from .verdict import arrivals_text, config_order, users_text
 
 __all__ = ["OKABE_ITO", "Chart", "ConfigStyle", "config_styles", "render_charts"]
 
@@ -45,6 +46,11 @@ NINES_TICKS = (0.0, 90.0, 99.0, 99.9, 99.99)
 BREAKDOWN_COLOURS = {"predict": "#0072B2", "validate": "#E69F00", "framework + network": "#BBBBBB"}
 BREAKDOWN_HATCHES = {"predict": "", "validate": "//", "framework + network": ".."}
 LOG_TICK_SUBS = (1.0, 2.0, 5.0)
+OPEN_LOOP_METRICS = ("p50", "p99", "p999")
+FIXED_RATES = "fixed offered rates"
+HOLLOW_FACE = "white"  # marker face of a search step that failed the SLO
+REFERENCE_GREY = "#555555"  # SLO lines and legend keys that belong to no config
+CAPACITY_MARK: dict[str, Any] = {"linestyle": (0, (1, 2)), "linewidth": 1.3}
 PLAIN_NUMBERS = FuncFormatter(lambda value, _position: f"{value:g}")
 RC: dict[RcKeyType, object] = {
     "svg.fonttype": "none",
@@ -122,7 +128,15 @@ def _grid(figure: Figure, count: int, columns: int) -> list[Axes]:
     return flat[:count]
 
 
-def _legend(figure: Figure, styles: Mapping[str, ConfigStyle], configs: Sequence[str], *, bars: bool = False) -> None:
+def _legend(
+    figure: Figure,
+    styles: Mapping[str, ConfigStyle],
+    configs: Sequence[str],
+    *,
+    bars: bool = False,
+    extra: Sequence[Line2D] = (),
+) -> None:
+    """One entry per config, then ``extra`` entries (e.g. what hollow markers mean), below the plots."""
     handles: list[Line2D | Patch] = []
     for config in configs:
         style = styles[config]
@@ -132,6 +146,7 @@ def _legend(figure: Figure, styles: Mapping[str, ConfigStyle], configs: Sequence
             handles.append(
                 Line2D([], [], color=style.colour, marker=style.marker, linestyle=style.linestyle, label=style.label)
             )
+    handles.extend(extra)
     figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), frameon=False)
 
 
@@ -459,33 +474,164 @@ def resources_chart(bundle: Bundle, styles: Mapping[str, ConfigStyle]) -> Chart 
     return Chart(chart_id, "CPU and memory", caption, svg)
 
 
-def open_loop_chart(bundle: Bundle, styles: Mapping[str, ConfigStyle], model: str) -> Chart | None:
-    """Open-loop p50, p99 and p99.9 latency (ms) against the offered rate (req/s), one line per config."""
+@dataclass(frozen=True)
+class _OpenRow:
+    """One row of the open-loop chart: the steps of the searches under one arrival process, or fixed-rate runs."""
+
+    title: str
+    fixed: tuple[Run, ...]
+    steps: tuple[Run, ...]
+    capacity: tuple[CapacityResult, ...]
+
+
+def _open_rows(bundle: Bundle, model: str) -> list[_OpenRow]:
+    """Search steps by the arrival process of their search (one row each), then the fixed-rate scenarios."""
     runs = [run for run in bundle.valid_runs if run.kind == "open" and run.model == model and run.target_rps]
-    if not runs:
+    entries = {result.id: result for result in bundle.capacity if result.id is not None}
+    mine = [result for result in bundle.capacity if result.model == model]
+    steps: dict[str | None, list[Run]] = {}
+    for run in runs:
+        if run.is_step:
+            entry = entries.get(run.search or "")
+            steps.setdefault(entry.arrivals if entry is not None else None, []).append(run)
+    rows = [
+        _OpenRow(
+            f"capacity search, {arrivals_text(arrivals)}" if arrivals else "capacity search, not finished",
+            (),
+            tuple(members),
+            tuple(result for result in mine if result.arrivals == arrivals),
+        )
+        for arrivals, members in steps.items()
+    ]
+    fixed = tuple(run for run in runs if not run.is_step)
+    if fixed:
+        rows.append(_OpenRow(FIXED_RATES, fixed, (), tuple(r for r in mine if r.arrivals not in steps)))
+    return rows
+
+
+def _plot_steps(axis: Axes, runs: Sequence[Run], metric: str, style: ConfigStyle, gid: str) -> bool:
+    """One point per step run (hollow when it failed the SLO), a line through the median at each rate."""
+    points: list[tuple[float, float, bool]] = []
+    for run in runs:
+        value = metric_value(run, metric)
+        if value is not None and value > 0.0 and run.target_rps:
+            points.append((run.target_rps, value, run.step_ok is not False))
+    if not points:
+        return False
+    by_rate: dict[float, list[float]] = {}
+    for rate, value, _ in points:
+        by_rate.setdefault(rate, []).append(value)
+    rates = sorted(by_rate)
+    axis.plot(rates, [float(np.median(by_rate[rate])) for rate in rates], color=style.colour, linestyle=style.linestyle)
+    for met, face, suffix in ((True, style.colour, "met"), (False, HOLLOW_FACE, "failed")):
+        chosen = [(rate, value) for rate, value, ok in points if ok is met]
+        if chosen:
+            xs, ys = zip(*chosen, strict=True)
+            (line,) = axis.plot(
+                xs, ys, linestyle="none", marker=style.marker, color=style.colour, markerfacecolor=face, markersize=5
+            )
+            line.set_gid(f"{gid}-{suffix}")
+    return True
+
+
+def _mark_capacity(axis: Axes, row: _OpenRow, styles: Mapping[str, ConfigStyle], gid: str) -> bool:
+    """A dotted vertical line in each config's colour at its median capacity (req/s) per SLO; False if none."""
+    values: dict[tuple[str, float], list[float]] = {}
+    for result in row.capacity:
+        if result.capacity_rps is not None and result.config in styles:
+            values.setdefault((result.config, result.slo_p99_ms), []).append(result.capacity_rps)
+    for (config, slo), capacities in values.items():
+        line = axis.axvline(float(np.median(capacities)), color=styles[config].colour, **CAPACITY_MARK)
+        line.set_gid(f"{gid}-capacity-{_slug(config)}-{_slug(f'{slo:g}')}")
+    return bool(values)
+
+
+def _open_panel(
+    axis: Axes, row: _OpenRow, metric: str, styles: Mapping[str, ConfigStyle], order: Sequence[str], gid: str
+) -> list[str]:
+    """Draw one metric of one row; return the configs drawn."""
+    drawn: list[str] = []
+    for config, config_runs in _by_config(row.fixed, order).items():
+        if _plot_series(axis, config_runs, lambda run: run.target_rps, metric, styles[config]):
+            drawn.append(config)
+    for config, config_runs in _by_config(row.steps, order).items():
+        if _plot_steps(axis, config_runs, metric, styles[config], f"{gid}-{_slug(config)}-{metric}"):
+            drawn.append(config)
+    _log_latency_axis(axis)
+    axis.set_title(f"{METRICS[metric].label}\n{row.title}", fontsize=9)
+    axis.set_xlabel("offered rate (req/s)")
+    axis.set_ylabel("latency (ms, log)")
+    axis.set_xlim(left=0)
+    return drawn
+
+
+def _slo_lines(axis: Axes, slos: Sequence[float]) -> None:
+    for slo in slos:
+        axis.axhline(slo, color=REFERENCE_GREY, linestyle=":", linewidth=1)
+        axis.annotate(f"SLO {slo:g} ms", (0.02, slo), xycoords=("axes fraction", "data"), fontsize=8)
+
+
+def _open_legend_extras(has_steps: bool, has_marks: bool) -> list[Line2D]:
+    extras: list[Line2D] = []
+    if has_steps:
+        extras.append(Line2D([], [], color=REFERENCE_GREY, marker="o", linestyle="none", label="step met the SLO"))
+        extras.append(
+            Line2D(
+                [],
+                [],
+                color=REFERENCE_GREY,
+                marker="o",
+                markerfacecolor=HOLLOW_FACE,
+                linestyle="none",
+                label="step failed the SLO",
+            )
+        )
+    if has_marks:
+        extras.append(Line2D([], [], color=REFERENCE_GREY, label="median capacity", **CAPACITY_MARK))
+    return extras
+
+
+def open_loop_chart(bundle: Bundle, styles: Mapping[str, ConfigStyle], model: str) -> Chart | None:
+    """Open-loop p50, p99 and p99.9 latency (ms, log) against the offered rate (req/s), one line per config.
+
+    Fixed-rate scenarios: median over repetitions with its interval band. Capacity-search steps: one point per
+    step run, hollow where the step failed the SLO; each config's median capacity is marked on the p99 panel.
+    """
+    rows = _open_rows(bundle, model)
+    if not rows:
         return None
     chart_id = f"chart-open-{_slug(model)}"
-    metrics = ("p50", "p99", "p999")
-    slos = sorted({result.slo_p99_ms for result in bundle.capacity if result.model == model})
-    with _figure(chart_id, 1, len(metrics)) as figure:
+    all_slos = sorted({result.slo_p99_ms for result in bundle.capacity if result.model == model})
+    order = config_order(bundle)
+    with _figure(chart_id, len(rows), len(OPEN_LOOP_METRICS)) as figure:
+        grid = figure.subplots(len(rows), len(OPEN_LOOP_METRICS), squeeze=False)
         drawn: list[str] = []
-        for axis, metric in zip(_grid(figure, len(metrics), len(metrics)), metrics, strict=True):
-            for config, config_runs in _by_config(runs, config_order(bundle)).items():
-                if _plot_series(axis, config_runs, lambda run: run.target_rps, metric, styles[config]):
-                    drawn.append(config)
-            if metric == "p99":
-                for slo in slos:
-                    axis.axhline(slo, color="#555555", linestyle=":", linewidth=1)
-                    axis.annotate(f"SLO {slo:g} ms", (0.02, slo), xycoords=("axes fraction", "data"), fontsize=8)
-            axis.set_title(METRICS[metric].label)
-            axis.set_xlabel("offered rate (req/s)")
-            axis.set_ylabel("latency (ms)")
-            axis.set_ylim(bottom=0)
+        marked = False
+        for index, (axes, row) in enumerate(zip(grid, rows, strict=True)):
+            gid = f"{chart_id}-{index}"
+            for axis, metric in zip(axes, OPEN_LOOP_METRICS, strict=True):
+                drawn += _open_panel(axis, row, metric, styles, order, gid)
+                if metric == "p99":
+                    _slo_lines(axis, sorted({result.slo_p99_ms for result in row.capacity}) or all_slos)
+                    marked = _mark_capacity(axis, row, styles, gid) or marked
         figure.suptitle(f"Open loop, model {model}: latency vs offered rate (no coordinated omission)")
-        _legend(figure, styles, list(dict.fromkeys(drawn)))
+        extras = _open_legend_extras(any(row.steps for row in rows), marked)
+        _legend(figure, styles, list(dict.fromkeys(drawn)), extra=extras)
         svg = _to_svg(figure, chart_id)
-    caption = "Each request is timed from its intended send time, so queueing shows up as latency."
-    return Chart(chart_id, f"Open loop: {model}", caption, svg)
+    return Chart(chart_id, f"Open loop: {model}", _open_caption(rows), svg)
+
+
+def _open_caption(rows: Sequence[_OpenRow]) -> str:
+    parts = ["Each request is timed from its intended send time, so queueing shows up as latency (log scale)."]
+    if any(row.fixed for row in rows):
+        parts.append("Fixed offered rates: median over repetitions, the band its 95% interval.")
+    if any(row.steps for row in rows):
+        parts.append(
+            "Capacity-search steps: one point per step run (filled: met the SLO; hollow: failed it), the line "
+            "through the median at each rate. The knee is where p99 crosses the SLO line; the dotted vertical "
+            "line in a config's colour marks its median capacity."
+        )
+    return " ".join(parts)
 
 
 def render_charts(bundle: Bundle) -> list[Chart]:

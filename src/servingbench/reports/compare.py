@@ -78,8 +78,9 @@ def _as_bundle(value: Bundle | Path | str) -> Bundle:
 
 
 def _valid_groups(bundle: Bundle) -> dict[GroupKey, list[Run]]:
+    """Valid runs per config x model x scenario; capacity-search steps (rates chosen per search) are no group."""
     groups: dict[GroupKey, list[Run]] = {}
-    for (model, scenario), by_config in group_runs(bundle.valid_runs, config_order(bundle)).items():
+    for (model, scenario), by_config in group_runs(bundle.scenario_runs, config_order(bundle)).items():
         for config, runs in by_config.items():
             groups[(config, model, scenario)] = runs
     return groups

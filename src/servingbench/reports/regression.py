@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 from scipy import stats as scipy_stats
 
-from .bundle import Bundle, BundleError, Run, load_bundle
+from .bundle import DEFAULT_ARRIVALS, DEFAULT_CAPACITY_SCENARIO, Bundle, BundleError, CapacityResult, Run, load_bundle
 from .compare import COMPARE_FILE, compare_bundles
 from .html import write_atomic
 from .metrics import metric_value
@@ -172,8 +172,12 @@ class SeriesKey(NamedTuple):
 # --- samples ------------------------------------------------------------------------------------------------------
 
 
-def _capacity_scenario(slo_p99_ms: float) -> str:
-    return f"capacity at p99 <= {slo_p99_ms:g} ms"
+def _capacity_scenario(result: CapacityResult) -> str:
+    """The figure's scenario name; the plan's default search keeps the name it had before searches had names."""
+    name = f"capacity at p99 <= {result.slo_p99_ms:g} ms"
+    if result.arrivals != DEFAULT_ARRIVALS:
+        name += f", {result.arrivals} arrivals"
+    return name if result.scenario == DEFAULT_CAPACITY_SCENARIO else f"{result.scenario}: {name}"
 
 
 def _positive(value: float | None) -> float | None:
@@ -195,10 +199,10 @@ def _cpu_share(run: Run) -> float | None:
 
 
 def expected_cpu_share(bundles: Sequence[Bundle]) -> dict[GroupKey, float]:
-    """Median server CPU share per config x model x scenario over the valid runs of ``bundles``."""
+    """Median server CPU share per config x model x scenario over the valid runs of ``bundles`` (no search steps)."""
     shares: dict[GroupKey, list[float]] = {}
     for bundle in bundles:
-        for run in bundle.valid_runs:
+        for run in bundle.scenario_runs:
             share = _cpu_share(run)
             if share is not None:
                 shares.setdefault(_group(run), []).append(share)
@@ -220,9 +224,12 @@ DISTURBED_CAUSE = "the machine was busy, or the change makes the server wait"
 
 
 def disturbed_runs(bundle: Bundle, expected: Mapping[GroupKey, float]) -> dict[str, Disturbance]:
-    """Valid runs whose server got :data:`MAX_CPU_SHARE_DROP` less CPU than ``expected``, by run id."""
+    """Valid runs whose server got :data:`MAX_CPU_SHARE_DROP` less CPU than ``expected``, by run id.
+
+    Capacity-search steps are not judged: a step past capacity leaves the server waiting by design.
+    """
     disturbed: dict[str, Disturbance] = {}
-    for run in bundle.valid_runs:
+    for run in bundle.scenario_runs:
         share, reference = _cpu_share(run), expected.get(_group(run))
         if share is not None and reference and share < reference * (1.0 - MAX_CPU_SHARE_DROP):
             disturbed[run.id] = Disturbance(share, reference)
@@ -230,9 +237,10 @@ def disturbed_runs(bundle: Bundle, expected: Mapping[GroupKey, float]) -> dict[s
 
 
 def _by_repetition(bundle: Bundle, skip: Collection[str] = ()) -> dict[SeriesKey, dict[int, float]]:
-    """Every judged figure of the bundle's valid runs (less ``skip``) and capacity results, keyed by repetition."""
+    """Every judged figure of the bundle's valid runs (less ``skip`` and search steps) and capacity results, keyed
+    by repetition. A search's steps are judged through its capacity, not one by one: their rates differ per search."""
     figures: dict[SeriesKey, dict[int, float]] = {}
-    runs = [run for run in bundle.valid_runs if run.id not in skip]
+    runs = [run for run in bundle.scenario_runs if run.id not in skip]
     for run in sorted(runs, key=lambda item: item.repetition):
         for metric in RUN_METRICS:
             value = _positive(metric_value(run, metric))
@@ -242,7 +250,7 @@ def _by_repetition(bundle: Bundle, skip: Collection[str] = ()) -> dict[SeriesKey
     for result in bundle.capacity:
         value = _positive(result.capacity_rps)
         if value is not None:
-            key = SeriesKey(result.config, result.model, _capacity_scenario(result.slo_p99_ms), CAPACITY_METRIC)
+            key = SeriesKey(result.config, result.model, _capacity_scenario(result), CAPACITY_METRIC)
             figures.setdefault(key, {}).setdefault(result.repetition, value)
     return figures
 
@@ -628,7 +636,7 @@ def _invalid_reasons(bundle: Bundle, key: SeriesKey, disturbed: Mapping[str, Dis
     """Why a figure lacks valid repetitions: the runs' invalid reasons and a summary of the disturbed ones."""
     runs = [
         run
-        for run in bundle.runs
+        for run in bundle.all_scenario_runs
         if (run.config, run.scenario) == (key.config, key.scenario) and run.model in (key.model, REFERENCE_MODEL)
     ]
     reasons = [run.invalid_reason or run.status for run in runs if not (run.valid and run.status == "ok")]

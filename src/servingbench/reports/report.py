@@ -12,7 +12,7 @@ from .bundle import Bundle, load_bundle
 from .charts import render_charts
 from .html import environment, write_atomic
 from .metrics import METRICS, VERDICT_METRICS
-from .tables import SUMMARY_METRICS, error_rows, measurement, run_rows, summary_rows
+from .tables import SUMMARY_METRICS, error_rows, measurement, run_rows, search_rows, summary_rows
 from .verdict import capacity_tables, recommendations, verdicts
 
 __all__ = ["REPORT_FILE", "REPORT_TEMPLATE", "build_report_html", "render_report"]
@@ -40,6 +40,7 @@ def build_report_html(bundle: Bundle) -> str:
             summary=summary_rows(bundle),
             summary_metrics=[METRICS[name] for name in SUMMARY_METRICS],
             errors=error_rows(bundle),
+            searches=search_rows(bundle),
             runs=run_rows(bundle),
         )
     )

@@ -8,21 +8,24 @@ from itertools import pairwise
 from pathlib import PurePosixPath
 from typing import Any
 
-from .bundle import Bundle, Run
+from .bundle import Bundle, CapacityResult, CapacityStep, Run
 from .metrics import metric_samples
 from .stats import Estimate, median_ci
-from .verdict import ScenarioInfo, config_order, group_runs, scenario_info
+from .verdict import ScenarioInfo, arrivals_text, config_order, group_runs, scenario_info
 
 __all__ = [
     "SUMMARY_METRICS",
     "ErrorRow",
     "Measurement",
     "RunRow",
+    "SearchRow",
+    "StepRow",
     "SummaryRow",
     "artifact_link",
     "error_rows",
     "measurement",
     "run_rows",
+    "search_rows",
     "summary_rows",
 ]
 
@@ -84,6 +87,51 @@ class RunRow:
 
 
 @dataclass(frozen=True)
+class StepRow:
+    """One measured step of a capacity search. Rates in req/s, p99 in ms, ``error_rate`` a fraction (0.01 = 1 %).
+
+    ``ok`` says whether the step met the SLO (``None``: not recorded); ``run`` is the step's run id, ``linked``
+    whether the bundle holds that run, ``counted`` whether its measurement was valid (``None`` without a run).
+    """
+
+    rate: float
+    achieved_rps: float | None
+    p99_ms: float | None
+    error_rate: float | None
+    late: int | None
+    dropped: int | None
+    ok: bool | None
+    reason: str | None
+    run: str | None
+    linked: bool
+    counted: bool | None
+
+
+@dataclass(frozen=True)
+class SearchRow:
+    """One capacity search (config x model x repetition x arrival process) with its steps in the order measured.
+
+    ``result`` is ``None`` for a search whose steps are in the bundle but whose capacity entry is not (the run
+    was interrupted mid-search); ``arrivals`` and ``slo_p99_ms`` are then unknown.
+    """
+
+    id: str | None
+    config: str
+    label: str
+    model: str
+    repetition: int
+    arrivals: str | None
+    slo_p99_ms: float | None
+    result: CapacityResult | None
+    steps: tuple[StepRow, ...]
+
+    @property
+    def arrivals_text(self) -> str:
+        """e.g. "Poisson arrivals", or "arrivals not recorded"."""
+        return arrivals_text(self.arrivals) if self.arrivals is not None else "arrivals not recorded"
+
+
+@dataclass(frozen=True)
 class Measurement:
     """How the runs were measured, as stated in the bundle."""
 
@@ -98,13 +146,17 @@ class Measurement:
     seed: str
     preset: str
     order: str
+    searches: str | None = None
 
 
 def summary_rows(bundle: Bundle) -> list[SummaryRow]:
-    """Per model x scenario x config, valid-run medians of :data:`SUMMARY_METRICS` with intervals."""
+    """Per model x scenario x config, valid-run medians of :data:`SUMMARY_METRICS` with intervals.
+
+    Capacity-search steps are left out: each runs at its own rate, so they are listed by :func:`search_rows`.
+    """
     order = config_order(bundle)
     rows: list[SummaryRow] = []
-    for by_config in group_runs(bundle.runs, order).values():
+    for by_config in group_runs(bundle.all_scenario_runs, order).values():
         for config, runs in by_config.items():
             valid = [run for run in runs if run.valid and run.status == "ok"]
             estimates: dict[str, Estimate | None] = {}
@@ -127,9 +179,12 @@ def summary_rows(bundle: Bundle) -> list[SummaryRow]:
 
 
 def error_rows(bundle: Bundle) -> list[ErrorRow]:
-    """Errors by kind, summed over all runs of each config x model x scenario; empty when there were none."""
+    """Errors by kind, summed over all runs of each config x model x scenario; empty when there were none.
+
+    Capacity-search steps are left out: their errors are in the step-by-step table (:func:`search_rows`).
+    """
     rows: list[ErrorRow] = []
-    for (model, scenario), by_config in group_runs(bundle.runs, config_order(bundle)).items():
+    for (model, scenario), by_config in group_runs(bundle.all_scenario_runs, config_order(bundle)).items():
         for config, runs in by_config.items():
             counts: dict[str, int] = {}
             for run in runs:
@@ -164,6 +219,131 @@ def run_rows(bundle: Bundle) -> list[RunRow]:
         )
         for run in runs
     ]
+
+
+def _counted(run: Run) -> bool:
+    return run.valid and run.status == "ok"
+
+
+def _step_from_run(run: Run) -> StepRow:
+    return StepRow(
+        rate=run.target_rps if run.target_rps is not None else run.offered_rps or 0.0,
+        achieved_rps=run.achieved_rps,
+        p99_ms=run.latency_ms.get("p99"),
+        error_rate=run.errors / run.requests if run.requests else None,
+        late=run.late,
+        dropped=run.dropped,
+        ok=run.step_ok,
+        reason=run.step_reason,
+        run=run.id,
+        linked=True,
+        counted=_counted(run),
+    )
+
+
+def _or(value: Any, fallback: Any) -> Any:
+    return value if value is not None else fallback
+
+
+def _step_row(step: CapacityStep, run: Run | None) -> StepRow:
+    """The step as the capacity entry recorded it; what an older entry lacks is read from the step's run."""
+    if run is None:
+        return StepRow(
+            rate=step.rate,
+            achieved_rps=step.achieved_rps,
+            p99_ms=step.p99_ms,
+            error_rate=step.error_rate,
+            late=step.late,
+            dropped=step.dropped,
+            ok=step.ok,
+            reason=step.reason,
+            run=step.run,
+            linked=False,
+            counted=None,
+        )
+    from_run = _step_from_run(run)
+    return StepRow(
+        rate=step.rate,
+        achieved_rps=_or(step.achieved_rps, from_run.achieved_rps),
+        p99_ms=_or(step.p99_ms, from_run.p99_ms),
+        error_rate=_or(step.error_rate, from_run.error_rate),
+        late=_or(step.late, from_run.late),
+        dropped=_or(step.dropped, from_run.dropped),
+        ok=step.ok,
+        reason=step.reason or run.step_reason,
+        run=run.id,
+        linked=True,
+        counted=from_run.counted,
+    )
+
+
+def _search_row(
+    bundle: Bundle, result: CapacityResult, runs: Mapping[str, Run], step_runs: Mapping[str, list[Run]]
+) -> SearchRow:
+    steps = tuple(_step_row(step, runs.get(step.run or "")) for step in result.steps)
+    if not steps and result.id is not None:
+        steps = tuple(_step_from_run(run) for run in step_runs.get(result.id, []))
+    return SearchRow(
+        id=result.id,
+        config=result.config,
+        label=bundle.label(result.config),
+        model=result.model,
+        repetition=result.repetition,
+        arrivals=result.arrivals,
+        slo_p99_ms=result.slo_p99_ms,
+        result=result,
+        steps=steps,
+    )
+
+
+def _unfinished_search_row(bundle: Bundle, search: str, runs: Sequence[Run]) -> SearchRow:
+    first = runs[0]
+    return SearchRow(
+        id=search,
+        config=first.config,
+        label=bundle.label(first.config),
+        model=first.model,
+        repetition=first.repetition,
+        arrivals=None,
+        slo_p99_ms=None,
+        result=None,
+        steps=tuple(_step_from_run(run) for run in runs),
+    )
+
+
+def search_rows(bundle: Bundle) -> list[SearchRow]:
+    """Every capacity search with its steps, by model, arrival process, config (plan order) and repetition.
+
+    Searches whose step runs are in the bundle without a capacity entry (an interrupted run) are listed too.
+    """
+    step_runs: dict[str, list[Run]] = {}
+    for run in sorted(bundle.step_runs, key=lambda item: (item.order is None, item.order or 0, item.id)):
+        step_runs.setdefault(run.search or "", []).append(run)
+    runs = {run.id: run for run in bundle.runs}
+    rows = [_search_row(bundle, result, runs, step_runs) for result in bundle.capacity]
+    known = {result.id for result in bundle.capacity}
+    rows += [_unfinished_search_row(bundle, search, runs) for search, runs in step_runs.items() if search not in known]
+    models = list(dict.fromkeys(row.model for row in rows))
+    rank = {name: index for index, name in enumerate(config_order(bundle))}
+
+    def key(row: SearchRow) -> tuple[int, bool, str, float, int, int]:
+        unknown = row.result is None  # unfinished searches last within their model
+        where = (row.arrivals or "", row.slo_p99_ms or 0.0, rank.get(row.config, len(rank)), row.repetition)
+        return (models.index(row.model), unknown, *where)
+
+    return sorted(rows, key=key)
+
+
+def _searches_text(bundle: Bundle) -> str | None:
+    """e.g. "6 searches, 41 measured steps; Poisson arrivals; p99 SLO 50 ms"; ``None`` without a search."""
+    if not bundle.capacity and not bundle.step_runs:
+        return None
+    count = len(bundle.capacity)
+    steps = sum(len(result.steps) for result in bundle.capacity) or len(bundle.step_runs)
+    kinds = ", ".join(arrivals_text(name) for name in dict.fromkeys(result.arrivals for result in bundle.capacity))
+    slos = ", ".join(f"{slo:g} ms" for slo in dict.fromkeys(result.slo_p99_ms for result in bundle.capacity))
+    text = f"{count} search{'es' if count != 1 else ''}, {steps} measured steps"
+    return text + (f"; {kinds}; p99 SLO {slos}" if kinds else "")
 
 
 def _display(value: Any) -> str:
@@ -226,8 +406,9 @@ def measurement(bundle: Bundle) -> Measurement:
         packages=packages,
         warmup_s=_span([run.warmup_s for run in bundle.runs if run.warmup_s is not None], "s"),
         duration_s=_span([round(run.duration_s, 2) for run in bundle.runs if run.duration_s is not None], "s"),
-        repetitions=_repetitions(bundle.runs),
+        repetitions=_repetitions(bundle.all_scenario_runs),
         seed=_display(bundle.seed),
         preset=_display(bundle.preset),
         order=_order_text(bundle.runs),
+        searches=_searches_text(bundle),
     )

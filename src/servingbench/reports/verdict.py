@@ -9,11 +9,11 @@ request spent in the model's predict (``server_timing_ms``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import median
 from typing import Literal
 
-from .bundle import Bundle, CapacityResult, Run
+from .bundle import DEFAULT_ARRIVALS, DEFAULT_CAPACITY_SCENARIO, Bundle, CapacityResult, Run
 from .metrics import METRICS, VERDICT_METRICS, MetricSpec, metric_samples
 from .stats import (
     CONFIDENCE,
@@ -29,11 +29,13 @@ __all__ = [
     "NO_INTERVAL",
     "PREDICT_DOMINATES_SHARE",
     "CapacityTable",
+    "CapacityTheory",
     "ConfigOutcome",
     "GroupVerdict",
     "MetricVerdict",
     "Outcome",
     "ScenarioInfo",
+    "arrivals_text",
     "capacity_tables",
     "config_order",
     "format_ratio",
@@ -61,6 +63,18 @@ OUTCOME_TEXT: dict[str, str] = {
     "no-interval": NO_INTERVAL,
 }
 GroupKey = tuple[str, str]
+CapacityKey = tuple[str, str, str, float]  # model, scenario, arrivals, SLO p99 (ms)
+ARRIVALS_TEXT = {"poisson": "Poisson arrivals", "constant": "constant-rate arrivals"}
+
+
+def arrivals_text(arrivals: str) -> str:
+    """ "Poisson arrivals", "constant-rate arrivals"; an unknown process by its name."""
+    return ARRIVALS_TEXT.get(arrivals, f"{arrivals} arrivals")
+
+
+def _repetitions_text(count: int) -> str:
+    """ "1 rep", "3 reps"."""
+    return f"{count} rep{'' if count == 1 else 's'}"
 
 
 def users_text(count: int | None) -> str:
@@ -136,14 +150,48 @@ class GroupVerdict:
 
 
 @dataclass(frozen=True)
+class CapacityTheory:
+    """What queueing theory predicts for one config: the median over repetitions of ``rps`` (req/s) from the
+    model ``model`` (e.g. "M/D/1") and of the measured ``service_ms``. ``gap`` is measured capacity / theory - 1
+    (0.05: 5 % above theory), ``None`` when no repetition met the SLO."""
+
+    rps: float
+    model: str
+    service_ms: float | None
+    gap: float | None
+
+
+@dataclass(frozen=True)
 class CapacityTable:
-    """Capacity at the p99 SLO for one model: the highest offered rate (req/s) each config sustained."""
+    """Capacity at the p99 SLO for one model, scenario and arrival process: the highest offered rate (req/s)
+    each config sustained, best first. ``notes`` says per config why its figure is only a lower bound and how
+    often the SLO was never met; ``theory`` holds the configs a queueing model applies to."""
 
     model: str
     slo_p99_ms: float
     outcomes: tuple[ConfigOutcome, ...]
     never_met: Mapping[str, int]  # repetitions where not even the lowest rate met the SLO
     headline: str
+    scenario: str = DEFAULT_CAPACITY_SCENARIO
+    arrivals: str = DEFAULT_ARRIVALS
+    notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    theory: Mapping[str, CapacityTheory] = field(default_factory=dict)
+
+    @property
+    def arrivals_text(self) -> str:
+        """e.g. "Poisson arrivals"."""
+        return arrivals_text(self.arrivals)
+
+    @property
+    def named_scenario(self) -> str | None:
+        """The search's scenario name, or ``None`` for the plan's default one (not worth a mention)."""
+        return None if self.scenario == DEFAULT_CAPACITY_SCENARIO else self.scenario
+
+    @property
+    def unranked(self) -> list[str]:
+        """Configs with no repetition that met the SLO, so without a capacity to rank."""
+        ranked = {outcome.config for outcome in self.outcomes}
+        return [config for config in self.never_met if config not in ranked]
 
 
 def config_order(bundle: Bundle) -> list[str]:
@@ -312,35 +360,89 @@ def group_verdict(
 def verdicts(bundle: Bundle, *, seed: int = DEFAULT_SEED) -> list[GroupVerdict]:
     """One verdict per model x scenario that has valid runs, in report order."""
     labels = {name: bundle.label(name) for name in config_order(bundle)}
-    groups = group_runs(bundle.valid_runs, config_order(bundle))
+    groups = group_runs(bundle.scenario_runs, config_order(bundle))
     return [group_verdict(by_config, labels, seed=seed) for by_config in groups.values() if by_config]
 
 
-def _capacity_table(
-    model: str, slo: float, results: Sequence[CapacityResult], labels: Mapping[str, str]
-) -> CapacityTable:
+def _capacity_notes(results: Sequence[CapacityResult]) -> tuple[str, ...]:
+    """Why one config's capacity is only a lower bound, and how often no rate met the SLO."""
+    notes: list[str] = []
+    limits = list(dict.fromkeys(result.limited_by for result in results if result.limited_by is not None))
+    if limits:
+        notes.append(f"lower bound: {_join(limits)} limit")
+    unconverged = sum(1 for result in results if not result.converged and result.capacity_rps is not None)
+    if unconverged:
+        notes.append(f"not converged in {_repetitions_text(unconverged)}: lower bound")
+    never = sum(1 for result in results if result.capacity_rps is None)
+    if never:
+        notes.append(f"never met the SLO in {_repetitions_text(never)}")
+    return tuple(notes)
+
+
+def _bound_reason(results: Sequence[CapacityResult]) -> str | None:
+    """Why a config's capacity figures are lower bounds: what limited the search, else how often it did not converge."""
+    limits = list(dict.fromkeys(result.limited_by for result in results if result.lower_bound and result.limited_by))
+    if limits:
+        return f"{_join(limits)} limit"
+    unconverged = sum(1 for result in results if result.lower_bound)
+    return f"the search did not converge in {_repetitions_text(unconverged)}" if unconverged else None
+
+
+def _capacity_theory(results: Sequence[CapacityResult], measured: float | None) -> CapacityTheory | None:
+    with_theory = [result for result in results if result.theory_rps is not None]
+    if not with_theory:
+        return None
+    rps = median(result.theory_rps for result in with_theory if result.theory_rps is not None)
+    models = ", ".join(dict.fromkeys(result.theory or "queueing model" for result in with_theory))
+    services = [result.service_ms for result in with_theory if result.service_ms is not None]
+    gap = measured / rps - 1.0 if measured is not None and rps > 0.0 else None
+    return CapacityTheory(rps, models, median(services) if services else None, gap)
+
+
+def _capacity_headline(outcomes: Sequence[ConfigOutcome], by_config: Mapping[str, Sequence[CapacityResult]]) -> str:
+    """The metric headline, and whether the winner's figure is only a lower bound (the others say so in notes)."""
+    winner = outcomes[0]
+    reason = _bound_reason(by_config[winner.config])
+    headline = _metric_headline(outcomes)
+    return headline if reason is None else f"{headline}; but {winner.label}'s figure is only a lower bound ({reason})"
+
+
+def _capacity_table(key: CapacityKey, results: Sequence[CapacityResult], labels: Mapping[str, str]) -> CapacityTable:
+    model, scenario, arrivals, slo = key
     spec = MetricSpec("capacity_rps", f"capacity at p99 ≤ {slo:g} ms", "req/s", True)
-    samples: dict[str, list[float]] = {}
-    never_met: dict[str, int] = {}
+    by_config: dict[str, list[CapacityResult]] = {}
     for result in sorted(results, key=lambda item: item.repetition):
-        if result.capacity_rps is None:
-            never_met[result.config] = never_met.get(result.config, 0) + 1
-        else:
-            samples.setdefault(result.config, []).append(result.capacity_rps)
-    if not samples:
-        return CapacityTable(model, slo, (), never_met, f"no config met p99 ≤ {slo:g} ms at any offered rate")
-    outcomes = rank_against_best(samples, labels, spec)
-    return CapacityTable(model, slo, outcomes, never_met, _metric_headline(outcomes))
+        by_config.setdefault(result.config, []).append(result)
+    samples = {
+        config: [result.capacity_rps for result in mine if result.capacity_rps is not None]
+        for config, mine in by_config.items()
+    }
+    never_met = {
+        config: count for config, mine in by_config.items() if (count := sum(r.capacity_rps is None for r in mine))
+    }
+    ranked = {config: values for config, values in samples.items() if values}
+    outcomes = rank_against_best(ranked, labels, spec) if ranked else ()
+    measured = {outcome.config: outcome.estimate.median for outcome in outcomes}
+    theory = {
+        config: found
+        for config, mine in by_config.items()
+        if (found := _capacity_theory(mine, measured.get(config))) is not None
+    }
+    headline = (
+        _capacity_headline(outcomes, by_config) if outcomes else f"no config met p99 ≤ {slo:g} ms at any offered rate"
+    )
+    notes = {config: _capacity_notes(mine) for config, mine in by_config.items()}
+    return CapacityTable(model, slo, outcomes, never_met, headline, scenario, arrivals, notes, theory)
 
 
 def capacity_tables(bundle: Bundle) -> list[CapacityTable]:
-    """Capacity-at-SLO per model (and SLO), configs ordered best first."""
+    """Capacity at the SLO per model, scenario, arrival process and SLO, in bundle order; configs best first."""
     labels = {name: bundle.label(name) for name in config_order(bundle)}
-    keys = list(dict.fromkeys((result.model, result.slo_p99_ms) for result in bundle.capacity))
-    return [
-        _capacity_table(model, slo, [r for r in bundle.capacity if (r.model, r.slo_p99_ms) == (model, slo)], labels)
-        for model, slo in keys
-    ]
+    grouped: dict[CapacityKey, list[CapacityResult]] = {}
+    for result in bundle.capacity:
+        key = (result.model, result.scenario, result.arrivals, result.slo_p99_ms)
+        grouped.setdefault(key, []).append(result)
+    return [_capacity_table(key, results, labels) for key, results in grouped.items()]
 
 
 def _top_and_behind(groups: Sequence[GroupVerdict]) -> tuple[list[str], dict[str, ConfigOutcome]]:
@@ -464,7 +566,7 @@ def recommendations(bundle: Bundle, groups: Sequence[GroupVerdict]) -> list[str]
     notes: list[str] = []
     for model in dict.fromkeys(group.info.model for group in groups):
         mine = [group for group in groups if group.info.model == model]
-        runs = [run for run in bundle.valid_runs if run.model == model]
+        runs = [run for run in bundle.scenario_runs if run.model == model]
         notes.append(_model_recommendation(model, mine, runs))
         note = _async_note(model, mine, bundle)
         if note is not None:

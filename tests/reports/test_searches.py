@@ -1,0 +1,249 @@
+"""Capacity searches inside `servingbench run`: steps are runs, but never scenarios; the report shows every step."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from servingbench.reports import BundleError, Comparison, compare_metrics, load_bundle, render_report
+from servingbench.reports.bundle import Bundle
+from servingbench.reports.tables import error_rows, search_rows, summary_rows
+from servingbench.reports.verdict import capacity_tables, verdicts
+
+from .builders import (
+    FAST_A,
+    FAST_B,
+    FAST_MODEL,
+    SEARCH,
+    SEARCH_SCENARIOS,
+    SEARCH_SPEC,
+    SLOW_C,
+    BundleSpec,
+    SearchSpec,
+    build_bundle,
+)
+
+SVG = "{http://www.w3.org/2000/svg}"
+OPEN_CHART = "chart-open-fast"
+SEARCH_ROW = 0  # the Poisson search is the first row of the open-loop chart, fixed rates the second
+
+
+def _edit(bundle: Path, change: Any) -> Path:
+    path = bundle / "results.json"
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+    return bundle
+
+
+def _capacity_section(html: str) -> str:
+    return html[html.index('id="capacity"') : html.index('id="recommendation"')]
+
+
+def _capacity_row(html: str, config: str) -> str:
+    row = re.search(rf'<tr data-config="{config}">(.*?)</tr>', _capacity_section(html), re.S)
+    assert row is not None, f"no capacity row for {config}"
+    return row.group(1)
+
+
+def _svg(html: str, chart_id: str) -> ET.Element:
+    start = html.index(f'<svg id="{chart_id}"')
+    return ET.fromstring(html[start : html.index("</svg>", start) + len("</svg>")])
+
+
+def _points(svg: ET.Element, gid: str) -> int:
+    """Markers drawn in the SVG group ``gid`` (matplotlib writes a line's markers as <use> elements)."""
+    group = next((element for element in svg.iter(f"{SVG}g") if element.get("id") == gid), None)
+    return 0 if group is None else len(list(group.iter(f"{SVG}use")))
+
+
+@pytest.fixture(scope="module")
+def bundle(search_bundle_dir: Path) -> Bundle:
+    return load_bundle(search_bundle_dir)
+
+
+@pytest.fixture(scope="module")
+def html(rendered_search_report: Path) -> str:
+    return rendered_search_report.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def without_searches(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """The same plan as :data:`SEARCH_SPEC` without its searches."""
+    return load_bundle(build_bundle(tmp_path_factory.mktemp("plain"), SEARCH_SPEC.with_(searches=())))
+
+
+def test_old_capacity_entries_load_with_defaults(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    assert bundle.capacity and not bundle.step_runs
+    for result in bundle.capacity:
+        assert (result.id, result.scenario, result.arrivals, result.converged) == (None, "capacity", "poisson", True)
+        assert (result.limited_by, result.theory, result.theory_rps, result.service_ms) == (None, None, None, None)
+        assert not result.lower_bound
+        assert all(step.reason is None and step.achieved_rps is None for step in result.steps)
+    assert all(run.search is None and run.step_ok is None for run in bundle.runs)
+    assert bundle.scenario_runs == bundle.valid_runs
+
+
+def test_search_fields_are_read(bundle: Bundle) -> None:
+    steps = bundle.step_runs
+    assert len(steps) == len(SEARCH.factors) * 3 * SEARCH_SPEC.repetitions
+    assert all(run.kind == "open" and run.scenario.startswith("capacity-r") for run in steps)
+    failed = [run for run in steps if run.step_ok is False]
+    assert failed and all(run.step_reason for run in failed)
+    assert any(run.valid for run in failed)  # failing the SLO is not an invalid measurement
+    assert len(bundle.valid_runs) > len(bundle.scenario_runs)
+    by_id = {result.id: result for result in bundle.capacity}
+    assert set(by_id) == {run.search for run in steps}
+    sync = next(result for result in bundle.capacity if result.config == SLOW_C.name)
+    assert (sync.theory, sync.service_ms) == ("M/D/1", 0.62) and sync.theory_rps is not None
+    assert sync.steps[0].achieved_rps is not None and sync.steps[0].requests
+    limited = next(result for result in bundle.capacity if result.config == FAST_A.name)
+    assert limited.limited_by == "load generator" and limited.lower_bound
+    assert not next(r for r in bundle.capacity if (r.config, r.repetition) == (FAST_B.name, 0)).converged
+
+
+def test_a_wrongly_typed_step_field_is_a_bundle_error(tmp_path: Path) -> None:
+    bundle = build_bundle(tmp_path, SEARCH_SPEC.with_(repetitions=1))
+    _edit(bundle, lambda doc: doc["runs"][-3].update(step_ok="yes"))
+    with pytest.raises(BundleError, match="'step_ok' must be true or false"):
+        load_bundle(bundle)
+
+
+def test_duplicate_capacity_ids_are_a_bundle_error(tmp_path: Path) -> None:
+    bundle = build_bundle(tmp_path, SEARCH_SPEC.with_(repetitions=1))
+    _edit(bundle, lambda doc: doc["capacity"][1].update(id=doc["capacity"][0]["id"]))
+    with pytest.raises(BundleError, match="duplicate capacity id 'k001'"):
+        load_bundle(bundle)
+
+
+def test_steps_never_form_verdict_groups_or_summary_rows(bundle: Bundle, without_searches: Bundle) -> None:
+    assert {group.info.name for group in verdicts(bundle)} == {scenario.name for scenario in SEARCH_SCENARIOS}
+    assert verdicts(bundle) == verdicts(without_searches)
+    assert summary_rows(bundle) == summary_rows(without_searches)
+    assert error_rows(bundle) == error_rows(without_searches)
+
+
+def test_steps_are_no_compared_figures(search_bundle_dir: Path, without_searches: Bundle) -> None:
+    def keys(comparisons: list[Comparison]) -> set[tuple[str, str, str, str]]:
+        return {(c.config, c.model, c.scenario, c.metric) for c in comparisons}
+
+    itself = compare_metrics(search_bundle_dir, search_bundle_dir)
+    assert keys(itself) == keys(compare_metrics(without_searches, without_searches))
+    assert not [c for c in itself if c.scenario.startswith("capacity-r")]
+    assert all(c.ratio == 1.0 for c in compare_metrics(search_bundle_dir, without_searches))
+
+
+def test_capacity_table_shows_theory_gap_and_lower_bounds(bundle: Bundle, html: str) -> None:
+    (table,) = capacity_tables(bundle)
+    assert (table.model, table.scenario, table.arrivals, table.slo_p99_ms) == ("fast", "capacity", "poisson", 5.0)
+    assert set(table.theory) == {SLOW_C.name}
+    gap = table.theory[SLOW_C.name].gap
+    assert gap is not None and -0.2 < gap < 0.0  # the synthetic theory is 8 % optimistic, the search stops below
+    assert table.notes[FAST_A.name] == ("lower bound: load generator limit",)
+    assert table.notes[FAST_B.name] == ("not converged in 1 rep: lower bound",)
+    assert table.notes[SLOW_C.name] == ()
+    section = _capacity_section(html)
+    assert "Poisson arrivals" in section and "queueing theory" in section
+    sync = _capacity_row(html, SLOW_C.name)
+    assert "req/s (M/D/1)" in sync and f"{gap * 100:+.1f}%" in sync
+    assert 'data-metric="capacity_rps" data-outcome="slower"' in sync
+    assert "lower bound: load generator limit" in _capacity_row(html, FAST_A.name)
+    assert "does not apply" in _capacity_row(html, FAST_A.name)
+    assert "not converged in 1 rep: lower bound" in _capacity_row(html, FAST_B.name)
+
+
+def test_theory_columns_only_when_some_entry_has_theory(rendered_report: Path) -> None:
+    section = _capacity_section(rendered_report.read_text(encoding="utf-8"))
+    assert 'data-metric="capacity_rps"' in section
+    assert "queueing theory" not in section and "lower bound:" not in section
+
+
+def _headline(tmp_path: Path, search: SearchSpec) -> str:
+    spec = BundleSpec(
+        configs=(FAST_A, SLOW_C), models=(FAST_MODEL,), scenarios=SEARCH_SCENARIOS[:1], repetitions=3,
+        capacity=False, invalid_runs=False, searches=(search,),
+    )  # fmt: skip
+    (table,) = capacity_tables(load_bundle(build_bundle(tmp_path, spec)))
+    assert table.outcomes[0].config == FAST_A.name
+    return table.headline
+
+
+def test_headline_says_when_the_winners_figure_is_a_lower_bound(tmp_path: Path) -> None:
+    headline = _headline(tmp_path / "winner", SearchSpec(limited_configs=(FAST_A.name,)))
+    assert headline.endswith("but FastAPI / uvicorn (def)'s figure is only a lower bound (load generator limit)")
+    assert "lower bound" not in _headline(tmp_path / "other", SearchSpec(limited_configs=(SLOW_C.name,)))
+
+
+def test_a_config_that_never_met_the_slo_says_so(tmp_path: Path) -> None:
+    def never(doc: dict[str, Any]) -> None:
+        for entry in doc["capacity"]:
+            if entry["config"] == SLOW_C.name:
+                entry["capacity_rps"] = None
+
+    html = render_report(_edit(build_bundle(tmp_path, SEARCH_SPEC), never)).read_text()
+    row = _capacity_row(html, SLOW_C.name)
+    assert "never met the SLO" in row and "never met the SLO in 3 reps" in row
+    assert 'data-outcome="slower"' not in row
+
+
+def test_step_by_step_table_lists_every_step(bundle: Bundle, html: str) -> None:
+    table = html[html.index('id="searches"') : html.index("Every run, in executed order")]
+    rows = re.findall(r'<tr data-search="(k\d+)" data-step-run="(r\d+)" data-step-ok="(yes|no)">', table)
+    assert len(rows) == len(bundle.step_runs)
+    expected = [
+        (str(row.id), str(step.run), "yes" if step.ok else "no") for row in search_rows(bundle) for step in row.steps
+    ]
+    assert sorted(rows) == sorted(expected)
+    for result in bundle.capacity:
+        assert [run for search, run, _ in rows if search == result.id] == [step.run for step in result.steps]
+    for _, run_id, _ in rows:
+        assert f'href="#run-{run_id}"' in table and f'id="run-{run_id}"' in html
+    assert "p99 " in table and "over the SLO 5 ms" in table
+    assert "load generator fell behind" in table and "(run invalid)" in table
+
+
+def test_unfinished_search_is_still_listed(tmp_path: Path) -> None:
+    bundle_dir = _edit(build_bundle(tmp_path, SEARCH_SPEC.with_(repetitions=1)), lambda doc: doc["capacity"].pop())
+    rows = search_rows(load_bundle(bundle_dir))
+    unfinished = [row for row in rows if row.result is None]
+    assert len(unfinished) == 1 and len(unfinished[0].steps) == len(SEARCH.factors)
+    assert "search not finished" in render_report(bundle_dir).read_text()
+
+
+def test_invalid_steps_are_listed_with_the_invalid_runs(bundle: Bundle, html: str) -> None:
+    invalid_steps = [run for run in bundle.invalid_runs if run.is_step]
+    assert invalid_steps and all(run.config == FAST_A.name for run in invalid_steps)
+    listed = html[html.index('id="invalid-runs"') : html.index('id="plots"')]
+    assert all(f'data-run="{run.id}"' in listed for run in invalid_steps)
+
+
+def test_open_loop_chart_draws_every_valid_step(bundle: Bundle, html: str) -> None:
+    svg = _svg(html, OPEN_CHART)
+    for config in (FAST_A.name, FAST_B.name, SLOW_C.name):
+        steps = [run for run in bundle.step_runs if run.config == config and run.valid]
+        met = sum(1 for run in steps if run.step_ok)
+        gid = f"{OPEN_CHART}-{SEARCH_ROW}-{config}-p99"
+        assert _points(svg, f"{gid}-met") == met > 0
+        assert _points(svg, f"{gid}-failed") == len(steps) - met
+    assert _points(svg, f"{OPEN_CHART}-{SEARCH_ROW}-{SLOW_C.name}-p99-failed") > 0  # hollow markers are drawn
+    assert _points(svg, f"{OPEN_CHART}-{SEARCH_ROW}-{FAST_A.name}-p99-failed") == 0  # its failures were invalid
+    marks = {element.get("id") for element in svg.iter(f"{SVG}g")}
+    assert {f"{OPEN_CHART}-{SEARCH_ROW}-capacity-{config.name}-5" for config in SEARCH_SPEC.configs} <= marks
+    text = "".join(svg.itertext())
+    assert "capacity search, Poisson arrivals" in text and "fixed offered rates" in text
+    assert "latency (ms, log)" in text and "step failed the SLO" in text
+    caption = html[html.index(f'id="figure-{OPEN_CHART}"') :]
+    caption = caption[caption.index("<figcaption>") : caption.index("</figcaption>")]
+    assert "hollow" in caption and "p99 crosses the SLO" in caption
+
+
+def test_open_loop_chart_without_searches_has_no_step_points(rendered_report: Path) -> None:
+    svg = _svg(rendered_report.read_text(encoding="utf-8"), OPEN_CHART)
+    assert not [element for element in svg.iter(f"{SVG}g") if (element.get("id") or "").endswith(("-met", "-failed"))]
+    assert "fixed offered rates" in "".join(svg.itertext())
