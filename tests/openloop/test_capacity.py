@@ -114,13 +114,25 @@ def test_the_search_always_lands_within_tolerance_below_a_sharp_capacity(true_ca
 
 
 def _result(
-    *, latency_ms: float = 20.0, requests: int = 1000, errors: int = 0, dropped: int = 0, late: int = 0
+    *,
+    latency_ms: float = 20.0,
+    requests: int = 1000,
+    errors: int = 0,
+    dropped: int = 0,
+    late: int = 0,
+    send_lag_p99_ms: float | None = None,
 ) -> LoadResult:
     total, uncorrected = new_histogram(), new_histogram()
     for _ in range(requests):
         total.record_value(round(latency_ms * 1000))
         uncorrected.record_value(round(latency_ms * 1000))
-    counts = OpenLoopCounts(scheduled=requests + dropped, dropped=dropped, late=late, sent_in_window=requests)
+    counts = OpenLoopCounts(
+        scheduled=requests + dropped,
+        dropped=dropped,
+        late=late,
+        sent_in_window=requests,
+        send_lag_p99_ms=send_lag_p99_ms,
+    )
     return LoadResult(
         requests=requests,
         errors=errors,
@@ -272,3 +284,12 @@ def test_theory_is_md1_for_poisson_and_1_over_service_for_constant_arrivals() ->
     assert poisson[0] == "M/D/1" and poisson[1] == pytest.approx(md1_rate_for_quantile(target_s=0.05, service_s=0.010))
     assert constant[0] == "D/D/1" and constant[1] == pytest.approx(dd1_capacity_rps(service_s=0.010))
     assert 50.0 < theory_rps("poisson", 0.010, 50.0)[1] < 60.0  # the "about 56 requests/s" for 10 ms
+
+
+def test_a_p99_over_the_slo_by_less_than_the_send_lag_is_the_generators_failure() -> None:
+    within_lag = judge_step(100.0, _result(latency_ms=55.0, late=11, send_lag_p99_ms=10.0), slo_p99_ms=50.0)
+    beyond_lag = judge_step(100.0, _result(latency_ms=80.0, late=11, send_lag_p99_ms=10.0), slo_p99_ms=50.0)
+    on_time = judge_step(100.0, _result(latency_ms=55.0, send_lag_p99_ms=10.0), slo_p99_ms=50.0)
+    assert not within_lag.ok and within_lag.generator_limited  # 55 - 10 ms lag is within 50 ms: undecided
+    assert not beyond_lag.ok and not beyond_lag.generator_limited  # 80 - 10 ms still over: the server's
+    assert not on_time.ok and not on_time.generator_limited  # no late sends: the lag cannot excuse anything

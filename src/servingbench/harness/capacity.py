@@ -377,19 +377,25 @@ def judge_step(
 ) -> CapacityStep:
     """Judge an open-loop `result` at offered `rate`: ok iff corrected p99 <= `slo_p99_ms`, error rate below
     `max_error_rate`, no arrival dropped at the in-flight cap, the generator kept its schedule (few late sends), and
-    no `invalid_reasons` (the caller's gates on the generator, e.g. its CPU saturation). A step that failed only on
-    the generator's account is `generator_limited`."""
+    no `invalid_reasons` (the caller's gates on the generator, e.g. its CPU saturation).
+
+    A failure is the server's when it stands whatever the generator did: drops, errors, or a p99 over the SLO by
+    more than the p99 send lag (lateness adds at most that to the corrected latency). A step that failed otherwise,
+    on the generator's account alone, is `generator_limited`: its verdict says nothing about the server.
+    """
     total = result.histograms.total
     p99_ms = total.get_value_at_percentile(99.0) / US_PER_MS if total.get_total_count() else None
     error_rate = result.errors / result.requests if result.requests else None
     counts = result.open_loop
     generator = [*([] if counts is None else counts.late_problems(result.requests)), *invalid_reasons]
+    lag_ms = (counts.send_lag_p99_ms or 0.0) if counts is not None and generator else 0.0
     server: list[str] = []
     if p99_ms is None or error_rate is None:
         server.append("no request measured")
     else:
         if p99_ms > slo_p99_ms:
-            server.append(f"p99 {p99_ms:.1f} ms over the SLO {slo_p99_ms:g} ms")
+            over = f"p99 {p99_ms:.1f} ms over the SLO {slo_p99_ms:g} ms"
+            (server if p99_ms - lag_ms > slo_p99_ms else generator).append(over)
         if error_rate >= max_error_rate:
             server.append(f"error rate {error_rate:.1%} not under {max_error_rate:.0%}")
     server += [] if counts is None else counts.drop_problems()

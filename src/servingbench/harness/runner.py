@@ -568,13 +568,8 @@ class _Runner:
         record.update(result.to_json(relative_to=self.writer.dir))
         record["artifacts"].update(self._server_log_artifact(server.session_id))
         self._apply_usage(record, monitor.usage if monitor else None, result.requests)
-        counts = result.open_loop
-        if not step:
-            self._apply_gates(record, server, result.generator_problems())
-            return result
-        # A step's drops and errors are the server's answer to the rate, not a flaw of the measurement.
-        late = [] if counts is None else counts.late_problems(result.requests)
-        self._apply_gates(record, server, late, step=True)
+        # A step's drops, errors and late sends are judged by the search (`_judge_step`), not by the run's gates.
+        self._apply_gates(record, server, [] if step else result.generator_problems(), step=step)
         return result
 
     # --- capacity search --------------------------------------------------------------------------
@@ -664,6 +659,8 @@ class _Runner:
         result = self._measure(record, spec, server, step=True)
         step = self._judge(record, rate, result)
         record.update(step_ok=step.ok, step_reason=step.reason)
+        if step.generator_limited and record["valid"]:  # the verdict measured the generator, not the server
+            record.update(valid=False, invalid_reason=step.reason)
         self._finish_run(record, plan.warmup_s + step_settings.duration_s(rate) + RUN_OVERHEAD_S)
         return step
 
@@ -762,6 +759,7 @@ class _Runner:
         """Mark the run invalid, with every reason: gates, a server that died, an open-loop generator that lagged.
 
         A capacity step (``step``) is not held to the error-rate gate: errors at a rate past capacity are the finding.
+        Its late sends are judged with its verdict: they void it only where they could have changed it.
         """
         problems = validity_problems(
             requests=record["requests"],
