@@ -113,7 +113,21 @@ def test_model_concurrency_overrides_the_scenario_sweep() -> None:
     heavy = next(m for m in plan.models if m.name == "heavy")
     fast = next(m for m in plan.models if m.name == "fast")
     assert {m.concurrency for m in plan.measurements(heavy)} == {8}
-    assert [m.scenario for m in plan.measurements(fast)] == ["single-c1", "single-c8", "single-c32", "batch32-c8"]
+    assert [m.scenario for m in plan.measurements(fast)] == [
+        "single-c1",
+        "single-c8",
+        "single-c32",
+        "batch32-c8",
+        "capacity",
+    ]
+
+
+def test_the_default_plan_searches_capacity_after_the_closed_loop_peak_of_every_config() -> None:
+    plan = load_plan()
+    fast = next(m for m in plan.models if m.name == "fast")
+    kinds = [m.kind for m in plan.measurements(fast)]
+    assert kinds[-1] == "capacity" and kinds.count("capacity") == 1 and set(kinds[:-1]) == {"closed"}
+    assert plan.slo_p99_ms == 50.0 and plan.repetitions >= 2  # an interval over repetitions needs two
 
 
 # --- user plan files ---------------------------------------------------------------------------------
@@ -174,10 +188,10 @@ def test_capacity_scenario_is_one_measurement_after_the_closed_loop(tmp_path: Pa
     assert plan.to_json()["scenarios"]["cap"]["kind"] == "capacity"
 
 
-def test_capacity_knobs_default_when_a_plan_leaves_them_out(tmp_path: Path) -> None:
+def test_capacity_knobs_a_plan_leaves_out_come_from_the_builtin(tmp_path: Path) -> None:
     plan = load_plan(write(tmp_path, MINIMAL + CAPACITY))
     assert (plan.slo_p99_ms, plan.capacity_tolerance, plan.capacity_max_steps) == (50.0, 0.05, 8)
-    assert (plan.capacity_step_requests, plan.capacity_max_step_s) == (2000, 20.0)
+    assert (plan.capacity_step_requests, plan.capacity_max_step_s) == (2000, 10.0)
     assert plan.to_json()["slo_p99_ms"] == 50.0
 
 
@@ -264,7 +278,7 @@ def test_unknown_key_in_a_preset() -> None:
         (("scenarios", "single", "endpoint"), "/predict/all", "'/predict', '/predict/batch'"),
         (("scenarios", "single", "kind"), "burst", "'closed', 'open'"),
         (("models", "fast", "spec"), "synthetic:cpu=5", "synthetic:cpu_us=N"),
-        (("models", "fast", "scenarios"), ["single", "nope"], "'batch32', 'single'"),
+        (("models", "fast", "scenarios"), ["single", "nope"], "'batch32', 'capacity', 'single'"),
     ],
 )
 def test_bad_choice_lists_the_allowed_values(path: tuple[str, ...], value: object, expected: str) -> None:

@@ -96,14 +96,6 @@ KNOBS: dict[str, _Knob] = {
     "capacity_step_requests": _Knob(int, 1),
     "capacity_max_step_s": _Knob(float, 0.0, 3600.0, exclusive_minimum=True),
 }
-# Knobs added after plans were first written: a plan file that leaves them out takes these values.
-KNOB_DEFAULTS: dict[str, int | float] = {
-    "slo_p99_ms": 50.0,
-    "capacity_tolerance": 0.05,
-    "capacity_max_steps": 8,
-    "capacity_step_requests": 2000,
-    "capacity_max_step_s": 20.0,
-}
 SECTIONS = ("presets", "configs", "models", "scenarios")
 PRESET_KEYS = (*KNOBS, "concurrency")
 CONFIG_KEYS = ("framework", "server", "route", "threads")
@@ -393,8 +385,6 @@ def _number(value: object, path: str, knob: _Knob, where: _Where) -> int | float
 
 
 def _knob(data: Mapping[str, Any], name: str, where: _Where) -> int | float:
-    if name not in data and name in KNOB_DEFAULTS:
-        return KNOB_DEFAULTS[name]
     if name not in data:
         raise where.error(name, "missing (every top-level knob needs a value)")
     return _number(data[name], name, KNOBS[name], where)
