@@ -14,6 +14,7 @@ Who does what:
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -456,6 +457,10 @@ def _listen(hook: Any, listener: Callable[..., None]) -> None:
 
 
 def _on_init(environment: Environment, **_: Any) -> None:
+    # Locust's import-time objects never die: keep them out of every later collection, whose pauses would otherwise
+    # delay the open-loop scheduler by a few ms (measured: most late sends in a 2 s window fell at its start).
+    gc.collect()
+    gc.freeze()
     runner = _runner(environment)
     hooks = environment.events
     logger.info("servingbench %s loop, gevent loop backend: %s", SPEC.kind, gevent.get_hub().loop.backend)
