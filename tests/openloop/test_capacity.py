@@ -163,7 +163,7 @@ def test_a_step_within_the_slo_passes() -> None:
         (_result(latency_ms=60.0), "over the SLO"),
         (_result(errors=10), "error rate"),
         (_result(dropped=1), "dropped"),
-        (_result(late=11), "late"),
+        (_result(late=11, send_lag_p99_ms=8.0), "send lag"),
         (_result(requests=0), "no request"),
     ],
     ids=["slow", "errors", "dropped", "late", "empty"],
@@ -205,7 +205,7 @@ def test_the_worst_case_duration_counts_every_step_at_full_length() -> None:
 
 
 def test_a_step_failing_only_on_the_generator_is_generator_limited() -> None:
-    late = judge_step(100.0, _result(late=11), slo_p99_ms=50.0)
+    late = judge_step(100.0, _result(late=11, send_lag_p99_ms=8.0), slo_p99_ms=50.0)
     saturated = judge_step(100.0, _result(), invalid_reasons=["load generator saturated (97% CPU)"])
     assert not late.ok and late.generator_limited
     assert not saturated.ok and saturated.generator_limited
@@ -213,7 +213,11 @@ def test_a_step_failing_only_on_the_generator_is_generator_limited() -> None:
 
 @pytest.mark.parametrize(
     "result",
-    [_result(latency_ms=60.0, late=11), _result(dropped=1), _result(errors=10, late=11)],
+    [
+        _result(latency_ms=60.0, late=11, send_lag_p99_ms=8.0),
+        _result(dropped=1),
+        _result(errors=10, late=11, send_lag_p99_ms=8.0),
+    ],
     ids=["slow-and-late", "dropped", "errors-and-late"],
 )
 def test_a_step_the_server_failed_is_not_generator_limited(result: LoadResult) -> None:
@@ -289,7 +293,31 @@ def test_theory_is_md1_for_poisson_and_1_over_service_for_constant_arrivals() ->
 def test_a_p99_over_the_slo_by_less_than_the_send_lag_is_the_generators_failure() -> None:
     within_lag = judge_step(100.0, _result(latency_ms=55.0, late=11, send_lag_p99_ms=10.0), slo_p99_ms=50.0)
     beyond_lag = judge_step(100.0, _result(latency_ms=80.0, late=11, send_lag_p99_ms=10.0), slo_p99_ms=50.0)
-    on_time = judge_step(100.0, _result(latency_ms=55.0, send_lag_p99_ms=10.0), slo_p99_ms=50.0)
+    on_time = judge_step(100.0, _result(latency_ms=55.0, send_lag_p99_ms=1.0), slo_p99_ms=50.0)
     assert not within_lag.ok and within_lag.generator_limited  # 55 - 10 ms lag is within 50 ms: undecided
     assert not beyond_lag.ok and not beyond_lag.generator_limited  # 80 - 10 ms still over: the server's
-    assert not on_time.ok and not on_time.generator_limited  # no late sends: the lag cannot excuse anything
+    assert not on_time.ok and not on_time.generator_limited  # a lag within a tenth of the SLO excuses nothing
+
+
+def test_late_sends_with_a_lag_small_against_the_slo_do_not_void_a_step() -> None:
+    """A fixed handful of sends a few ms late is 3% of a short low-rate step, and still nothing at a 50 ms SLO."""
+    step = judge_step(100.0, _result(requests=200, late=6, send_lag_p99_ms=3.0), slo_p99_ms=50.0)
+    assert step.ok and not step.generator_limited
+    strict = judge_step(100.0, _result(requests=200, late=6, send_lag_p99_ms=3.0), slo_p99_ms=20.0)
+    assert not strict.ok and strict.generator_limited  # at a 20 ms SLO, 3 ms is more than a tenth
+
+
+def test_from_a_peak_a_failing_rate_steps_down_by_the_growth_factor_first_then_halves() -> None:
+    server = Threshold(300.0)
+    search_capacity(server, settings_from_peak(1000.0, start_rps=None, tolerance=0.05, max_steps=10))
+    assert server.rates[:4] == pytest.approx([800.0, 640.0, 320.0, 160.0])
+
+
+def test_a_failed_confirmation_near_the_knee_steps_down_locally() -> None:
+    """Noise at the knee: 1000 passes once, then fails its confirmation; the search retries just below it."""
+    server = Threshold(1000.0, flaky=[1000.0])
+    result = search_capacity(server, SearchSettings(start_rps=1000.0, tolerance=0.05, max_steps=12, growth=1.25))
+    confirmation = server.rates.index(1000.0, 1)
+    assert server.rates[confirmation + 1] == 800.0  # one step of 1.25 below it, not half of it
+    assert result.converged and result.capacity_rps is not None
+    assert 1000.0 / 1.25 <= result.capacity_rps < 1000.0

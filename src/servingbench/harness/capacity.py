@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from servingbench.harness.loadgen import LoadgenError, LoadResult, run_load
 from servingbench.harness.queueing import dd1_capacity_rps, md1_rate_for_quantile
-from servingbench.loadtests.openloop import ARRIVAL_PROCESSES, DEFAULT_ARRIVALS, ArrivalProcess
+from servingbench.loadtests.openloop import ARRIVAL_PROCESSES, DEFAULT_ARRIVALS, ArrivalProcess, OpenLoopCounts
 from servingbench.loadtests.scenarios import LoadSpec
 
 __all__ = [
@@ -78,6 +78,13 @@ PEAK_GROWTH = 1.25
 if the peak passes too, it was not the server's limit (too few closed-loop users) and the search doubles on."""
 RATE_DIGITS = 6
 """Significant digits of the rates the search asks for (bisection would otherwise ask for 121.60000000000001)."""
+STEP_LAG_SHARE_OF_SLO = 0.1
+"""A step's load generator kept its schedule when its p99 send lag is within this share of the SLO (5 ms at 50 ms).
+
+Judged at the SLO's scale, not the microsecond scale of a fixed-rate open-loop run (`openloop.LATE_TOLERANCE_MS`):
+lateness adds at most the lag to the corrected latency and shifts sends by at most that much, so a lag of a tenth
+of the SLO can neither flip a verdict on p99 nor smooth away the bursts that fill a queue over tens of ms. A fixed
+count of late sends per run (seen at window start) would otherwise void short steps at low rates."""
 GENERATOR_LIMIT = "load generator"
 """`CapacityResult.limited_by` when the rates above the capacity failed only because the generator fell behind."""
 
@@ -157,7 +164,7 @@ class SearchSettings:
     max_rps: float = DEFAULT_MAX_RPS
     confirm: bool = True
     growth: float = DEFAULT_GROWTH
-    """Factor of the first raise while bracketing; later raises double (never less than `DEFAULT_GROWTH`)."""
+    """Factor of the first raise (or first step down) while bracketing; later moves double (or halve)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_rps <= self.start_rps <= self.max_rps:
@@ -303,14 +310,17 @@ def _bracket(search: _Search) -> tuple[float, float] | str:
 
 
 def _halve_until_pass(search: _Search, failing: float) -> tuple[float, float] | str:
+    """Step down from `failing` until a rate passes: first by `growth` (near a measured peak, or just under a rate
+    whose confirmation failed, the capacity is close), then by halving."""
     settings = search.settings
-    rate = failing
+    rate, factor = failing, settings.growth
     while True:
         if rate <= settings.min_rps:
             return f"no rate passed down to the minimum {settings.min_rps:g} /s"
         if not search.budget_left:
             return f"step budget ({settings.max_steps}) spent while halving"
-        lower = _rounded(max(rate / 2, settings.min_rps))
+        lower = _rounded(max(rate / factor, settings.min_rps))
+        factor = max(factor, DEFAULT_GROWTH)
         if search.probe(lower):
             return lower, rate
         rate = lower
@@ -376,18 +386,19 @@ def judge_step(
     invalid_reasons: Sequence[str] = (),
 ) -> CapacityStep:
     """Judge an open-loop `result` at offered `rate`: ok iff corrected p99 <= `slo_p99_ms`, error rate below
-    `max_error_rate`, no arrival dropped at the in-flight cap, the generator kept its schedule (few late sends), and
+    `max_error_rate`, no arrival dropped at the in-flight cap, the generator kept its schedule (small send lag), and
     no `invalid_reasons` (the caller's gates on the generator, e.g. its CPU saturation).
 
-    A failure is the server's when it stands whatever the generator did: drops, errors, or a p99 over the SLO by
-    more than the p99 send lag (lateness adds at most that to the corrected latency). A step that failed otherwise,
+    The generator kept its schedule when its p99 send lag is within `STEP_LAG_SHARE_OF_SLO` of the SLO. A failure is
+    the server's when it stands whatever the generator did: drops, errors, or a p99 over the SLO by more than the
+    p99 send lag (lateness adds at most that to the corrected latency). A step that failed otherwise,
     on the generator's account alone, is `generator_limited`: its verdict says nothing about the server.
     """
     total = result.histograms.total
     p99_ms = total.get_value_at_percentile(99.0) / US_PER_MS if total.get_total_count() else None
     error_rate = result.errors / result.requests if result.requests else None
     counts = result.open_loop
-    generator = [*([] if counts is None else counts.late_problems(result.requests)), *invalid_reasons]
+    generator = [*_lag_problems(counts, slo_p99_ms), *invalid_reasons]
     lag_ms = (counts.send_lag_p99_ms or 0.0) if counts is not None and generator else 0.0
     server: list[str] = []
     if p99_ms is None or error_rate is None:
@@ -413,6 +424,14 @@ def judge_step(
         run=run,
         generator_limited=bool(generator) and not server,
     )
+
+
+def _lag_problems(counts: OpenLoopCounts | None, slo_p99_ms: float) -> list[str]:
+    lag_ms = None if counts is None else counts.send_lag_p99_ms
+    limit_ms = STEP_LAG_SHARE_OF_SLO * slo_p99_ms
+    if lag_ms is None or lag_ms <= limit_ms:
+        return []
+    return [f"load generator fell behind: p99 send lag {lag_ms:.1f} ms over {limit_ms:g} ms (a tenth of the SLO)"]
 
 
 def inflight_cap(rate: float, slo_p99_ms: float) -> int:
