@@ -185,11 +185,25 @@ def test_a_config_that_never_met_the_slo_says_so(tmp_path: Path) -> None:
         for entry in doc["capacity"]:
             if entry["config"] == SLOW_C.name:
                 entry["capacity_rps"] = None
+                for step in entry["steps"]:
+                    step["ok"] = False
 
     html = render_report(_edit(build_bundle(tmp_path, SEARCH_SPEC), never)).read_text()
     row = _capacity_row(html, SLOW_C.name)
-    assert "never met the SLO" in row and "never met the SLO in 3 reps" in row
-    assert 'data-outcome="slower"' not in row
+    assert "no capacity found" in row and "never met the SLO in 3 reps" in row
+    assert "unsettled" not in row and 'data-outcome="slower"' not in row
+
+
+def test_a_search_that_met_the_slo_once_but_found_no_capacity_is_unsettled_not_never_met(tmp_path: Path) -> None:
+    def unsettled(doc: dict[str, Any]) -> None:
+        for entry in doc["capacity"]:
+            if entry["config"] == SLOW_C.name:  # its steps keep their passes: re-measurements failed, budget ran out
+                entry.update(capacity_rps=None, converged=False, stop_reason="step budget (8) spent while halving")
+
+    html = render_report(_edit(build_bundle(tmp_path, SEARCH_SPEC), unsettled)).read_text()
+    row = _capacity_row(html, SLOW_C.name)
+    assert "no capacity found" in row and "unsettled in 3 reps" in row
+    assert "never met" not in row
 
 
 def test_step_by_step_table_lists_every_step(bundle: Bundle, html: str) -> None:

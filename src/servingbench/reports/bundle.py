@@ -158,6 +158,12 @@ class CapacityResult:
     theory_rps: float | None = None
 
     @property
+    def unsettled(self) -> bool:
+        """True when no capacity was found although some rate met the SLO: it missed when re-measured, and the search
+        ran out of steps before a lower rate passed consistently (noise at the knee), so "never met" would be wrong."""
+        return self.capacity_rps is None and any(step.ok for step in self.steps)
+
+    @property
     def lower_bound(self) -> bool:
         """True when ``capacity_rps`` is a rate that passed but the server may take more."""
         return self.capacity_rps is not None and (self.limited_by is not None or not self.converged)

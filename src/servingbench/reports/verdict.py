@@ -170,7 +170,7 @@ class CapacityTable:
     model: str
     slo_p99_ms: float
     outcomes: tuple[ConfigOutcome, ...]
-    never_met: Mapping[str, int]  # repetitions where not even the lowest rate met the SLO
+    never_met: Mapping[str, int]  # repetitions without a capacity: no rate met the SLO, or the search is unsettled
     headline: str
     scenario: str = DEFAULT_CAPACITY_SCENARIO
     arrivals: str = DEFAULT_ARRIVALS
@@ -189,7 +189,7 @@ class CapacityTable:
 
     @property
     def unranked(self) -> list[str]:
-        """Configs with no repetition that met the SLO, so without a capacity to rank."""
+        """Configs without a capacity in any repetition (see their notes why), so with nothing to rank."""
         ranked = {outcome.config for outcome in self.outcomes}
         return [config for config in self.never_met if config not in ranked]
 
@@ -373,9 +373,15 @@ def _capacity_notes(results: Sequence[CapacityResult]) -> tuple[str, ...]:
     unconverged = sum(1 for result in results if not result.converged and result.capacity_rps is not None)
     if unconverged:
         notes.append(f"not converged in {_repetitions_text(unconverged)}: lower bound")
-    never = sum(1 for result in results if result.capacity_rps is None)
+    never = sum(1 for result in results if result.capacity_rps is None and not result.unsettled)
     if never:
         notes.append(f"never met the SLO in {_repetitions_text(never)}")
+    unsettled = sum(1 for result in results if result.unsettled)
+    if unsettled:
+        notes.append(
+            f"unsettled in {_repetitions_text(unsettled)}: the SLO was met at some rate but missed when re-measured, "
+            "and the search ran out of steps"
+        )
     return tuple(notes)
 
 
