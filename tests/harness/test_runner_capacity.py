@@ -12,7 +12,7 @@ import json
 import os
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ CAPACITY_RPS = 300.0  # open-loop rates up to this meet the SLO
 TOLERANCE = 0.05
 REQUESTS = 400
 PASS_P99_US = 8_000
+FEW_REQUESTS = 3  # under the plan's min_requests: too few to judge a step
 LAGGING_P99_MS = 12.0  # over a tenth of the 50 ms SLO: the generator fell behind
 ON_TIME_P99_MS = 0.5
 FAIL_P99_US = 400_000
@@ -110,6 +111,11 @@ class ScriptedServer:
         return self._result(spec)
 
     def _result(self, spec: LoadSpec) -> LoadResult:
+        if self.above == "few" and spec.kind == "open" and (spec.rate or 0.0) > CAPACITY_RPS:
+            return replace(self._fine(spec), requests=FEW_REQUESTS)
+        return self._fine(spec)
+
+    def _fine(self, spec: LoadSpec) -> LoadResult:
         overloaded = spec.kind == "open" and (spec.rate or 0.0) > CAPACITY_RPS
         slow = overloaded and self.above in ("slow", "slow-and-late")
         total = new_histogram()
@@ -144,7 +150,7 @@ class ScriptedServer:
 def scripted(monkeypatch: pytest.MonkeyPatch) -> ScriptedServer:
     server = ScriptedServer()
     monkeypatch.setattr(runner, "run_load", server)
-    monkeypatch.setattr(runner, "wait_until_idle", lambda base_url: True)
+    monkeypatch.setattr(runner, "wait_until_idle", lambda base_url, **_: True)
     return server
 
 
@@ -260,6 +266,9 @@ def test_a_server_that_dies_mid_search_ends_it_with_a_lower_bound(
     first = searches(document)[0]
     assert not first["converged"] and first["stop_reason"].startswith("server died during the search")
     assert len(first["steps"]) == 2
+    dead = first["steps"][1]  # its load came back clean, but its server died: no pass, and not the generator's
+    assert not dead["ok"] and not dead["generator_limited"] and dead["reason"].startswith("server died")
+    assert first["capacity_rps"] == pytest.approx(PEAK_RPS * PEAK_START_FRACTION)  # the step before it
     assert len(searches(document)) == 4  # the plan went on with the other starts
     assert tiny_server_pids() == []
 
@@ -287,3 +296,30 @@ def test_an_overloaded_step_stays_a_valid_failure_when_the_generator_also_lagged
     failed = [run for run in document["runs"] if run.get("search") and not run["step_ok"]]
     assert failed and all(run["valid"] and "load generator fell behind" in run["step_reason"] for run in failed)
     assert all(entry["limited_by"] is None and entry["converged"] for entry in searches(document))
+
+
+def test_a_rate_too_slow_to_judge_fails_without_blaming_the_generator(
+    scripted: ScriptedServer, plan_file: Path, tmp_path: Path, failing_servers: set[str]
+) -> None:
+    scripted.above = "few"
+    document, _ = bench(plan_file, tmp_path / "results")
+    unjudged = [run for run in document["runs"] if run.get("search") and run["requests"] == FEW_REQUESTS]
+    assert unjudged and all(not run["step_ok"] and "too few requests" in run["step_reason"] for run in unjudged)
+    assert all(not run["valid"] for run in unjudged)
+    assert all(entry["limited_by"] is None for entry in searches(document))
+
+
+def test_a_server_that_never_started_leaves_an_unmeasured_search_not_a_missing_one(
+    scripted: ScriptedServer, plan_file: Path, tmp_path: Path, failing_servers: set[str]
+) -> None:
+    failing_servers.add("gunicorn-sync")
+    document, _ = bench(plan_file, tmp_path / "results")
+    unmeasured = [entry for entry in searches(document) if entry["config"] == "flask-gunicorn-sync"]
+    assert len(unmeasured) == 2  # one per repetition
+    for entry in unmeasured:
+        assert entry["steps"] == [] and entry["capacity_rps"] is None and not entry["converged"]
+        assert entry["stop_reason"].startswith("server failed to start")
+        (run,) = [run for run in document["runs"] if run.get("search") == entry["id"]]
+        assert run["status"] == "failed" and run["kind"] == "open"
+    assert {run["kind"] for run in document["runs"]} <= {"closed", "open"}
+    assert load_bundle(tmp_path / "results" / "latest").capacity[0].outcome in ("capacity", "not measured")

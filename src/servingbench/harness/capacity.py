@@ -1,10 +1,12 @@
 """Capacity at a latency target: the highest open-loop arrival rate at which one server config meets its SLO.
 
-`search_capacity` drives any `measure(rate) -> CapacityStep` function: it brackets the capacity by doubling (or
-halving) from a start rate, then bisects (geometrically) until the bracket is within a relative tolerance, and
-confirms the answer by measuring it once more. A step passes only if (the stability rule) its corrected p99 is at
-most the SLO, its error rate is under the limit, and the load generator kept its schedule (no drops, few late
-sends, not saturated). `measure_with_locust` is the ready-made measure (open-loop Locust runs via `run_load`);
+`search_capacity` drives any `measure(rate) -> CapacityStep` function: it brackets the capacity by raising (or
+lowering) the rate from a start (from a measured closed-loop peak: by 1.25 first, then by 2; from a guess: by 2),
+then bisects (geometrically) until the bracket is within a relative tolerance, and confirms the answer by measuring
+it once more. A step passes only if (the stability rule) its corrected p99 is at most the SLO, its error rate is
+not over the limit, no arrival was dropped at the in-flight cap, and the load generator kept its schedule (small
+send lag, not saturated). A measure raises `SearchStopped` to end a search early (the search returns what it
+measured). `measure_with_locust` is the ready-made measure (open-loop Locust runs via `run_load`);
 `CapacityResult.to_json` is the results bundle's `capacity` entry. `main` runs one search from the command line,
 starting the server itself or against `--target`, and prints the queueing-theory value beside the measured one:
 
@@ -28,8 +30,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import psutil
+from hdrh.histogram import HdrHistogram
+
 from servingbench.harness.loadgen import LoadgenError, LoadResult, run_load
 from servingbench.harness.queueing import dd1_capacity_rps, md1_rate_for_quantile
+from servingbench.harness.resources import tree_cpu_seconds
 from servingbench.loadtests.openloop import ARRIVAL_PROCESSES, DEFAULT_ARRIVALS, ArrivalProcess, OpenLoopCounts
 from servingbench.loadtests.scenarios import LoadSpec
 
@@ -39,7 +45,9 @@ __all__ = [
     "CapacityResult",
     "CapacityStep",
     "Measure",
+    "SearchInterrupted",
     "SearchSettings",
+    "SearchStopped",
     "StepSettings",
     "estimate_search_s",
     "inflight_cap",
@@ -59,7 +67,7 @@ DEFAULT_SLO_P99_MS = 50.0
 DEFAULT_MAX_ERROR_RATE = 0.01
 """A step passes only with fewer than 1% failed requests."""
 DEFAULT_START_RPS = 10.0
-"""First rate tried, requests/s; better: about half the closed-loop peak throughput, when it is known."""
+"""First rate tried, requests/s, when neither a start rate nor a measured closed-loop peak is known."""
 DEFAULT_TOLERANCE = 0.05
 """Stop bisecting when the highest failing rate is within 5% of the highest passing one."""
 DEFAULT_MAX_STEPS = 14
@@ -74,8 +82,9 @@ PEAK_START_FRACTION = 0.8
 """From a measured closed-loop peak, the search starts at this fraction of it: with an SLO far above the service
 time, capacity sits close to the peak (M/D/1 at 50 ms and a 1 ms service time: 0.96 of it)..."""
 PEAK_GROWTH = 1.25
-"""...and raises the rate by this factor first, so the first bracket is [0.8, 1.0] x peak rather than [0.8, 1.6];
-if the peak passes too, it was not the server's limit (too few closed-loop users) and the search doubles on."""
+"""...and raises the rate by this factor, so the first bracket is [0.8, 1.0] x peak rather than [0.8, 1.6]. It
+never doubles past a peak: a step at twice a server's capacity leaves a backlog and a heap that the next steps
+measure, while a peak the server passes is rarely far below its capacity (a closed loop of 32 users)."""
 RATE_DIGITS = 6
 """Significant digits of the rates the search asks for (bisection would otherwise ask for 121.60000000000001)."""
 STEP_LAG_SHARE_OF_SLO = 0.1
@@ -104,8 +113,15 @@ INFLIGHT_HEADROOM = 4.0
 """A step's in-flight cap is this multiple of rate x SLO: by Little's law a run meeting its SLO keeps about
 rate x mean latency <= rate x SLO requests in flight, so hitting 4 times that means the step had failed anyway."""
 IDLE_LATENCY_MS = 50.0
-"""Between steps, the server counts as idle again (backlog of the previous step drained) once GET /healthz
-answers within this many milliseconds."""
+"""Between steps, a server the harness did not start counts as idle again once GET /healthz answers within this
+many milliseconds (a weak signal: an async server interleaves the probe with its backlog)."""
+IDLE_CPU_SHARE = 0.1
+"""Between steps, a server the harness started counts as drained once its process tree uses less than this share
+of one core over `IDLE_SAMPLES` intervals of `IDLE_INTERVAL_S` in a row: a server still working off the previous
+step's backlog burns CPU, and a step started on it would measure the backlog (seen: every step after an overload
+failing at rates that had passed, because /healthz answered in time while thousands of requests were queued)."""
+IDLE_INTERVAL_S = 0.1
+IDLE_SAMPLES = 2
 IDLE_TIMEOUT_S = 60.0
 IDLE_POLL_S = 0.1
 HEALTH_PATH = "/healthz"
@@ -150,7 +166,17 @@ class CapacityStep:
 
 
 Measure = Callable[[float], CapacityStep]
-"""Measures one offered rate (requests/s) and judges it."""
+"""Measures one offered rate (requests/s) and judges it; raises `SearchStopped` to end the search."""
+
+
+class SearchStopped(Exception):
+    """Raised by a `Measure` to end its search now (the server died, it never drained): `reason` is why, `step`
+    (optional) the step measured before it, kept in the result. `search_capacity` returns what was measured."""
+
+    def __init__(self, reason: str, step: CapacityStep | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.step = step
 
 
 @dataclass(frozen=True)
@@ -164,7 +190,7 @@ class SearchSettings:
     max_rps: float = DEFAULT_MAX_RPS
     confirm: bool = True
     growth: float = DEFAULT_GROWTH
-    """Factor of the first raise (or first step down) while bracketing; later moves double (or halve)."""
+    """Factor of every raise, and of the first step down, while bracketing (later steps down halve)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_rps <= self.start_rps <= self.max_rps:
@@ -237,6 +263,14 @@ class CapacityResult:
         }
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a search: `result` holds what it measured (not converged, a lower bound)."""
+
+    def __init__(self, result: CapacityResult) -> None:
+        super().__init__(result.stop_reason)
+        self.result = result
+
+
 # ---- the search ----
 
 
@@ -268,8 +302,19 @@ def search_capacity(
     `slo_p99_ms` and `arrivals` are only recorded in the result (the measure applies them). Assumes that passing
     is monotone in the rate; a confirmation that fails lowers the bracket's top to that rate and the search goes on.
     """
-    settings = settings or SearchSettings()
-    search = _Search(measure, settings)
+    search = _Search(measure, settings or SearchSettings())
+    try:
+        return _search(search, slo_p99_ms, arrivals)
+    except SearchStopped as stop:
+        steps = [*search.steps, *([stop.step] if stop.step else [])]
+        return partial_result(steps, stop.reason, slo_p99_ms=slo_p99_ms, arrivals=arrivals)
+    except KeyboardInterrupt:
+        interrupted = partial_result(search.steps, "interrupted (Ctrl-C)", slo_p99_ms=slo_p99_ms, arrivals=arrivals)
+        raise SearchInterrupted(interrupted) from None
+
+
+def _search(search: _Search, slo_p99_ms: float, arrivals: ArrivalProcess) -> CapacityResult:
+    settings = search.settings
 
     def done(capacity: float | None, converged: bool, reason: str) -> CapacityResult:
         return CapacityResult(slo_p99_ms, capacity, tuple(search.steps), converged, reason, arrivals)
@@ -296,10 +341,8 @@ def _bracket(search: _Search) -> tuple[float, float] | str:
     rate = settings.start_rps
     if not search.probe(rate):
         return _halve_until_pass(search, rate)
-    growth = settings.growth
     while True:
-        higher = _rounded(rate * growth)
-        growth = max(growth, DEFAULT_GROWTH)  # a start that passes its first raise was no peak: double from there
+        higher = _rounded(rate * settings.growth)
         if higher > settings.max_rps:
             return f"every rate passed up to the maximum {settings.max_rps:g} /s"
         if not search.budget_left:
@@ -369,7 +412,7 @@ def settings_from_peak(
         start, growth = peak_rps * PEAK_START_FRACTION, PEAK_GROWTH
     else:
         start = DEFAULT_START_RPS
-    start = min(max(start, DEFAULT_MIN_RPS), DEFAULT_MAX_RPS)
+    start = _rounded(min(max(start, DEFAULT_MIN_RPS), DEFAULT_MAX_RPS))
     return SearchSettings(start_rps=start, tolerance=tolerance, max_steps=max_steps, growth=growth)
 
 
@@ -385,30 +428,32 @@ def judge_step(
     run: str | None = None,
     invalid_reasons: Sequence[str] = (),
 ) -> CapacityStep:
-    """Judge an open-loop `result` at offered `rate`: ok iff corrected p99 <= `slo_p99_ms`, error rate below
+    """Judge an open-loop `result` at offered `rate`: ok iff corrected p99 <= `slo_p99_ms`, error rate not over
     `max_error_rate`, no arrival dropped at the in-flight cap, the generator kept its schedule (small send lag), and
     no `invalid_reasons` (the caller's gates on the generator, e.g. its CPU saturation).
 
     The generator kept its schedule when its p99 send lag is within `STEP_LAG_SHARE_OF_SLO` of the SLO. A failure is
-    the server's when it stands whatever the generator did: drops, errors, or a p99 over the SLO by more than the
-    p99 send lag (lateness adds at most that to the corrected latency). A step that failed otherwise,
-    on the generator's account alone, is `generator_limited`: its verdict says nothing about the server.
+    the server's when it stands whatever the generator did: drops, errors, or a p99 over the SLO even when counted
+    from the actual sends (uncorrected). A step that failed only on the generator's account is `generator_limited`:
+    its verdict says nothing about the server.
     """
-    total = result.histograms.total
-    p99_ms = total.get_value_at_percentile(99.0) / US_PER_MS if total.get_total_count() else None
+    p99_ms = _p99_ms(result.histograms.total)
+    service_p99_ms = _p99_ms(result.histograms.total_uncorrected)
     error_rate = result.errors / result.requests if result.requests else None
     counts = result.open_loop
     generator = [*_lag_problems(counts, slo_p99_ms), *invalid_reasons]
-    lag_ms = (counts.send_lag_p99_ms or 0.0) if counts is not None and generator else 0.0
     server: list[str] = []
     if p99_ms is None or error_rate is None:
         server.append("no request measured")
     else:
         if p99_ms > slo_p99_ms:
             over = f"p99 {p99_ms:.1f} ms over the SLO {slo_p99_ms:g} ms"
-            (server if p99_ms - lag_ms > slo_p99_ms else generator).append(over)
-        if error_rate >= max_error_rate:
-            server.append(f"error rate {error_rate:.1%} not under {max_error_rate:.0%}")
+            # Sent late, a request's service time alone still counts from its actual send: over the SLO even so,
+            # the failure is the server's (late sending only ever made the load gentler).
+            servers_own = not generator or service_p99_ms is None or service_p99_ms > slo_p99_ms
+            (server if servers_own else generator).append(over)
+        if error_rate > max_error_rate:
+            server.append(f"error rate {error_rate:.1%} over {max_error_rate:.0%}")
     server += [] if counts is None else counts.drop_problems()
     problems = [*server, *generator]
     return CapacityStep(
@@ -424,6 +469,10 @@ def judge_step(
         run=run,
         generator_limited=bool(generator) and not server,
     )
+
+
+def _p99_ms(histogram: HdrHistogram) -> float | None:
+    return histogram.get_value_at_percentile(99.0) / US_PER_MS if histogram.get_total_count() else None
 
 
 def _lag_problems(counts: OpenLoopCounts | None, slo_p99_ms: float) -> list[str]:
@@ -468,10 +517,19 @@ def step_spec(
     )
 
 
-def wait_until_idle(base_url: str, *, threshold_ms: float = IDLE_LATENCY_MS, timeout_s: float = IDLE_TIMEOUT_S) -> bool:
-    """Poll GET /healthz until one answer comes within `threshold_ms`: the previous step's backlog is gone. False if
-    that did not happen within `timeout_s` seconds."""
+def wait_until_idle(
+    base_url: str,
+    *,
+    pid: int | None = None,
+    threshold_ms: float = IDLE_LATENCY_MS,
+    timeout_s: float = IDLE_TIMEOUT_S,
+) -> bool:
+    """Wait until the previous step's backlog is gone: the server tree rooted at `pid` uses under `IDLE_CPU_SHARE`
+    of a core for `IDLE_SAMPLES` intervals in a row, or (no `pid`) GET /healthz answers within `threshold_ms`.
+    False if that did not happen within `timeout_s` seconds."""
     deadline = time.monotonic() + timeout_s
+    if pid is not None:
+        return _wait_until_cpu_idle(pid, deadline)
     while time.monotonic() < deadline:
         start = time.perf_counter()
         try:
@@ -483,6 +541,22 @@ def wait_until_idle(base_url: str, *, threshold_ms: float = IDLE_LATENCY_MS, tim
         if (time.perf_counter() - start) * US_PER_MS <= threshold_ms:
             return True
         time.sleep(IDLE_POLL_S)
+    return False
+
+
+def _wait_until_cpu_idle(pid: int, deadline: float) -> bool:
+    quiet = 0
+    try:
+        used = tree_cpu_seconds(pid)
+        while time.monotonic() < deadline:
+            time.sleep(IDLE_INTERVAL_S)
+            now = tree_cpu_seconds(pid)
+            quiet = quiet + 1 if now - used < IDLE_CPU_SHARE * IDLE_INTERVAL_S else 0
+            if quiet >= IDLE_SAMPLES:
+                return True
+            used = now
+    except psutil.Error:
+        return False  # the server is gone: the caller finds out whether it died
     return False
 
 
@@ -501,9 +575,11 @@ def measure_with_locust(
     step: StepSettings | None = None,
     saturation_pct: float = GENERATOR_SATURATION_PCT,
     allow_remote: bool = False,
+    pid: int | None = None,
 ) -> Measure:
     """A `Measure` that runs each step with `run_load` (Locust output in `out_dir/step-NN-<rate>/`), waits for the
-    server to be idle afterwards, and judges it; a step whose load generator fails is a failed step."""
+    server to be idle afterwards (by its CPU when its `pid` is given), and judges it; a step whose load generator
+    fails is a failed step."""
     counter = iter(range(1_000_000))
 
     def measure(rate: float) -> CapacityStep:
@@ -525,7 +601,7 @@ def measure_with_locust(
             reason = f"load generator failed: {str(exc).splitlines()[0]}"
             return CapacityStep(rate=rate, ok=False, p99_ms=None, error_rate=None, reason=reason)
         finally:
-            wait_until_idle(base_url)
+            wait_until_idle(base_url, pid=pid)
         saturated = result.generator_cpu_pct > saturation_pct
         reasons = [f"load generator saturated ({result.generator_cpu_pct:.0f}% CPU)"] if saturated else []
         return judge_step(rate, result, slo_p99_ms=slo_p99_ms, max_error_rate=max_error_rate, invalid_reasons=reasons)
@@ -546,7 +622,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--endpoint", default="/predict")
     p.add_argument("--arrivals", nargs="+", choices=ARRIVAL_PROCESSES, default=[DEFAULT_ARRIVALS])
     p.add_argument("--slo-ms", type=float, default=DEFAULT_SLO_P99_MS, help="p99 target, ms (default 50)")
-    p.add_argument("--start-rps", type=float, default=None, help="first rate (default: half the closed-loop peak)")
+    p.add_argument("--start-rps", type=float, default=None, help="first rate (default: 0.8 x the closed-loop peak)")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     p.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS)
     p.add_argument("--min-step-requests", type=int, default=MIN_STEP_REQUESTS)
@@ -687,7 +763,7 @@ def _sweep_row(arrivals: ArrivalProcess, rate: float, result: LoadResult) -> dic
     }
 
 
-def _run(args: argparse.Namespace, base_url: str, out_dir: Path) -> list[dict[str, Any]]:
+def _run(args: argparse.Namespace, base_url: str, out_dir: Path, pid: int | None = None) -> list[dict[str, Any]]:
     if args.rates:
         return _sweep(args, base_url, out_dir)
     payload = json.dumps({"features": PAYLOAD_ROW}).encode()
@@ -697,9 +773,8 @@ def _run(args: argparse.Namespace, base_url: str, out_dir: Path) -> list[dict[st
         f"service time {probe['service_s'] * US_PER_MS:.3f} ms (1 / closed-loop peak {probe['peak_rps']:.1f} /s);"
         f" server predict p50 {probe['predict_p50_ms']:.3f} ms"
     )
-    start = args.start_rps or probe["peak_rps"] / 2
-    settings = SearchSettings(
-        start_rps=start, tolerance=args.tolerance, max_steps=args.max_steps, min_rps=min(start, DEFAULT_MIN_RPS)
+    settings = settings_from_peak(
+        probe["peak_rps"], start_rps=args.start_rps, tolerance=args.tolerance, max_steps=args.max_steps
     )
     step = replace(StepSettings(), min_requests=args.min_step_requests, max_duration_s=args.max_step_s)
     entries = []
@@ -716,6 +791,7 @@ def _run(args: argparse.Namespace, base_url: str, out_dir: Path) -> list[dict[st
             slo_p99_ms=args.slo_ms,
             step=step,
             allow_remote=bool(args.target),
+            pid=pid,
         )
         result = search_capacity(measure, settings, slo_p99_ms=args.slo_ms, arrivals=arrivals)
         _, theory = theory_rps(arrivals, probe["service_s"], args.slo_ms)
@@ -751,7 +827,7 @@ def _with_server(args: argparse.Namespace, out_dir: Path) -> list[dict[str, Any]
     log = out_dir / "server.log"
     with running_server(command.argv, command.env, port=port, log_path=log, cpus=_cpus(args.server_cpus)) as server:
         print(f"server: {config.label()} serving {args.model} at {server.base_url}, pinned to {args.server_cpus}")
-        return _run(args, server.base_url, out_dir)
+        return _run(args, server.base_url, out_dir, pid=server.pid)
 
 
 if __name__ == "__main__":

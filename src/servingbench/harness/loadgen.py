@@ -155,6 +155,7 @@ class LoadResult:
             "achieved_rps": _round_opt(self.achieved_rps),
             "late": None if self.open_loop is None else self.open_loop.late,
             "dropped": None if self.open_loop is None else self.open_loop.dropped,
+            "send_lag_p99_ms": None if self.open_loop is None else _round_opt(self.open_loop.send_lag_p99_ms),
             "histograms": {
                 "total": encode_histogram(self.histograms.total),
                 "total_uncorrected": None

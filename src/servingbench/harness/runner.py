@@ -29,12 +29,15 @@ from rich.table import Table
 
 from servingbench.harness.bundle import BundleWriter
 from servingbench.harness.capacity import (
+    IDLE_TIMEOUT_S,
+    PEAK_START_FRACTION,
     CapacityResult,
     CapacityStep,
+    SearchInterrupted,
+    SearchStopped,
     StepSettings,
     inflight_cap,
     judge_step,
-    partial_result,
     search_capacity,
     settings_from_peak,
     step_spec,
@@ -286,8 +289,10 @@ class PlainReporter:
 
     def advance(self, cost_s: float, line: str | None = None) -> None:
         self.done_cost_s += cost_s
+        self.total_cost_s = max(self.total_cost_s, self.done_cost_s)  # a capacity search may take more steps
         if line is not None:
             self.done_runs += 1
+            self.total_runs = max(self.total_runs, self.done_runs)
             prefix = f"[{self.done_runs}/{self.total_runs}, {self._eta()} left]"
             self.console.print(f"{prefix} {line}", highlight=False, markup=False, soft_wrap=True)
 
@@ -330,6 +335,7 @@ class RichReporter:
     def advance(self, cost_s: float, line: str | None = None) -> None:
         if line is not None:
             self.done_runs += 1
+            self.total_runs = max(self.total_runs, self.done_runs)  # a capacity search may take more steps
             self.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
         if self.task is not None:
             self.progress.update(self.task, advance=cost_s, runs=f"{self.done_runs}/{self.total_runs}")
@@ -429,8 +435,21 @@ class _Runner:
             record = self._base_record(session, measurement, session_id)
             record.update(status="failed", invalid_reason=reason, log_tail=tail or None)
             record["artifacts"] = self._server_log_artifact(session_id)
+            self._mark_unmeasured_search(record, session, measurement, reason)
             self.writer.add_run(record)
-            self.reporter.advance(self.run_cost_s, _run_line(record))
+            self.reporter.advance(expected_runs(self.plan, measurement) * self.run_cost_s, _run_line(record))
+
+    def _mark_unmeasured_search(
+        self, record: dict[str, Any], session: Session, measurement: Measurement, reason: str
+    ) -> None:
+        """A capacity search that never measured a step (its server failed first): its run is tagged as the search's,
+        so it forms no scenario, and its entry says why it has no steps, so the repetition is not silently missing."""
+        if measurement.kind != "capacity":
+            return
+        search_id = self._next_search_id()
+        record.update(kind="open", search=search_id, step_ok=False, step_reason=reason)
+        empty = CapacityResult(self.plan.slo_p99_ms, None, (), False, reason, measurement.arrivals)
+        self._add_capacity(search_id, session, measurement, empty, ())
 
     def _server_log_path(self, session_id: str) -> Path:
         return self.writer.dir / "servers" / session_id / "server.log"
@@ -462,6 +481,7 @@ class _Runner:
         record = self._current
         if record is None and not any(run.get("session") == session_id for run in self.writer.runs):
             record = self._base_record(session, first, session_id)
+            self._mark_unmeasured_search(record, session, first, "interrupted (Ctrl-C)")
         if record is not None:
             record.update(status="interrupted", valid=False, invalid_reason="interrupted (Ctrl-C)")
             self.writer.add_run(record)
@@ -519,13 +539,16 @@ class _Runner:
         self, record: Mapping[str, Any], measurement: Measurement, server: _StartedServer, payload: bytes
     ) -> LoadSpec:
         """The load of one plan run: the measurement's shape for the plan's warm-up and window."""
+        if measurement.kind == "capacity":
+            raise ValueError("a capacity search is measured step by step (_search), not as one run")
         return LoadSpec(
             base_url=server.base_url,
             endpoint=measurement.endpoint,
             payload=payload,
-            kind="open" if measurement.kind == "open" else "closed",
+            kind=measurement.kind,
             users=measurement.users,
             rate=measurement.target_rps,
+            arrivals=measurement.arrivals,
             warmup_s=self.plan.warmup_s,
             duration_s=self.plan.duration_s,
             seed=self.plan.seed + record["order"],
@@ -588,32 +611,30 @@ class _Runner:
         The search starts from the peak of this session's closed-loop runs of the same shape when there are any.
         A server that dies ends the search (its result is a lower bound); Ctrl-C writes the partial result first.
         """
-        plan, search_id = self.plan, f"k{len(self.writer.capacity) + 1:03d}"
+        plan, search_id = self.plan, self._next_search_id()
         peak = _closed_peak(earlier, measurement)
         settings = settings_from_peak(
             peak, start_rps=measurement.start_rps, tolerance=plan.capacity_tolerance, max_steps=plan.capacity_max_steps
         )
-        steps: list[CapacityStep] = []
 
         def measure(rate: float) -> CapacityStep:
-            steps.append(self._step(session, session_id, server, measurement, payload, rate, search_id))
+            step = self._step(session, session_id, server, measurement, payload, rate, search_id)
+            if not server.died() and not wait_until_idle(server.base_url, pid=server.pid):
+                raise SearchStopped(f"the server did not drain within {IDLE_TIMEOUT_S:g} s after {step.run}", step)
             if server.died():
-                raise _ServerDied
-            wait_until_idle(server.base_url)
-            return steps[-1]
+                raise SearchStopped(f"server died during the search ({step.run})", step)
+            return step
 
-        slo, arrivals = plan.slo_p99_ms, measurement.arrivals
         try:
-            result = search_capacity(measure, settings, slo_p99_ms=slo, arrivals=arrivals)
-        except _ServerDied:
-            reason = f"server died during the search ({self.writer.runs[-1]['id']})"
-            result = partial_result(steps, reason, slo_p99_ms=slo, arrivals=arrivals)
-        except KeyboardInterrupt:
-            interrupted = partial_result(steps, "interrupted (Ctrl-C)", slo_p99_ms=slo, arrivals=arrivals)
-            self._add_capacity(search_id, session, measurement, interrupted, earlier)
+            result = search_capacity(measure, settings, slo_p99_ms=plan.slo_p99_ms, arrivals=measurement.arrivals)
+        except SearchInterrupted as interrupted:
+            self._add_capacity(search_id, session, measurement, interrupted.result, earlier)
             raise
         self._add_capacity(search_id, session, measurement, result, earlier)
         self.reporter.note(_capacity_line(session, measurement, result))
+
+    def _next_search_id(self) -> str:
+        return f"k{len(self.writer.capacity) + 1:03d}"
 
     def _step(
         self,
@@ -637,7 +658,7 @@ class _Runner:
         record = self._base_record(session, shape, session_id)
         record["search"] = search_id
         step_settings = StepSettings(
-            min_requests=plan.capacity_step_requests,
+            min_requests=max(plan.capacity_step_requests, plan.min_requests),
             min_duration_s=plan.duration_s,
             max_duration_s=max(plan.duration_s, plan.capacity_max_step_s),
             warmup_s=plan.warmup_s,
@@ -665,22 +686,34 @@ class _Runner:
         return step
 
     def _judge(self, record: Mapping[str, Any], rate: float, result: LoadResult | None) -> CapacityStep:
-        if result is None:
+        """The step's verdict. A run the load generator could not finish is the generator's failure; one whose server
+        died, or that measured too few requests to judge, fails without blaming the generator."""
+        if result is None or record["status"] != "ok":
             reason = str(record.get("invalid_reason") or "the load generator failed")
-            return CapacityStep(rate=rate, ok=False, p99_ms=None, error_rate=None, reason=reason, run=record["id"])
+            limited = result is None and record["status"] == "failed" and not reason.startswith("server died")
+            return CapacityStep(
+                rate=rate,
+                ok=False,
+                p99_ms=None,
+                error_rate=None,
+                reason=reason,
+                run=record["id"],
+                generator_limited=limited,
+            )
         cpu = record.get("generator_cpu_pct")
         saturated = isinstance(cpu, int | float) and cpu > GENERATOR_SATURATION_PCT
-        gates = [f"load generator saturated ({cpu:.0f}% CPU)"] if saturated else []
-        if record["requests"] < self.plan.min_requests:
-            gates.append(f"too few requests ({record['requests']} < {self.plan.min_requests})")
-        return judge_step(
+        step = judge_step(
             rate,
             result,
             slo_p99_ms=self.plan.slo_p99_ms,
             max_error_rate=self.plan.error_rate_limit,
             run=record["id"],
-            invalid_reasons=gates,
+            invalid_reasons=[f"load generator saturated ({cpu:.0f}% CPU)"] if saturated else [],
         )
+        if record["requests"] < self.plan.min_requests:  # too slow to judge within the longest step: no verdict
+            reason = f"too few requests to judge ({record['requests']} < {self.plan.min_requests})"
+            return replace(step, ok=False, reason=reason, generator_limited=False)
+        return step
 
     def _add_capacity(
         self,
@@ -768,17 +801,13 @@ class _Runner:
             error_rate_limit=1.0 if step else self.plan.error_rate_limit,
             min_requests=self.plan.min_requests,
         )
-        problems += generator or []  # open loop: late or dropped sends mean the generator, not the server, lagged
+        problems += generator or []  # open loop: the schedule was not kept (drops at the cap, late sends)
         if server.died():
             problems.insert(0, f"server died during the run (exit code {server.exit_code()})")
             record.update(status="failed", log_tail=server.tail() or None)
         elif self.target_mode:
             record["notes"] = [NO_SERVER_FIGURES]
         record.update(valid=not problems, invalid_reason="; ".join(problems) or None)
-
-
-class _ServerDied(Exception):
-    """The server of a capacity search died: the search stops with what it measured."""
 
 
 def _closed_peak(records: Sequence[Mapping[str, Any]], measurement: Measurement, *, min_users: int = 1) -> float | None:
@@ -816,6 +845,11 @@ class _StartedServer:
     base_url: str
     session_id: str
     process: ServerProcess | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id when the harness started it (None in target mode)."""
+        return self.process.pid if self.process else None
 
     def monitor(self) -> ServerMonitor | None:
         return ServerMonitor(self.process.pid) if self.process else None
@@ -895,11 +929,13 @@ def _fairness(plan: Plan, allocation: CpuAllocation, targets: Sequence[Target], 
 def _capacity_rule(plan: Plan) -> str:
     return (
         f"capacity at p99 <= {plan.slo_p99_ms:g} ms: open-loop arrivals on a seeded schedule, each request timed from "
-        "its intended send time; a rate passes when p99 meets the SLO, errors stay under "
-        f"{plan.error_rate_limit:.0%}, no arrival is dropped at the in-flight cap and the load generator keeps its "
-        f"schedule; bracket from 0.8 x the same server start's closed-loop peak, then bisect to "
-        f"{plan.capacity_tolerance:.0%} and confirm (at most {plan.capacity_max_steps} steps); each step waits until "
-        "the previous step's backlog has drained; a capacity limited by the load generator is reported as a lower bound"
+        "its intended send time; a rate passes when p99 meets the SLO, the error rate is not over "
+        f"{plan.error_rate_limit:.1%}, no arrival is dropped at the in-flight cap and the load generator keeps its "
+        f"schedule (p99 send lag within a tenth of the SLO); the search starts at {PEAK_START_FRACTION:g} x the "
+        "closed-loop peak measured before it on the same server start (or at the scenario's start_rps), brackets, "
+        f"bisects to {plan.capacity_tolerance:.0%} and confirms (at most {plan.capacity_max_steps} steps); each step "
+        "waits until the previous step's backlog has drained; a capacity limited by the load generator is reported "
+        "as a lower bound"
     )
 
 
@@ -967,6 +1003,7 @@ def capacity_summary_table(entries: Sequence[Mapping[str, Any]]) -> Table | None
         theory = _valid_values(items, lambda entry: entry.get("theory_rps"))
         notes = [f"{entry['limited_by']} limit: a lower bound" for entry in items if entry.get("limited_by")]
         notes += [f"not converged: {entry['stop_reason']}" for entry in items if not entry.get("converged")]
+        notes += ["a higher rate passed once, not confirmed: a lower bound" for entry in items if _passed_above(entry)]
         name = next((str(entry["theory"]) for entry in items if entry.get("theory")), "")
         table.add_row(
             model,
@@ -980,6 +1017,11 @@ def capacity_summary_table(entries: Sequence[Mapping[str, Any]]) -> Table | None
             "; ".join(dict.fromkeys(notes)),
         )
     return table
+
+
+def _passed_above(entry: Mapping[str, Any]) -> bool:
+    found = entry.get("capacity_rps")
+    return isinstance(found, int | float) and any(step["ok"] and step["rate"] > found for step in entry["steps"])
 
 
 def _print_summary(console: Console, table: Table) -> None:
