@@ -23,6 +23,7 @@ from rich.console import Console
 
 from servingbench.harness import run_benchmark
 from servingbench.harness.bundle import RESULTS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE
+from servingbench.reports import render_report
 from servingbench.reports.bundle import load_bundle
 
 TINY_PLAN = """
@@ -91,6 +92,71 @@ def test_tiny_plan_end_to_end(tmp_path: Path) -> None:
     assert len(rows) == len(data["runs"])
     assert len(load_bundle(bundle).runs) == len(data["runs"])
     assert f"results: {bundle}" in output.getvalue()
+    assert psutil.Process().children(recursive=True) == []
+
+
+CAPACITY_PLAN = """
+seed = 13
+warmup_s = 0.2
+duration_s = 0.5
+repetitions = 1
+min_requests = 5
+startup_timeout_s = 60.0
+capacity_tolerance = 0.3
+capacity_max_steps = 4
+capacity_step_requests = 50
+capacity_max_step_s = 0.5
+[configs.fastapi-uvicorn]
+framework = "fastapi"
+server = "uvicorn"
+[configs.flask-gunicorn-sync]
+framework = "flask"
+server = "gunicorn-sync"
+[models.sleep5]
+spec = "synthetic:sleep_ms=5"
+scenarios = ["single", "cap"]
+[scenarios.single]
+endpoint = "/predict"
+concurrency = [2]
+[scenarios.cap]
+kind = "capacity"
+endpoint = "/predict"
+"""
+
+
+@pytest.mark.slow
+def test_capacity_search_on_real_servers_end_to_end(tmp_path: Path) -> None:
+    plan = tmp_path / "capacity.toml"
+    plan.write_text(CAPACITY_PLAN)
+    bundle_dir = run_benchmark(
+        plan_path=plan,
+        preset="default",
+        out_root=tmp_path / "results",
+        targets=[],
+        load_workers=1,
+        console=Console(file=io.StringIO(), width=120),
+        allow_shared_cores=len(os.sched_getaffinity(0)) < 2,
+    )
+    data = json.loads((bundle_dir / RESULTS_FILE).read_text())
+    entries = {entry["config"]: entry for entry in data["capacity"]}
+    assert set(entries) == {"fastapi-uvicorn", "flask-gunicorn-sync"}
+    runs = {run["id"]: run for run in data["runs"]}
+    separate_cores = len(os.sched_getaffinity(0)) >= 2
+    for entry in entries.values():
+        if separate_cores:  # from 0.8 x peak down, some rate passes; a generator sharing the server's core may not
+            assert entry["capacity_rps"] is not None, entry
+        assert 1 <= len(entry["steps"]) <= 4
+        for step in entry["steps"]:
+            run = runs[step["run"]]
+            assert run["search"] == entry["id"] and run["kind"] == "open" and run["target_rps"] == step["rate"]
+            assert run["status"] == "ok" and run["requests"] > 0
+            assert run["histograms"]["total"].startswith("HISTF") and run["histograms"]["total_uncorrected"]
+            assert run["offered_rps"] > 0 and run["achieved_rps"] > 0
+    sync = entries["flask-gunicorn-sync"]
+    assert sync["theory"] == "M/D/1" and sync["theory_rps"] > 0 and sync["service_ms"] > 5.0  # sleeps 5 ms
+    assert entries["fastapi-uvicorn"]["theory"] is None
+    html = render_report(bundle_dir).read_text()
+    assert 'id="capacity"' in html and 'data-metric="capacity_rps"' in html and "chart-open-sleep5" in html
     assert psutil.Process().children(recursive=True) == []
 
 

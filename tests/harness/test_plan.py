@@ -232,7 +232,9 @@ def test_closed_loop_keys_are_refused_elsewhere_and_open_keys_on_closed(tmp_path
         load_plan(write(tmp_path, MINIMAL.replace("concurrency = [1, 4]", 'concurrency = [1]\narrivals = "poisson"')))
 
 
-@pytest.mark.parametrize("knob", ["slo_p99_ms = 0", "capacity_tolerance = 1.5", "capacity_max_steps = 1"])
+@pytest.mark.parametrize(
+    "knob", ["slo_p99_ms = 0", "capacity_tolerance = 1.0", "capacity_tolerance = 0", "capacity_max_steps = 1"]
+)
 def test_bad_capacity_knobs_are_refused(tmp_path: Path, knob: str) -> None:
     with pytest.raises(PlanError, match=knob.split(" ")[0]):
         load_plan(write(tmp_path, knob + "\n" + MINIMAL))
@@ -345,3 +347,13 @@ def test_parse_plan_returns_a_frozen_plan() -> None:
     assert isinstance(plan, Plan)
     with pytest.raises(AttributeError):
         plan.seed = 1  # type: ignore[misc]
+
+
+def test_the_queueing_check_example_plan_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "queueing-check.toml"
+    plan = load_plan(example)
+    (model,) = plan.models
+    runs = plan.measurements(model)
+    assert [(m.kind, m.arrivals) for m in runs[1:]] == [("capacity", "poisson"), ("capacity", "constant")]
+    assert runs[0].kind == "closed" and (runs[0].concurrency or 0) >= 2  # the service-time probe keeps it busy
+    assert [c.server for c in plan.configs] == ["gunicorn-sync"] and plan.workers == 1  # one server: M/D/1 applies

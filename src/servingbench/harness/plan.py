@@ -54,6 +54,7 @@ MAX_WORKERS = 64
 MAX_THREADS = 1024
 MAX_BATCH_SIZE = 10_000
 MAX_CONCURRENCY = 10_000
+MAX_CAPACITY_TOLERANCE = 0.5  # a search that stops within 50% of its answer has said nothing
 DEFAULT_OPEN_LOOP_USERS = 64
 EXPECTED_CAPACITY_STEPS = 6
 """Steps a capacity search usually takes when it starts from the session's closed-loop peak (bracket 2, bisect 3,
@@ -91,7 +92,7 @@ KNOBS: dict[str, _Knob] = {
     "min_requests": _Knob(int, 1),
     "startup_timeout_s": _Knob(float, 0.0, 3600.0, exclusive_minimum=True),
     "slo_p99_ms": _Knob(float, 0.0, 3_600_000.0, exclusive_minimum=True),
-    "capacity_tolerance": _Knob(float, 0.0, 1.0, exclusive_minimum=True),
+    "capacity_tolerance": _Knob(float, 0.0, MAX_CAPACITY_TOLERANCE, exclusive_minimum=True),
     "capacity_max_steps": _Knob(int, 2, 100),
     "capacity_step_requests": _Knob(int, 1),
     "capacity_max_step_s": _Knob(float, 0.0, 3600.0, exclusive_minimum=True),
