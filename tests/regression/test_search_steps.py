@@ -44,3 +44,20 @@ def test_a_search_step_leaves_the_scenario_series_alone(tmp_path: Path) -> None:
     with_steps = series(load_bundle(build_bundle(tmp_path / "steps", SEARCHES)))
     plain = series(load_bundle(build_bundle(tmp_path / "plain", dataclasses.replace(SEARCHES, searches=()))))
     assert {key: value for key, value in with_steps.items() if key.metric != CAPACITY_METRIC} == plain
+
+
+def test_a_capacity_that_is_only_a_lower_bound_is_not_gated(tmp_path: Path) -> None:
+    """A generator-limited or cut-short search says the server did at least that much, not what it does."""
+
+    def bound_first_search(doc: dict[str, object]) -> None:
+        entries = doc["capacity"]
+        assert isinstance(entries, list)
+        entries[0]["limited_by"] = "load generator"
+        entries[1]["converged"] = False
+
+    built = build_bundle(tmp_path, SEARCHES)
+    every = sum(len(v) for k, v in series(load_bundle(built)).items() if k.metric == CAPACITY_METRIC)
+    bundle = load_bundle(edit_results(built, bound_first_search))
+    assert [entry.lower_bound for entry in bundle.capacity[:2]] == [True, True]
+    gated = sum(len(v) for k, v in series(bundle).items() if k.metric == CAPACITY_METRIC)
+    assert gated == every - 2  # the two lower bounds left out, every other repetition kept

@@ -261,3 +261,30 @@ def test_open_loop_chart_without_searches_has_no_step_points(rendered_report: Pa
     svg = _svg(rendered_report.read_text(encoding="utf-8"), OPEN_CHART)
     assert not [element for element in svg.iter(f"{SVG}g") if (element.get("id") or "").endswith(("-met", "-failed"))]
     assert "fixed offered rates" in "".join(svg.itertext())
+
+
+def test_a_search_whose_server_never_started_says_not_measured(tmp_path: Path) -> None:
+    def unmeasured(doc: dict[str, Any]) -> None:
+        for entry in doc["capacity"]:
+            if entry["config"] == SLOW_C.name:
+                entry.update(capacity_rps=None, converged=False, steps=[], stop_reason="server failed to start: exit 3")
+
+    html = render_report(_edit(build_bundle(tmp_path, SEARCH_SPEC), unmeasured)).read_text()
+    row = _capacity_row(html, SLOW_C.name)
+    assert "no capacity found" in row and "not measured in 3 reps (server failed to start: exit 3)" in row
+    assert "never met" not in row and "unsettled" not in row
+
+
+def test_a_capacity_below_a_rate_that_passed_once_is_a_lower_bound(tmp_path: Path) -> None:
+    def passed_above(doc: dict[str, Any]) -> None:
+        for entry in doc["capacity"]:
+            if entry["config"] == SLOW_C.name and entry["capacity_rps"] is not None:
+                high = entry["capacity_rps"] * 1.5
+                entry["steps"].append({**entry["steps"][0], "rate": high, "ok": True, "run": None})
+                entry["steps"].append({**entry["steps"][0], "rate": high, "ok": False, "run": None})
+
+    built = _edit(build_bundle(tmp_path, SEARCH_SPEC), passed_above)
+    slow = [entry for entry in load_bundle(built).capacity if entry.config == SLOW_C.name]
+    assert slow and all(entry.passed_above and entry.lower_bound for entry in slow)
+    row = _capacity_row(render_report(built).read_text(), SLOW_C.name)
+    assert "a higher rate passed once but was not confirmed in 3 reps: lower bound" in row

@@ -158,15 +158,35 @@ class CapacityResult:
     theory_rps: float | None = None
 
     @property
+    def outcome(self) -> str:
+        """What became of the search, in words: "capacity", "lower bound", "unsettled", "not measured" (no step ran:
+        the server failed first) or "never met" (every rate measured missed the SLO)."""
+        if self.capacity_rps is not None:
+            return "lower bound" if self.lower_bound else "capacity"
+        if not self.steps:
+            return "not measured"
+        return "unsettled" if self.unsettled else "never met"
+
+    @property
     def unsettled(self) -> bool:
         """True when no capacity was found although some rate met the SLO: it missed when re-measured, and the search
         ran out of steps before a lower rate passed consistently (noise at the knee), so "never met" would be wrong."""
         return self.capacity_rps is None and any(step.ok for step in self.steps)
 
     @property
+    def passed_above(self) -> bool:
+        """True when some rate above ``capacity_rps`` met the SLO too but failed when re-measured (noise at the knee,
+        or a disturbed step): the confirmed capacity is then a conservative figure."""
+        floor = self.capacity_rps
+        return floor is not None and any(step.ok and step.rate > floor for step in self.steps)
+
+    @property
     def lower_bound(self) -> bool:
-        """True when ``capacity_rps`` is a rate that passed but the server may take more."""
-        return self.capacity_rps is not None and (self.limited_by is not None or not self.converged)
+        """True when ``capacity_rps`` is a rate that passed but the server may take more: the generator limited the
+        search, the search did not converge, or a higher rate passed once and was not confirmed."""
+        return self.capacity_rps is not None and (
+            self.limited_by is not None or not self.converged or self.passed_above
+        )
 
 
 @dataclass(frozen=True)

@@ -248,7 +248,8 @@ def _by_repetition(bundle: Bundle, skip: Collection[str] = ()) -> dict[SeriesKey
                 key = SeriesKey(run.config, run.model, run.scenario, metric)
                 figures.setdefault(key, {}).setdefault(run.repetition, value)
     for result in bundle.capacity:
-        value = _positive(result.capacity_rps)
+        # A lower bound (generator limit, search cut short) says the server did at least this much, not what it does.
+        value = None if result.lower_bound else _positive(result.capacity_rps)
         if value is not None:
             key = SeriesKey(result.config, result.model, _capacity_scenario(result), CAPACITY_METRIC)
             figures.setdefault(key, {}).setdefault(result.repetition, value)

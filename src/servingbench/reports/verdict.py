@@ -373,15 +373,23 @@ def _capacity_notes(results: Sequence[CapacityResult]) -> tuple[str, ...]:
     unconverged = sum(1 for result in results if not result.converged and result.capacity_rps is not None)
     if unconverged:
         notes.append(f"not converged in {_repetitions_text(unconverged)}: lower bound")
-    never = sum(1 for result in results if result.capacity_rps is None and not result.unsettled)
+    above = sum(1 for result in results if result.passed_above and result.converged and result.limited_by is None)
+    if above:
+        notes.append(f"a higher rate passed once but was not confirmed in {_repetitions_text(above)}: lower bound")
+    never = sum(1 for result in results if result.outcome == "never met")
     if never:
         notes.append(f"never met the SLO in {_repetitions_text(never)}")
-    unsettled = sum(1 for result in results if result.unsettled)
+    unsettled = [result for result in results if result.outcome == "unsettled"]
     if unsettled:
+        why = "; ".join(dict.fromkeys(result.stop_reason or "stopped" for result in unsettled))
         notes.append(
-            f"unsettled in {_repetitions_text(unsettled)}: the SLO was met at some rate but missed when re-measured, "
-            "and the search ran out of steps"
+            f"unsettled in {_repetitions_text(len(unsettled))}: the SLO was met at some rate but missed when "
+            f"re-measured, and the search stopped before a lower rate passed twice ({why})"
         )
+    unmeasured = [result for result in results if result.outcome == "not measured"]
+    if unmeasured:
+        why = "; ".join(dict.fromkeys(result.stop_reason or "no step ran" for result in unmeasured))
+        notes.append(f"not measured in {_repetitions_text(len(unmeasured))} ({why})")
     return tuple(notes)
 
 
@@ -390,8 +398,11 @@ def _bound_reason(results: Sequence[CapacityResult]) -> str | None:
     limits = list(dict.fromkeys(result.limited_by for result in results if result.lower_bound and result.limited_by))
     if limits:
         return f"{_join(limits)} limit"
-    unconverged = sum(1 for result in results if result.lower_bound)
-    return f"the search did not converge in {_repetitions_text(unconverged)}" if unconverged else None
+    unconverged = sum(1 for result in results if result.lower_bound and not result.converged)
+    if unconverged:
+        return f"the search did not converge in {_repetitions_text(unconverged)}"
+    above = sum(1 for result in results if result.lower_bound)
+    return f"a higher rate passed but was not confirmed in {_repetitions_text(above)}" if above else None
 
 
 def _capacity_theory(results: Sequence[CapacityResult], measured: float | None) -> CapacityTheory | None:
