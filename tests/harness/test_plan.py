@@ -190,8 +190,8 @@ def test_capacity_scenario_is_one_measurement_after_the_closed_loop(tmp_path: Pa
 
 def test_capacity_knobs_a_plan_leaves_out_come_from_the_builtin(tmp_path: Path) -> None:
     plan = load_plan(write(tmp_path, MINIMAL + CAPACITY))
-    assert (plan.slo_p99_ms, plan.capacity_tolerance, plan.capacity_max_steps) == (50.0, 0.05, 10)
-    assert (plan.capacity_step_requests, plan.capacity_max_step_s) == (2000, 4.0)
+    assert (plan.slo_p99_ms, plan.capacity_tolerance, plan.capacity_max_steps) == (50.0, 0.05, 8)
+    assert (plan.capacity_step_requests, plan.capacity_max_step_s) == (2000, 3.0)
     assert plan.to_json()["slo_p99_ms"] == 50.0
 
 
