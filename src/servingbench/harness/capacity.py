@@ -524,12 +524,18 @@ def wait_until_idle(
     threshold_ms: float = IDLE_LATENCY_MS,
     timeout_s: float = IDLE_TIMEOUT_S,
 ) -> bool:
-    """Wait until the previous step's backlog is gone: the server tree rooted at `pid` uses under `IDLE_CPU_SHARE`
-    of a core for `IDLE_SAMPLES` intervals in a row, or (no `pid`) GET /healthz answers within `threshold_ms`.
-    False if that did not happen within `timeout_s` seconds."""
+    """Wait until the previous step's backlog is gone: the server tree rooted at `pid` (when given) uses under
+    `IDLE_CPU_SHARE` of a core for `IDLE_SAMPLES` intervals in a row, and then GET /healthz answers within
+    `threshold_ms`. Both are needed: an async server's backlog shows in its CPU (it answers the probe between queued
+    requests), a sync worker's or a sleeping model's in the probe (working off its queue burns little CPU). False if
+    that did not happen within `timeout_s` seconds."""
     deadline = time.monotonic() + timeout_s
-    if pid is not None:
-        return _wait_until_cpu_idle(pid, deadline)
+    if pid is not None and not _wait_until_cpu_idle(pid, deadline):
+        return False
+    return _wait_until_answering(base_url, threshold_ms, deadline)
+
+
+def _wait_until_answering(base_url: str, threshold_ms: float, deadline: float) -> bool:
     while time.monotonic() < deadline:
         start = time.perf_counter()
         try:
