@@ -55,6 +55,7 @@ __all__ = [
     "main",
     "measure_with_locust",
     "partial_result",
+    "saturation_problems",
     "search_capacity",
     "settings_from_peak",
     "step_spec",
@@ -130,7 +131,7 @@ SERVICE_PROBE_USERS = 4
 """Closed-loop users of the service-time probe: enough to keep a one-at-a-time server always busy."""
 SERVICE_PROBE_S = 5.0
 GENERATOR_SATURATION_PCT = 90.0
-"""Load generator CPU (% of its cores) above which `main` marks a step as failed (as the runner does for runs)."""
+"""Load generator CPU (% of its cores) above which a run is invalid and a step fails on the generator's account."""
 PAYLOAD_ROW = [round(0.1 * i, 1) for i in range(10)]
 """`main`'s request row: 10 features, as the default and synthetic models take."""
 
@@ -471,6 +472,13 @@ def judge_step(
     )
 
 
+def saturation_problems(generator_cpu_pct: float | None) -> list[str]:
+    """Why the load generator measured itself rather than the server: its CPU (% of its cores) over the limit."""
+    if generator_cpu_pct is None or generator_cpu_pct <= GENERATOR_SATURATION_PCT:
+        return []
+    return [f"load generator saturated ({generator_cpu_pct:.0f}% CPU > {GENERATOR_SATURATION_PCT:.0f}% of its cores)"]
+
+
 def _p99_ms(histogram: HdrHistogram) -> float | None:
     return histogram.get_value_at_percentile(99.0) / US_PER_MS if histogram.get_total_count() else None
 
@@ -579,7 +587,6 @@ def measure_with_locust(
     slo_p99_ms: float = DEFAULT_SLO_P99_MS,
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
     step: StepSettings | None = None,
-    saturation_pct: float = GENERATOR_SATURATION_PCT,
     allow_remote: bool = False,
     pid: int | None = None,
 ) -> Measure:
@@ -608,8 +615,7 @@ def measure_with_locust(
             return CapacityStep(rate=rate, ok=False, p99_ms=None, error_rate=None, reason=reason)
         finally:
             wait_until_idle(base_url, pid=pid)
-        saturated = result.generator_cpu_pct > saturation_pct
-        reasons = [f"load generator saturated ({result.generator_cpu_pct:.0f}% CPU)"] if saturated else []
+        reasons = saturation_problems(result.generator_cpu_pct)
         return judge_step(rate, result, slo_p99_ms=slo_p99_ms, max_error_rate=max_error_rate, invalid_reasons=reasons)
 
     return measure

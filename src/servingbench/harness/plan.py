@@ -33,6 +33,7 @@ __all__ = [
     "estimate_seconds",
     "load_plan",
     "parse_plan",
+    "rate_scenario",
 ]
 
 PRESET_NAMES = ("quick", "default", "rigorous")
@@ -261,9 +262,14 @@ def _expand(scenario: ScenarioPlan, model: ModelPlan, override: tuple[int, ...] 
     if scenario.kind == "capacity":
         return [base]
     if scenario.kind == "open":
-        return [replace(base, scenario=f"{scenario.name}-r{rate:g}", target_rps=rate) for rate in scenario.rates]
+        return [replace(base, scenario=rate_scenario(scenario.name, rate), target_rps=rate) for rate in scenario.rates]
     levels = override or model.concurrency or scenario.concurrency
     return [replace(base, scenario=f"{scenario.name}-c{level}", users=level, concurrency=level) for level in levels]
+
+
+def rate_scenario(name: str, rate: float) -> str:
+    """The run name of scenario ``name`` at an offered ``rate`` (req/s): a fixed open-loop rate or a search step."""
+    return f"{name}-r{rate:g}"
 
 
 def estimate_seconds(plan: Plan, *, configs: int | None = None) -> float:

@@ -29,6 +29,7 @@ from rich.table import Table
 
 from servingbench.harness.bundle import BundleWriter
 from servingbench.harness.capacity import (
+    GENERATOR_SATURATION_PCT,
     IDLE_TIMEOUT_S,
     PEAK_START_FRACTION,
     CapacityResult,
@@ -38,6 +39,7 @@ from servingbench.harness.capacity import (
     StepSettings,
     inflight_cap,
     judge_step,
+    saturation_problems,
     search_capacity,
     settings_from_peak,
     step_spec,
@@ -57,6 +59,7 @@ from servingbench.harness.plan import (
     PlanError,
     expected_runs,
     load_plan,
+    rate_scenario,
 )
 from servingbench.harness.processes import (
     HEALTH_PATH,
@@ -87,7 +90,6 @@ __all__ = [
     "validity_problems",
 ]
 
-GENERATOR_SATURATION_PCT = 90.0  # load generator CPU, % of its cores, above which a run is invalid
 LOAD_TIMEOUT_MARGIN_S = 90.0  # on top of warm-up + window: Locust start, stop timeout, final report
 MODEL_INFO_TIMEOUT_S = 5.0
 TARGET_READY_TIMEOUT_S = 10.0
@@ -224,11 +226,7 @@ def validity_problems(
     *, requests: int, errors: int, generator_cpu_pct: float | None, error_rate_limit: float, min_requests: int
 ) -> list[str]:
     """Why a finished run does not count (empty if it does): generator saturated, too many errors, too few requests."""
-    problems: list[str] = []
-    if generator_cpu_pct is not None and generator_cpu_pct > GENERATOR_SATURATION_PCT:
-        problems.append(
-            f"load generator saturated ({generator_cpu_pct:.0f}% CPU > {GENERATOR_SATURATION_PCT:.0f}% of its cores)"
-        )
+    problems = saturation_problems(generator_cpu_pct)
     if requests > 0 and errors / requests > error_rate_limit:
         problems.append(f"error rate {errors / requests:.1%} over the limit {error_rate_limit:.1%}")
     if requests < min_requests:
@@ -650,7 +648,7 @@ class _Runner:
         plan = self.plan
         shape = replace(
             measurement,
-            scenario=f"{measurement.scenario}-r{rate:g}",
+            scenario=rate_scenario(measurement.scenario, rate),
             kind="open",
             target_rps=rate,
             users=inflight_cap(rate, plan.slo_p99_ms),
@@ -700,15 +698,13 @@ class _Runner:
                 run=record["id"],
                 generator_limited=limited,
             )
-        cpu = record.get("generator_cpu_pct")
-        saturated = isinstance(cpu, int | float) and cpu > GENERATOR_SATURATION_PCT
         step = judge_step(
             rate,
             result,
             slo_p99_ms=self.plan.slo_p99_ms,
             max_error_rate=self.plan.error_rate_limit,
             run=record["id"],
-            invalid_reasons=[f"load generator saturated ({cpu:.0f}% CPU)"] if saturated else [],
+            invalid_reasons=saturation_problems(record.get("generator_cpu_pct")),
         )
         if record["requests"] < self.plan.min_requests:  # too slow to judge within the longest step: no verdict
             reason = f"too few requests to judge ({record['requests']} < {self.plan.min_requests})"

@@ -51,7 +51,7 @@ REPORT_KEY = "servingbench_samples"
 """Key of the `SampleDelta` a worker adds to its periodic stats report."""
 LOCAL_WORKER_ID = "local"
 OPEN_LOOP_CONTEXT_KEY = "servingbench_open_loop"
-"""Request-context key of an open-loop request's `_OpenLoopMeta` (intended time, send lag, recorded flag)."""
+"""Request-context key of an open-loop request's `_OpenLoopMeta` (intended time, send lag)."""
 IDLE_POLL_S = 0.05
 """Seconds the open-loop scheduler waits between checks for its stop once its schedule has passed the window."""
 DRAIN_SHARE_OF_STOP_TIMEOUT = 0.8
@@ -238,9 +238,9 @@ class OpenLoopUser(User):
         try:
             outcome = _timed_post(self._http)
         except GreenletExit:
-            if not meta.recorded:  # killed while waiting for its answer: count it, from its intended time
-                elapsed_ms = (time.perf_counter() - start) * MS_PER_S
-                _record_open(meta, send_time, elapsed_ms, server_timing=None, error=UNFINISHED_ERROR)
+            # Killed while waiting for its answer (nothing was recorded yet): count it, from its intended time.
+            elapsed_ms = (time.perf_counter() - start) * MS_PER_S
+            _record_open(meta, send_time, elapsed_ms, server_timing=None, error=UNFINISHED_ERROR)
             raise
         outcome.fire(self, context={OPEN_LOOP_CONTEXT_KEY: meta})
 
@@ -254,13 +254,12 @@ class OpenLoopUser(User):
             self._http.close()
 
 
-@dataclass
+@dataclass(frozen=True)
 class _OpenLoopMeta:
     """What the recorder needs beyond Locust's own request timing: epoch seconds and milliseconds."""
 
     intended_time: float
     send_lag_ms: float
-    recorded: bool = False
 
 
 def _stream_index(environment: Environment) -> int:
@@ -301,7 +300,6 @@ def _on_request(
 def _record_open(
     meta: _OpenLoopMeta, send_time: float, response_time_ms: float, *, server_timing: str | None, error: str | None
 ) -> None:
-    meta.recorded = True
     _state.recorder.record_open(
         intended_time=meta.intended_time,
         send_time=send_time,
