@@ -26,11 +26,13 @@ def _fail(message: str) -> int:
 # -- serve ------------------------------------------------------------------------------------------------------
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run one adapter under a production server, in the foreground")
-    p.add_argument("framework", choices=("fastapi", "flask"))
-    p.add_argument("--server", choices=("uvicorn", "gunicorn-uvicorn", "gunicorn-sync", "gunicorn-gthread"))
+    from servingbench.servers.registry import FRAMEWORKS, SERVERS
+
+    p.add_argument("framework", choices=tuple(FRAMEWORKS))
+    p.add_argument("--server", choices=tuple(SERVERS))
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--threads", type=int, default=None, help="gunicorn-gthread threads per worker (default 40)")
-    p.add_argument("--route", choices=("def", "async"), default="def", help="FastAPI route style (default def)")
+    p.add_argument("--route", default=None, help="route style where the framework offers one (FastAPI: def or async)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model", default="fast", help="fast | heavy | PATH | synthetic:cpu_us=N | synthetic:sleep_ms=N")
@@ -42,10 +44,10 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from servingbench.servers.launch import DEFAULT_SERVER, ServerConfig, launch_command, server_versions
+    from servingbench.servers.launch import ServerConfig, default_server, launch_command, server_versions
     from servingbench.shared_model import ModelError, PredictService, Settings, SettingsError
 
-    server = args.server or DEFAULT_SERVER[args.framework]
+    server = args.server or default_server(args.framework)
     try:
         config = ServerConfig(args.framework, server, args.workers, args.threads, args.route)
         models_dir = str((args.models_dir or Settings().resolved_models_dir()).resolve())
@@ -53,7 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
             model=args.model,
             models_dir=models_dir,
             blas_threads=args.blas_threads,
-            route=args.route,
+            route=config.route_style,
             allow_pickle=args.allow_pickle,
             pickle_sha256=args.pickle_sha256,
         )

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import psutil
 from hdrh.histogram import HdrHistogram
@@ -38,6 +38,7 @@ from servingbench.harness.queueing import dd1_capacity_rps, md1_rate_for_quantil
 from servingbench.harness.resources import tree_cpu_seconds
 from servingbench.loadtests.openloop import ARRIVAL_PROCESSES, DEFAULT_ARRIVALS, ArrivalProcess, OpenLoopCounts
 from servingbench.loadtests.scenarios import LoadSpec
+from servingbench.servers.registry import FRAMEWORKS, SERVERS
 
 __all__ = [
     "DEFAULT_MAX_ERROR_RATE",
@@ -135,7 +136,6 @@ GENERATOR_SATURATION_PCT = 90.0
 PAYLOAD_ROW = [round(0.1 * i, 1) for i in range(10)]
 """`main`'s request row: 10 features, as the default and synthetic models take."""
 
-SERVER_KINDS = ("uvicorn", "gunicorn-uvicorn", "gunicorn-sync", "gunicorn-gthread")
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -627,8 +627,8 @@ def measure_with_locust(
 def _parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Capacity at a p99 latency target (open loop).")
     p.add_argument("--target", help="base URL of a running server (default: start one from the options below)")
-    p.add_argument("--framework", choices=("fastapi", "flask"), default="flask")
-    p.add_argument("--server", choices=SERVER_KINDS, default="gunicorn-sync")
+    p.add_argument("--framework", choices=tuple(FRAMEWORKS), default="flask")
+    p.add_argument("--server", choices=tuple(SERVERS), default="gunicorn-sync")
     p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
     p.add_argument("--model", default="synthetic:sleep_ms=10")
     p.add_argument("--endpoint", default="/predict")
@@ -831,9 +831,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m servingben
 
 def _with_server(args: argparse.Namespace, out_dir: Path) -> list[dict[str, Any]]:
     from servingbench.harness.processes import free_port, running_server
-    from servingbench.servers.launch import Framework, ServerConfig, ServerKind, launch_command
+    from servingbench.servers.launch import ServerConfig, launch_command
 
-    config = ServerConfig(cast("Framework", args.framework), cast("ServerKind", args.server), args.workers)
+    config = ServerConfig(args.framework, args.server, args.workers)
     port = free_port()
     command = launch_command(config, host="127.0.0.1", port=port, model=args.model)
     log = out_dir / "server.log"

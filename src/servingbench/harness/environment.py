@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from servingbench.harness.cpus import CpuAllocation
+from servingbench.servers.registry import stack_packages
 
 __all__ = [
     "PACKAGES",
@@ -28,25 +29,9 @@ __all__ = [
     "package_versions",
 ]
 
-PACKAGES = (
-    "servingbench",
-    "fastapi",
-    "starlette",
-    "pydantic",
-    "flask",
-    "werkzeug",
-    "uvicorn",
-    "uvicorn-worker",
-    "gunicorn",
-    "locust",
-    "hdrhistogram",
-    "psutil",
-    "scikit-learn",
-    "numpy",
-    "scipy",
-)
+PACKAGES = ("servingbench", *stack_packages(), "locust", "hdrhistogram", "psutil", "scikit-learn", "numpy", "scipy")
 # The versions that change what is measured; the rest are recorded but do not change the fingerprint.
-FINGERPRINT_PACKAGES = ("fastapi", "starlette", "pydantic", "flask", "werkzeug", "uvicorn", "gunicorn", "scikit-learn")
+FINGERPRINT_PACKAGES = (*stack_packages(), "scikit-learn")
 CPUINFO = Path("/proc/cpuinfo")
 GIT_TIMEOUT_S = 5.0
 SOURCE_DIR = Path(__file__).resolve().parent

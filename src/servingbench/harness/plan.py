@@ -16,7 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from servingbench.servers.launch import FRAMEWORK_SERVERS
+from servingbench.servers.launch import ServerConfig, default_server
+from servingbench.servers.registry import FRAMEWORKS, SERVERS, framework, servers_for
 
 __all__ = [
     "BUILTIN_PLAN_SOURCE",
@@ -41,7 +42,6 @@ DEFAULT_PRESET = "default"
 BUILTIN_PLAN_SOURCE = "built-in default plan"
 DEFAULT_PLAN_RESOURCE = "default_plan.toml"
 
-ROUTES = ("def", "async")
 KINDS = ("closed", "open", "capacity")
 ARRIVALS = ("poisson", "constant")
 SINGLE_ENDPOINT = "/predict"
@@ -112,13 +112,26 @@ KIND_KEYS = {
 
 @dataclass(frozen=True)
 class ConfigPlan:
-    """One server config. ``route`` applies to FastAPI only; ``threads`` to gunicorn-gthread only."""
+    """One named server config of the plan: what to launch (with the plan's worker count applied)."""
 
     name: str
-    framework: Literal["fastapi", "flask"]
-    server: Literal["uvicorn", "gunicorn-uvicorn", "gunicorn-sync", "gunicorn-gthread"]
-    route: Literal["def", "async"] = "def"
-    threads: int | None = None
+    launch: ServerConfig
+
+    @property
+    def framework(self) -> str:
+        return self.launch.framework
+
+    @property
+    def server(self) -> str:
+        return self.launch.server
+
+    @property
+    def route(self) -> str:
+        return self.launch.route_style
+
+    @property
+    def threads(self) -> int | None:
+        return self.launch.threads
 
 
 @dataclass(frozen=True)
@@ -333,7 +346,7 @@ def parse_plan(
     return Plan(
         source=source,
         preset=preset,
-        configs=_parse_configs(where.table(data, "configs"), where),
+        configs=_parse_configs(where.table(data, "configs"), int(knobs["workers"]), where),
         models=models,
         scenarios=scenarios,
         concurrency_override=cast("tuple[int, ...] | None", preset_values.get("concurrency")),
@@ -436,30 +449,33 @@ def _parse_presets(raw: object, where: _Where) -> dict[str, dict[str, Any]]:
     return presets
 
 
-def _parse_configs(raw: dict[str, Any], where: _Where) -> tuple[ConfigPlan, ...]:
-    return tuple(_parse_config(name, table, where) for name, table in raw.items())
+def _parse_configs(raw: dict[str, Any], workers: int, where: _Where) -> tuple[ConfigPlan, ...]:
+    return tuple(_parse_config(name, table, workers, where) for name, table in raw.items())
 
 
-def _parse_config(name: str, table: dict[str, Any], where: _Where) -> ConfigPlan:
+def _parse_config(name: str, table: dict[str, Any], workers: int, where: _Where) -> ConfigPlan:
     path = f"configs.{name}"
     where.check_keys(table, path, CONFIG_KEYS)
-    framework = _choice(table.get("framework"), f"{path}.framework", tuple(FRAMEWORK_SERVERS), where)
-    server = _choice(table.get("server"), f"{path}.server", FRAMEWORK_SERVERS[framework], where)
-    route = _choice(table.get("route", "def"), f"{path}.route", ROUTES, where)
-    if framework != "fastapi" and "route" in table:
-        raise where.error(f"{path}.route", "applies to framework 'fastapi' only")
+    name_of_framework = _choice(table.get("framework"), f"{path}.framework", tuple(FRAMEWORKS), where)
+    stack = framework(name_of_framework)
+    server = _choice(
+        table.get("server", default_server(name_of_framework)), f"{path}.server", servers_for(name_of_framework), where
+    )
+    if "route" in table and len(stack.routes) == 1:
+        choosers = [item.name for item in FRAMEWORKS.values() if len(item.routes) > 1]
+        raise where.error(f"{path}.route", f"applies to framework {_choices(choosers)} only")
+    route = _choice(table.get("route", stack.default_route), f"{path}.route", stack.route_styles, where)
     threads: int | None = None
     if "threads" in table:
-        if server != "gunicorn-gthread":
-            raise where.error(f"{path}.threads", "applies to server 'gunicorn-gthread' only")
+        if not SERVERS[server].threads:
+            takers = [item.name for item in SERVERS.values() if item.threads]
+            raise where.error(f"{path}.threads", f"applies to server {_choices(takers)} only")
         threads = int(_number(table["threads"], f"{path}.threads", _Knob(int, 1, MAX_THREADS), where))
-    return ConfigPlan(
-        name=name,
-        framework=cast("Literal['fastapi', 'flask']", framework),
-        server=cast("Literal['uvicorn', 'gunicorn-uvicorn', 'gunicorn-sync', 'gunicorn-gthread']", server),
-        route=cast("Literal['def', 'async']", route),
-        threads=threads,
-    )
+    try:
+        launch = ServerConfig(name_of_framework, server, workers, threads, route)
+    except ValueError as exc:
+        raise where.error(path, str(exc)) from exc
+    return ConfigPlan(name=name, launch=launch)
 
 
 def _parse_models(

@@ -52,7 +52,6 @@ from servingbench.harness.loadgen import WORKER_CONNECT_TIMEOUT_S, LoadResult, r
 from servingbench.harness.plan import (
     RUN_OVERHEAD_S,
     SERVER_START_OVERHEAD_S,
-    ConfigPlan,
     Measurement,
     ModelPlan,
     Plan,
@@ -163,20 +162,12 @@ class Session:
 
 def plan_targets(plan: Plan) -> list[Target]:
     """The plan's server configs, each with the plan's worker count."""
-    return [
-        Target(config.name, "", _server_config(config, plan.workers), route=_route(config)) for config in plan.configs
-    ]
+    return [Target(config.name, "", config.launch, route=_route(config.launch)) for config in plan.configs]
 
 
-def _route(config: ConfigPlan) -> str | None:
-    return config.route if config.framework == "fastapi" else None
-
-
-def _server_config(config: ConfigPlan, workers: int) -> ServerConfig:
-    try:
-        return ServerConfig(config.framework, config.server, workers, config.threads, config.route)
-    except ValueError as exc:
-        raise HarnessError(f"configs.{config.name}: {exc}") from exc
+def _route(config: ServerConfig) -> str | None:
+    """The route style, where the framework offers a choice of them (recorded and labelled then)."""
+    return config.route_style if config.has_route_choice else None
 
 
 def url_targets(urls: Sequence[str]) -> list[Target]:

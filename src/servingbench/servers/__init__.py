@@ -1,14 +1,25 @@
-"""Thin FastAPI and Flask adapters over the predict core, and how to launch them under each server kind."""
+"""Thin framework adapters over the predict core, the registry of stacks, and how each server kind is launched."""
 
 from __future__ import annotations
 
 from servingbench.servers.launch import (
-    FRAMEWORK_SERVERS,
     LaunchCommand,
     ServerConfig,
-    ServerKind,
+    default_server,
     launch_command,
     server_versions,
 )
+from servingbench.servers.registry import FRAMEWORKS, SERVERS, Framework, ServerKind, servers_for
 
-__all__ = ["FRAMEWORK_SERVERS", "LaunchCommand", "ServerConfig", "ServerKind", "launch_command", "server_versions"]
+__all__ = [
+    "FRAMEWORKS",
+    "SERVERS",
+    "Framework",
+    "LaunchCommand",
+    "ServerConfig",
+    "ServerKind",
+    "default_server",
+    "launch_command",
+    "server_versions",
+    "servers_for",
+]

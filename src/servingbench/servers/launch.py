@@ -1,104 +1,113 @@
-"""How each server config is started: the exact command line and environment, shared by the CLI and the harness."""
+"""How each server config is started: the exact command line and environment, shared by the CLI and the harness.
+
+Which frameworks and servers exist, and how each server is invoked, is the registry's (:mod:`.registry`); this
+module checks one combination and turns it into a command.
+"""
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Literal, get_args
 
+from servingbench.servers.registry import (
+    FRAMEWORKS,
+    Framework,
+    LaunchTarget,
+    ServerKind,
+    framework,
+    server,
+    servers_for,
+    stack_packages,
+)
 from servingbench.shared_model import Settings
 from servingbench.shared_model.threads import THREAD_ENV_VARS
 
 __all__ = [
-    "DEFAULT_GTHREAD_THREADS",
-    "FASTAPI_THREADPOOL",
-    "FRAMEWORK_SERVERS",
-    "Framework",
     "LaunchCommand",
-    "Route",
     "ServerConfig",
-    "ServerKind",
+    "default_server",
     "launch_command",
     "server_versions",
 ]
 
-Framework = Literal["fastapi", "flask"]
-ServerKind = Literal["uvicorn", "gunicorn-uvicorn", "gunicorn-sync", "gunicorn-gthread"]
-Route = Literal["def", "async"]
 
-#: Which server kinds can run which framework (ASGI vs WSGI).
-FRAMEWORK_SERVERS: dict[str, tuple[str, ...]] = {
-    "fastapi": ("uvicorn", "gunicorn-uvicorn"),
-    "flask": ("gunicorn-sync", "gunicorn-gthread"),
-}
-DEFAULT_SERVER: dict[str, ServerKind] = {"fastapi": "uvicorn", "flask": "gunicorn-sync"}
-#: AnyIO's default thread-pool size, which runs FastAPI's ``def`` routes: its in-flight limit per process.
-FASTAPI_THREADPOOL = 40
-#: gthread threads per worker by default: the same in-flight limit per process as FastAPI's thread pool.
-DEFAULT_GTHREAD_THREADS = FASTAPI_THREADPOOL
-#: Seconds a gunicorn worker may spend on one request before it is killed (the heavy model must fit).
-GUNICORN_TIMEOUT_S = 120
-GRACEFUL_TIMEOUT_S = 5
-#: Keep-alive, in seconds, for every server that keeps connections open.
-KEEPALIVE_S = 5
-#: The packages whose versions every report prints.
-SERVER_PACKAGES = (
-    *("fastapi", "starlette", "uvicorn", "uvicorn-worker", "httptools", "uvloop", "gunicorn", "flask", "werkzeug"),
-    *("pydantic", "scikit-learn", "numpy"),
-)
-_APP = {"fastapi": "servingbench.servers.fastapi_app:create_app", "flask": "servingbench.servers.flask_app:create_app"}
+def default_server(framework_name: str) -> str:
+    """The server kind a framework runs on when none is named: the first in the registry that speaks its interface."""
+    return servers_for(framework_name)[0]
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """One server config of the matrix. ``threads`` applies to gunicorn-gthread only."""
+    """One server config of the matrix: a framework (and route style) on a server kind, with workers and threads.
 
-    framework: Framework
-    server: ServerKind
+    ``route`` defaults to the framework's first style; ``threads`` applies to servers that take a threads knob.
+    Raises ``ValueError`` (one line) for a combination the registry does not allow.
+    """
+
+    framework: str
+    server: str
     workers: int = 1
     threads: int | None = None
-    route: Route = "def"
+    route: str | None = None
 
     def __post_init__(self) -> None:
-        if self.framework not in FRAMEWORK_SERVERS:
-            raise ValueError(f"framework must be one of {sorted(FRAMEWORK_SERVERS)}, got {self.framework!r}")
-        if self.server not in FRAMEWORK_SERVERS[self.framework]:
-            allowed = ", ".join(FRAMEWORK_SERVERS[self.framework])
-            raise ValueError(f"{self.framework} runs on {allowed}; not on {self.server!r}")
+        stack = framework(self.framework)
+        kind = server(self.server)
+        if stack.interface not in kind.interfaces:
+            allowed = ", ".join(servers_for(self.framework))
+            raise ValueError(f"{self.framework} ({stack.interface.upper()}) runs on {allowed}; not on {self.server!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
-        if self.threads is not None and (self.server != "gunicorn-gthread" or self.threads < 1):
-            raise ValueError("threads applies to gunicorn-gthread only and must be at least 1")
-        if self.route not in get_args(Route) or (self.route == "async" and self.framework != "fastapi"):
-            raise ValueError("route 'async' is a FastAPI option; route must be 'def' or 'async'")
+        if self.threads is not None and (not kind.threads or self.threads < 1):
+            takers = ", ".join(name for name in servers_for(self.framework) if server(name).threads) or "none"
+            raise ValueError(f"threads applies to servers with a thread knob ({takers}) and must be at least 1")
+        if self.route is None:
+            object.__setattr__(self, "route", stack.default_route)
+        elif self.route not in stack.routes:
+            raise ValueError(f"{self.framework} has route styles {', '.join(stack.routes)}; not {self.route!r}")
+
+    @property
+    def stack(self) -> Framework:
+        return FRAMEWORKS[self.framework]
+
+    @property
+    def kind(self) -> ServerKind:
+        return server(self.server)
+
+    @property
+    def route_style(self) -> str:
+        """The route style (never None after construction)."""
+        return self.route or self.stack.default_route
+
+    @property
+    def has_route_choice(self) -> bool:
+        """Whether the framework offers more than one route style (the label and records name it then)."""
+        return len(self.stack.routes) > 1
 
     @property
     def effective_threads(self) -> int | None:
-        if self.server == "gunicorn-gthread":
-            return self.threads or DEFAULT_GTHREAD_THREADS
-        return None
+        """Threads per worker on a server with a threads knob (the plan's, else the server's default)."""
+        return (self.threads or self.kind.default_threads) if self.kind.threads else None
 
     def label(self) -> str:
         """A human label, e.g. ``FastAPI / uvicorn (def) x1``."""
-        name = {"fastapi": "FastAPI", "flask": "Flask"}[self.framework]
-        extra = f" ({self.route})" if self.framework == "fastapi" else ""
+        extra = f" ({self.route_style})" if self.has_route_choice else ""
         if self.effective_threads:
             extra = f" ({self.effective_threads} threads)"
-        return f"{name} / {self.server}{extra} x{self.workers}"
+        return f"{self.stack.label} / {self.server}{extra} x{self.workers}"
 
     def inflight_per_worker(self) -> int:
         """How many requests one worker process can work on at once."""
-        if self.server == "gunicorn-sync":
-            return 1
-        if self.server == "gunicorn-gthread":
-            return self.effective_threads or 1
-        return 1 if self.route == "async" else FASTAPI_THREADPOOL
+        if self.stack.interface == "asgi":
+            return self.stack.routes[self.route_style]
+        return self.effective_threads or 1
 
     def keepalive(self) -> bool:
         """Whether the server keeps connections open between requests (gunicorn sync closes every one)."""
-        return self.server != "gunicorn-sync"
+        return self.kind.keepalive
 
 
 @dataclass(frozen=True)
@@ -108,31 +117,8 @@ class LaunchCommand:
 
     def shell(self) -> str:
         """The command as one line a person could paste (environment settings first)."""
-        import shlex
-
         settings = [f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()) if k.startswith("SERVINGBENCH_")]
         return " ".join([*settings, *map(shlex.quote, self.argv)])
-
-
-def _uvicorn_argv(config: ServerConfig, host: str, port: int) -> list[str]:
-    return [
-        *("-m", "uvicorn", _APP["fastapi"], "--factory", "--host", host, "--port", str(port)),
-        *("--workers", str(config.workers), "--http", "httptools", "--loop", "uvloop"),
-        *("--no-access-log", "--log-level", "warning", "--timeout-keep-alive", str(KEEPALIVE_S)),
-    ]
-
-
-def _gunicorn_argv(config: ServerConfig, host: str, port: int) -> list[str]:
-    worker_class = {"gunicorn-uvicorn": "uvicorn_worker.UvicornWorker", "gunicorn-sync": "sync"}
-    argv = ["-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(config.workers)]
-    argv += ["--worker-class", worker_class.get(config.server, "gthread")]
-    if config.server == "gunicorn-gthread":
-        argv += ["--threads", str(config.effective_threads)]
-    argv += ["--timeout", str(GUNICORN_TIMEOUT_S), "--graceful-timeout", str(GRACEFUL_TIMEOUT_S)]
-    argv += ["--keep-alive", str(KEEPALIVE_S), "--log-level", "warning"]
-    # uvicorn has no request-line limit; lift gunicorn's so a long URL is a 404 from the app on both.
-    argv += ["--limit-request-line", "0", f"{_APP[config.framework]}()"]
-    return argv
 
 
 def launch_command(
@@ -146,20 +132,25 @@ def launch_command(
     base_env: dict[str, str] | None = None,
 ) -> LaunchCommand:
     """The argv and full environment that start ``config`` on ``host:port`` serving ``model``."""
-    settings = (settings or Settings()).with_(model=model, blas_threads=blas_threads, route=config.route)
-    argv = _uvicorn_argv(config, host, port) if config.server == "uvicorn" else _gunicorn_argv(config, host, port)
+    settings = (settings or Settings()).with_(model=model, blas_threads=blas_threads, route=config.route_style)
+    target = LaunchTarget(
+        config.stack.app, config.stack.interface, config.workers, config.effective_threads, host, port
+    )
     env = dict(os.environ if base_env is None else base_env)
     env.update(settings.to_env())
     env.update({name: str(blas_threads) for name in THREAD_ENV_VARS})
     env["PYTHONUNBUFFERED"] = "1"
-    return LaunchCommand([sys.executable, *argv], env)
+    return LaunchCommand([sys.executable, *config.kind.argv(target)], env)
+
+
+SERVER_PACKAGES = (*stack_packages(), "scikit-learn", "numpy")
+"""The packages whose versions every report prints."""
 
 
 def server_versions() -> dict[str, str]:
     """Installed versions of the packages that make up the server stacks."""
-    names = SERVER_PACKAGES
     out = {}
-    for name in names:
+    for name in SERVER_PACKAGES:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
