@@ -117,9 +117,10 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from servingbench.harness import BenchmarkInterrupted, HarnessError, run_benchmark
+    from servingbench.harness import BenchmarkInterrupted, HarnessError, RemoteLoad, run_benchmark
 
     console = Console(stderr=False)
+    remote = RemoteLoad(args.remote_load_workers, args.master_bind, args.master_port)
     try:
         bundle = run_benchmark(
             plan_path=args.plan,
@@ -129,9 +130,7 @@ def _run(args: argparse.Namespace) -> int:
             load_workers=args.load_workers,
             console=console,
             allow_shared_cores=args.allow_shared_cores,
-            remote_load_workers=args.remote_load_workers,
-            master_bind=args.master_bind,
-            master_port=args.master_port,
+            remote=remote if remote.workers or remote.bind != "127.0.0.1" else None,
         )
     except HarnessError as err:
         return _fail(str(err))
@@ -198,15 +197,118 @@ def _add_load_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _add_capacity(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("capacity", add_help=False, help="open-loop search for the highest rate whose p99 meets the SLO")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the capacity search (try: capacity --help)")
+    from servingbench.servers.registry import FRAMEWORKS, SERVERS
+
+    p = sub.add_parser(
+        "capacity",
+        help="p99 against offered open-loop rate for one server config, and its capacity at the SLO",
+        description="Measure one server config's latency-vs-offered-rate curve (open loop, each request timed from "
+        "its intended send time) and the capacity where it crosses the p99 SLO, with queueing theory beside it "
+        "where it applies. The same runner and measure path as `servingbench run`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--framework", choices=tuple(FRAMEWORKS), default="flask", help="the framework")
+    p.add_argument("--server", choices=tuple(SERVERS), default="gunicorn-sync", help="the server kind")
+    p.add_argument("--route", default=None, help="route style, where the framework has one (FastAPI: def, async)")
+    p.add_argument("--threads", type=int, default=None, help="threads per worker, for servers with a thread knob")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes")
+    p.add_argument("--model", default="synthetic:sleep_ms=10", help="fast | heavy | PATH | synthetic:...")
+    p.add_argument("--endpoint", default="/predict", choices=("/predict",), help="the endpoint posted to")
+    p.add_argument("--arrivals", nargs="+", choices=("poisson", "constant"), default=["poisson"], help="arrivals")
+    p.add_argument("--slo-ms", type=float, default=50.0, help="the p99 target, ms")
+    p.add_argument("--points", type=int, default=8, help="rates on the grid")
+    p.add_argument("--repetitions", type=int, default=1, help="curves per arrival process (5+ for an interval)")
+    p.add_argument("--step-requests", type=int, default=2000, help="requests per step's window")
+    p.add_argument("--max-step-s", type=float, default=10.0, help="the longest a step's window runs, s")
+    p.add_argument("--warmup-s", type=float, default=2.0, help="open-loop warm-up before each step's window, s")
+    p.add_argument("--traffic-rps", type=float, default=0.0, help="the traffic you expect, req/s (0: none)")
+    p.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=(),
+        help="no curve: run these fixed open-loop rates (checks the "
+        "generator: offered vs achieved, late sends, send lag)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="seeds the arrival schedules")
+    p.add_argument("--out", type=Path, default=Path("results"), help="results root")
+    p.add_argument("--allow-shared-cores", action="store_true", help="run on one core (recorded as unfair)")
     p.set_defaults(func=_capacity)
 
 
 def _capacity(args: argparse.Namespace) -> int:
-    from servingbench.harness.capacity import main as capacity_main
+    from rich.console import Console
 
-    return capacity_main(args.rest, prog="servingbench capacity")
+    from servingbench.harness import BenchmarkInterrupted, HarnessError, PlanError, run_benchmark
+    from servingbench.harness.capacity_plan import CapacityRequest, capacity_plan
+
+    request = CapacityRequest(
+        framework=args.framework,
+        server=args.server,
+        model=args.model,
+        arrivals=tuple(args.arrivals),
+        route=args.route,
+        threads=args.threads,
+        workers=args.workers,
+        endpoint=args.endpoint,
+        slo_p99_ms=args.slo_ms,
+        rates=tuple(args.rates),
+        points=args.points,
+        repetitions=args.repetitions,
+        step_requests=args.step_requests,
+        max_step_s=args.max_step_s,
+        warmup_s=args.warmup_s,
+        seed=args.seed,
+        traffic_rps=args.traffic_rps,
+    )
+    try:
+        plan = capacity_plan(request)
+        bundle = run_benchmark(
+            plan_path=plan,
+            preset="default",
+            out_root=args.out,
+            targets=[],
+            load_workers=None,
+            console=Console(),
+            allow_shared_cores=args.allow_shared_cores,
+        )
+    except (HarnessError, PlanError) as err:
+        return _fail(str(err))
+    except BenchmarkInterrupted as stop:
+        print(f"servingbench: interrupted; partial results kept in {stop.bundle_dir}", file=sys.stderr)
+        return 130
+    print(_curve_table(bundle))
+    return EXIT_OK
+
+
+def _curve_table(bundle: Path) -> str:
+    """Every curve of the bundle: its steps (rate, p99, verdict) and the capacity read off it."""
+    import json
+
+    document = json.loads((bundle / "results.json").read_text(encoding="utf-8"))
+    lines: list[str] = []
+    for entry in document.get("capacity", []):
+        theory = entry.get("theory_rps")
+        beside = f"; {entry['theory']} {theory:.1f} req/s" if theory else ""
+        lines.append(
+            f"\n{entry['scenario']} ({entry['arrivals']}), rep {entry['repetition'] + 1}, SLO p99 <= "
+            f"{entry['slo_p99_ms']:g} ms{beside}"
+        )
+        lines.append(f"{'rate/s':>9} {'p99 ms':>9}  verdict")
+        for step in entry["steps"]:
+            p99 = "-" if step["p99_ms"] is None else f"{step['p99_ms']:.1f}"
+            verdict = "meets the SLO" if step["ok"] else f"fails: {step['reason']}"
+            lines.append(f"{step['rate']:9.1f} {p99:>9}  {verdict}")
+        found = entry.get("capacity_rps")
+        if found is not None:
+            gap = f" ({found / theory - 1:+.1%} against theory)" if theory else ""
+            lines.append(f"capacity {found:.1f} req/s{gap}")
+        else:
+            lines.append(
+                f"capacity: {entry.get('censored') or 'none'} {entry.get('bound_rps') or ''} ({entry['stop_reason']})"
+            )
+    lines.append(f"\nresults: {bundle}")
+    return "\n".join(lines)
 
 
 # -- check, calibrate ------------------------------------------------------------------------------------------
@@ -273,8 +375,6 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["capacity"]:  # its own parser takes every option, --help included
-        return _capacity(argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from servingbench.files import write_atomic
 from servingbench.harness.bundle import (
     LATEST_LINK,
     RESULTS_FILE,
@@ -21,7 +22,6 @@ from servingbench.harness.bundle import (
     create_bundle_dir,
     link_latest,
     summary_csv,
-    write_atomic,
 )
 from servingbench.reports.bundle import load_bundle
 

@@ -102,8 +102,9 @@ duration_s = 0.5
 repetitions = 1
 min_requests = 5
 startup_timeout_s = 60.0
-capacity_tolerance = 0.3
-capacity_max_steps = 4
+capacity_points = 3
+capacity_repetitions = 1
+capacity_warmup_s = 0.2
 capacity_step_requests = 50
 capacity_max_step_s = 0.5
 [configs.fastapi-uvicorn]
@@ -125,7 +126,7 @@ endpoint = "/predict"
 
 
 @pytest.mark.slow
-def test_capacity_search_on_real_servers_end_to_end(tmp_path: Path) -> None:
+def test_capacity_curve_on_real_servers_end_to_end(tmp_path: Path) -> None:
     plan = tmp_path / "capacity.toml"
     plan.write_text(CAPACITY_PLAN)
     bundle_dir = run_benchmark(
@@ -141,15 +142,17 @@ def test_capacity_search_on_real_servers_end_to_end(tmp_path: Path) -> None:
     entries = {entry["config"]: entry for entry in data["capacity"]}
     assert set(entries) == {"fastapi-uvicorn", "flask-gunicorn-sync"}
     runs = {run["id"]: run for run in data["runs"]}
-    separate_cores = len(os.sched_getaffinity(0)) >= 2
     for entry in entries.values():
-        if separate_cores:  # from 0.8 x peak down, some rate passes; a generator sharing the server's core may not
-            assert entry["capacity_rps"] is not None, entry
-        assert 1 <= len(entry["steps"]) <= 4
+        # Whatever the machine's speed: a grid of 3 shared rates, a climb of 1 to 3 of them, and a capacity or a
+        # censored bound read off what was measured.
+        assert len(entry["grid"]) == 3 and entry["grid"] == sorted(entry["grid"])
+        assert 1 <= len(entry["steps"]) <= 3
+        assert {step["rate"] for step in entry["steps"]} <= set(entry["grid"])
+        assert (entry["capacity_rps"] is None) == (entry["censored"] is not None) or entry["steps"] == []
         for step in entry["steps"]:
             run = runs[step["run"]]
             assert run["search"] == entry["id"] and run["kind"] == "open" and run["target_rps"] == step["rate"]
-            assert run["status"] == "ok" and run["requests"] > 0
+            assert run["status"] == "ok" and run["requests"] > 0 and run["step_ok"] is step["ok"]
             assert run["histograms"]["total"].startswith("HISTF") and run["histograms"]["total_uncorrected"]
             assert run["offered_rps"] > 0 and run["achieved_rps"] > 0
     sync = entries["flask-gunicorn-sync"]

@@ -10,6 +10,7 @@ import pytest
 
 from servingbench.harness.plan import (
     PRESET_NAMES,
+    RUN_OVERHEAD_S,
     Plan,
     PlanError,
     estimate_seconds,
@@ -73,10 +74,10 @@ def test_default_plan_covers_the_matrix() -> None:
     specs = {m.spec for m in plan.models}
     assert {"fast", "heavy"} <= specs
     assert any(spec.startswith("synthetic:sleep_ms=") for spec in specs)
-    single = [s for s in plan.scenarios if s.endpoint == "/predict"]
     batch = [s for s in plan.scenarios if s.endpoint == "/predict/batch"]
-    assert single and len(single[0].concurrency) > 1
-    assert batch and batch[0].batch_size == 32
+    assert batch and batch[0].batch_size == 32  # offered to plans of your own, not run by default
+    assert plan.repetitions >= 6  # every figure with a verdict rests on at least 6 repetitions
+    assert min(plan.repetitions, plan.capacity_repetitions) >= 6
     assert plan.workers == 1
     assert plan.error_rate_limit == pytest.approx(0.01)
     assert plan.preset == "default"
@@ -113,21 +114,22 @@ def test_model_concurrency_overrides_the_scenario_sweep() -> None:
     heavy = next(m for m in plan.models if m.name == "heavy")
     fast = next(m for m in plan.models if m.name == "fast")
     assert {m.concurrency for m in plan.measurements(heavy)} == {8}
-    assert [m.scenario for m in plan.measurements(fast)] == [
-        "single-c1",
-        "single-c8",
-        "single-c32",
-        "batch32-c8",
-        "capacity",
-    ]
+    assert [m.scenario for m in plan.measurements(fast)] == ["single-c8", "capacity"]
+    rigorous = load_plan(None, "rigorous")
+    assert [m.scenario for m in rigorous.measurements(fast)] == ["single-c1", "single-c8", "single-c32", "capacity"]
 
 
-def test_the_default_plan_searches_capacity_after_the_closed_loop_peak_of_every_config() -> None:
+def test_the_default_plan_measures_the_capacity_curve_after_the_closed_loop_peak_of_every_config() -> None:
     plan = load_plan()
     fast = next(m for m in plan.models if m.name == "fast")
     kinds = [m.kind for m in plan.measurements(fast)]
     assert kinds[-1] == "capacity" and kinds.count("capacity") == 1 and set(kinds[:-1]) == {"closed"}
-    assert plan.slo_p99_ms == 50.0 and plan.repetitions >= 2  # an interval over repetitions needs two
+    assert plan.slo_p99_ms == 50.0 and plan.capacity_step_requests >= 1000  # a step's p99 rests on 10+ requests
+
+
+def test_quick_runs_the_fast_model_only_and_a_plan_of_your_own_keeps_its_models(tmp_path: Path) -> None:
+    assert [model.name for model in load_plan(None, "quick").models] == ["fast"]
+    assert [model.name for model in load_plan(write(tmp_path, MINIMAL), "quick").models] == ["m"]
 
 
 # --- user plan files ---------------------------------------------------------------------------------
@@ -184,39 +186,55 @@ def test_capacity_scenario_is_one_measurement_after_the_closed_loop(tmp_path: Pa
     plan = load_plan(write(tmp_path, text))
     runs = plan.measurements(plan.models[0])
     assert [(m.scenario, m.kind) for m in runs] == [("s-c1", "closed"), ("s-c4", "closed"), ("cap", "capacity")]
-    assert (runs[-1].arrivals, runs[-1].start_rps, runs[-1].target_rps) == ("poisson", None, None)
+    assert (runs[-1].arrivals, runs[-1].grid, runs[-1].target_rps) == ("poisson", (), None)
     assert plan.to_json()["scenarios"]["cap"]["kind"] == "capacity"
 
 
 def test_capacity_knobs_a_plan_leaves_out_come_from_the_builtin(tmp_path: Path) -> None:
     plan = load_plan(write(tmp_path, MINIMAL + CAPACITY))
-    assert (plan.slo_p99_ms, plan.capacity_tolerance, plan.capacity_max_steps) == (50.0, 0.05, 8)
-    assert (plan.capacity_step_requests, plan.capacity_max_step_s) == (2000, 3.0)
+    builtin = load_plan()
+    assert (plan.slo_p99_ms, plan.capacity_points) == (50.0, builtin.capacity_points)
+    assert (plan.capacity_step_requests, plan.capacity_max_step_s) == (1000, builtin.capacity_max_step_s)
     assert plan.to_json()["slo_p99_ms"] == 50.0
 
 
-def test_the_slo_and_search_knobs_are_set_in_the_plan_and_by_presets(tmp_path: Path) -> None:
-    text = "slo_p99_ms = 20.0\ncapacity_max_steps = 5\n" + MINIMAL + CAPACITY
-    text += "[presets.quick]\ncapacity_tolerance = 0.2\nslo_p99_ms = 30\n"
-    assert load_plan(write(tmp_path, text)).slo_p99_ms == 20.0
+def test_the_slo_and_curve_knobs_are_set_in_the_plan_and_by_presets(tmp_path: Path) -> None:
+    text = "slo_p99_ms = 20.0\ncapacity_points = 5\ntraffic_rps = 120\n" + MINIMAL + CAPACITY
+    text += "[presets.quick]\ncapacity_points = 3\nslo_p99_ms = 30\n"
+    plan = load_plan(write(tmp_path, text))
+    assert (plan.slo_p99_ms, plan.capacity_points, plan.traffic_rps) == (20.0, 5, 120.0)
     quick = load_plan(write(tmp_path, text), "quick")
-    assert (quick.slo_p99_ms, quick.capacity_tolerance, quick.capacity_max_steps) == (30.0, 0.2, 5)
+    assert (quick.slo_p99_ms, quick.capacity_points) == (30.0, 3)
 
 
-def test_capacity_scenario_takes_arrivals_and_a_start_rate(tmp_path: Path) -> None:
+def test_capacity_scenario_takes_arrivals_and_a_fixed_grid(tmp_path: Path) -> None:
     text = MINIMAL.replace('scenarios = ["s"]', 'scenarios = ["cap"]')
-    text += CAPACITY + 'arrivals = "constant"\nstart_rps = 40\n'
-    measurement = load_plan(write(tmp_path, text)).measurements(load_plan(write(tmp_path, text)).models[0])[0]
-    assert (measurement.arrivals, measurement.start_rps) == ("constant", 40.0)
+    text += CAPACITY + 'arrivals = "constant"\nrates = [60, 40, 50, 40]\n'
+    plan = load_plan(write(tmp_path, text))
+    measurement = plan.measurements(plan.models[0])[0]
+    assert (measurement.arrivals, measurement.grid) == ("constant", (40.0, 50.0, 60.0))
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("capacity_tolerance = 0.05", "capacity_tolerance: no longer a knob"),
+        ("[presets.quick]\ncapacity_max_steps = 3", "presets.quick.capacity_max_steps: no longer a knob"),
+    ],
+)
+def test_the_search_knobs_are_retired_with_a_pointer(tmp_path: Path, text: str, words: str) -> None:
+    body = MINIMAL + text if text.startswith("[") else text + "\n" + MINIMAL
+    with pytest.raises(PlanError, match=words):
+        load_plan(write(tmp_path, body))
 
 
 @pytest.mark.parametrize(
     ("extra", "words"),
     [
         ("concurrency = [4]", "scenarios.cap.concurrency: applies to kind 'closed' only, not 'capacity'"),
-        ("rates = [10]", "scenarios.cap.rates: applies to kind 'open' only, not 'capacity'"),
         ('arrivals = "bursty"', "scenarios.cap.arrivals: 'bursty' is not one of 'poisson', 'constant'"),
-        ("start_rps = 0", "scenarios.cap.start_rps: 0 is out of range"),
+        ("start_rps = 10", "scenarios.cap.start_rps: no longer a knob"),
+        ("rates = [0]", "scenarios.cap.rates: 0 is out of range"),
     ],
 )
 def test_capacity_scenario_mistakes_are_one_line_errors(tmp_path: Path, extra: str, words: str) -> None:
@@ -226,25 +244,26 @@ def test_capacity_scenario_mistakes_are_one_line_errors(tmp_path: Path, extra: s
 
 
 def test_closed_loop_keys_are_refused_elsewhere_and_open_keys_on_closed(tmp_path: Path) -> None:
-    with pytest.raises(PlanError, match=r"scenarios\.s\.start_rps: applies to kind 'capacity' only, not 'closed'"):
-        load_plan(write(tmp_path, MINIMAL.replace("concurrency = [1, 4]", "concurrency = [1]\nstart_rps = 5")))
+    with pytest.raises(PlanError, match=r"scenarios\.s\.rates: applies to kind 'open' and 'capacity' only"):
+        load_plan(write(tmp_path, MINIMAL.replace("concurrency = [1, 4]", "concurrency = [1]\nrates = [5]")))
     with pytest.raises(PlanError, match=r"scenarios\.s\.arrivals: applies to kind 'open' and 'capacity' only"):
         load_plan(write(tmp_path, MINIMAL.replace("concurrency = [1, 4]", 'concurrency = [1]\narrivals = "poisson"')))
 
 
 @pytest.mark.parametrize(
-    "knob", ["slo_p99_ms = 0", "capacity_tolerance = 1.0", "capacity_tolerance = 0", "capacity_max_steps = 1"]
+    "knob", ["slo_p99_ms = 0", "capacity_points = 1", "capacity_repetitions = 0", "traffic_rps = -1"]
 )
 def test_bad_capacity_knobs_are_refused(tmp_path: Path, knob: str) -> None:
     with pytest.raises(PlanError, match=knob.split(" ")[0]):
         load_plan(write(tmp_path, knob + "\n" + MINIMAL))
 
 
-def test_the_estimate_counts_a_capacity_search_as_several_runs(tmp_path: Path) -> None:
+def test_the_estimate_counts_a_capacity_curve_as_several_runs(tmp_path: Path) -> None:
     closed = load_plan(write(tmp_path, MINIMAL + CAPACITY))
-    searching = load_plan(write(tmp_path, MINIMAL.replace('scenarios = ["s"]', 'scenarios = ["s", "cap"]') + CAPACITY))
-    per_run = closed.warmup_s + closed.duration_s + 1.5
-    assert estimate_seconds(searching) - estimate_seconds(closed) == pytest.approx(6 * per_run * closed.repetitions)
+    curve = load_plan(write(tmp_path, MINIMAL.replace('scenarios = ["s"]', 'scenarios = ["s", "cap"]') + CAPACITY))
+    per_step = curve.capacity_warmup_s + curve.capacity_max_step_s / 2 + RUN_OVERHEAD_S
+    extra = 6 * per_step * min(curve.repetitions, curve.capacity_repetitions)
+    assert estimate_seconds(curve) - estimate_seconds(closed) == pytest.approx(extra)
 
 
 # --- errors ----------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""The runner with stand-ins: the tiny server for every config and a scripted load generator.
+"""The runner through its seam: real stand-in servers (tests/harness/tiny_server.py) and a scripted load generator.
 
-These cover orchestration (interleaving, validity gates, failures, Ctrl-C, target mode) in seconds; the slow
-end-to-end test runs the real servers and Locust.
+Nothing here measures speed: the load is scripted, so the tests check what the runner decides and writes (order,
+records, reasons, the bundle, no process left behind) in seconds on any machine, busy or not.
 """
 
 from __future__ import annotations
@@ -9,11 +9,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +18,21 @@ import psutil
 import pytest
 from rich.console import Console
 
-from servingbench.harness import runner
 from servingbench.harness.bundle import LATEST_LINK, RESULTS_FILE
-from servingbench.harness.cpus import CpuAllocation, allocate_cpus
-from servingbench.harness.loadgen import LatencyHistograms, LoadResult
-from servingbench.harness.plan import Measurement, Plan, load_plan
+from servingbench.harness.measure import validity_problems
+from servingbench.harness.plan import Measurement
 from servingbench.harness.processes import free_port, running_server
 from servingbench.harness.runner import (
     BenchmarkInterrupted,
     HarnessError,
-    Target,
     build_payload,
+    config_order,
     plan_targets,
     run_benchmark,
-    schedule,
     url_targets,
-    validity_problems,
 )
-from servingbench.loadtests.recorder import new_histogram
-from servingbench.loadtests.scenarios import LoadSpec
-from servingbench.servers.launch import LaunchCommand, ServerConfig
-
-TINY_SERVER = Path(__file__).with_name("tiny_server.py")
-FAKE_REQUESTS = 200
-KILL_DEADLINE_S = 10.0
-FAKE_LATENCY_US = (700, 800, 900, 2500)
+from servingbench.harness.servers import ServerStarter
+from tests.harness.fakes import TINY_SERVER, ScriptedLoad, TinyStarter, tiny_server_pids
 
 PLAN = """
 seed = 3
@@ -71,118 +58,8 @@ scenarios = ["single"]
 endpoint = "/predict"
 concurrency = [1, 2]
 """
+CONFIGS = ("fastapi-uvicorn", "fastapi-uvicorn-async", "flask-gunicorn-sync")
 RUNS_PER_REP = 3 * 2  # configs x concurrency levels
-
-
-@dataclass
-class FakeLoad:
-    """A scripted ``run_load``: call ``n`` (1-based) does ``actions[n]``, default a clean run."""
-
-    actions: dict[int, str] = field(default_factory=dict)
-    calls: list[LoadSpec] = field(default_factory=list)
-    server_pids: list[list[int]] = field(default_factory=list)
-
-    def __call__(
-        self,
-        spec: LoadSpec,
-        *,
-        out_dir: Path,
-        cpus: Sequence[int] | None,
-        workers: int = 1,
-        timeout_s: float | None = None,
-        on_window_start: Callable[[], None] | None = None,
-        on_window_end: Callable[[], None] | None = None,
-    ) -> LoadResult:
-        self.calls.append(spec)
-        pids = tiny_server_pids()
-        self.server_pids.append(pids)
-        action = self.actions.get(len(self.calls), "ok")
-        if action == "interrupt":
-            raise KeyboardInterrupt
-        if action == "fail":
-            raise RuntimeError("Locust wrote no result file.\n--- log ---")
-        if on_window_start:
-            on_window_start()
-        if action == "kill-server":
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
-            wait_dead(pids)
-        if on_window_end:
-            on_window_end()
-        (out_dir / "locust.html").write_text("<html></html>")
-        return fake_result(action, out_dir)
-
-
-def fake_result(action: str, out_dir: Path) -> LoadResult:
-    total = new_histogram()
-    for value in FAKE_LATENCY_US:
-        total.record_value(value)
-    requests = 5 if action == "few" else FAKE_REQUESTS
-    errors = 50 if action == "errors" else 0
-    return LoadResult(
-        requests=requests,
-        errors=errors,
-        errors_by_kind={"HTTP 503": errors} if errors else {},
-        warmup_s=0.1,
-        duration_s=0.2,
-        rps=requests / 0.2,
-        histograms=LatencyHistograms(total=total, validate=new_histogram(), predict=new_histogram()),
-        generator_cpu_s=0.1,
-        generator_cpu_pct=97.0 if action == "saturate" else 40.0,
-        workers={},
-        artifacts={"locust_html": out_dir / "locust.html"},
-    )
-
-
-def wait_dead(pids: Sequence[int]) -> None:
-    """Wait until the killed servers are zombies, without reaping them (the harness's Popen must see the code)."""
-    deadline = time.monotonic() + KILL_DEADLINE_S
-    while time.monotonic() < deadline:
-        if all(not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE for pid in pids):
-            return
-        time.sleep(0.01)
-    pytest.fail(f"killed servers {pids} did not die")
-
-
-def tiny_server_pids() -> list[int]:
-    pids = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if str(TINY_SERVER) in child.cmdline():
-                pids.append(child.pid)
-        except psutil.Error:
-            continue
-    return pids
-
-
-@pytest.fixture
-def fake_load(monkeypatch: pytest.MonkeyPatch) -> FakeLoad:
-    fake = FakeLoad()
-    monkeypatch.setattr(runner, "run_load", fake)
-    return fake
-
-
-@pytest.fixture
-def failing_servers(monkeypatch: pytest.MonkeyPatch) -> set[str]:
-    """Every config starts the tiny server; configs whose server kind is in the returned set exit at once."""
-    failing: set[str] = set()
-
-    def launch(config: ServerConfig, *, host: str, port: int, model: str, blas_threads: int = 1) -> LaunchCommand:
-        flags = ["--exit-before-ready", "3"] if config.server in failing else []
-        return LaunchCommand([sys.executable, str(TINY_SERVER), str(port), *flags], dict(os.environ))
-
-    monkeypatch.setattr(runner, "launch_command", launch)
-    return failing
-
-
-@pytest.fixture(autouse=True)
-def shared_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Orchestration tests run on any machine, even a 1-core one."""
-
-    def detect(*, server_cpus: int = 1, allow_shared: bool = False) -> CpuAllocation:
-        return allocate_cpus(os.sched_getaffinity(0), None, server_cpus=server_cpus, allow_shared=True)
-
-    monkeypatch.setattr(runner, "detect_cpus", detect)
 
 
 @pytest.fixture
@@ -192,9 +69,34 @@ def plan_file(tmp_path: Path) -> Path:
     return path
 
 
-def bench(plan_file: Path, out_root: Path, *, targets: Sequence[str] = (), terminal: bool = False) -> tuple[Path, str]:
+@pytest.fixture
+def load() -> ScriptedLoad:
+    return ScriptedLoad()
+
+
+@pytest.fixture
+def starter() -> TinyStarter:
+    return TinyStarter()
+
+
+@pytest.fixture(autouse=True)
+def no_orphans() -> Iterator[None]:
+    yield
+    assert tiny_server_pids() == []
+
+
+def bench(
+    plan_file: Path,
+    out_root: Path,
+    load: ScriptedLoad,
+    starter: ServerStarter | None,
+    *,
+    targets: Sequence[str] = (),
+    terminal: bool = False,
+) -> tuple[Path, str]:
     output = io.StringIO()
     console = Console(file=output, force_terminal=terminal, width=120)
+    starters = None if starter is None else dict.fromkeys(CONFIGS, starter)
     bundle = run_benchmark(
         plan_path=plan_file,
         preset="default",
@@ -202,6 +104,9 @@ def bench(plan_file: Path, out_root: Path, *, targets: Sequence[str] = (), termi
         targets=list(targets),
         load_workers=None,
         console=console,
+        allow_shared_cores=True,
+        load=load,
+        starters=starters,
     )
     return bundle, output.getvalue()
 
@@ -211,36 +116,17 @@ def document(bundle: Path) -> dict[str, Any]:
     return data
 
 
-@pytest.fixture(autouse=True)
-def no_orphans() -> Iterator[None]:
-    yield
-    assert tiny_server_pids() == []
-
-
 # --- pure parts ------------------------------------------------------------------------------------
 
 
-def first_order(plan: Plan, targets: Sequence[Target]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(s.target.name for s in schedule(plan, targets) if s.repetition == 0))
-
-
-def test_schedule_is_seeded_interleaved_and_complete() -> None:
-    plan = load_plan(None, "default")
-    targets = plan_targets(plan)
-    sessions = schedule(plan, targets)
-    assert sessions == schedule(plan, targets)
-    names = [target.name for target in targets]
-    for repetition in range(plan.repetitions):
-        visited = [s.target.name for s in sessions if s.repetition == repetition]
-        order = list(dict.fromkeys(visited))
-        assert sorted(order) == sorted(names)  # every config once per repetition...
-        assert visited == [name for name in order for _ in plan.models]  # ...started once per model
-    sequence = [s.target.name for s in sessions]
-    for name in names:  # never all of A, then all of B
-        positions = [i for i, item in enumerate(sequence) if item == name]
-        assert positions[-1] - positions[0] + 1 > len(positions)
-    first_orders = {first_order(replace(plan, seed=seed), targets) for seed in range(5)}
-    assert len(first_orders) > 1  # the seed decides the order
+def test_config_order_is_seeded_complete_and_varies() -> None:
+    names = list(CONFIGS)
+    order = config_order(3, "tiny", 0, 0, names)
+    assert sorted(order) == sorted(names)
+    assert order == config_order(3, "tiny", 0, 0, names)
+    orders = {tuple(config_order(3, "tiny", rep, index, names)) for rep in range(6) for index in range(2)}
+    assert len(orders) > 1  # shuffled per repetition and measurement
+    assert {tuple(config_order(seed, "tiny", 0, 0, names)) for seed in range(8)} != {tuple(order)}
 
 
 @pytest.mark.parametrize(
@@ -277,35 +163,35 @@ def test_url_targets() -> None:
         url_targets(["http://a:1", "http://a:1/"])
 
 
+def test_plan_targets_carry_the_route_only_where_the_framework_offers_one(plan_file: Path) -> None:
+    from servingbench.harness.plan import load_plan
+
+    targets = {target.name: target for target in plan_targets(load_plan(plan_file))}
+    assert targets["fastapi-uvicorn-async"].route == "async"
+    assert targets["flask-gunicorn-sync"].route is None
+
+
 def test_errors_before_anything_starts(tmp_path: Path, plan_file: Path) -> None:
-    with pytest.raises(HarnessError, match="preset 'turbo'"):
-        run_benchmark(
-            plan_path=plan_file,
-            preset="turbo",
-            out_root=tmp_path / "out",
-            targets=[],
-            load_workers=None,
-            console=Console(),
-        )
-    with pytest.raises(HarnessError, match="load-workers"):
-        run_benchmark(
-            plan_path=plan_file,
-            preset="default",
-            out_root=tmp_path / "out",
-            targets=[],
-            load_workers=0,
-            console=Console(),
-        )
+    for preset, workers, words in (("turbo", None, "preset 'turbo'"), ("default", 0, "load-workers")):
+        with pytest.raises(HarnessError, match=words):
+            run_benchmark(
+                plan_path=plan_file,
+                preset=preset,
+                out_root=tmp_path / "out",
+                targets=[],
+                load_workers=workers,
+                console=Console(file=io.StringIO()),
+            )
     assert not (tmp_path / "out").exists()
 
 
 # --- orchestration ---------------------------------------------------------------------------------
 
 
-def test_full_run_writes_a_complete_bundle(
-    tmp_path: Path, plan_file: Path, fake_load: FakeLoad, failing_servers: set[str]
+def test_every_repetition_measures_every_config_interleaved(
+    tmp_path: Path, plan_file: Path, load: ScriptedLoad, starter: TinyStarter
 ) -> None:
-    bundle, output = bench(plan_file, tmp_path / "results")
+    bundle, output = bench(plan_file, tmp_path / "results", load, starter)
     data = document(bundle)
     runs = data["runs"]
     assert data["complete"] is True and data["finished"]
@@ -313,26 +199,46 @@ def test_full_run_writes_a_complete_bundle(
     assert len(runs) == 2 * RUNS_PER_REP
     assert [run["order"] for run in runs] == list(range(1, len(runs) + 1))
     assert all(run["valid"] and run["status"] == "ok" for run in runs)
-    assert {run["config"] for run in runs[:RUNS_PER_REP]} == set(data["configs"])
+    for rep in range(2):  # per repetition and scenario, every config once, back to back
+        mine = [run for run in runs if run["repetition"] == rep]
+        for scenario in ("single-c1", "single-c2"):
+            block = [run["config"] for run in mine if run["scenario"] == scenario]
+            assert sorted(block) == sorted(CONFIGS)
+    assert len(starter.started) == 3  # one server start per config for the model, serving both repetitions
+    assert len({run["session"] for run in runs}) == 3
     first = runs[0]
-    assert first["latency_ms"]["p50"] == pytest.approx(0.8, abs=0.001)
     assert first["server_cpu_s"] is not None and first["server_rss_mb_per_worker"]
-    assert first["server_cpu_us_per_request"] == pytest.approx(first["server_cpu_s"] * 1e6 / FAKE_REQUESTS, rel=0.01)
-    assert first["artifacts"]["locust_html"] == f"runs/{first['id']}/locust.html"
+    assert first["server_cpu_us_per_request"] == pytest.approx(
+        first["server_cpu_s"] * 1e6 / first["requests"], rel=0.01, abs=0.1
+    )
+    assert first["artifacts"]["locust_stats"] == f"runs/{first['id']}/locust_stats.csv"
     assert (bundle / first["artifacts"]["server_log"]).is_file()
-    assert json.loads(fake_load.calls[0].payload) == {"features": [round(0.1 * i, 6) for i in range(10)]}
-    assert {spec.seed for spec in fake_load.calls} == {3 + run["order"] for run in runs}
+    assert first["wall_s"] is not None
+    assert json.loads(load.calls[0].payload) == {"features": [round(0.1 * i, 6) for i in range(10)]}
+    assert {spec.seed for spec in load.calls} == {3 + run["order"] for run in runs}
     assert data["configs"]["flask-gunicorn-sync"]["keepalive"] is False
+    assert data["configs"]["fastapi-uvicorn"]["role"] == "equal-work"
     assert any("interleaved" in rule for rule in data["fairness"])
     assert f"[{len(runs)}/{len(runs)}" in output
     assert f"results: {bundle}" in output
 
 
-def test_invalid_runs_carry_their_reason(
-    tmp_path: Path, plan_file: Path, fake_load: FakeLoad, failing_servers: set[str]
+def test_restart_every_starts_the_servers_again(
+    tmp_path: Path, plan_file: Path, load: ScriptedLoad, starter: TinyStarter
 ) -> None:
-    fake_load.actions = {1: "saturate", 2: "errors", 3: "few"}
-    bundle, _ = bench(plan_file, tmp_path)
+    plan_file.write_text(PLAN.replace("repetitions = 2", "repetitions = 3\nrestart_every = 2"))
+    bundle, _ = bench(plan_file, tmp_path, load, starter)
+    runs = document(bundle)["runs"]
+    assert len(starter.started) == 6  # repetitions 1-2 on the first starts, repetition 3 on the second
+    sessions = {rep: {run["session"] for run in runs if run["repetition"] == rep} for rep in range(3)}
+    assert sessions[0] == sessions[1] and not sessions[1] & sessions[2]
+
+
+def test_invalid_runs_carry_their_reason(
+    tmp_path: Path, plan_file: Path, load: ScriptedLoad, starter: TinyStarter
+) -> None:
+    load.actions = {1: "saturate", 2: "errors", 3: "few"}
+    bundle, _ = bench(plan_file, tmp_path, load, starter)
     runs = document(bundle)["runs"]
     reasons = [run["invalid_reason"] for run in runs[:3]]
     assert reasons[0].startswith("load generator saturated (97% CPU")
@@ -343,10 +249,10 @@ def test_invalid_runs_carry_their_reason(
 
 
 def test_a_config_that_fails_to_start_is_recorded_and_the_run_goes_on(
-    tmp_path: Path, plan_file: Path, fake_load: FakeLoad, failing_servers: set[str]
+    tmp_path: Path, plan_file: Path, load: ScriptedLoad, starter: TinyStarter
 ) -> None:
-    failing_servers.add("gunicorn-sync")
-    bundle, output = bench(plan_file, tmp_path)
+    starter.failing.add("gunicorn-sync")
+    bundle, output = bench(plan_file, tmp_path, load, starter)
     data = document(bundle)
     failed = [run for run in data["runs"] if run["config"] == "flask-gunicorn-sync"]
     others = [run for run in data["runs"] if run["config"] != "flask-gunicorn-sync"]
@@ -357,27 +263,30 @@ def test_a_config_that_fails_to_start_is_recorded_and_the_run_goes_on(
     assert all(run["valid"] for run in others)
     assert data["complete"] is True
     assert "FAILED: server failed to start" in output
+    assert len(load.calls) == len(others)
 
 
-def test_a_server_that_dies_mid_run_fails_the_rest_of_its_session(
-    tmp_path: Path, plan_file: Path, fake_load: FakeLoad, failing_servers: set[str]
+def test_a_server_that_dies_mid_run_fails_its_later_runs_only(
+    tmp_path: Path, plan_file: Path, load: ScriptedLoad, starter: TinyStarter
 ) -> None:
-    fake_load.actions = {1: "kill-server"}
-    bundle, _ = bench(plan_file, tmp_path)
+    load.actions = {1: "kill-server"}
+    bundle, _ = bench(plan_file, tmp_path, load, starter)
     runs = document(bundle)["runs"]
+    victim = runs[0]["config"]
     assert runs[0]["status"] == "failed"
     assert runs[0]["invalid_reason"].startswith("server died during the run (exit code -9)")
-    assert runs[1]["status"] == "failed"
-    assert runs[1]["invalid_reason"] == "server died earlier in this session (r0001)"
-    assert all(run["valid"] for run in runs[2:])
-    assert len(fake_load.calls) == len(runs) - 1
+    later = [run for run in runs[1:] if run["config"] == victim]
+    assert later and all(run["status"] == "failed" for run in later)
+    assert later[0]["invalid_reason"] == "server died earlier in this model's runs (r0001)"
+    assert all(run["valid"] for run in runs[1:] if run["config"] != victim)
+    assert len(load.calls) == len(runs) - len(later)
 
 
 def test_a_load_generator_failure_is_recorded(
-    tmp_path: Path, plan_file: Path, fake_load: FakeLoad, failing_servers: set[str]
+    tmp_path: Path, plan_file: Path, load: ScriptedLoad, starter: TinyStarter
 ) -> None:
-    fake_load.actions = {2: "fail"}
-    bundle, _ = bench(plan_file, tmp_path)
+    load.actions = {2: "fail"}
+    bundle, _ = bench(plan_file, tmp_path, load, starter)
     runs = document(bundle)["runs"]
     assert runs[1]["status"] == "failed"
     assert runs[1]["invalid_reason"] == "load generator failed: Locust wrote no result file."
@@ -385,29 +294,29 @@ def test_a_load_generator_failure_is_recorded(
 
 
 def test_ctrl_c_stops_everything_and_keeps_what_was_measured(
-    tmp_path: Path, plan_file: Path, fake_load: FakeLoad, failing_servers: set[str]
+    tmp_path: Path, plan_file: Path, load: ScriptedLoad, starter: TinyStarter
 ) -> None:
-    fake_load.actions = {3: "interrupt"}
+    load.actions = {3: "interrupt"}
     with pytest.raises(BenchmarkInterrupted) as info:
-        bench(plan_file, tmp_path)
+        bench(plan_file, tmp_path, load, starter)
     assert isinstance(info.value, KeyboardInterrupt)
     data = document(info.value.bundle_dir)
     assert data["complete"] is False
     assert data["finished"] is not None
     assert [run["status"] for run in data["runs"]] == ["ok", "ok", "interrupted"]
     assert data["runs"][2]["invalid_reason"] == "interrupted (Ctrl-C)"
-    assert fake_load.server_pids[2]
-    assert not any(psutil.pid_exists(pid) for pid in fake_load.server_pids[2])
+    assert load.server_pids[2]
+    assert not any(psutil.pid_exists(pid) for pid in load.server_pids[2])
 
 
 def test_target_mode_measures_a_running_server_without_server_figures(
-    tmp_path: Path, plan_file: Path, fake_load: FakeLoad
+    tmp_path: Path, plan_file: Path, load: ScriptedLoad
 ) -> None:
     port = free_port()
     with running_server(
         [sys.executable, str(TINY_SERVER), str(port)], os.environ, port=port, log_path=tmp_path / "t.log"
     ) as server:
-        bundle, _ = bench(plan_file, tmp_path / "out", targets=[server.base_url])
+        bundle, _ = bench(plan_file, tmp_path / "out", load, None, targets=[server.base_url])
     data = document(bundle)
     name = f"target-127.0.0.1-{port}"
     assert list(data["configs"]) == [name]
@@ -416,13 +325,12 @@ def test_target_mode_measures_a_running_server_without_server_figures(
     assert all(run["server_cpu_us_per_request"] is None for run in data["runs"])
     assert all(run["valid"] for run in data["runs"])
     assert any(rule.startswith("target mode") for rule in data["fairness"])
-    assert all(spec.allow_remote for spec in fake_load.calls)
+    assert all(spec.allow_remote for spec in load.calls)
 
 
-def test_a_terminal_gets_a_progress_bar_and_a_table(
-    tmp_path: Path, plan_file: Path, fake_load: FakeLoad, failing_servers: set[str]
+def test_a_terminal_gets_a_progress_bar(
+    tmp_path: Path, plan_file: Path, load: ScriptedLoad, starter: TinyStarter
 ) -> None:
-    bundle, output = bench(plan_file, tmp_path, terminal=True)
-    assert "medians over valid repetitions" in output
+    bundle, output = bench(plan_file, tmp_path, load, starter, terminal=True)
     assert "fastapi-uvicorn-async" in output
     assert str(bundle) in output

@@ -6,26 +6,15 @@ one piece (``running_server`` starts and always reaps a server; ``load_plan`` ch
 
 from __future__ import annotations
 
-from servingbench.harness.bundle import (
-    RESULTS_FORMAT,
-    RESULTS_VERSION,
-    SUMMARY_COLUMNS,
-    BundleWriter,
-    summary_csv,
-    write_atomic,
-)
+from servingbench.files import write_atomic
+from servingbench.harness.bundle import RESULTS_FORMAT, RESULTS_VERSION, SUMMARY_COLUMNS, BundleWriter, summary_csv
 from servingbench.harness.cpus import CpuAllocation, CpuAllocationError, allocate_cpus, detect_cpus
 from servingbench.harness.environment import collect_environment
+from servingbench.harness.measure import GENERATOR_SATURATION_PCT, RemoteLoad
 from servingbench.harness.plan import PRESET_NAMES, Plan, PlanError, estimate_seconds, load_plan, parse_plan
 from servingbench.harness.processes import ServerProcess, ServerStartError, free_port, running_server
 from servingbench.harness.resources import ServerMonitor
-from servingbench.harness.runner import (
-    GENERATOR_SATURATION_PCT,
-    BenchmarkInterrupted,
-    HarnessError,
-    run_benchmark,
-    schedule,
-)
+from servingbench.harness.runner import BenchmarkInterrupted, HarnessError, config_order, run_benchmark
 
 __all__ = [
     "GENERATOR_SATURATION_PCT",
@@ -40,11 +29,13 @@ __all__ = [
     "HarnessError",
     "Plan",
     "PlanError",
+    "RemoteLoad",
     "ServerMonitor",
     "ServerProcess",
     "ServerStartError",
     "allocate_cpus",
     "collect_environment",
+    "config_order",
     "detect_cpus",
     "estimate_seconds",
     "free_port",
@@ -52,7 +43,6 @@ __all__ = [
     "parse_plan",
     "run_benchmark",
     "running_server",
-    "schedule",
     "summary_csv",
     "write_atomic",
 ]

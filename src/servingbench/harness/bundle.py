@@ -9,14 +9,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from servingbench.files import dumps_finite, write_atomic
 
 __all__ = [
     "LATEST_LINK",
@@ -31,7 +31,6 @@ __all__ = [
     "link_latest",
     "summary_csv",
     "utc_timestamp",
-    "write_atomic",
 ]
 
 RESULTS_FORMAT = "servingbench-results"
@@ -43,7 +42,6 @@ LATEST_LINK = "latest"
 DIR_TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 ISO_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_DIR_ATTEMPTS = 100
-FILE_MODE = 0o644
 
 SUMMARY_COLUMNS = (
     "config",
@@ -100,22 +98,6 @@ def create_bundle_dir(out_root: Path, moment: datetime | None = None) -> Path:
     raise FileExistsError(f"cannot create a bundle directory under {out_root}: {stamp} is taken {MAX_DIR_ATTEMPTS}x")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` via a temporary file in the same directory and an atomic rename."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
-            os.fchmod(handle.fileno(), FILE_MODE)  # mkstemp makes the file private; a bundle is meant to be shared
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
 def link_latest(out_root: Path, bundle_dir: Path) -> bool:
     """Point ``out_root/latest`` at ``bundle_dir`` (a relative symlink, swapped atomically).
 
@@ -130,17 +112,6 @@ def link_latest(out_root: Path, bundle_dir: Path) -> bool:
     temporary.symlink_to(os.path.relpath(bundle_dir, out_root))
     os.replace(temporary, link)
     return True
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN or infinity replaced by ``None`` (results.json holds finite numbers only)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _cell(value: Any, decimals: int) -> str:
@@ -240,8 +211,7 @@ class BundleWriter:
 
     def save(self) -> None:
         """Rewrite ``results.json`` and ``summary.csv`` atomically, and point ``latest`` here."""
-        text = json.dumps(_finite(self.document), indent=1, allow_nan=False) + "\n"
-        write_atomic(self.dir / RESULTS_FILE, text)
+        write_atomic(self.dir / RESULTS_FILE, dumps_finite(self.document))
         write_atomic(self.dir / SUMMARY_FILE, summary_csv(self.runs))
         link_latest(self.out_root, self.dir)
 

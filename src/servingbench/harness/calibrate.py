@@ -10,7 +10,6 @@ live in :mod:`servingbench.reports.regression`; this module only runs plans and 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from typing import Any, TextIO
 
 from rich.console import Console
 
-from servingbench.harness.bundle import RESULTS_FILE, SUMMARY_FILE, summary_csv, write_atomic
+from servingbench.files import dumps_finite, write_atomic
+from servingbench.harness.bundle import RESULTS_FILE, SUMMARY_FILE, summary_csv
 from servingbench.harness.runner import HarnessError, run_benchmark
 from servingbench.reports.bundle import Bundle, BundleError, load_bundle
 from servingbench.reports.regression import ABSOLUTE, DRIFT_METRICS, NOISE_FILE, NoiseModel, measure_noise
@@ -131,19 +131,6 @@ def _check_bundles(bundles: Sequence[Bundle]) -> None:
         raise CalibrationError("the calibration runs come from different environments (fingerprints differ)")
 
 
-def _finite_json(value: Any) -> str:
-    def clean(item: Any) -> Any:
-        if isinstance(item, float) and not math.isfinite(item):
-            return None
-        if isinstance(item, dict):
-            return {key: clean(inner) for key, inner in item.items()}
-        if isinstance(item, list):
-            return [clean(inner) for inner in item]
-        return item
-
-    return json.dumps(clean(value), indent=1, allow_nan=False) + "\n"
-
-
 def build_baseline(bundle_dirs: Sequence[Path], baseline_dir: Path) -> Calibration:
     """Measure the A/A noise of ``bundle_dirs`` and write the slim pooled baseline into ``baseline_dir``.
 
@@ -157,9 +144,9 @@ def build_baseline(bundle_dirs: Sequence[Path], baseline_dir: Path) -> Calibrati
     noise = measure_noise(bundles)
     pooled = pool_documents([_read_document(path) for path in bundle_dirs])
     baseline_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(baseline_dir / RESULTS_FILE, _finite_json(pooled))
+    write_atomic(baseline_dir / RESULTS_FILE, dumps_finite(pooled))
     write_atomic(baseline_dir / SUMMARY_FILE, summary_csv(pooled["runs"]))
-    write_atomic(baseline_dir / NOISE_FILE, _finite_json(noise.to_json()))
+    write_atomic(baseline_dir / NOISE_FILE, dumps_finite(noise.to_json()))
     return Calibration(tuple(bundle_dirs), baseline_dir, noise)
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "PlanError",
     "ScenarioPlan",
     "estimate_seconds",
+    "expected_runs",
     "load_plan",
     "parse_plan",
     "rate_scenario",
@@ -55,16 +56,21 @@ MAX_WORKERS = 64
 MAX_THREADS = 1024
 MAX_BATCH_SIZE = 10_000
 MAX_CONCURRENCY = 10_000
-MAX_CAPACITY_TOLERANCE = 0.5  # a search that stops within 50% of its answer has said nothing
 DEFAULT_OPEN_LOOP_USERS = 64
-EXPECTED_CAPACITY_STEPS = 6
-"""Steps a capacity search usually takes when it starts from the session's closed-loop peak (bracket 2, bisect 3,
-confirm 1 at 5% tolerance); only for the time estimate, the search itself stops at `capacity_max_steps`."""
+EXPECTED_CURVE_STEPS = 6
+"""Steps a capacity curve usually takes per config and repetition (climb from half the peak to just past the knee);
+only for the time estimate."""
 
-# Estimated cost of one measured run beyond warm-up + window (load generator start and stop), and of one
-# server start (import, model load, readiness); used for the progress bar and the preset budgets.
-RUN_OVERHEAD_S = 1.5
-SERVER_START_OVERHEAD_S = 2.0
+# Estimated cost of one measured run beyond warm-up + window (handing the run to the load generator, stopping its
+# users, the drain), and of one server start (import, model load, readiness), both measured on a 2-core VM; for the
+# first time estimate only: the progress line learns the rest.
+RUN_OVERHEAD_S = 0.3
+SERVER_START_OVERHEAD_S = 4.5
+RETIRED_KNOBS = {
+    "capacity_tolerance": "the capacity search was replaced by a measured curve; see capacity_points",
+    "capacity_max_steps": "the capacity search was replaced by a measured curve; see capacity_points",
+    "start_rps": "a capacity curve climbs a grid shared by every config; give `rates` to fix the grid",
+}
 
 
 class PlanError(ValueError):
@@ -92,21 +98,24 @@ KNOBS: dict[str, _Knob] = {
     "error_rate_limit": _Knob(float, 0.0, 1.0),
     "min_requests": _Knob(int, 1),
     "startup_timeout_s": _Knob(float, 0.0, 3600.0, exclusive_minimum=True),
+    "restart_every": _Knob(int, 0, 1000),
     "slo_p99_ms": _Knob(float, 0.0, 3_600_000.0, exclusive_minimum=True),
-    "capacity_tolerance": _Knob(float, 0.0, MAX_CAPACITY_TOLERANCE, exclusive_minimum=True),
-    "capacity_max_steps": _Knob(int, 2, 100),
+    "traffic_rps": _Knob(float, 0.0, 1e7),
+    "capacity_points": _Knob(int, 2, 50),
+    "capacity_repetitions": _Knob(int, 1, 1000),
+    "capacity_warmup_s": _Knob(float, 0.0, 3600.0),
     "capacity_step_requests": _Knob(int, 1),
     "capacity_max_step_s": _Knob(float, 0.0, 3600.0, exclusive_minimum=True),
 }
 SECTIONS = ("presets", "configs", "models", "scenarios")
-PRESET_KEYS = (*KNOBS, "concurrency")
+PRESET_KEYS = (*KNOBS, "concurrency", "models")
 CONFIG_KEYS = ("framework", "server", "route", "threads")
 MODEL_KEYS = ("spec", "scenarios", "concurrency")
-SCENARIO_KEYS = ("endpoint", "batch_size", "kind", "concurrency", "rates", "users", "arrivals", "start_rps")
+SCENARIO_KEYS = ("endpoint", "batch_size", "kind", "concurrency", "rates", "users", "arrivals")
 KIND_KEYS = {
     "closed": ("concurrency",),
     "open": ("rates", "users", "arrivals"),
-    "capacity": ("arrivals", "start_rps"),
+    "capacity": ("arrivals", "rates"),
 }
 
 
@@ -151,8 +160,8 @@ Arrivals = Literal["poisson", "constant"]
 @dataclass(frozen=True)
 class ScenarioPlan:
     """A load shape. Closed loop: ``concurrency`` users, each waiting for its answer. Open loop: ``rates`` req/s
-    arriving as ``arrivals``. Capacity: a search for the highest open-loop rate whose p99 meets the plan's SLO,
-    starting from ``start_rps`` (default: from the closed-loop peak measured earlier in the same server start)."""
+    arriving as ``arrivals``. Capacity: p99 against offered open-loop rate on a grid shared by every config, and
+    where it crosses the plan's SLO; ``rates`` fixes the grid (default: from the configs' closed-loop peaks)."""
 
     name: str
     endpoint: str
@@ -162,7 +171,6 @@ class ScenarioPlan:
     rates: tuple[float, ...] = ()
     users: int | None = None
     arrivals: Arrivals = "poisson"
-    start_rps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +187,8 @@ class Measurement:
     concurrency: int | None
     target_rps: float | None
     arrivals: Arrivals = "poisson"
-    start_rps: float | None = None
+    grid: tuple[float, ...] = ()
+    """A capacity measurement's fixed grid of offered rates (req/s); empty: derived from closed-loop peaks."""
 
 
 @dataclass(frozen=True)
@@ -198,9 +207,12 @@ class Plan:
     error_rate_limit: float
     min_requests: int
     startup_timeout_s: float
+    restart_every: int
     slo_p99_ms: float
-    capacity_tolerance: float
-    capacity_max_steps: int
+    traffic_rps: float
+    capacity_points: int
+    capacity_repetitions: int
+    capacity_warmup_s: float
     capacity_step_requests: int
     capacity_max_step_s: float
     configs: tuple[ConfigPlan, ...]
@@ -208,6 +220,12 @@ class Plan:
     scenarios: tuple[ScenarioPlan, ...]
     concurrency_override: tuple[int, ...] | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def repetitions_of(self, measurement: Measurement) -> int:
+        """Repetitions that run ``measurement``: all, or for a capacity curve the first `capacity_repetitions`."""
+        if measurement.kind == "capacity":
+            return min(self.repetitions, self.capacity_repetitions)
+        return self.repetitions
 
     def scenario(self, name: str) -> ScenarioPlan:
         """The scenario called ``name`` (names were checked when the plan was parsed)."""
@@ -254,7 +272,6 @@ def _scenario_json(scenario: ScenarioPlan) -> dict[str, Any]:
         "rates": list(scenario.rates),
         "users": scenario.users,
         "arrivals": scenario.arrivals,
-        "start_rps": scenario.start_rps,
     }
 
 
@@ -270,7 +287,7 @@ def _expand(scenario: ScenarioPlan, model: ModelPlan, override: tuple[int, ...] 
         concurrency=None,
         target_rps=None,
         arrivals=scenario.arrivals,
-        start_rps=scenario.start_rps,
+        grid=scenario.rates if scenario.kind == "capacity" else (),
     )
     if scenario.kind == "capacity":
         return [base]
@@ -285,20 +302,34 @@ def rate_scenario(name: str, rate: float) -> str:
     return f"{name}-r{rate:g}"
 
 
-def estimate_seconds(plan: Plan, *, configs: int | None = None) -> float:
-    """Estimated wall time of the whole plan in seconds (warm-up, windows, and the named overheads)."""
+def estimate_seconds(
+    plan: Plan,
+    *,
+    configs: int | None = None,
+    run_overhead_s: float = RUN_OVERHEAD_S,
+    start_s: float = SERVER_START_OVERHEAD_S,
+) -> float:
+    """Estimated wall time of the whole plan in seconds: server starts (once per config and model, again at each
+    restart), warm-ups, windows at their cap, and ``run_overhead_s`` per run. A first guess: progress learns."""
     n_configs = len(plan.configs) if configs is None else configs
-    measurements = [item for model in plan.models for item in plan.measurements(model)]
-    runs = sum(expected_runs(plan, item) for item in measurements)
-    per_repetition = n_configs * (
-        runs * (plan.warmup_s + plan.duration_s + RUN_OVERHEAD_S) + len(plan.models) * SERVER_START_OVERHEAD_S
-    )
-    return per_repetition * plan.repetitions
+    starts_per_model = 1 + (max(0, plan.repetitions - 1) // plan.restart_every if plan.restart_every else 0)
+    seconds = n_configs * len(plan.models) * starts_per_model * start_s
+    for model in plan.models:
+        for measurement in plan.measurements(model):
+            runs = n_configs * plan.repetitions_of(measurement) * expected_runs(plan, measurement)
+            seconds += runs * (_run_cost(plan, measurement) + run_overhead_s)
+    return seconds
+
+
+def _run_cost(plan: Plan, measurement: Measurement) -> float:
+    if measurement.kind == "capacity":
+        return plan.capacity_warmup_s + plan.capacity_max_step_s / 2
+    return plan.warmup_s + plan.duration_s
 
 
 def expected_runs(plan: Plan, measurement: Measurement) -> int:
-    """Measured runs ``measurement`` is expected to take: 1, or a capacity search's usual step count."""
-    return min(EXPECTED_CAPACITY_STEPS, plan.capacity_max_steps) if measurement.kind == "capacity" else 1
+    """Measured runs ``measurement`` is expected to take per config and repetition: 1, or a curve's usual steps."""
+    return min(EXPECTED_CURVE_STEPS, plan.capacity_points) if measurement.kind == "capacity" else 1
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -334,6 +365,7 @@ def parse_plan(
 ) -> Plan:
     """Check a plan given as parsed TOML and apply ``preset``; raise :class:`PlanError` on the first problem."""
     where = _Where(source)
+    _check_retired(data, "", where)
     where.check_keys(data, "", (*KNOBS, *SECTIONS))
     presets = _parse_presets(data.get("presets", {}), where)
     if preset not in presets and preset != DEFAULT_PRESET:
@@ -343,6 +375,7 @@ def parse_plan(
     knobs.update({name: value for name, value in preset_values.items() if name in KNOBS})
     scenarios = _parse_scenarios(where.table(data, "scenarios"), where)
     models = _parse_models(where.table(data, "models"), {item.name for item in scenarios}, where, base_dir)
+    models = _preset_models(models, preset_values.get("models"))
     return Plan(
         source=source,
         preset=preset,
@@ -353,6 +386,21 @@ def parse_plan(
         presets=presets,
         **knobs,
     )
+
+
+def _check_retired(table: Mapping[str, Any], path: str, where: _Where) -> None:
+    for key in table:
+        if key in RETIRED_KNOBS:
+            raise where.error(f"{path}{key}", f"no longer a knob: {RETIRED_KNOBS[key]}")
+
+
+def _preset_models(models: tuple[ModelPlan, ...], names: tuple[str, ...] | None) -> tuple[ModelPlan, ...]:
+    """A preset's ``models`` keeps only the plan's models it names; naming none of them keeps them all (a plan of
+    your own with other model names still runs under the built-in presets)."""
+    if names is None:
+        return models
+    kept = tuple(model for model in models if model.name in names)
+    return kept or models
 
 
 def _choices(values: Sequence[str]) -> str:
@@ -419,6 +467,12 @@ def _int_list(value: object, path: str, maximum: float, where: _Where) -> tuple[
     return items
 
 
+def _name_list(value: object, path: str, where: _Where) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
+        raise where.error(path, f"must be a non-empty list of model names, found {_type_name(value)} {value!r}")
+    return tuple(value)
+
+
 def _rate_list(value: object, path: str, where: _Where) -> tuple[float, ...]:
     if not isinstance(value, list) or not value:
         raise where.error(path, f"must be a non-empty list of rates (req/s), found {_type_name(value)} {value!r}")
@@ -439,12 +493,15 @@ def _parse_presets(raw: object, where: _Where) -> dict[str, dict[str, Any]]:
         path = f"presets.{name}"
         if not isinstance(table, dict):
             raise where.error(path, f"must be a table, found {_type_name(table)}")
+        _check_retired(table, f"{path}.", where)
         where.check_keys(table, path, PRESET_KEYS)
         values: dict[str, Any] = {
             key: _number(table[key], f"{path}.{key}", KNOBS[key], where) for key in KNOBS & table.keys()
         }
         if "concurrency" in table:
             values["concurrency"] = _int_list(table["concurrency"], f"{path}.concurrency", MAX_CONCURRENCY, where)
+        if "models" in table:
+            values["models"] = _name_list(table["models"], f"{path}.models", where)
         presets[name] = values
     return presets
 
@@ -525,6 +582,7 @@ def _parse_scenarios(raw: dict[str, Any], where: _Where) -> tuple[ScenarioPlan, 
 
 def _parse_scenario(name: str, table: dict[str, Any], where: _Where) -> ScenarioPlan:
     path = f"scenarios.{name}"
+    _check_retired(table, f"{path}.", where)
     where.check_keys(table, path, SCENARIO_KEYS)
     endpoint = _choice(table.get("endpoint"), f"{path}.endpoint", ENDPOINTS, where)
     batch_size = int(_number(table.get("batch_size", 1), f"{path}.batch_size", _Knob(int, 1, MAX_BATCH_SIZE), where))
@@ -548,10 +606,8 @@ def _parse_scenario(name: str, table: dict[str, Any], where: _Where) -> Scenario
             scenario, concurrency=_int_list(table.get("concurrency"), f"{path}.concurrency", MAX_CONCURRENCY, where)
         )
     if kind == "capacity":
-        start = table.get("start_rps")
-        positive = _Knob(float, 0.0, exclusive_minimum=True)
-        rate = None if start is None else float(_number(start, f"{path}.start_rps", positive, where))
-        return replace(scenario, start_rps=rate)
+        rates = _rate_list(table["rates"], f"{path}.rates", where) if "rates" in table else ()
+        return replace(scenario, rates=tuple(sorted(set(rates))))
     users = None
     if "users" in table:
         users = int(_number(table["users"], f"{path}.users", _Knob(int, 1, MAX_CONCURRENCY), where))
