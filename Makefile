@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RESULTS ?= results/latest
 PYTEST_ARGS ?=
 
-.PHONY: install check lint format test test-fast bench bench-quick bench-rigorous bench-ci baseline report lock clean
+.PHONY: install check lint format test test-fast test-busy bench bench-quick bench-rigorous bench-ci baseline report lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: $(STAMP)  ## the whole suite: unit, contract, integration, end-to-end (slo
 
 test-fast: $(STAMP)  ## unit and contract tests only
 	$(BIN)/pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+test-busy: $(STAMP)  ## the whole suite with a CPU-bound process pinned to every core (a busy CI machine)
+	$(BIN)/pytest --busy $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## the default plan: local processes, default models, no Docker (< 15 min on 2 cores)
 	$(BIN)/servingbench run
