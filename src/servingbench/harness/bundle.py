@@ -204,6 +204,12 @@ class BundleWriter:
         entries: list[dict[str, Any]] = self.document.setdefault("capacity", [])
         return entries
 
+    def add_session(self, entry: Mapping[str, Any]) -> None:
+        """Record one server start (id, config, model, seconds to ready, or why it failed) and rewrite the bundle."""
+        sessions: list[dict[str, Any]] = self.document.setdefault("sessions", [])
+        sessions.append(dict(entry))
+        self.save()
+
     def add_capacity(self, entry: Mapping[str, Any]) -> None:
         """Append one capacity-search result (its steps are already runs) and rewrite the bundle."""
         self.capacity.append(dict(entry))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 from rich.console import Console
 
 from servingbench.harness.bundle import BundleWriter
+from servingbench.harness.costs import RunCosts, learned_costs
 from servingbench.harness.cpus import CpuAllocation, CpuAllocationError, detect_cpus
 from servingbench.harness.curve import (
     GENERATOR_LIMIT,
@@ -47,8 +49,6 @@ from servingbench.harness.measure import (
     saturation_problems,
 )
 from servingbench.harness.plan import (
-    RUN_OVERHEAD_S,
-    SERVER_START_OVERHEAD_S,
     Measurement,
     ModelPlan,
     Plan,
@@ -217,7 +217,7 @@ class _Bench:
     reporter: Reporter
     starters: Mapping[str, ServerStarter]
     target_mode: bool
-    run_overhead_s: float = RUN_OVERHEAD_S
+    costs: RunCosts = field(default_factory=RunCosts)
     order: int = 0
     sessions: int = 0
     curves: dict[tuple[str, str], _Curves] = field(default_factory=dict)
@@ -233,7 +233,9 @@ class _Bench:
             for model in models
             for item in self.plan.measurements(model)
         )
-        estimate = estimate_seconds(self.plan, configs=len(targets), run_overhead_s=self.run_overhead_s)
+        estimate = estimate_seconds(
+            self.plan, configs=len(targets), run_overhead_s=self.costs.run_overhead_s, start_s=self.costs.start_s
+        )
         self.reporter.start(runs, estimate)
         for model in models:
             self._model_block(model, targets)
@@ -255,6 +257,8 @@ class _Bench:
         session_id = f"s{self.sessions:03d}"
         target = slot.target
         self.reporter.begin(f"{target.name} · {model.name} · starting")
+        started = time.monotonic()
+        session = {"id": session_id, "config": target.name, "model": model.name, "start_s": None, "failed": None}
         try:
             server = stack.enter_context(
                 self.starters[target.name].start(
@@ -266,9 +270,11 @@ class _Bench:
             )
         except ServerStartError as exc:
             slot.fail(f"server failed to start: {exc.reason}", exc.log_tail)
-            self.reporter.advance(SERVER_START_OVERHEAD_S)
+            self.writer.add_session({**session, "failed": slot.down})
+            self.reporter.advance(self.costs.start_s)
             return
-        self.reporter.advance(SERVER_START_OVERHEAD_S)
+        self.writer.add_session({**session, "start_s": round(time.monotonic() - started, 3)})
+        self.reporter.advance(self.costs.start_s)
         try:
             slot.n_features = _fetch_n_features(server.base_url)
         except (OSError, ValueError) as exc:
@@ -397,7 +403,11 @@ class _Bench:
 
     def _record(self, record: RunRecord, *, estimate_s: float | None = None) -> RunRecord:
         self.writer.add_run(record.to_json(relative_to=self.writer.dir))
-        cost = estimate_s if estimate_s is not None else self.plan.warmup_s + self.plan.duration_s + self.run_overhead_s
+        cost = (
+            estimate_s
+            if estimate_s is not None
+            else self.plan.warmup_s + self.plan.duration_s + self.costs.run_overhead_s
+        )
         self.reporter.advance(cost, _run_line(record))
         return record
 
@@ -544,7 +554,7 @@ class _Bench:
         )
 
     def _step_estimate(self, rate: float) -> float:
-        return self.plan.capacity_warmup_s + self._step_window_s(rate) + self.run_overhead_s
+        return self.plan.capacity_warmup_s + self._step_window_s(rate) + self.costs.run_overhead_s
 
     def _add_curve(
         self,
@@ -725,6 +735,8 @@ def run_benchmark(
     if remote is not None and remote.bind != "127.0.0.1" and not remote_workers:
         raise HarnessError("--master-bind beyond loopback needs --remote-load-workers")
     workers = load_workers if load_workers is not None else max(1, len(allocation.load))
+    environment = collect_environment(allocation, blas_threads=plan.blas_threads)
+    costs = learned_costs(out_root, environment)
     fairness = fairness_rules(plan, allocation, chosen, target_mode)
     if remote_workers:
         fairness.append(
@@ -736,7 +748,7 @@ def run_benchmark(
         preset=plan.preset,
         seed=plan.seed,
         environment={
-            **collect_environment(allocation, blas_threads=plan.blas_threads),
+            **environment,
             "load_workers": workers,
             "remote_load_workers": remote_workers,
         },
@@ -753,6 +765,7 @@ def run_benchmark(
         reporter_for(console),
         starters or _starters(plan, allocation, chosen),
         target_mode,
+        costs,
     )
     try:
         bench.run_all(chosen)
