@@ -13,7 +13,7 @@ import http.client
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -95,11 +95,17 @@ class ServerStarter(Protocol):
 @dataclass(frozen=True)
 class LocalStarter:
     """Starts servers as local processes pinned to ``cpus``, with ``blas_threads`` BLAS/OpenMP threads each; a server
-    not answering /healthz within ``startup_timeout_s`` is a ``ServerStartError`` with its log tail."""
+    not answering /healthz within ``startup_timeout_s`` is a ``ServerStartError`` with its log tail.
+
+    ``python``: the interpreter that runs the server (default: this one), e.g. another virtual environment holding
+    another version of the code; ``model_spec``: maps the plan's model spec to the one this starter serves (e.g. the
+    same file in another checkout)."""
 
     cpus: Sequence[int]
     blas_threads: int = 1
     startup_timeout_s: float = 60.0
+    python: str | None = None
+    model_spec: Callable[[str], str] | None = None
 
     @contextlib.contextmanager
     def start(
@@ -108,7 +114,10 @@ class LocalStarter:
         if config is None:
             raise ValueError("a local server needs a server config")
         port = free_port()
-        command = launch_command(config, host=LOCALHOST, port=port, model=model_spec, blas_threads=self.blas_threads)
+        model = self.model_spec(model_spec) if self.model_spec else model_spec
+        command = launch_command(
+            config, host=LOCALHOST, port=port, model=model, blas_threads=self.blas_threads, python=self.python
+        )
         with running_server(
             command.argv,
             command.env,

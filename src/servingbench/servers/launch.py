@@ -130,8 +130,10 @@ def launch_command(
     blas_threads: int = 1,
     settings: Settings | None = None,
     base_env: dict[str, str] | None = None,
+    python: str | None = None,
 ) -> LaunchCommand:
-    """The argv and full environment that start ``config`` on ``host:port`` serving ``model``."""
+    """The argv and full environment that start ``config`` on ``host:port`` serving ``model``, with the interpreter
+    ``python`` (default: this one; another virtual environment serves another version of the code)."""
     settings = (settings or Settings()).with_(model=model, blas_threads=blas_threads, route=config.route_style)
     target = LaunchTarget(
         config.stack.app, config.stack.interface, config.workers, config.effective_threads, host, port
@@ -140,7 +142,7 @@ def launch_command(
     env.update(settings.to_env())
     env.update({name: str(blas_threads) for name in THREAD_ENV_VARS})
     env["PYTHONUNBUFFERED"] = "1"
-    return LaunchCommand([sys.executable, *config.kind.argv(target)], env)
+    return LaunchCommand([python or sys.executable, *config.kind.argv(target)], env)
 
 
 SERVER_PACKAGES = (*stack_packages(), "scikit-learn", "numpy")
