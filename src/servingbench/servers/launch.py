@@ -61,12 +61,12 @@ class ServerConfig:
             raise ValueError(f"{self.framework} ({stack.interface.upper()}) runs on {allowed}; not on {self.server!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
-        if self.threads is not None and (not kind.takes_threads(stack.interface) or self.threads < 1):
+        if self.threads is not None and not kind.takes_threads(stack.interface):
             takers = [name for name in servers_for(self.framework) if server(name).takes_threads(stack.interface)]
-            raise ValueError(
-                f"threads applies to {self.framework} on a server with a thread knob for {stack.interface.upper()} "
-                f"({', '.join(takers) or 'none'}) and must be at least 1"
-            )
+            where = f"it does on {', '.join(takers)}" if takers else f"an {stack.interface.upper()} app sets its own"
+            raise ValueError(f"threads does not apply to {self.framework} on {self.server} ({where})")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
         if self.route is None:
             object.__setattr__(self, "route", stack.default_route)
         elif self.route not in stack.routes:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from litestar import Litestar, Request, Response, route
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
-from litestar.response.base import ASGIResponse
-from litestar.types import Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 from litestar.utils import normalize_path
 
 from servingbench.shared_model import MAX_DRAIN_BYTES, PredictService, Reply, Settings
@@ -25,6 +24,7 @@ GET_ROUTES = {
 }
 POST_ROUTES = {"/predict": PredictService.predict, "/predict/batch": PredictService.predict_batch}
 AnyRequest = Request[Any, Any, Any]
+UNROUTABLE_PATH = "/\x00"
 
 
 class _Answer(Exception):
@@ -37,8 +37,7 @@ def _send(reply: Reply) -> Response[bytes]:
 
 
 def _core(request: AnyRequest) -> PredictService:
-    core: PredictService = request.app.state.core
-    return core
+    return cast(PredictService, request.app.state.core)
 
 
 async def _body(request: AnyRequest) -> bytes:
@@ -61,12 +60,12 @@ async def _body(request: AnyRequest) -> bytes:
 def _post_handler(path: str, action: Callable[[PredictService, bytes], Reply], style: str) -> Any:
     if style == "async":  # the labelled variant: CPU-bound predict on the event loop
 
-        async def on_loop(request: AnyRequest, raw: bytes) -> Response[bytes]:
+        async def on_loop(request: AnyRequest, raw: NamedDependency[bytes]) -> Response[bytes]:
             return _send(action(_core(request), raw))
 
         return route(path, http_method="POST", name=path)(on_loop)
 
-    def in_thread_pool(request: AnyRequest, raw: bytes) -> Response[bytes]:
+    def in_thread_pool(request: AnyRequest, raw: NamedDependency[bytes]) -> Response[bytes]:
         return _send(action(_core(request), raw))
 
     return route(path, http_method="POST", name=path, sync_to_thread=True)(in_thread_pool)
@@ -91,9 +90,7 @@ def _on_error(request: AnyRequest, exc: Exception) -> Response[bytes]:
     return _send(_core(request).error_reply(status, request.method, request.url.path))
 
 
-def create_app(
-    settings: Settings | None = None, service: PredictService | None = None
-) -> Callable[..., Awaitable[None]]:
+def create_app(settings: Settings | None = None, service: PredictService | None = None) -> ASGIApp:
     """The Litestar app; the model is loaded once, here (``settings`` default: from the environment)."""
     settings = settings or Settings.from_env()
     core = service or PredictService.from_settings(settings)
@@ -110,14 +107,10 @@ def create_app(
     )
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        # Litestar's router treats /predict/ and //healthz as /predict and /healthz; the contract says 404.
+        # Litestar's router takes /predict/ and //healthz for /predict and /healthz; the contract says 404, so such
+        # a path goes on as one that no route matches, and Litestar answers it as every unknown route.
         if scope["type"] == ScopeType.HTTP and normalize_path(scope["path"]) != scope["path"]:
-            reply = core.not_found(scope["path"])
-            head = scope["method"] == "HEAD"
-            await ASGIResponse(
-                body=reply.body, status_code=reply.status, media_type=reply.media_type, is_head_response=head
-            )(scope, receive, send)
-            return
+            scope["path"] = UNROUTABLE_PATH
         await litestar(scope, receive, send)
 
     return app
