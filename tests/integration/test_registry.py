@@ -8,10 +8,8 @@ import importlib
 import httpx2 as httpx
 import pytest
 
-from servingbench.servers.registry import FRAMEWORKS, SERVERS, floor_for, servers_for
+from servingbench.servers.registry import FRAMEWORKS, SERVERS, baseline_of, floor_for, servers_for
 from tests.integration.conftest import KINDS, VARIANT_KINDS
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("name", list(FRAMEWORKS))
@@ -31,6 +29,13 @@ def test_every_interface_has_one_floor() -> None:
     assert sum(entry.role == "floor" for entry in FRAMEWORKS.values()) == 2
 
 
+def test_each_framework_is_measured_against_its_baseline() -> None:
+    assert [baseline_of(name) for name in ("fastapi", "flask", "litestar")] == ["asgi", "wsgi", "asgi"]
+    assert [baseline_of(name) for name in ("fastapi-idiomatic", "flask-idiomatic")] == ["fastapi", "flask"]
+    assert baseline_of("asgi") is None and baseline_of("wsgi") is None
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("server", list(SERVERS))
 def test_every_server_kind_launches(live_servers: dict[str, str], server: str) -> None:
     running = [name for name, config in {**KINDS, **VARIANT_KINDS}.items() if config.server == server]
@@ -39,6 +44,7 @@ def test_every_server_kind_launches(live_servers: dict[str, str], server: str) -
         assert httpx.get(live_servers[name] + "/healthz", timeout=30.0).status_code == 200, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(FRAMEWORKS))
 def test_every_framework_is_served_live(live_servers: dict[str, str], name: str) -> None:
     running = {kind: config for kind, config in {**KINDS, **VARIANT_KINDS}.items() if config.framework == name}

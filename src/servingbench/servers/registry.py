@@ -27,6 +27,7 @@ __all__ = [
     "LaunchTarget",
     "Role",
     "ServerKind",
+    "baseline_of",
     "floor_for",
     "framework",
     "server",
@@ -309,6 +310,16 @@ def server(name: str) -> ServerKind:
 def floor_for(interface: Interface) -> str:
     """The floor framework of ``interface``: the bare callable a framework of that interface is measured against."""
     return next(name for name, entry in FRAMEWORKS.items() if entry.role == "floor" and entry.interface == interface)
+
+
+def baseline_of(framework_name: str) -> str | None:
+    """The framework ``framework_name`` is measured against: its interface's floor for an equal-work framework (the
+    framework tax), its equal-work counterpart for a variant (the idiomatic cost), none for a floor. A report pairs
+    two configs with the same server, route style and workers whose frameworks are related so."""
+    entry = framework(framework_name)
+    if entry.role == "variant":
+        return entry.counterpart
+    return None if entry.role == "floor" else floor_for(entry.interface)
 
 
 def servers_for(framework_name: str) -> tuple[str, ...]:
