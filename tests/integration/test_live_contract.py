@@ -76,7 +76,9 @@ def test_hundred_megabyte_body_is_413(live_clients: dict[str, httpx.Client], kin
 FUZZ_EXAMPLES = "60"
 
 
-@pytest.mark.parametrize("kind", ["fastapi-uvicorn", "flask-gunicorn-sync"])
+@pytest.mark.parametrize(
+    "kind", ["fastapi-uvicorn", "flask-gunicorn-sync", "litestar-uvicorn", "asgi-granian", "wsgi-granian"]
+)
 def test_openapi_fuzzer_finds_nothing(live_servers: dict[str, str], kind: str, tmp_path: Path) -> None:
     """Schemathesis, driven by the served OpenAPI document, with every check it has."""
     argv = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{live_servers[kind]}/openapi.json"]
