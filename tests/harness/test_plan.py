@@ -331,10 +331,12 @@ def test_bad_knob_type_or_range(key: str, value: object, expected: str) -> None:
 def test_route_is_a_fastapi_option_and_threads_a_gthread_option() -> None:
     data = builtin_data()
     data["configs"]["flask-gunicorn-sync"]["route"] = "def"
-    assert "configs.flask-gunicorn-sync.route: applies to framework 'fastapi' only" in plan_error(data)
+    assert "configs.flask-gunicorn-sync.route: applies to framework 'fastapi'," in plan_error(data)
     data = builtin_data()
     data["configs"]["fastapi-uvicorn"]["threads"] = 4
-    assert "configs.fastapi-uvicorn.threads: applies to server 'gunicorn-gthread' only" in plan_error(data)
+    assert "configs.fastapi-uvicorn.threads: applies to server 'gunicorn-gthread', 'granian' only" in plan_error(data)
+    data["configs"]["fastapi-uvicorn"]["server"] = "granian"  # Granian's threads knob is for WSGI apps only
+    assert "configs.fastapi-uvicorn: threads does not apply to fastapi on granian" in plan_error(data)
 
 
 def test_single_row_endpoint_takes_batch_size_one() -> None:

@@ -1,4 +1,5 @@
-"""The contract suite again, over real HTTP, against every server kind."""
+"""The contract suite again, over real HTTP, against every framework on every server kind; the idiomatic variants
+over real HTTP too, held to no 5xx."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.contract.cases import CASES, JSON_CT, Case
 from tests.contract.checks import check_contract, send, signature
-from tests.integration.conftest import KINDS
+from tests.integration.conftest import KINDS, VARIANT_KINDS
 
 pytestmark = pytest.mark.slow
 HUGE_BODY_BYTES = 100 * 1024 * 1024
@@ -34,8 +35,22 @@ def test_live_case(live_clients: dict[str, httpx.Client], kind: str, case: Case)
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_live_kinds_answer_identical_bytes(live_clients: dict[str, httpx.Client], case: Case) -> None:
-    answers = {name: signature(send(client, case)) for name, client in live_clients.items()}
+    answers = {name: signature(send(live_clients[name], case)) for name in KINDS}
     assert len(set(answers.values())) == 1, answers
+
+
+@pytest.mark.parametrize("kind", list(VARIANT_KINDS))
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_live_variant_never_answers_5xx(live_clients: dict[str, httpx.Client], kind: str, case: Case) -> None:
+    response = send(live_clients[kind], case)
+    assert response.status_code < 500, (kind, case.name, response.content[:300])
+
+
+@pytest.mark.parametrize("kind", list(VARIANT_KINDS))
+def test_live_variant_survives_a_hundred_megabyte_body(live_clients: dict[str, httpx.Client], kind: str) -> None:
+    response = live_clients[kind].post("/predict", content=b"0" * HUGE_BODY_BYTES, headers=JSON_CT)
+    assert response.status_code < 500
+    assert live_clients[kind].get("/healthz").status_code == 200
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -61,7 +76,9 @@ def test_hundred_megabyte_body_is_413(live_clients: dict[str, httpx.Client], kin
 FUZZ_EXAMPLES = "60"
 
 
-@pytest.mark.parametrize("kind", ["fastapi-uvicorn", "flask-gunicorn-sync"])
+@pytest.mark.parametrize(
+    "kind", ["fastapi-uvicorn", "flask-gunicorn-sync", "litestar-uvicorn", "asgi-granian", "wsgi-granian"]
+)
 def test_openapi_fuzzer_finds_nothing(live_servers: dict[str, str], kind: str, tmp_path: Path) -> None:
     """Schemathesis, driven by the served OpenAPI document, with every check it has."""
     argv = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{live_servers[kind]}/openapi.json"]

@@ -65,7 +65,10 @@ def test_bad_model_spec_exits_nonzero(tmp_path: Path, model: str) -> None:
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize(("framework", "server"), [("flask", "gunicorn-gthread"), ("fastapi", "uvicorn")])
+@pytest.mark.parametrize(
+    ("framework", "server"),
+    [("flask", "gunicorn-gthread"), ("fastapi", "uvicorn"), ("wsgi", "granian"), ("asgi", "granian")],
+)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_every_worker(
     models_dir: Path, tmp_path: Path, framework: str, server: str, sig: signal.Signals

@@ -61,9 +61,12 @@ class ServerConfig:
             raise ValueError(f"{self.framework} ({stack.interface.upper()}) runs on {allowed}; not on {self.server!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
-        if self.threads is not None and (not kind.threads or self.threads < 1):
-            takers = ", ".join(name for name in servers_for(self.framework) if server(name).threads) or "none"
-            raise ValueError(f"threads applies to servers with a thread knob ({takers}) and must be at least 1")
+        if self.threads is not None and not kind.takes_threads(stack.interface):
+            takers = [name for name in servers_for(self.framework) if server(name).takes_threads(stack.interface)]
+            where = f"it does on {', '.join(takers)}" if takers else f"an {stack.interface.upper()} app sets its own"
+            raise ValueError(f"threads does not apply to {self.framework} on {self.server} ({where})")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
         if self.route is None:
             object.__setattr__(self, "route", stack.default_route)
         elif self.route not in stack.routes:
@@ -89,8 +92,8 @@ class ServerConfig:
 
     @property
     def effective_threads(self) -> int | None:
-        """Threads per worker on a server with a threads knob (the plan's, else the server's default)."""
-        return (self.threads or self.kind.default_threads) if self.kind.threads else None
+        """Threads per worker where the server has a threads knob for this interface (the plan's, else its default)."""
+        return (self.threads or self.kind.default_threads) if self.kind.takes_threads(self.stack.interface) else None
 
     def label(self) -> str:
         """A human label, e.g. ``FastAPI / uvicorn (def) x1``."""

@@ -1,9 +1,10 @@
 """The stacks servingbench measures: frameworks with their adapters, server kinds with their launch commands.
 
 A framework is one adapter module with ``create_app(settings=None)`` plus one :class:`Framework` entry in
-:data:`FRAMEWORKS`; a server kind is one :class:`ServerKind` entry in :data:`SERVERS`. A server runs every
-framework whose interface (ASGI or WSGI) it speaks. The plan parser, the command line, the launcher, the capacity
-command and the environment capture read these tables; nothing else names a framework or a server.
+:data:`FRAMEWORKS` (and its distribution in ``pyproject.toml``); a server kind is one :class:`ServerKind` entry in
+:data:`SERVERS`. A server runs every framework whose interface (ASGI or WSGI) it speaks. The plan parser, the
+command line, the launcher, the capacity command and the environment capture read these tables; nothing else names
+a framework or a server. ``docs/stacks.md`` says which stack answers which question.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = [
     "FASTAPI_THREADPOOL",
     "FRAMEWORKS",
     "GRACEFUL_TIMEOUT_S",
+    "GRANIAN_THREAD_IDLE_S",
     "GUNICORN_TIMEOUT_S",
     "KEEPALIVE_S",
     "SERVERS",
@@ -25,6 +27,8 @@ __all__ = [
     "LaunchTarget",
     "Role",
     "ServerKind",
+    "baseline_of",
+    "floor_for",
     "framework",
     "server",
     "servers_for",
@@ -45,7 +49,10 @@ GUNICORN_TIMEOUT_S = 120
 """Seconds a gunicorn worker may spend on one request before it is killed (the heavy model must fit)."""
 GRACEFUL_TIMEOUT_S = 5
 KEEPALIVE_S = 5
-"""Keep-alive, in seconds, for every server that keeps connections open."""
+"""Keep-alive, in seconds, for every server that keeps connections open and takes a timeout (Granian has none)."""
+GRANIAN_THREAD_IDLE_S = 600
+"""Seconds an idle Granian blocking thread lives (its maximum): gunicorn's threads never retire, so neither do
+these within a run."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,8 @@ class Framework:
     role: Role = "equal-work"
     summary: str = ""
     """One line for the report and ``--help``: what this stack is."""
+    counterpart: str | None = None
+    """For a ``variant``: the equal-work framework it is measured against (same framework, the contract's way)."""
 
     @property
     def default_route(self) -> str:
@@ -97,9 +106,10 @@ ArgvBuilder = Callable[[LaunchTarget], list[str]]
 class ServerKind:
     """A production server and how to start it (``argv``: the arguments after ``python``).
 
-    ``threads``: it takes a threads-per-worker knob (``default_threads`` when the plan gives none), which is then
-    its in-flight limit per worker for WSGI apps; without one, a WSGI worker serves one request at a time.
-    ``keepalive``: it keeps connections open between requests (gunicorn sync closes every one).
+    ``threads_for``: the interfaces for which it takes a threads-per-worker knob (``default_threads`` when the plan
+    gives none), which is then its in-flight limit per worker; a WSGI worker without one serves one request at a
+    time, and an ASGI app's in-flight limit is its own (its route style's). ``keepalive``: it keeps connections
+    open between requests (gunicorn sync closes every one).
     """
 
     name: str
@@ -107,10 +117,18 @@ class ServerKind:
     interfaces: tuple[Interface, ...]
     argv: ArgvBuilder
     packages: tuple[str, ...] = ()
-    threads: bool = False
+    threads_for: tuple[Interface, ...] = ()
     default_threads: int | None = None
     keepalive: bool = True
     summary: str = ""
+
+    @property
+    def threads(self) -> bool:
+        """Whether it takes a threads knob for some interface (:meth:`takes_threads` says for which)."""
+        return bool(self.threads_for)
+
+    def takes_threads(self, interface: Interface) -> bool:
+        return interface in self.threads_for
 
 
 def _uvicorn(target: LaunchTarget) -> list[str]:
@@ -135,6 +153,17 @@ def _gunicorn(worker_class: str) -> ArgvBuilder:
     return argv
 
 
+def _granian(target: LaunchTarget) -> list[str]:
+    args = ["-m", "granian", target.app, "--factory", "--interface", target.interface]
+    args += ["--host", target.host, "--port", str(target.port), "--workers", str(target.workers)]
+    # HTTP/1 only, no websockets, uvloop as under uvicorn; the Rust runtime keeps its default of one thread a worker.
+    args += ["--http", "1", "--no-ws", "--loop", "uvloop", "--http1-keep-alive"]
+    if target.threads is not None:  # WSGI: the blocking threads run the app, so they are the in-flight limit
+        args += ["--blocking-threads", str(target.threads)]
+        args += ["--blocking-threads-idle-timeout", str(GRANIAN_THREAD_IDLE_S)]
+    return [*args, "--log-level", "warning", "--workers-kill-timeout", str(GRACEFUL_TIMEOUT_S)]
+
+
 _STARLETTE = ("starlette",)
 _WERKZEUG = ("werkzeug",)
 
@@ -157,6 +186,53 @@ FRAMEWORKS: dict[str, Framework] = {
             "servingbench.servers.flask_app:create_app",
             packages=("flask", *_WERKZEUG),
             summary="Flask views over the shared core",
+        ),
+        Framework(
+            "litestar",
+            "Litestar",
+            "asgi",
+            "servingbench.servers.litestar_app:create_app",
+            packages=("litestar", "msgspec"),
+            routes={"def": FASTAPI_THREADPOOL, "async": 1},  # def handlers run in the same anyio pool
+            summary="Litestar handlers over the shared core (def: thread pool; async: on the event loop)",
+        ),
+        Framework(
+            "asgi",
+            "ASGI floor",
+            "asgi",
+            "servingbench.servers.asgi_app:create_app",
+            routes={"def": FASTAPI_THREADPOOL, "async": 1},  # def: anyio's pool, the one FastAPI's def routes use
+            role="floor",
+            summary="a bare ASGI callable over the shared core, no framework: what an ASGI framework costs",
+        ),
+        Framework(
+            "wsgi",
+            "WSGI floor",
+            "wsgi",
+            "servingbench.servers.wsgi_app:create_app",
+            role="floor",
+            summary="a bare WSGI callable over the shared core, no framework: what a WSGI framework costs",
+        ),
+        Framework(
+            "fastapi-idiomatic",
+            "FastAPI (idiomatic)",
+            "asgi",
+            "servingbench.servers.fastapi_idiomatic:create_app",
+            packages=("fastapi", *_STARLETTE, "pydantic"),
+            routes={"def": FASTAPI_THREADPOOL},
+            role="variant",
+            counterpart="fastapi",
+            summary="FastAPI's own way: a pydantic model in the signature, response_model, its own errors and OpenAPI",
+        ),
+        Framework(
+            "flask-idiomatic",
+            "Flask (idiomatic)",
+            "wsgi",
+            "servingbench.servers.flask_idiomatic:create_app",
+            packages=("flask", *_WERKZEUG, "pydantic"),
+            role="variant",
+            counterpart="flask",
+            summary="Flask's own way: request.get_json(), the same pydantic model, jsonify",
         ),
     )
 }
@@ -196,9 +272,19 @@ SERVERS: dict[str, ServerKind] = {
             ("wsgi",),
             _gunicorn("gthread"),
             packages=("gunicorn",),
-            threads=True,
+            threads_for=("wsgi",),
             default_threads=DEFAULT_THREADS,
             summary="gunicorn's threaded worker",
+        ),
+        ServerKind(
+            "granian",
+            "Granian",
+            ("asgi", "wsgi"),
+            _granian,
+            packages=("granian", "uvloop"),
+            threads_for=("wsgi",),
+            default_threads=DEFAULT_THREADS,
+            summary="Granian (Rust HTTP/1): ASGI on uvloop, WSGI on blocking threads (40 a worker by default)",
         ),
     )
 }
@@ -219,6 +305,21 @@ def server(name: str) -> ServerKind:
         return SERVERS[name]
     except KeyError:
         raise ValueError(f"unknown server {name!r} (known: {', '.join(SERVERS)})") from None
+
+
+def floor_for(interface: Interface) -> str:
+    """The floor framework of ``interface``: the bare callable a framework of that interface is measured against."""
+    return next(name for name, entry in FRAMEWORKS.items() if entry.role == "floor" and entry.interface == interface)
+
+
+def baseline_of(framework_name: str) -> str | None:
+    """The framework ``framework_name`` is measured against: its interface's floor for an equal-work framework (the
+    framework tax), its equal-work counterpart for a variant (the idiomatic cost), none for a floor. A report pairs
+    two configs with the same server, route style and workers whose frameworks are related so."""
+    entry = framework(framework_name)
+    if entry.role == "variant":
+        return entry.counterpart
+    return None if entry.role == "floor" else floor_for(entry.interface)
 
 
 def servers_for(framework_name: str) -> tuple[str, ...]:
