@@ -72,6 +72,7 @@ from servingbench.harness.servers import (
 )
 from servingbench.loadtests.scenarios import USER_CLASS_BY_KIND, LoadSpec
 from servingbench.servers.launch import ServerConfig, launch_command
+from servingbench.servers.registry import baseline_of
 from servingbench.units import US_PER_MS
 
 __all__ = [
@@ -665,6 +666,7 @@ def _config_entries(plan: Plan, targets: Sequence[Target]) -> dict[str, dict[str
             "keepalive": config.keepalive(),
             "role": config.stack.role,
             "interface": config.stack.interface,
+            "baseline": baseline_of(config.framework),
             "command": command.argv,
             "label": config.label(),
         }
