@@ -1,5 +1,7 @@
 """Real open-loop Locust runs: the accounting (sent == scheduled - dropped), corrected >= uncorrected, the rate split
-over workers, and the bundle fields. No timing is asserted; the achieved/offered ratio is a benchmark figure."""
+over workers, and the bundle fields. No timing is asserted; the achieved/offered ratio is a benchmark figure. The
+one count asserted is the schedule's: constant spacing puts a number of arrivals in the window that the code
+computes, whatever the machine's speed (late arrivals are still sent, late)."""
 
 from __future__ import annotations
 
@@ -69,6 +71,7 @@ def test_constant_spacing_split_over_two_workers(sleepy_server: ServerProcess, t
     result = run_load(_spec(sleepy_server.base_url, "constant"), out_dir=tmp_path, cpus=LOAD_CPUS, workers=workers)
     _check_accounting(result)
     assert len(result.workers) == workers and all(w["requests"] > 0 for w in result.workers.values())
-    assert result.open_loop is not None
-    # Constant spacing puts exactly rate x duration arrivals in the window, up to one per stream at each edge.
-    assert abs(result.open_loop.scheduled - RATE * DURATION_S) <= 2 * workers + 1
+    assert result.open_loop is not None and result.window is not None
+    # The streams share one grid, window start + k / rate: a 2 s window holds k = 0 .. 399, split over the workers.
+    assert result.window.duration_s == DURATION_S
+    assert result.open_loop.scheduled == round(RATE * DURATION_S)
