@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
@@ -116,7 +116,7 @@ class _Run:
     recorder: LatencyRecorder
     payloads: PayloadCycle
     stopping: bool = False
-    closed: bool = field(default=False)
+    closed: bool = False
 
 
 _current: _Run | None = None
