@@ -32,6 +32,8 @@ ROW = b'{"features": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}'
 """One row of the 10 features every synthetic model takes."""
 CAP_S = 30.0
 """A cap no target below is anywhere near: a window these tests size by count ends at its target."""
+HUNG_TIMEOUT_S = 5.0
+"""The deadline of a run whose load process is frozen: the run itself needs well under a second of it."""
 RUN_FILES_MAX_BYTES = 16_384
 """A run's own files are Locust's two CSVs: a few KB, never its 1 MB HTML report."""
 
@@ -248,8 +250,7 @@ def test_a_killed_load_process_fails_the_run_at_once(
 ) -> None:
     with LoadSession(tmp_path, cpus=LOAD_CPUS, workers=workers) as load:
         pids = load.pids
-        pid = pids[victim]
-        kill = _kill(pid)
+        kill = _signal(pids[victim], signal.SIGKILL)
         with pytest.raises(LoadgenError) as failure:
             load.run(_spec(standin_url), out_dir=tmp_path / "run", on_window_start=kill, timeout_s=CAP_S * 4)
     assert not isinstance(failure.value, LoadgenTimeout)
@@ -257,8 +258,18 @@ def test_a_killed_load_process_fails_the_run_at_once(
     assert _gone(pids)
 
 
-def _kill(pid: int) -> Callable[[], None]:
+def test_a_hung_load_process_times_the_run_out_and_is_killed(standin_url: str, tmp_path: Path) -> None:
+    with LoadSession(tmp_path, cpus=LOAD_CPUS) as load:
+        pids = load.pids
+        freeze = _signal(pids[0], signal.SIGSTOP)
+        spec = _spec(standin_url, target_requests=None, duration_s=0.5)
+        with pytest.raises(LoadgenTimeout, match="deadline"):
+            load.run(spec, out_dir=tmp_path / "run", on_window_start=freeze, timeout_s=HUNG_TIMEOUT_S)
+        assert _gone(pids)  # stopped processes are killed too (SIGKILL needs no cooperation)
+
+
+def _signal(pid: int, sig: signal.Signals) -> Callable[[], None]:
     def callback() -> None:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
 
     return callback
