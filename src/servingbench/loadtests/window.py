@@ -11,7 +11,9 @@ Pure logic on numbers (epoch seconds, counts); the Locust processes apply it (`l
   `END_POLL_S`) and ends the window at the first check that finds `target` of them, or at `min_duration_s` if
   that comes later ("target"); at the cap if the count never gets there ("cap"). Every counted request started
   before the end, so a window ended by its target holds at least `target` requests; it holds a few more (those
-  started between reaching the target and the check that saw it, at most about one poll interval's worth).
+  started between reaching the target and the check that saw it: about one poll interval's worth for a local
+  process, up to two with workers, whose counts arrive every `END_POLL_S`). Workers hold back the requests that
+  start after `min_duration_s` until the end reaches them, so none that started after it is ever recorded.
 """
 
 from __future__ import annotations
