@@ -1,6 +1,6 @@
-"""Test-side Locust plugin, loaded beside the shim (``-f shim.py,raw_samples_locustfile.py``) and downloaded by the
-workers with it: each worker writes the raw timing of every request it made, so a test can pool them and check the
-master's merged histograms exactly. Self-contained (a worker imports its downloaded copy); never used in real runs.
+"""Test-side Locust plugin, imported by every load process that names it in ``SERVINGBENCH_LOAD_PLUGINS``: each
+worker writes the raw timing of every request it made, so a test can pool them and check the master's merged
+histograms exactly. Self-contained (a remote worker imports it by path); never used in real runs.
 """
 
 from __future__ import annotations
@@ -41,5 +41,4 @@ def _listen(hook: Any, listener: Callable[..., None]) -> None:
 
 
 _listen(events.request, _on_request)
-_listen(events.test_stop, _dump)
 _listen(events.quitting, _dump)

@@ -80,7 +80,6 @@ def test_tiny_plan_end_to_end(tmp_path: Path) -> None:
         assert good["server_cpu_us_per_request"] is not None
         assert good["server_rss_mb_per_worker"]
         assert (bundle / good["artifacts"]["locust_csv"]).is_file()
-        assert (bundle / good["artifacts"]["locust_html"]).is_file()
         broken = runs[(config, "broken")]
         assert broken["status"] == "failed" and not broken["valid"]
         assert broken["invalid_reason"].startswith("server failed to start: exited with code")

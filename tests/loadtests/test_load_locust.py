@@ -1,4 +1,5 @@
-"""Real Locust, headless, against the stand-in server on loopback: one process, then a master and two workers."""
+"""`run_load` (a load session of one run) against the stand-in server on loopback: one process, then a master and
+two workers."""
 
 from __future__ import annotations
 
@@ -76,8 +77,12 @@ def _check_consistent(result: LoadResult) -> None:
     assert BUNDLE_KEYS <= set(result.to_json())
 
 
-@pytest.mark.parametrize(("workers", "processes"), [(1, 1), (2, 3)], ids=["local", "master+2workers"])
-def test_run_load_records_every_request(standin_url: str, tmp_path: Path, workers: int, processes: int) -> None:
+@pytest.mark.parametrize(
+    ("workers", "processes", "html"), [(1, 1, True), (2, 3, False)], ids=["local", "master+2workers"]
+)
+def test_run_load_records_every_request(
+    standin_url: str, tmp_path: Path, workers: int, processes: int, html: bool
+) -> None:
     probe = _WindowProbe()
     result = run_load(
         _spec(standin_url),
@@ -86,6 +91,7 @@ def test_run_load_records_every_request(standin_url: str, tmp_path: Path, worker
         workers=workers,
         on_window_start=probe.start,
         on_window_end=probe.end,
+        locust_html=html,
     )
     _check_consistent(result)
     assert result.errors == 0
@@ -94,9 +100,12 @@ def test_run_load_records_every_request(standin_url: str, tmp_path: Path, worker
     assert probe.affinities == [LOAD_CPUS] * processes
     assert result.histograms.predict.get_total_count() == result.requests
     assert result.histograms.validate.get_total_count() == result.requests
-    assert {"locust_html", "locust_csv"} <= set(result.artifacts)
+    assert {"locust_csv", "locust_failures_csv"} <= set(result.artifacts)
+    assert ("locust_html" in result.artifacts) == html  # Locust's HTML report only when asked for
     entry = result.to_json(relative_to=tmp_path)
-    assert entry["artifacts"]["locust_html"] == "locust.html"
+    assert entry["artifacts"]["locust_csv"] == "locust_stats.csv"
+    assert entry["artifacts"][f"locust_{'local' if workers == 1 else 'master'}_log"].endswith(".log")
+    assert (entry["ended_by"], entry["target_requests"]) == ("duration", None)
     assert entry["latency_ms"]["p50"] is not None
 
 

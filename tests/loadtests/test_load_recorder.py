@@ -184,3 +184,36 @@ def test_result_document_has_counts_per_worker_and_every_histogram() -> None:
     assert document["workers"] == {"a": {"requests": 1, "errors": 0, "recorded": 1}}
     assert set(document["histograms"]) == set(HISTOGRAM_NAMES)
     assert document["window"]["duration_s"] == 10.0
+
+
+def test_held_requests_are_decided_when_the_window_closes() -> None:
+    recorder = LatencyRecorder(WINDOW, hold_from=1004.0)
+    for start in (1001.0, 1004.0, 1005.0, 1006.0):
+        assert recorder.record(start_time=start, response_time_ms=1.0, server_timing=None, error=None)
+    assert (recorder.requests, recorder.held) == (1, 3)
+    assert recorder.drain()["requests"] == 1  # a periodic report hands over only what is decided
+    recorder.close(1005.5)
+    assert recorder.window == Window(1000.0, 1005.5)
+    assert (recorder.requests, recorder.held, recorder.outside_window) == (2, 0, 1)
+    assert recorder.histograms["total"].get_total_count() == 2
+
+
+def test_after_closing_nothing_is_held_and_later_starts_are_outside() -> None:
+    recorder = LatencyRecorder(WINDOW, hold_from=1004.0)
+    recorder.close(1006.0)
+    assert not recorder.record(start_time=1007.0, response_time_ms=1.0, server_timing=None, error=None)
+    assert recorder.record(start_time=1005.0, response_time_ms=1.0, server_timing=None, error=None)
+    assert (recorder.requests, recorder.held, recorder.outside_window) == (1, 0, 1)
+
+
+def test_closing_never_extends_the_window() -> None:
+    recorder = LatencyRecorder(WINDOW)
+    recorder.close(2000.0)
+    assert recorder.window == WINDOW
+
+
+def test_requests_started_in_the_window_are_counted_for_the_target() -> None:
+    recorder = LatencyRecorder(WINDOW)
+    for start in (999.0, 1000.0, 1009.0, 1010.0):
+        recorder.note_start(start)
+    assert recorder.started == 2

@@ -13,7 +13,8 @@ from servingbench.loadtests.openloop import (
     MAX_LATE_FRACTION,
     ArrivalSchedule,
     OpenLoopCounts,
-    constant_origin,
+    constant_arrival_time,
+    first_constant_index,
     inflight_cap_per_process,
 )
 
@@ -61,18 +62,32 @@ def test_bad_schedules_are_refused(process: str, rate: float) -> None:
         ArrivalSchedule(process=process, rate=rate, seed=0)  # type: ignore[arg-type]
 
 
-def test_constant_streams_interleave_on_one_grid() -> None:
-    total_rate, streams, anchor, now = 100.0, 3, 1000.0, 1000.123
-    times = []
+@pytest.mark.parametrize("streams", [1, 2, 3])
+def test_constant_streams_share_one_grid_anchored_at_the_window(streams: int) -> None:
+    rate, start, now = 100.0, 1000.0, 999.8765
+    indexes: list[int] = []
     for stream in range(streams):
-        origin = constant_origin(anchor=anchor, now=now, total_rate=total_rate, stream=stream, streams=streams)
-        assert now <= origin < now + streams / total_rate
-        schedule = ArrivalSchedule(process="constant", rate=total_rate / streams, seed=stream)
-        times += [origin + offset for offset in _take(schedule, 50)]
-    merged = sorted(times)
-    gaps = [b - a for a, b in itertools.pairwise(merged)]
-    assert all(gap == pytest.approx(1 / total_rate, abs=1e-9) for gap in gaps)
-    assert all((t - anchor) * total_rate == pytest.approx(round((t - anchor) * total_rate), abs=1e-6) for t in merged)
+        first = first_constant_index(start=start, rate=rate, not_before=now, stream=stream, streams=streams)
+        assert first % streams == stream
+        assert constant_arrival_time(start=start, rate=rate, index=first) >= now
+        assert constant_arrival_time(start=start, rate=rate, index=first - streams) < now
+        indexes += range(first, first + 60 * streams, streams)
+    assert sorted(indexes) == list(range(min(indexes), min(indexes) + 60 * streams))  # every grid point, once
+    assert constant_arrival_time(start=start, rate=rate, index=0) == start
+
+
+def test_a_window_of_whole_periods_holds_exactly_rate_times_duration_arrivals() -> None:
+    start, rate, duration = 1_733_150_000.123456, 200.0, 2.0
+    end = start + duration
+    times = [constant_arrival_time(start=start, rate=rate, index=k) for k in range(-100, 1000)]
+    assert sum(start <= t < end for t in times) == round(rate * duration)
+
+
+def test_the_first_index_lands_exactly_on_a_grid_point_at_the_bound() -> None:
+    start, rate = 50.0, 3.0
+    on_grid = constant_arrival_time(start=start, rate=rate, index=7)
+    assert first_constant_index(start=start, rate=rate, not_before=on_grid, stream=1, streams=2) == 7
+    assert first_constant_index(start=start, rate=rate, not_before=on_grid, stream=0, streams=2) == 8
 
 
 @pytest.mark.parametrize(("cap", "processes", "share"), [(64, 1, 64), (64, 3, 22), (1, 4, 1), (100, 2, 50)])

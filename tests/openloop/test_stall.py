@@ -96,7 +96,6 @@ def test_open_loop_shows_the_stall_that_closed_loop_hides(sleepy_server: ServerP
     # Closed loop: the stall reaches the latency only through the request in flight when it hit.
     assert 1 <= _slow_count(closed.histograms.total) <= 2 * CLOSED_USERS
     assert closed.histograms.total.get_max_value() >= SLOW_MS * US_PER_MS
-    assert _p99_ms(closed.histograms.total) < SLOW_MS / 5
 
     # Open loop: every request due in the first half of the stall waited at least SLOW_MS (~rate/2 of them).
     assert opened.open_loop is not None and opened.open_loop.dropped == 0

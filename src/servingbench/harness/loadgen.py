@@ -1,78 +1,126 @@
-"""Run Locust headless as pinned subprocesses and collect one `LoadResult`.
+"""Drive Locust from the harness: a `LoadSession` keeps the load processes up and runs one measurement at a time.
 
-`run_load` starts one local Locust process, or a master plus N workers (Locust's own distributed mode, bound to
-loopback), each in its own session and pinned to the load-generator CPUs. Closed loop runs `spec.users` users; open
-loop runs one scheduler user per process, each offering `rate / processes` (see `loadtests.openloop`). The master
-may also wait for remote workers (`harness.distributed`); only local processes' CPU is measured. The
-locustfile signals the measurement window by appending `window_start` / `window_end` lines to an events file;
-`run_load` turns them into the caller's callbacks and samples the generator's CPU time at the same moments. Whatever
-happens, including KeyboardInterrupt, every process group it started is terminated (SIGTERM, then SIGKILL) before
-it returns or raises.
+A session starts its Locust processes once (`loadtests.locust_process`), each in its own process group and pinned
+to the load CPUs: one local process, or a master plus N local workers (Locust's distributed mode on loopback), plus
+optional remote workers (`servingbench load-worker`, `harness.distributed`) that the master also waits for. Then
+`session.run(spec, out_dir=...)` measures one `LoadSpec` and returns a `LoadResult`; consecutive runs may target
+other servers, kinds, endpoints and bodies at no start-up cost. The harness sends each run as a JSON line on the
+owner's stdin and follows its events on stdout (`loadtests.protocol`); on the window events it samples the
+generator's CPU time (local processes only) and calls the caller's callbacks, in the calling thread.
+
+    with LoadSession(bundle / "load", cpus=[1]) as session:
+        for spec in specs:  # e.g. interleaved configs, each on its own server
+            result = session.run(spec, out_dir=bundle / "runs" / run_id)
+
+Files: one log per load process per session (`<session_dir>/locust-<role>.log`, appended to across restarts);
+per run, in `out_dir`, Locust's request and failure CSVs (a few KB) and, only with `locust_html=True`, its HTML
+report. The merged microsecond histograms travel in the result (`LoadResult.histograms`, `to_json`).
+
+Failures: a load process that dies, a result that comes back incomplete, or a run past its deadline raises
+`LoadgenError` (`LoadgenTimeout`) with the logs' tails; the session then stops every process at once (so no load
+keeps hitting the server) and restarts them on the next `run` (`restarts` counts it). Whatever happens, including
+KeyboardInterrupt, leaving the `with` block (or `close()`) stops every process it started: a polite "quit", then
+SIGTERM, then SIGKILL, each process group reaped.
+
+`run_load` is the one-shot form (a session of one run, its logs in `out_dir`); `generator_ceiling` measures the
+highest open-loop rate this generator can offer on time.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
+import queue
 import signal
 import subprocess
-import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
 
 import psutil
 from hdrh.histogram import HdrHistogram
 
-from servingbench.harness.distributed import DEFAULT_MASTER_PORT, write_shim_locustfile
 from servingbench.harness.processes import free_port
-from servingbench.loadtests.openloop import GEVENT_BACKEND_ENV_VAR, OPEN_LOOP_GEVENT_BACKEND, OpenLoopCounts
+from servingbench.loadtests.openloop import (
+    DEFAULT_ARRIVALS,
+    DEFAULT_CEILING_LAG_MS,
+    GEVENT_BACKEND_ENV_VAR,
+    OPEN_LOOP_GEVENT_BACKEND,
+    ArrivalProcess,
+    CeilingStep,
+    GeneratorCeiling,
+    OpenLoopCounts,
+)
+from servingbench.loadtests.protocol import (
+    DEFAULT_MASTER_PORT,
+    EVENT_ERROR,
+    EVENT_READY,
+    EVENT_RESULT,
+    EVENT_WINDOW_END,
+    EVENT_WINDOW_START,
+    OP_QUIT,
+    RUN_DRAIN_S,
+    decode_line,
+    encode_line,
+    process_argv,
+    run_command,
+)
 from servingbench.loadtests.recorder import (
     HISTOGRAM_NAMES,
     RESULT_FORMAT,
     RESULT_VERSION,
     SERVER_TIMING_METRICS,
+    Window,
     WorkerCounts,
     decode_histogram,
     encode_histogram,
     new_histogram,
 )
-from servingbench.loadtests.scenarios import (
-    CONFIG_ENV_VAR,
-    LOCUSTFILE_PATH,
-    LoadSpec,
-    LocustRunConfig,
-    user_class_name,
-)
+from servingbench.loadtests.scenarios import LoadSpec, user_class_name
 
-__all__ = ["LatencyHistograms", "LoadResult", "LoadgenError", "LoadgenTimeout", "WindowCallback", "run_load"]
+__all__ = [
+    "WORKER_CONNECT_TIMEOUT_S",
+    "LatencyHistograms",
+    "LoadResult",
+    "LoadSession",
+    "LoadgenError",
+    "LoadgenTimeout",
+    "WindowCallback",
+    "generator_ceiling",
+    "run_load",
+]
 
 WindowCallback = Callable[[], None]
 
 LOOPBACK = "127.0.0.1"
-STOP_TIMEOUT_S = 10
-"""Locust --stop-timeout: seconds in-flight requests get to finish once the window closes (whole seconds)."""
-FINAL_REPORT_TIMEOUT_S = 10.0
-"""Seconds the master waits, after the stop timeout, for each worker's last samples."""
-WORKER_CONNECT_TIMEOUT_S = 30
-"""Seconds the master waits for its workers to connect (--expect-workers-max-wait)."""
-RUN_TIME_MARGIN_S = 5.0
-"""Slack on top of window + stop + final report for Locust's own --run-time, a backstop only."""
+WORKER_CONNECT_TIMEOUT_S = 30.0
+"""Seconds the master waits for its workers to connect when the session starts."""
 STARTUP_ALLOWANCE_S = 60.0
-"""Slack for process start-up and shutdown in the default deadline."""
-WORKER_EXIT_GRACE_S = 5.0
-"""Seconds workers get to exit on their own after the master has exited."""
+"""Slack for the load processes to start (importing Locust takes about a second; more on a busy machine)."""
+RUN_ALLOWANCE_S = 30.0
+"""Slack on top of warm-up + window + the processes' own drain and report waits in a run's default deadline."""
+QUIT_GRACE_S = 5.0
+"""Seconds the processes get to exit after "quit" before they are signalled."""
 KILL_GRACE_S = 5.0
 """Seconds between SIGTERM and SIGKILL when cleaning up."""
 POLL_INTERVAL_S = 0.01
-"""How often the events file and the processes are polled; bounds how late a window callback runs."""
+"""How often the processes are checked while waiting for an event; bounds how late a window callback runs."""
+LOG_TAIL_LINES = 20
 LATENCY_PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
 MS_DECIMALS = 3
 US_PER_MS = 1000.0
+CEILING_WARMUP_S = 0.5
+CEILING_TARGET_REQUESTS = 2000
+"""Requests per ceiling step: enough for a p99 send lag that rests on 20 requests."""
+CEILING_MIN_DURATION_S = 1.0
+CEILING_MAX_DURATION_S = 5.0
+CEILING_INFLIGHT_S = 0.1
+"""A ceiling step's in-flight cap: this many seconds of arrivals (the cheap server answers in well under that)."""
+CEILING_MIN_INFLIGHT = 32
 
 
 class LoadgenError(RuntimeError):
@@ -102,11 +150,15 @@ class LatencyHistograms:
 class LoadResult:
     """What one load run measured, over its measurement window only.
 
-    `requests` counts successful plus failed requests that started in the window; `duration_s` is the window length
-    in seconds; `rps` = requests / duration_s. `generator_cpu_s` is the CPU time (user + system, seconds) of all
-    Locust processes between the window callbacks, `generator_cpu_pct` that as % of the allotted cores' capacity.
-    `workers` holds per-process counts (their `requests` add up to `requests`). `open_loop` (open loop only) holds
-    what was scheduled, dropped and sent late; `offered_rps` and `achieved_rps` derive from it.
+    `requests` counts successful plus failed requests that started in the window; `duration_s` is the window's
+    actual length in seconds; `rps` = requests / duration_s. `target_requests` is the spec's request-count target
+    (None: a fixed window) and `ended_by` what ended the window: "duration" (no target), "target" (reached, and
+    `min_duration_s` passed) or "cap" (the target not reached within `duration_s`). `generator_cpu_s` is the CPU
+    time (user + system, seconds) of the local Locust processes between the window events, `generator_cpu_pct`
+    that as % of the allotted cores' capacity. `workers` holds per-process counts (their `requests` add up to
+    `requests`). `open_loop` (open loop only) holds what was scheduled, dropped and sent late; `offered_rps` and
+    `achieved_rps` derive from it. `window` is the measurement window itself (epoch seconds, the load processes'
+    clock).
     """
 
     requests: int
@@ -121,6 +173,9 @@ class LoadResult:
     workers: dict[str, WorkerCounts]
     artifacts: dict[str, Path] = field(default_factory=dict)
     open_loop: OpenLoopCounts | None = None
+    target_requests: int | None = None
+    ended_by: str = "duration"
+    window: Window | None = None
 
     @property
     def offered_rps(self) -> float | None:
@@ -145,6 +200,8 @@ class LoadResult:
         return {
             "warmup_s": float(self.warmup_s),
             "duration_s": round(self.duration_s, MS_DECIMALS),
+            "target_requests": self.target_requests,
+            "ended_by": self.ended_by,
             "requests": self.requests,
             "errors": self.errors,
             "errors_by_kind": dict(self.errors_by_kind),
@@ -169,223 +226,332 @@ class LoadResult:
         }
 
 
-def run_load(
-    spec: LoadSpec,
-    *,
-    out_dir: Path,
-    cpus: Sequence[int] | None,
-    workers: int = 1,
-    remote_workers: int = 0,
-    master_bind: str = LOOPBACK,
-    master_port: int | None = None,
-    timeout_s: float | None = None,
-    on_window_start: WindowCallback | None = None,
-    on_window_end: WindowCallback | None = None,
-) -> LoadResult:
-    """Drive `spec` with Locust and return the measured result; Locust's CSV, HTML and logs go to `out_dir`.
+# ---- the session ----
 
-    `cpus`: CPU ids every Locust process is pinned to (None: inherit this process's affinity). `workers`: 1 runs a
-    single local process; N > 1 runs a master and N workers. `remote_workers` (default 0): workers started elsewhere
-    (`servingbench load-worker`) that the master also waits for; with any, the master listens on
-    `master_bind`:`master_port` (default 127.0.0.1:5557), serves them a shim locustfile carrying the run's config,
-    and `workers` may be 0 (local workers always stay on loopback). `timeout_s`: overall deadline in seconds (default:
-    warm-up + duration + stop and shutdown slack). `on_window_start` / `on_window_end` run in the calling thread
-    right after the locustfile reports that the measurement window opened / closed (polled every
-    `POLL_INTERVAL_S`); `on_window_end` runs only if `on_window_start` did. Raises `LoadgenError` if Locust fails or
-    its result is incomplete, `LoadgenTimeout` past the deadline, NotImplementedError for a kind without a user.
+
+@dataclass
+class _LoadProcess:
+    """One started load process and its log."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+class LoadSession:
+    """Long-lived Locust processes that run one measurement at a time (see the module docstring).
+
+    `session_dir`: where the processes' logs go (one per process). `cpus`: CPU ids every load process is pinned to
+    (None: inherit this process's affinity). `workers`: 1 runs a single local process; N > 1 a master and N local
+    workers. `remote_workers` (default 0): workers started elsewhere that the master also waits for; with any, the
+    master listens on `master_bind`:`master_port` (default 127.0.0.1:5557) and `workers` may be 0. `locust_html`:
+    also write Locust's HTML report for every run (about 1 MB each; off by default).
+    Use as a context manager, or call `start()` and `close()`.
     """
-    user_class = user_class_name(spec.kind)
-    if workers < 0 or remote_workers < 0 or workers + remote_workers < 1:
-        raise ValueError(f"need at least one worker, got {workers} local and {remote_workers} remote")
-    if master_bind != LOOPBACK and not remote_workers:
-        raise ValueError(f"the master binds beyond loopback ({master_bind}) only for remote workers")
-    paths = _RunPaths.create(out_dir)
-    LocustRunConfig(
-        spec=spec,
-        result_path=paths.result,
-        events_path=paths.events,
-        final_report_timeout_s=FINAL_REPORT_TIMEOUT_S,
-        processes=workers + remote_workers,
-    ).write(paths.config)
-    port = master_port if master_port is not None else (DEFAULT_MASTER_PORT if remote_workers else None)
-    master = _Master(remote_workers, master_bind, port)
-    commands = _commands(spec, user_class, paths, workers, master)
-    deadline = time.monotonic() + (timeout_s if timeout_s is not None else _default_timeout_s(spec, workers, master))
-    watcher = _Watcher(paths.events, on_window_start, on_window_end)
-    with ExitStack() as stack:
-        processes: list[subprocess.Popen[bytes]] = []
-        stack.callback(_terminate_all, processes)
-        for name, command in commands:
-            log = stack.enter_context(paths.log(name).open("wb"))
-            processes.append(_spawn(command, log=log, cwd=out_dir, env=_child_env(paths.config, spec), cpus=cpus))
-        _wait(processes, watcher, deadline)
-    return _collect(spec, paths, watcher, cpus, [name for name, _ in commands])
 
+    def __init__(
+        self,
+        session_dir: Path,
+        *,
+        cpus: Sequence[int] | None,
+        workers: int = 1,
+        remote_workers: int = 0,
+        master_bind: str = LOOPBACK,
+        master_port: int | None = None,
+        locust_html: bool = False,
+    ) -> None:
+        if workers < 0 or remote_workers < 0 or workers + remote_workers < 1:
+            raise ValueError(f"need at least one worker, got {workers} local and {remote_workers} remote")
+        if master_bind != LOOPBACK and not remote_workers:
+            raise ValueError(f"the master binds beyond loopback ({master_bind}) only for remote workers")
+        if cpus is not None and not cpus:
+            raise ValueError("cpus must not be empty")
+        self.session_dir = session_dir
+        self.cpus = None if cpus is None else tuple(cpus)
+        self.workers = workers
+        self.remote_workers = remote_workers
+        self.master_bind = master_bind
+        self.master_port = master_port
+        self.locust_html = locust_html
+        self.restarts = 0
+        """How many times the session restarted its processes after a failed run."""
+        self.worker_ids: tuple[str, ...] = ()
+        """The Locust client ids of the master's workers (empty for a single local process)."""
+        self._processes: list[_LoadProcess] = []
+        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._run_id = 0
+        self._broken = False
 
-# ---- paths and commands ----
+    @property
+    def distributed(self) -> bool:
+        """Whether the session runs a master and workers rather than one local process."""
+        return self.workers > 1 or self.remote_workers > 0
 
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the local load processes (owner first) while the session is started."""
+        return [load.process.pid for load in self._processes]
 
-@dataclass(frozen=True)
-class _RunPaths:
-    out_dir: Path
+    def __enter__(self) -> LoadSession:
+        self.start()
+        return self
 
-    @classmethod
-    def create(cls, out_dir: Path) -> _RunPaths:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def start(self, *, timeout_s: float | None = None) -> None:
+        """Start the load processes and wait until they are ready (the master's workers all joined); no-op if
+        started. `timeout_s` default: start-up slack, plus the workers' connect time for a distributed session."""
+        if self._processes:
+            return
+        connect = WORKER_CONNECT_TIMEOUT_S if self.distributed else 0.0
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else STARTUP_ALLOWANCE_S + connect)
+        self.session_dir.mkdir(parents=True, exist_ok=True)
+        self._events = queue.Queue()
+        try:
+            self._spawn_all(connect)
+            ready = self._wait_for(deadline, run_id=None)
+            self.worker_ids = tuple(str(worker) for worker in ready.get("workers", ()))
+        except BaseException:
+            self._stop_processes()
+            raise
+
+    def run(
+        self,
+        spec: LoadSpec,
+        *,
+        out_dir: Path,
+        on_window_start: WindowCallback | None = None,
+        on_window_end: WindowCallback | None = None,
+        timeout_s: float | None = None,
+    ) -> LoadResult:
+        """Measure `spec` and return its result; Locust's per-run files go to `out_dir`.
+
+        `on_window_start` / `on_window_end` run in the calling thread right after the load process reports that the
+        measurement window opened / closed (within `POLL_INTERVAL_S`); `on_window_end` runs only if
+        `on_window_start` did. `timeout_s`: deadline in seconds (default: warm-up + `duration_s` + drain and report
+        slack). Raises `LoadgenError` if a load process fails or the result is incomplete, `LoadgenTimeout` past
+        the deadline (the session then restarts on the next run), NotImplementedError for a kind without a user.
+        """
+        user_class_name(spec.kind)
+        if self._broken:
+            self._restart()
+        elif not self._processes:
+            self.start()
+        self._run_id += 1
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else _run_timeout_s(spec))
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = cls(out_dir.resolve())
-        for stale in (paths.result, paths.events):
-            stale.unlink(missing_ok=True)
-        return paths
+        try:
+            self._send(run_command(self._run_id, spec, out_dir, locust_html=self.locust_html))
+            return self._follow(spec, out_dir, deadline, on_window_start, on_window_end)
+        except BaseException:
+            self._broken = True
+            self._stop_processes()  # at once: no load may keep hitting the server, and no process may linger
+            raise
 
-    @property
-    def config(self) -> Path:
-        return self.out_dir / "loadgen_config.json"
+    def close(self) -> None:
+        """Stop every load process: "quit", then SIGTERM, then SIGKILL; reaped. Safe to call twice."""
+        if not self._processes:
+            return
+        try:
+            self._send({"op": OP_QUIT})
+            owner = self._processes[0].process
+            if owner.stdin is not None:
+                owner.stdin.close()
+            deadline = time.monotonic() + QUIT_GRACE_S
+            while any(load.process.poll() is None for load in self._processes) and time.monotonic() < deadline:
+                time.sleep(POLL_INTERVAL_S)
+        except OSError:
+            pass  # the owner is gone already: the signals below deal with the rest
+        finally:
+            self._stop_processes()
 
-    @property
-    def result(self) -> Path:
-        return self.out_dir / "loadgen_result.json"
+    # -- processes --
 
-    @property
-    def events(self) -> Path:
-        return self.out_dir / "loadgen_events.jsonl"
+    def _restart(self) -> None:
+        self.close()
+        self._broken = False
+        self.restarts += 1
+        self.start()
 
-    @property
-    def csv_prefix(self) -> Path:
-        return self.out_dir / "locust"
+    def _spawn_all(self, connect_s: float) -> None:
+        env = _child_env()
+        if not self.distributed:
+            self._spawn("locust-local", process_argv("local"), env, owner=True)
+            return
+        port = self.master_port
+        if port is None:
+            port = DEFAULT_MASTER_PORT if self.remote_workers else free_port(LOOPBACK)
+        master = process_argv(
+            "master",
+            master_host=self.master_bind,
+            master_port=port,
+            expect_workers=self.workers + self.remote_workers,
+            connect_timeout_s=connect_s,
+        )
+        self._spawn("locust-master", master, env, owner=True)
+        worker: list[str] = process_argv("worker", master_host=LOOPBACK, master_port=port)
+        for index in range(self.workers):
+            self._spawn(f"locust-worker-{index}", worker, env, owner=False)
 
-    @property
-    def html(self) -> Path:
-        return self.out_dir / "locust.html"
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], *, owner: bool) -> None:
+        log_path = self.session_dir / f"{name}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if owner else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if owner else log,
+                stderr=log,
+                cwd=self.session_dir,  # keeps Locust from reading a stray locust.conf of the caller's directory
+                env=env,
+                start_new_session=True,  # its own process group, killed whole
+                preexec_fn=None if self.cpus is None else _affinity_setter(frozenset(self.cpus)),
+            )
+        self._processes.append(_LoadProcess(name, process, log_path))
+        if owner and process.stdout is not None:
+            threading.Thread(
+                target=_read_events, args=(process.stdout, self._events), name=f"{name}-events", daemon=True
+            ).start()
 
-    def log(self, process_name: str) -> Path:
-        return self.out_dir / f"{process_name}.log"
+    def _stop_processes(self) -> None:
+        processes, self._processes = self._processes, []
+        _terminate_all([load.process for load in processes])
+        for load in processes:
+            for stream in (load.process.stdin, load.process.stdout):
+                if stream is not None:
+                    stream.close()
 
-    def artifacts(self, process_names: Sequence[str]) -> dict[str, Path]:
-        candidates = {
-            "locust_html": self.html,
-            "locust_csv": Path(f"{self.csv_prefix}_stats.csv"),
-            "locust_stats_history_csv": Path(f"{self.csv_prefix}_stats_history.csv"),
-            "locust_failures_csv": Path(f"{self.csv_prefix}_failures.csv"),
-            "locust_exceptions_csv": Path(f"{self.csv_prefix}_exceptions.csv"),
-            "loadgen_result": self.result,
-            **{f"{name.replace('-', '_')}_log": self.log(name) for name in process_names},
-        }
-        return {name: path for name, path in candidates.items() if path.exists()}
+    def _send(self, message: dict[str, Any]) -> None:
+        owner = self._processes[0].process
+        if owner.stdin is None:
+            raise LoadgenError("the load session has no owner process")
+        try:
+            owner.stdin.write(encode_line(message))
+            owner.stdin.flush()
+        except BrokenPipeError as exc:
+            raise LoadgenError(f"the load process is gone.\n{self._log_tails()}") from exc
+
+    # -- events --
+
+    def _follow(
+        self,
+        spec: LoadSpec,
+        out_dir: Path,
+        deadline: float,
+        on_window_start: WindowCallback | None,
+        on_window_end: WindowCallback | None,
+    ) -> LoadResult:
+        """Follow one run's events to its result, sampling the generator's CPU at the window's edges."""
+        cpu: dict[str, float] = {}
+        wall: dict[str, float] = {}
+        while True:
+            event = self._wait_for(deadline, run_id=self._run_id)
+            kind = event.get("event")
+            if kind == EVENT_RESULT:
+                return self._result(spec, event, out_dir, cpu, wall)
+            if kind not in (EVENT_WINDOW_START, EVENT_WINDOW_END) or (kind == EVENT_WINDOW_END and not cpu):
+                continue
+            cpu[kind], wall[kind] = _cpu_seconds(self.pids), time.monotonic()
+            callback = on_window_start if kind == EVENT_WINDOW_START else on_window_end
+            if callback is not None:
+                callback()
+
+    def _wait_for(self, deadline: float, *, run_id: int | None) -> dict[str, Any]:
+        """The next event of run `run_id` (None: the "ready" event), checking the processes while waiting."""
+        while True:
+            try:
+                event = self._events.get(timeout=POLL_INTERVAL_S)
+            except queue.Empty:
+                self._check_alive(deadline)
+                continue
+            if event is None:
+                raise LoadgenError(f"the load process closed its event stream.\n{self._log_tails()}")
+            kind = event.get("event")
+            if kind == EVENT_ERROR:
+                raise LoadgenError(f"load process failed: {event.get('message')}\n{self._log_tails()}")
+            if (run_id is None and kind == EVENT_READY) or (run_id is not None and event.get("run") == run_id):
+                return event
+
+    def _check_alive(self, deadline: float) -> None:
+        for load in self._processes:
+            code = load.process.poll()
+            if code is not None:
+                raise LoadgenError(f"load process {load.name} exited with code {code}.\n{self._log_tails()}")
+        if time.monotonic() > deadline:
+            raise LoadgenTimeout(f"load generator still running at the deadline.\n{self._log_tails()}")
+
+    def _result(
+        self, spec: LoadSpec, event: dict[str, Any], out_dir: Path, cpu: dict[str, float], wall: dict[str, float]
+    ) -> LoadResult:
+        document: dict[str, Any] = event["result"]
+        if not document.get("complete"):
+            problems = "; ".join(document.get("problems") or ["no reason given"])
+            raise LoadgenError(f"incomplete load result ({problems}).\n{self._log_tails()}")
+        if document.get("format") != RESULT_FORMAT or document.get("version") != RESULT_VERSION:
+            raise LoadgenError("unexpected load result format")
+        if len(cpu) < 2:
+            raise LoadgenError("the load generator never reported both ends of its measurement window")
+        cpu_s = cpu[EVENT_WINDOW_END] - cpu[EVENT_WINDOW_START]
+        wall_s = wall[EVENT_WINDOW_END] - wall[EVENT_WINDOW_START]
+        files = {str(name): out_dir / str(file) for name, file in event.get("files", {}).items()}
+        logs = {f"{load.name.replace('-', '_')}_log": load.log for load in self._processes}
+        cores = len(self.cpus) if self.cpus is not None else len(os.sched_getaffinity(0))
+        return _load_result(spec, document, cpu_s, wall_s, cores, {**files, **logs})
+
+    def _log_tails(self) -> str:
+        tails = []
+        for load in self._processes:
+            text = load.log.read_text(encoding="utf-8", errors="replace") if load.log.exists() else ""
+            lines = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+            tails.append(f"--- {load.log.name} (last {LOG_TAIL_LINES} lines) ---\n{lines}")
+        return "\n".join(tails)
 
 
-@dataclass(frozen=True)
-class _Master:
-    """Where the master listens (port None: a free loopback port) and how many remote workers it also waits for."""
-
-    remote_workers: int
-    bind: str
-    port: int | None
-
-
-def _commands(
-    spec: LoadSpec, user_class: str, paths: _RunPaths, workers: int, master: _Master
-) -> list[tuple[str, list[str]]]:
-    """(process name, argv) for the local process, or the master then its local workers."""
-    processes = workers + master.remote_workers
-    locust = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE_PATH), "--host", spec.base_url]
-    common = ["--stop-timeout", str(STOP_TIMEOUT_S), "--loglevel", "INFO"]
-    run_time_s = math.ceil(spec.run_time_s + STOP_TIMEOUT_S + FINAL_REPORT_TIMEOUT_S + RUN_TIME_MARGIN_S)
-    # Open loop: one scheduler user per process (spec.users is then the in-flight cap, not a user count).
-    users = processes if spec.kind == "open" else spec.users
-    owner = [
-        "--headless",
-        "--only-summary",
-        *("-u", str(users), "-r", str(users)),
-        *("--run-time", f"{run_time_s}s"),
-        *("--csv", str(paths.csv_prefix), "--html", str(paths.html)),
-    ]
-    if workers == 1 and not master.remote_workers:
-        return [("locust-local", [*locust, *owner, *common, user_class])]
-    port = master.port if master.port is not None else free_port(LOOPBACK)
-    # Remote workers download the master's locustfile (-f -): the shim carries the run's config to them.
-    master_file = write_shim_locustfile(paths.config, paths.out_dir) if master.remote_workers else LOCUSTFILE_PATH
-    master_args = [
-        *("-f", str(master_file), "--host", spec.base_url),
-        *("--master", "--master-bind-host", master.bind, "--master-bind-port", str(port)),
-        *("--expect-workers", str(processes), "--expect-workers-max-wait", str(WORKER_CONNECT_TIMEOUT_S)),
-    ]
-    worker = ["--worker", "--master-host", LOOPBACK, "--master-port", str(port)]
-    return [
-        ("locust-master", [*locust[:3], *master_args, *owner, *common, user_class]),
-        *((f"locust-worker-{i}", [*locust, *worker, *common, user_class]) for i in range(workers)),
-    ]
+def _read_events(stream: IO[bytes], events: queue.Queue[dict[str, Any] | None]) -> None:
+    """Reader thread: owner events into `events`; None once the stream ends (or carries something unreadable)."""
+    try:
+        for line in stream:
+            if line.strip():
+                events.put(decode_line(line))
+    except (OSError, ValueError):
+        pass
+    finally:
+        events.put(None)
 
 
-def _default_timeout_s(spec: LoadSpec, workers: int, master: _Master) -> float:
-    connect = WORKER_CONNECT_TIMEOUT_S if workers > 1 or master.remote_workers else 0
-    return spec.run_time_s + STOP_TIMEOUT_S + FINAL_REPORT_TIMEOUT_S + connect + STARTUP_ALLOWANCE_S
+def _run_timeout_s(spec: LoadSpec) -> float:
+    return spec.run_time_s + RUN_DRAIN_S + RUN_ALLOWANCE_S
 
 
-def _child_env(config_path: Path, spec: LoadSpec) -> dict[str, str]:
-    # LOCUST_* variables would silently change the run; the command line is the whole configuration.
+def _child_env() -> dict[str, str]:
+    # LOCUST_* variables would silently change the run; the session's messages are the whole configuration.
     env = {key: value for key, value in os.environ.items() if not key.startswith("LOCUST_")}
-    env[CONFIG_ENV_VAR] = str(config_path)
-    if spec.kind == "open":  # send on time: microsecond timer waits instead of epoll's milliseconds
-        env[GEVENT_BACKEND_ENV_VAR] = OPEN_LOOP_GEVENT_BACKEND
+    # Send on time: microsecond timer waits instead of epoll's milliseconds (one backend serves every kind of run).
+    env[GEVENT_BACKEND_ENV_VAR] = OPEN_LOOP_GEVENT_BACKEND
     return env
 
 
-# ---- process lifecycle ----
-
-
-def _spawn(
-    command: list[str], *, log: IO[bytes], cwd: Path, env: dict[str, str], cpus: Sequence[int] | None
-) -> subprocess.Popen[bytes]:
-    """Start `command` in its own session (so its process group can be killed whole), pinned to `cpus`."""
-    pin = None if cpus is None else _affinity_setter(frozenset(cpus))
-    return subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=cwd,  # keeps Locust from reading a stray locust.conf or pyproject.toml of the caller's directory
-        env=env,
-        start_new_session=True,
-        preexec_fn=pin,
-    )
-
-
 def _affinity_setter(cpus: frozenset[int]) -> Callable[[], None]:
-    if not cpus:
-        raise ValueError("cpus must not be empty")
-
     def pin() -> None:  # runs in the child between fork and exec: one syscall, no locks
         os.sched_setaffinity(0, cpus)
 
     return pin
 
 
-def _wait(processes: list[subprocess.Popen[bytes]], watcher: _Watcher, deadline: float) -> None:
-    """Poll until every process has exited, firing window events on the way; workers get a grace period once the
-    master (the first process) is gone."""
-    master_gone_at: float | None = None
-    while any(p.poll() is None for p in processes):
-        watcher.poll(processes)
-        now = time.monotonic()
-        if now > deadline:
-            raise LoadgenTimeout("load generator still running at the deadline")
-        if master_gone_at is None and processes[0].poll() is not None:
-            master_gone_at = now
-        if master_gone_at is not None and now - master_gone_at > WORKER_EXIT_GRACE_S:
-            break
-        time.sleep(POLL_INTERVAL_S)
-    watcher.poll(processes)
-
-
 def _terminate_all(processes: Sequence[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every still-running process group, SIGKILL what is left after `KILL_GRACE_S`, reap all."""
-    _signal_groups(processes, signal.SIGTERM)
-    deadline = time.monotonic() + KILL_GRACE_S
-    while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
-        time.sleep(POLL_INTERVAL_S)
-    _signal_groups(processes, signal.SIGKILL)
-    for process in processes:
-        process.wait()
+    """SIGTERM every still-running process group, SIGKILL what is left after `KILL_GRACE_S`, reap all; a Ctrl-C
+    while waiting goes straight to SIGKILL, then propagates."""
+    try:
+        _signal_groups(processes, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE_S
+        while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL_S)
+    finally:
+        _signal_groups(processes, signal.SIGKILL)
+        for process in processes:
+            process.wait()
 
 
 def _signal_groups(processes: Sequence[subprocess.Popen[bytes]], sig: signal.Signals) -> None:
@@ -397,54 +563,12 @@ def _signal_groups(processes: Sequence[subprocess.Popen[bytes]], sig: signal.Sig
                 pass
 
 
-# ---- window events and generator CPU ----
-
-
-class _Watcher:
-    """Follows the events file; on each window event samples the processes' CPU time and runs the callback."""
-
-    def __init__(self, events_path: Path, on_start: WindowCallback | None, on_end: WindowCallback | None) -> None:
-        self._path = events_path
-        self._offset = 0
-        self._callbacks = {"window_start": on_start, "window_end": on_end}
-        self.cpu_s: dict[str, float] = {}
-        self.monotonic: dict[str, float] = {}
-
-    def poll(self, processes: Sequence[subprocess.Popen[bytes]]) -> None:
-        for event in self._new_events():
-            if event in self.monotonic or (event == "window_end" and "window_start" not in self.monotonic):
-                continue
-            self.cpu_s[event] = _cpu_seconds(processes)
-            self.monotonic[event] = time.monotonic()
-            callback = self._callbacks.get(event)
-            if callback is not None:
-                callback()
-
-    def _new_events(self) -> list[str]:
-        try:
-            with self._path.open("rb") as events_file:
-                events_file.seek(self._offset)
-                chunk = events_file.read()
-        except FileNotFoundError:
-            return []
-        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
-        self._offset += len(complete)
-        return [str(json.loads(line)["event"]) for line in complete.splitlines() if line.strip()]
-
-    def window_cpu(self) -> tuple[float, float]:
-        """(CPU seconds, wall seconds) between the two window events."""
-        if len(self.monotonic) < 2:
-            raise LoadgenError("the load generator never reported both ends of its measurement window")
-        cpu = self.cpu_s["window_end"] - self.cpu_s["window_start"]
-        return cpu, self.monotonic["window_end"] - self.monotonic["window_start"]
-
-
-def _cpu_seconds(processes: Sequence[subprocess.Popen[bytes]]) -> float:
+def _cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU seconds of the processes and their descendants (gone processes count 0)."""
     total = 0.0
-    for process in processes:
+    for pid in pids:
         try:
-            root = psutil.Process(process.pid)
+            root = psutil.Process(pid)
             family = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             continue
@@ -457,15 +581,130 @@ def _cpu_seconds(processes: Sequence[subprocess.Popen[bytes]]) -> float:
     return total
 
 
+# ---- one-shot ----
+
+
+def run_load(
+    spec: LoadSpec,
+    *,
+    out_dir: Path,
+    cpus: Sequence[int] | None,
+    workers: int = 1,
+    remote_workers: int = 0,
+    master_bind: str = LOOPBACK,
+    master_port: int | None = None,
+    timeout_s: float | None = None,
+    on_window_start: WindowCallback | None = None,
+    on_window_end: WindowCallback | None = None,
+    locust_html: bool = False,
+) -> LoadResult:
+    """Drive `spec` in a session of one run: start the load processes, measure, stop them. Locust's per-run files
+    and the processes' logs go to `out_dir`. `timeout_s`: overall deadline in seconds, start-up included (default:
+    start-up slack + warm-up + duration + drain slack). Everything else as `LoadSession` and `LoadSession.run`."""
+    user_class_name(spec.kind)
+    session = LoadSession(
+        out_dir,
+        cpus=cpus,
+        workers=workers,
+        remote_workers=remote_workers,
+        master_bind=master_bind,
+        master_port=master_port,
+        locust_html=locust_html,
+    )
+    connect = WORKER_CONNECT_TIMEOUT_S if session.distributed else 0.0
+    total_s = timeout_s if timeout_s is not None else STARTUP_ALLOWANCE_S + connect + _run_timeout_s(spec)
+    deadline = time.monotonic() + total_s
+    try:
+        session.start(timeout_s=total_s)
+        return session.run(
+            spec,
+            out_dir=out_dir,
+            on_window_start=on_window_start,
+            on_window_end=on_window_end,
+            timeout_s=max(0.0, deadline - time.monotonic()),
+        )
+    finally:
+        session.close()
+
+
+# ---- the generator's ceiling ----
+
+
+def generator_ceiling(
+    base_url: str,
+    *,
+    rates: Sequence[float],
+    payloads: Sequence[bytes],
+    out_dir: Path,
+    session: LoadSession | None = None,
+    cpus: Sequence[int] | None = None,
+    workers: int = 1,
+    endpoint: str = "/predict",
+    max_send_lag_ms: float = DEFAULT_CEILING_LAG_MS,
+    arrivals: ArrivalProcess = DEFAULT_ARRIVALS,
+    target_requests: int = CEILING_TARGET_REQUESTS,
+    min_duration_s: float = CEILING_MIN_DURATION_S,
+    max_duration_s: float = CEILING_MAX_DURATION_S,
+    warmup_s: float = CEILING_WARMUP_S,
+    seed: int = 0,
+    stop_at_first_miss: bool = True,
+    allow_remote: bool = False,
+) -> GeneratorCeiling:
+    """Offer open-loop load at each of `rates` (requests/s, taken in increasing order) to a cheap server at
+    `base_url` and judge how far this generator keeps its schedule: per rate, offered vs achieved rate and p99 send
+    lag; the ceiling is the highest rate whose p99 send lag stays within `max_send_lag_ms` (`ceiling_rps`).
+
+    Runs in `session` (its CPUs and workers), or in a session of its own on `cpus` with `workers` (its logs in
+    `out_dir/session`); each step's files in `out_dir/rate-<rate>`. Steps are sized by request count
+    (`target_requests` within `min_duration_s` .. `max_duration_s`). `stop_at_first_miss`: skip the rates above the
+    first that missed. A step whose generator failed raises `LoadgenError`.
+    """
+    with ExitStack() as stack:
+        if session is None:
+            session = stack.enter_context(LoadSession(out_dir / "session", cpus=cpus, workers=workers))
+        steps: list[CeilingStep] = []
+        for rate in sorted(rates):
+            spec = LoadSpec(
+                base_url=base_url,
+                endpoint=endpoint,
+                payloads=tuple(payloads),
+                kind="open",
+                users=max(CEILING_MIN_INFLIGHT, round(rate * CEILING_INFLIGHT_S)),
+                rate=rate,
+                arrivals=arrivals,
+                warmup_s=warmup_s,
+                duration_s=max_duration_s,
+                target_requests=target_requests,
+                min_duration_s=min(min_duration_s, max_duration_s),
+                seed=seed,
+                allow_remote=allow_remote,
+            )
+            step = _ceiling_step(rate, session.run(spec, out_dir=out_dir / f"rate-{rate:g}"))
+            steps.append(step)
+            if stop_at_first_miss and not step.within(max_send_lag_ms):
+                break
+    return GeneratorCeiling(max_send_lag_ms, tuple(steps))
+
+
+def _ceiling_step(rate: float, result: LoadResult) -> CeilingStep:
+    counts = result.open_loop
+    return CeilingStep(
+        rate=rate,
+        offered_rps=_round_opt(result.offered_rps),
+        achieved_rps=_round_opt(result.achieved_rps),
+        send_lag_p99_ms=None if counts is None else counts.send_lag_p99_ms,
+        requests=result.requests,
+        late=0 if counts is None else counts.late,
+        dropped=0 if counts is None else counts.dropped,
+    )
+
+
 # ---- result ----
 
 
-def _collect(
-    spec: LoadSpec, paths: _RunPaths, watcher: _Watcher, cpus: Sequence[int] | None, names: Sequence[str]
+def _load_result(
+    spec: LoadSpec, document: dict[str, Any], cpu_s: float, wall_s: float, cores: int, artifacts: dict[str, Path]
 ) -> LoadResult:
-    document = _read_result(paths, names)
-    cpu_s, wall_s = watcher.window_cpu()
-    cores = len(cpus) if cpus is not None else len(os.sched_getaffinity(0))
     histograms = {name: decode_histogram(document["histograms"][name]) for name in HISTOGRAM_NAMES}
     duration_s = float(document["window"]["duration_s"])
     requests = int(document["requests"])
@@ -480,8 +719,11 @@ def _collect(
         generator_cpu_s=cpu_s,
         generator_cpu_pct=100.0 * cpu_s / (wall_s * cores) if wall_s > 0 else 0.0,
         workers={str(k): _worker_counts(v) for k, v in document["workers"].items()},
-        artifacts=paths.artifacts(names),
+        artifacts={name: path for name, path in artifacts.items() if path.exists()},
         open_loop=_open_loop_counts(document, histograms["send_lag"]) if spec.kind == "open" else None,
+        target_requests=spec.target_requests,
+        ended_by=str(document.get("ended_by", "duration")),
+        window=Window.from_json(document["window"]),
     )
 
 
@@ -498,27 +740,6 @@ def _open_loop_counts(document: dict[str, Any], send_lag: HdrHistogram) -> OpenL
 
 def _worker_counts(data: dict[str, Any]) -> WorkerCounts:
     return WorkerCounts(requests=int(data["requests"]), errors=int(data["errors"]), recorded=int(data["recorded"]))
-
-
-def _read_result(paths: _RunPaths, names: Sequence[str]) -> dict[str, Any]:
-    if not paths.result.exists():
-        raise LoadgenError(f"Locust wrote no result file.\n{_log_tails(paths, names)}")
-    document: dict[str, Any] = json.loads(paths.result.read_text(encoding="utf-8"))
-    if document.get("format") != RESULT_FORMAT or document.get("version") != RESULT_VERSION:
-        raise LoadgenError(f"unexpected result format in {paths.result}")
-    if not document["complete"]:
-        missing = ", ".join(document["missing_workers"]) or "none"
-        raise LoadgenError(f"incomplete load result (workers missing: {missing}).\n{_log_tails(paths, names)}")
-    return document
-
-
-def _log_tails(paths: _RunPaths, names: Sequence[str], lines: int = 20) -> str:
-    tails = []
-    for name in names:
-        log = paths.log(name)
-        text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
-        tails.append(f"--- {log.name} (last {lines} lines) ---\n" + "\n".join(text.splitlines()[-lines:]))
-    return "\n".join(tails)
 
 
 def _latency_summary_ms(histogram: HdrHistogram) -> dict[str, float | None]:

@@ -1,6 +1,7 @@
-"""Locust scenarios and users (closed loop and open loop) and the microsecond latency recorder.
+"""Locust scenarios and users (closed-loop and open-loop), the microsecond latency recorder, the measurement window.
 
-Importing this package never imports Locust or gevent; `locustfile.py` is loaded by Locust processes only.
+Importing this package never imports Locust or gevent; `users.py` and `locust_process.py` are loaded by the load
+processes only (`protocol.py` says how the harness starts and drives them).
 """
 
 from __future__ import annotations
@@ -8,12 +9,16 @@ from __future__ import annotations
 from servingbench.loadtests.openloop import (
     ARRIVAL_PROCESSES,
     DEFAULT_ARRIVALS,
+    DEFAULT_CEILING_LAG_MS,
     LATE_TOLERANCE_MS,
     MAX_DROPPED,
     MAX_LATE_FRACTION,
     ArrivalProcess,
     ArrivalSchedule,
+    CeilingStep,
+    GeneratorCeiling,
     OpenLoopCounts,
+    ceiling_rps,
 )
 from servingbench.loadtests.recorder import (
     HDR_HIGHEST_US,
@@ -36,27 +41,27 @@ from servingbench.loadtests.recorder import (
     parse_server_timing,
 )
 from servingbench.loadtests.scenarios import (
-    CONFIG_ENV_VAR,
-    LOCUSTFILE_PATH,
     USER_CLASS_BY_KIND,
     LoadKind,
     LoadSpec,
     LoadSpecError,
-    LocustRunConfig,
+    PayloadCycle,
     is_loopback_host,
+    payload_order,
     user_class_name,
 )
+from servingbench.loadtests.window import END_REASONS, EndReason, WindowPlan
 
 __all__ = [
     "ARRIVAL_PROCESSES",
-    "CONFIG_ENV_VAR",
     "DEFAULT_ARRIVALS",
+    "DEFAULT_CEILING_LAG_MS",
+    "END_REASONS",
     "HDR_HIGHEST_US",
     "HDR_LOWEST_US",
     "HDR_SIGNIFICANT_FIGURES",
     "HISTOGRAM_NAMES",
     "LATE_TOLERANCE_MS",
-    "LOCUSTFILE_PATH",
     "MAX_DROPPED",
     "MAX_LATE_FRACTION",
     "OPEN_LOOP_HISTOGRAMS",
@@ -66,21 +71,27 @@ __all__ = [
     "USER_CLASS_BY_KIND",
     "ArrivalProcess",
     "ArrivalSchedule",
+    "CeilingStep",
+    "EndReason",
+    "GeneratorCeiling",
     "LatencyRecorder",
     "LoadKind",
     "LoadSpec",
     "LoadSpecError",
-    "LocustRunConfig",
     "OpenLoopCounts",
+    "PayloadCycle",
     "ResultAggregator",
     "SampleDelta",
     "Window",
+    "WindowPlan",
     "WorkerCounts",
+    "ceiling_rps",
     "decode_histogram",
     "encode_histogram",
     "is_loopback_host",
     "ms_to_us",
     "new_histogram",
     "parse_server_timing",
+    "payload_order",
     "user_class_name",
 ]

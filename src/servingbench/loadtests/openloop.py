@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 __all__ = [
     "ARRIVAL_PROCESSES",
     "DEFAULT_ARRIVALS",
+    "DEFAULT_CEILING_LAG_MS",
     "GEVENT_BACKEND_ENV_VAR",
     "LATE_TOLERANCE_MS",
     "MAX_DROPPED",
@@ -26,8 +28,12 @@ __all__ = [
     "UNFINISHED_ERROR",
     "ArrivalProcess",
     "ArrivalSchedule",
+    "CeilingStep",
+    "GeneratorCeiling",
     "OpenLoopCounts",
-    "constant_origin",
+    "ceiling_rps",
+    "constant_arrival_time",
+    "first_constant_index",
     "inflight_cap_per_process",
 ]
 
@@ -130,17 +136,109 @@ class ArrivalSchedule:
         return self._last
 
 
-def constant_origin(*, anchor: float, now: float, total_rate: float, stream: int, streams: int) -> float:
-    """Origin (same clock as `anchor` and `now`, seconds) of constant-spacing stream `stream` of `streams`.
+def constant_arrival_time(*, start: float, rate: float, index: int) -> float:
+    """Intended time (epoch seconds) of constant-spacing arrival `index` of a run whose window starts at `start`:
+    `start + index / rate`, the same float for every process that computes it (index < 0: during the warm-up)."""
+    return start + index / rate
 
-    The streams share one grid, `anchor + n / total_rate`, stream i taking the n with n % streams == i, so together
-    they are evenly spaced at `total_rate`; the origin returned is the stream's first grid point at or after `now`.
+
+def first_constant_index(*, start: float, rate: float, not_before: float, stream: int, streams: int) -> int:
+    """The first arrival index of stream `stream` of `streams` whose time is at or after `not_before`.
+
+    The run's constant-spacing arrivals form one grid, `constant_arrival_time(index=k)` for every integer k, anchored
+    at the window's start; stream i takes the k with k % streams == i, so together the streams are evenly spaced at
+    `rate` and the window holds the same arrivals however many processes share them.
     """
-    period = streams / total_rate
-    phase = anchor + stream / total_rate
-    return phase + math.ceil((now - phase) / period) * period
+    index = math.ceil((not_before - start) * rate)
+    index += (stream - index) % streams
+    # The product above may round across a grid point: settle on the exact first one by the times themselves.
+    while constant_arrival_time(start=start, rate=rate, index=index - streams) >= not_before:
+        index -= streams
+    while constant_arrival_time(start=start, rate=rate, index=index) < not_before:
+        index += streams
+    return index
 
 
 def inflight_cap_per_process(total_cap: int, processes: int) -> int:
     """Each load process's share of the run's in-flight cap (rounded up, at least 1)."""
     return max(1, math.ceil(total_cap / processes))
+
+
+DEFAULT_CEILING_LAG_MS = 5.0
+"""The generator's ceiling is the highest offered rate whose p99 send lag stays within this many milliseconds."""
+
+
+@dataclass(frozen=True)
+class CeilingStep:
+    """One rate offered to a cheap server to find the generator's own ceiling: asked vs offered vs achieved rate
+    (requests/s), p99 send lag (ms), and the counts behind them."""
+
+    rate: float
+    offered_rps: float | None
+    achieved_rps: float | None
+    send_lag_p99_ms: float | None
+    requests: int
+    late: int
+    dropped: int
+
+    def within(self, max_send_lag_ms: float) -> bool:
+        """Whether the generator kept this rate: some requests sent, p99 send lag within the bound, none dropped
+        (a drop means the server fell behind, so the step says nothing about the generator)."""
+        return (
+            self.requests > 0
+            and self.dropped == 0
+            and self.send_lag_p99_ms is not None
+            and self.send_lag_p99_ms <= max_send_lag_ms
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict."""
+        return {
+            "rate": self.rate,
+            "offered_rps": self.offered_rps,
+            "achieved_rps": self.achieved_rps,
+            "send_lag_p99_ms": self.send_lag_p99_ms,
+            "requests": self.requests,
+            "late": self.late,
+            "dropped": self.dropped,
+        }
+
+
+def ceiling_rps(steps: Sequence[CeilingStep], max_send_lag_ms: float = DEFAULT_CEILING_LAG_MS) -> float | None:
+    """The highest rate (requests/s) up to which every step kept its p99 send lag within `max_send_lag_ms`: the
+    rates are taken in increasing order and the first miss ends the climb. None if the lowest rate already missed
+    (or there are no steps)."""
+    ceiling = None
+    for step in sorted(steps, key=lambda step: step.rate):
+        if not step.within(max_send_lag_ms):
+            break
+        ceiling = step.rate
+    return ceiling
+
+
+@dataclass(frozen=True)
+class GeneratorCeiling:
+    """The load generator's ceiling on this machine: the steps measured and the judgement on them."""
+
+    max_send_lag_ms: float
+    steps: tuple[CeilingStep, ...]
+
+    @property
+    def ceiling_rps(self) -> float | None:
+        """See `ceiling_rps`."""
+        return ceiling_rps(self.steps, self.max_send_lag_ms)
+
+    @property
+    def limited(self) -> bool:
+        """Whether some step missed the bound: False means the ceiling lies above the highest rate tried."""
+        return any(not step.within(self.max_send_lag_ms) for step in self.steps)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict: the bound, the ceiling (null if even the lowest rate missed), whether a rate missed,
+        and the steps."""
+        return {
+            "max_send_lag_ms": self.max_send_lag_ms,
+            "ceiling_rps": self.ceiling_rps,
+            "limited": self.limited,
+            "steps": [step.to_json() for step in self.steps],
+        }

@@ -1,7 +1,9 @@
 """Latency recording at microsecond resolution in mergeable HDR histograms.
 
-Each Locust process that runs users owns one `LatencyRecorder`; it keeps only requests that start inside the
-measurement `Window` (open loop: whose *intended* send time lies inside it). Recorders hand out `SampleDelta`s
+Each Locust process that runs users owns one `LatencyRecorder` per run; it keeps only requests that start inside the
+measurement `Window` (open loop: whose *intended* send time lies inside it). When the window's end is decided while
+the run goes (a closed loop sized by request count), requests that start after `hold_from` are held back until
+`close` fixes the end, so the ones that started after it never reach a histogram. Recorders hand out `SampleDelta`s
 (counts plus encoded histograms since the last drain), and a `ResultAggregator` on the master adds them up exactly:
 HDR histograms with the same layout merge bucket by bucket.
 Nothing here imports Locust or gevent.
@@ -172,14 +174,30 @@ class WorkerCounts(TypedDict):
     recorded: int
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A closed-loop request recorded while the window's end was still open: kept until `close` decides on it."""
+
+    start_time: float
+    total_us: int
+    server_timing: str | None
+    error: str | None
+
+
 class LatencyRecorder:
     """Records requests that start inside `window`; requests outside it (warm-up, shutdown) are only counted.
 
-    Until `window` is set every request counts as outside it.
+    Until `window` is set every request counts as outside it. `hold_from` (epoch seconds, None: never): closed-loop
+    requests starting at or after it are held, not recorded, until `close(end)` decides which of them started
+    inside the window. `started` counts requests sent inside the window so far (`note_start`), the count a
+    request-count target is judged on.
     """
 
-    def __init__(self, window: Window | None = None) -> None:
+    def __init__(self, window: Window | None = None, *, hold_from: float | None = None) -> None:
         self.window = window
+        self.hold_from = hold_from
+        self.started = 0
+        self._held: list[_Held] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -191,10 +209,33 @@ class LatencyRecorder:
         self.clamped = 0
         self.open_counts = dict.fromkeys(OPEN_LOOP_COUNTS, 0)
 
+    def note_start(self, start_time: float) -> None:
+        """Count one request sent at `start_time` (epoch seconds) if that lies inside the window."""
+        if self.window is not None and self.window.contains(start_time):
+            self.started += 1
+
+    def close(self, end: float) -> None:
+        """Fix the window's end (epoch seconds, never later than the current end): held requests that started
+        before it are recorded, the others counted outside; nothing is held from now on."""
+        if self.window is None:
+            raise RuntimeError("close() before the window is known")
+        self.window = Window(self.window.start, min(end, self.window.end))
+        held, self._held, self.hold_from = self._held, [], None
+        for request in held:
+            if self.window.contains(request.start_time):
+                self._record_request(request.total_us, request.server_timing, request.error)
+            else:
+                self.outside_window += 1
+
+    @property
+    def held(self) -> int:
+        """Requests waiting for `close`."""
+        return len(self._held)
+
     def record(
         self, *, start_time: float, response_time_ms: float, server_timing: str | None, error: str | None
     ) -> bool:
-        """Record one request; return whether it was inside the window.
+        """Record one request; return whether it was inside the window (or held until `close` decides).
 
         `start_time` in epoch seconds, `response_time_ms` in milliseconds (float, kept to the microsecond),
         `server_timing` the raw header or None, `error` the failure kind ("HTTP 503", "ConnectionRefusedError") or
@@ -203,6 +244,9 @@ class LatencyRecorder:
         if self.window is None or not self.window.contains(start_time):
             self.outside_window += 1
             return False
+        if self.hold_from is not None and start_time >= self.hold_from:
+            self._held.append(_Held(start_time, ms_to_us(response_time_ms), server_timing, error))
+            return True
         self._record_request(ms_to_us(response_time_ms), server_timing, error)
         return True
 
@@ -220,7 +264,8 @@ class LatencyRecorder:
 
         `intended_time` and `send_time` in epoch seconds; `send_lag_ms` (how late it was sent, >= 0) and
         `response_time_ms` (send to answer: the service time) in milliseconds. `total` gets the corrected latency,
-        lag + service time, so it is never below `total_uncorrected` for the same request.
+        lag + service time, so it is never below `total_uncorrected` for the same request. (An open-loop window's
+        end is always known in advance, so nothing is held.)
         """
         if self.window is not None and self.window.contains(send_time):
             self.open_counts["sent_in_window"] += 1
@@ -256,7 +301,7 @@ class LatencyRecorder:
                 self._record_us(metric, ms_to_us(timings[metric]))
 
     def drain(self) -> SampleDelta:
-        """Everything recorded since the last drain, then start afresh (the window is kept)."""
+        """Everything recorded since the last drain, then start afresh (the window, and held requests, are kept)."""
         delta = SampleDelta(
             requests=self.requests,
             errors=self.errors,
