@@ -111,6 +111,9 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--master-port", type=int, default=None, help="Locust master port, with remote workers (5557)")
     p.add_argument("--allow-shared-cores", action="store_true", help="run on one core (recorded as unfair)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    p.add_argument(
+        "--locust-html", action="store_true", help="also keep Locust's own HTML report of every run (about 1 MB each)"
+    )
     p.set_defaults(func=_run)
 
 
@@ -131,6 +134,7 @@ def _run(args: argparse.Namespace) -> int:
             console=console,
             allow_shared_cores=args.allow_shared_cores,
             remote=remote if remote.workers or remote.bind != "127.0.0.1" else None,
+            locust_html=args.locust_html,
         )
     except HarnessError as err:
         return _fail(str(err))

@@ -140,7 +140,7 @@ class ScriptedLoad:
         out_dir: Path,
         on_window_start: Callable[[], None] | None,
         on_window_end: Callable[[], None] | None,
-        timeout_s: float,
+        timeout_s: float | None,
     ) -> LoadResult:
         self.calls.append(spec)
         pids = tiny_server_pids()

@@ -215,7 +215,11 @@ def test_every_repetition_measures_every_config_interleaved(
     assert (bundle / first["artifacts"]["server_log"]).is_file()
     assert first["wall_s"] is not None
     assert json.loads(load.calls[0].payload) == {"features": [round(0.1 * i, 6) for i in range(10)]}
-    assert {spec.seed for spec in load.calls} == {3 + run["order"] for run in runs}
+    seeds: dict[tuple[int, str], set[int]] = {}
+    for spec, run in zip(load.calls, runs, strict=True):
+        seeds.setdefault((run["repetition"], run["scenario"]), set()).add(spec.seed)
+    assert all(len(group) == 1 for group in seeds.values())  # every config of a repetition gets the same schedule
+    assert len({seed for group in seeds.values() for seed in group}) == len(seeds)
     assert data["configs"]["flask-gunicorn-sync"]["keepalive"] is False
     assert data["configs"]["fastapi-uvicorn"]["role"] == "equal-work"
     assert any("interleaved" in rule for rule in data["fairness"])

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from servingbench.harness.bundle import LATEST_LINK, RESULTS_FILE
-from servingbench.harness.plan import RUN_OVERHEAD_S, SERVER_START_OVERHEAD_S
+from servingbench.harness.plan import DEFAULT_WINDOW_SHARE, RUN_OVERHEAD_S, SERVER_START_OVERHEAD_S
 
 __all__ = ["RunCosts", "learned_costs"]
 
 MACHINE_KEYS = ("hostname", "cpu_model")
+
 MIN_SAMPLES = 3
 
 
@@ -30,6 +31,8 @@ class RunCosts:
 
     run_overhead_s: float = RUN_OVERHEAD_S
     start_s: float = SERVER_START_OVERHEAD_S
+    window_share: float = DEFAULT_WINDOW_SHARE
+    """How much of its cap a closed-loop window sized by request count used (its median)."""
     source: str = "the plan's constants"
 
 
@@ -56,10 +59,19 @@ def learned_costs(out_root: Path, environment: Mapping[str, Any]) -> RunCosts:
         for session in document.get("sessions", [])
         if isinstance(session.get("start_s"), int | float)
     ]
+    cap = (document.get("plan") or {}).get("duration_s")
+    shares = [
+        min(1.0, float(run["duration_s"]) / float(cap))
+        for run in document.get("runs", [])
+        if run.get("kind") == "closed"
+        and isinstance(run.get("duration_s"), int | float)
+        and isinstance(cap, int | float)
+    ]
     if len(overheads) < MIN_SAMPLES and len(starts) < MIN_SAMPLES:
         return RunCosts()
     return RunCosts(
         run_overhead_s=max(0.0, _median(overheads, RUN_OVERHEAD_S)),
         start_s=_median(starts, SERVER_START_OVERHEAD_S),
+        window_share=_median(shares, DEFAULT_WINDOW_SHARE),
         source=f"measured by {document.get('created', 'the last run')} on this machine",
     )

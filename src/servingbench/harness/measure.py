@@ -8,23 +8,21 @@ It never raises for a run that could not be measured (that is a ``failed`` recor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from servingbench.harness.loadgen import WORKER_CONNECT_TIMEOUT_S, LoadResult, WindowCallback, run_load
+from servingbench.harness.loadgen import LoadResult, WindowCallback
 from servingbench.harness.record import RunIdentity, RunRecord
 from servingbench.harness.servers import StartedServer
 from servingbench.loadtests.scenarios import LoadSpec, LoadSpecError
 
 __all__ = [
     "GENERATOR_SATURATION_PCT",
-    "LOAD_TIMEOUT_MARGIN_S",
     "NO_SERVER_FIGURES",
     "Gates",
     "Load",
-    "OneShotLoad",
     "RemoteLoad",
     "RunInterrupted",
     "measure",
@@ -32,8 +30,6 @@ __all__ = [
     "validity_problems",
 ]
 
-LOAD_TIMEOUT_MARGIN_S = 90.0
-"""On top of warm-up + window: load generator start, stop timeout, final report."""
 NO_SERVER_FIGURES = "target mode: no server CPU or memory figures (the server was not started by the harness)"
 GENERATOR_SATURATION_PCT = 90.0
 """Load generator CPU (% of its cores) above which a run is invalid (a curve step: the generator's failure)."""
@@ -49,7 +45,7 @@ class Load(Protocol):
         out_dir: Path,
         on_window_start: WindowCallback | None,
         on_window_end: WindowCallback | None,
-        timeout_s: float,
+        timeout_s: float | None,
     ) -> LoadResult: ...
 
 
@@ -61,44 +57,6 @@ class RemoteLoad:
     workers: int
     bind: str = "127.0.0.1"
     port: int | None = None
-
-
-@dataclass(frozen=True)
-class OneShotLoad:
-    """A load generator started afresh for every run (``run_load``): ``workers`` local Locust processes pinned to
-    ``cpus``, plus ``remote`` workers."""
-
-    cpus: Sequence[int]
-    workers: int = 1
-    remote: RemoteLoad | None = None
-
-    def run(
-        self,
-        spec: LoadSpec,
-        *,
-        out_dir: Path,
-        on_window_start: WindowCallback | None,
-        on_window_end: WindowCallback | None,
-        timeout_s: float,
-    ) -> LoadResult:
-        remote = self.remote
-        options = {} if remote is None else {"remote_workers": remote.workers, "master_bind": remote.bind}
-        if remote is not None and remote.port is not None:
-            options["master_port"] = remote.port
-        return run_load(
-            spec,
-            out_dir=out_dir,
-            cpus=list(self.cpus),
-            workers=self.workers,
-            timeout_s=timeout_s,
-            on_window_start=on_window_start,
-            on_window_end=on_window_end,
-            **options,  # type: ignore[arg-type]
-        )
-
-    @property
-    def connect_timeout_s(self) -> float:
-        return float(WORKER_CONNECT_TIMEOUT_S) if self.remote else 0.0
 
 
 @dataclass(frozen=True)
@@ -166,7 +124,7 @@ def measure(
             out_dir=run_dir,
             on_window_start=monitor.window_start if monitor else None,
             on_window_end=monitor.window_end if monitor else None,
-            timeout_s=load_spec.run_time_s + LOAD_TIMEOUT_MARGIN_S + getattr(load, "connect_timeout_s", 0.0),
+            timeout_s=None,  # the load generator's own deadline: warm-up, window cap, drain and report
         )
     except KeyboardInterrupt:
         raise RunInterrupted(record.failed("interrupted (Ctrl-C)", status="interrupted")) from None

@@ -66,6 +66,8 @@ only for the time estimate."""
 # first time estimate only: the progress line learns the rest.
 RUN_OVERHEAD_S = 0.3
 SERVER_START_OVERHEAD_S = 4.5
+DEFAULT_WINDOW_SHARE = 0.75
+"""Until a run on this machine measured it: the share of its cap a window sized by request count lasts."""
 RETIRED_KNOBS = {
     "capacity_tolerance": "the capacity search was replaced by a measured curve; see capacity_points",
     "capacity_max_steps": "the capacity search was replaced by a measured curve; see capacity_points",
@@ -94,6 +96,8 @@ KNOBS: dict[str, _Knob] = {
     "blas_threads": _Knob(int, 1, 256),
     "warmup_s": _Knob(float, 0.0, 3600.0),
     "duration_s": _Knob(float, 0.0, 3600.0, exclusive_minimum=True),
+    "window_requests": _Knob(int, 0),
+    "min_duration_s": _Knob(float, 0.0, 3600.0),
     "repetitions": _Knob(int, 1, 1000),
     "error_rate_limit": _Knob(float, 0.0, 1.0),
     "min_requests": _Knob(int, 1),
@@ -203,6 +207,8 @@ class Plan:
     blas_threads: int
     warmup_s: float
     duration_s: float
+    window_requests: int
+    min_duration_s: float
     repetitions: int
     error_rate_limit: float
     min_requests: int
@@ -308,23 +314,26 @@ def estimate_seconds(
     configs: int | None = None,
     run_overhead_s: float = RUN_OVERHEAD_S,
     start_s: float = SERVER_START_OVERHEAD_S,
+    window_share: float = DEFAULT_WINDOW_SHARE,
 ) -> float:
     """Estimated wall time of the whole plan in seconds: server starts (once per config and model, again at each
-    restart), warm-ups, windows at their cap, and ``run_overhead_s`` per run. A first guess: progress learns."""
+    restart), warm-ups, windows (``window_share`` of their cap: windows sized by request count end earlier), and
+    ``run_overhead_s`` per run. A first guess: progress learns."""
     n_configs = len(plan.configs) if configs is None else configs
     starts_per_model = 1 + (max(0, plan.repetitions - 1) // plan.restart_every if plan.restart_every else 0)
     seconds = n_configs * len(plan.models) * starts_per_model * start_s
     for model in plan.models:
         for measurement in plan.measurements(model):
             runs = n_configs * plan.repetitions_of(measurement) * expected_runs(plan, measurement)
-            seconds += runs * (_run_cost(plan, measurement) + run_overhead_s)
+            seconds += runs * (_run_cost(plan, measurement, window_share) + run_overhead_s)
     return seconds
 
 
-def _run_cost(plan: Plan, measurement: Measurement) -> float:
+def _run_cost(plan: Plan, measurement: Measurement, window_share: float) -> float:
     if measurement.kind == "capacity":
         return plan.capacity_warmup_s + plan.capacity_max_step_s / 2
-    return plan.warmup_s + plan.duration_s
+    share = window_share if plan.window_requests and measurement.kind == "closed" else 1.0
+    return plan.warmup_s + plan.duration_s * share
 
 
 def expected_runs(plan: Plan, measurement: Measurement) -> int:

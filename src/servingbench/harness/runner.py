@@ -16,6 +16,7 @@ import json
 import random
 import time
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,10 +40,10 @@ from servingbench.harness.curve import (
 )
 from servingbench.harness.environment import collect_environment, load_average
 from servingbench.harness.fairness import fairness_rules
+from servingbench.harness.loadgen import LoadSession
 from servingbench.harness.measure import (
     Gates,
     Load,
-    OneShotLoad,
     RemoteLoad,
     RunInterrupted,
     measure,
@@ -92,6 +93,7 @@ PAYLOAD_FEATURE_STEP = 0.1  # feature i of the payload row is 0.1 * i
 COMMAND_PORT_PLACEHOLDER = 0  # configs[].command shows port 0: each start picks a free port
 TARGET_MODEL_NAME = "target"
 MIN_SERVICE_PROBE_USERS = 2  # closed-loop runs with at least this many users keep a one-at-a-time server busy
+SEED_SPAN = 1_000_003
 PILOT_USERS = 32
 """Closed-loop users of the pilot run that sets a curve's grid when the plan measures no closed-loop peak first."""
 GENERATOR_RETRIES = 1
@@ -155,6 +157,13 @@ def config_order(seed: int, model: str, repetition: int, measurement: int, names
     always measured first or right after the same neighbour."""
     rng = random.Random(f"{seed}:{model}:{repetition}:{measurement}")
     return rng.sample(list(names), len(names))
+
+
+def run_seed(plan_seed: int, model: str, repetition: int, scenario: str) -> int:
+    """The seed of every config's run of ``scenario`` (a curve step: its rate's scenario) in ``repetition``: the same
+    for all configs of the repetition, so each is offered the same arrival schedule and the same bodies in the same
+    order; different across repetitions and scenarios."""
+    return plan_seed + zlib.crc32(f"{model}:{repetition}:{scenario}".encode()) % SEED_SPAN
 
 
 def build_payload(measurement: Measurement, n_features: int) -> bytes:
@@ -235,7 +244,11 @@ class _Bench:
             for item in self.plan.measurements(model)
         )
         estimate = estimate_seconds(
-            self.plan, configs=len(targets), run_overhead_s=self.costs.run_overhead_s, start_s=self.costs.start_s
+            self.plan,
+            configs=len(targets),
+            run_overhead_s=self.costs.run_overhead_s,
+            start_s=self.costs.start_s,
+            window_share=self.costs.window_share,
         )
         self.reporter.start(runs, estimate)
         for model in models:
@@ -358,6 +371,7 @@ class _Bench:
             return RunRecord(identity).failed(slot.down or "server not running", log_tail=slot.log_tail)
         payload = build_payload(shape, slot.n_features)
         window_s = self._step_window_s(shape.target_rps) if step and shape.target_rps else self.plan.duration_s
+        by_count = not step and shape.kind == "closed" and self.plan.window_requests > 0
 
         def spec() -> LoadSpec:
             return LoadSpec(
@@ -370,7 +384,9 @@ class _Bench:
                 arrivals=shape.arrivals,
                 warmup_s=warmup_s,
                 duration_s=window_s,
-                seed=self.plan.seed + identity.order,
+                target_requests=self.plan.window_requests if by_count else None,
+                min_duration_s=min(self.plan.min_duration_s, window_s) if by_count else None,
+                seed=run_seed(self.plan.seed, model.name, rep, shape.scenario),
                 allow_remote=self.target_mode,
             )
 
@@ -716,13 +732,16 @@ def run_benchmark(
     remote: RemoteLoad | None = None,
     load: Load | None = None,
     starters: Mapping[str, ServerStarter] | None = None,
+    locust_html: bool = False,
 ) -> Path:
     """Run the plan (a file, the built-in plan for None, or a :class:`Plan` already made), or measure ``targets``,
     write the bundle under ``out_root``; return its directory.
 
     ``load_workers``: Locust worker processes (default: one per load core; 1 runs Locust as one process).
     ``remote``: Locust workers on other machines (``servingbench load-worker``) that join every run; with any,
-    ``load_workers`` may be 0. ``load`` and ``starters`` replace the real load generator and server starters (tests).
+    ``load_workers`` may be 0. ``locust_html``: keep Locust's own HTML report of every run (about 1 MB each).
+    ``load`` and ``starters`` replace the real load generator (one Locust session for the whole benchmark, its
+    processes' logs in ``load/``) and server starters (tests).
     Raises :class:`HarnessError` before anything starts when the plan, the targets or the cores are unusable,
     and :class:`BenchmarkInterrupted` (a ``KeyboardInterrupt``) after Ctrl-C, once the partial bundle is written.
     """
@@ -760,26 +779,34 @@ def run_benchmark(
     )
     writer.save()
     console.print(f"servingbench: plan {plan.source} (preset {plan.preset}), results in {writer.dir}", highlight=False)
-    bench = _Bench(
-        plan,
-        load or OneShotLoad(allocation.load, workers, remote if remote_workers else None),
-        writer,
-        reporter_for(console),
-        starters or _starters(plan, allocation, chosen),
-        target_mode,
-        costs,
-    )
+    reporter = reporter_for(console)
     try:
-        bench.run_all(chosen)
+        with contextlib.ExitStack() as stack:
+            if load is None:
+                load = stack.enter_context(
+                    LoadSession(
+                        writer.dir / "load",
+                        cpus=allocation.load,
+                        workers=workers,
+                        remote_workers=remote_workers,
+                        master_bind=remote.bind if remote else "127.0.0.1",
+                        master_port=remote.port if remote else None,
+                        locust_html=locust_html,
+                    )
+                )
+            bench = _Bench(
+                plan, load, writer, reporter, starters or _starters(plan, allocation, chosen), target_mode, costs
+            )
+            bench.run_all(chosen)
     except BaseException as exc:
         # Whatever stopped the plan, what was measured stays, marked incomplete.
-        bench.reporter.stop()
+        reporter.stop()
         writer.finish(complete=False, environment={"load_avg_after": load_average()})
         if isinstance(exc, KeyboardInterrupt):
             console.print(f"interrupted: partial results (complete: false) in {writer.dir}", highlight=False)
             raise BenchmarkInterrupted(writer.dir) from None
         raise
-    bench.reporter.stop()
+    reporter.stop()
     writer.finish(complete=True, environment={"load_avg_after": load_average()})
     console.print(f"results: {writer.dir}", highlight=False)
     return writer.dir
