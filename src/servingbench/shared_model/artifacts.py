@@ -537,14 +537,17 @@ def _named(estimator: Any) -> bool:
 def verify_model_file(path: Path, *, sha256: str | None = None) -> None:
     """Check a model file without loading it: ModelError (one line naming the file and the reason) if it fails.
 
-    ``.skops``: its manifest parses, the file's sha256 and scikit-learn version match it, and skops finds no type the
-    manifest does not trust. Pickle formats: ``sha256`` is given and matches, and the file names nothing outside
-    the reviewed packages (inspected without unpickling).
+    ``.skops``: its manifest parses, the file's sha256 (and ``sha256`` when given) and scikit-learn version match it,
+    and skops finds no type the manifest does not trust. Pickle formats: ``sha256`` is given and matches, and the
+    file names nothing outside the reviewed packages (inspected without unpickling).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == SKOPS_SUFFIX:
         data = _read_bytes(path, "model file")
+        actual = hashlib.sha256(data).hexdigest()
+        if sha256 and actual != sha256.strip().lower():
+            raise ModelError(f"{path}: sha256 {actual} does not match the expected {sha256}")
         manifest = _read_manifest(path)
         _check_manifest(path, manifest, data)
         try:

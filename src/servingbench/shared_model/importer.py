@@ -30,6 +30,7 @@ from servingbench.shared_model.artifacts import (
 from servingbench.shared_model.columns import Column, Output, OutputMethod, RecordSchema, build_frame
 from servingbench.shared_model.columns import records_to_values as _values
 from servingbench.shared_model.introspect import (
+    accepts,
     column_hints,
     feature_names,
     infer_columns,
@@ -48,6 +49,8 @@ __all__ = ["DEFAULT_SEED", "Described", "ImportResult", "describe_estimator", "i
 DEFAULT_SEED = 0
 MODEL_SOURCE = "model"  # sample_source of rows drawn from the model's own records
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: Complete sample rows tried, in order, for one the model predicts (the row the probes start from).
+MAX_BASE_ROW_TRIES = 50
 #: Rows per predict call when the sample rows are checked against the model.
 CHECK_CHUNK_ROWS = 1024
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
@@ -74,11 +77,12 @@ class ImportResult:
     notes: tuple[str, ...]
 
 
-def _complete(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    for record in records:
-        if all(value is not None for value in record.values()):
-            return record
-    raise ModelError("no sample row has a value in every column; the model cannot be probed")
+def _base_row(estimator: Any, columns: Sequence[Column], records: Sequence[dict[str, Any]], method: str) -> Any:
+    """The first complete row the model predicts: the probes change one column of it at a time."""
+    complete = [r for r in records if all(value is not None for value in r.values())][:MAX_BASE_ROW_TRIES]
+    if not complete:
+        raise ModelError("no sample row has a value in every column; the model cannot be probed")
+    return next((r for r in complete if accepts(estimator, columns, r, method)), complete[0])
 
 
 def _check_predicts(estimator: Any, method: str, rows: Any) -> None:
@@ -104,7 +108,7 @@ def _describe_named(
         records = frame_records(columns, sample)
     else:
         records = draw_records(columns, column_hints(estimator, names), count=max_rows, seed=seed)
-    columns = probe_columns(estimator, columns, _complete(records), output.method)
+    columns = probe_columns(estimator, columns, _base_row(estimator, columns, records, output.method), output.method)
     record_model = RecordSchema(columns).record
     kept = []
     for record in records:
@@ -180,7 +184,9 @@ def _load(path: Path, data: bytes, sha256: str | None, trust: Sequence[str]) -> 
         raise ModelError(f"--sha256 {sha256[:80]!r} is not 64 hex digits")
     if suffix in PICKLE_SUFFIXES:
         if not sha256:
-            raise ModelError(f"{path}: a pickle runs code when loaded; give its --sha256 (it is {actual})")
+            raise ModelError(
+                f"{path}: a pickle runs code when loaded; give --sha256 with the hash recorded where the file was made"
+            )
         if sha256.strip().lower() != actual:
             raise ModelError(f"refusing to unpickle {path}: sha256 {actual} does not match --sha256 {sha256}")
         return unpickle_verified(path, data, trust), actual

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Hint",
+    "accepts",
     "column_hints",
     "feature_names",
     "infer_columns",
@@ -268,7 +269,8 @@ def predict_records(
     return getattr(estimator, method)(frame)
 
 
-def _accepts(estimator: Any, columns: Sequence[Column], record: Mapping[str, Any], method: str) -> bool:
+def accepts(estimator: Any, columns: Sequence[Column], record: Mapping[str, Any], method: str) -> bool:
+    """True if the model predicts ``record`` without an error (warnings ignored)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. OneHotEncoder(handle_unknown="warn") warns and goes on: accepted
         try:
@@ -302,8 +304,8 @@ def probe_columns(
             raise ModelError(f"the model fails on a row built from its schema: {_first_line(exc)}") from None
     probed = []
     for column in columns:
-        nullable = _accepts(estimator, columns, {**base, column.name: None}, method)
-        unknown_ok = column.categories is None or _accepts(
+        nullable = accepts(estimator, columns, {**base, column.name: None}, method)
+        unknown_ok = column.categories is None or accepts(
             estimator, columns, {**base, column.name: _unseen(column)}, method
         )
         probed.append(replace(column, nullable=nullable, unknown_ok=unknown_ok))

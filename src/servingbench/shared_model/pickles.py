@@ -18,6 +18,7 @@ why a pickle also needs its sha256, checked first.
 from __future__ import annotations
 
 import _compat_pickle
+import functools
 import importlib
 import io
 import pickle
@@ -57,6 +58,8 @@ DENIED_MODULE_PREFIXES = (
     "sklearn.utils._testing",
     "sklearn.externals",
 )
+#: Reviewed names whose objects touch files although numpy re-labels them as plain ``numpy`` members.
+DENIED_NAMES = ("numpy.memmap", "numpy.save", "numpy.savez", "numpy.load", "numpy.fromfile", "numpy.DataSource")
 #: Functions that rebuild arrays, scalars and random states: the only reviewed functions a file may call.
 CALLABLE_FUNCTIONS = frozenset(
     {
@@ -317,6 +320,12 @@ def _resolve_parts(parts: list[str]) -> object | None:
     return None
 
 
+@functools.cache
+def _denied_objects() -> frozenset[int]:
+    found = (_resolve(name) for name in DENIED_NAMES)
+    return frozenset(id(obj) for obj in found if obj is not None)
+
+
 def _home(obj: object) -> str:
     module = getattr(obj, "__module__", None)
     if module is None and isinstance(obj, np.ufunc):
@@ -334,8 +343,8 @@ def _reviewed_kind(qualified: str) -> str | None:
     if qualified.split(".")[0] not in REVIEWED_PACKAGES or qualified.startswith(DENIED_MODULE_PREFIXES):
         return None
     obj = _resolve(qualified)
-    if isinstance(obj, types.ModuleType) or not _in_reviewed(_home(obj)):
-        return None  # e.g. "numpy.os.system": reachable through numpy, but not numpy's
+    if isinstance(obj, types.ModuleType) or not _in_reviewed(_home(obj)) or id(obj) in _denied_objects():
+        return None  # e.g. "sklearn.base.platform.os.system": reachable through sklearn, but not sklearn's
     if isinstance(obj, type):
         return "class"
     if callable(obj):
