@@ -203,6 +203,8 @@ class RecordSchema:
     """
 
     def __init__(self, columns: Sequence[Column]) -> None:
+        import pandas  # noqa: F401  -- loaded with the model, not on the first request
+
         self.columns = tuple(columns)
         self.fields = tuple(f"{_FIELD_PREFIX}{i}" for i in range(len(self.columns)))
         definitions: dict[str, Any] = {
