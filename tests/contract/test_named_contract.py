@@ -142,7 +142,7 @@ _bodies = st.one_of(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(request=_bodies)
 def test_no_record_gives_a_server_error(named: dict[str, httpx.Client], request: tuple[str, object]) -> None:
     path, doc = request

@@ -73,7 +73,7 @@ def test_a_callable_reached_through_a_reviewed_module_is_refused() -> None:
     problems = refused_globals(inspect_pickle(data, joblib=False))
     assert problems == [
         "sklearn.base.platform.os.system (not in sklearn, numpy, scipy; "
-        "trust it with --trust sklearn.base.platform.os.system)"
+        "`import-model --trust sklearn.base.platform.os.system` allows it)"
     ]
 
 

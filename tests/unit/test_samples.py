@@ -44,6 +44,11 @@ def test_batches_are_built_from_the_rows() -> None:
     assert {r["age"] for doc in docs for r in doc["instances"]} == {30, 41, 52}
 
 
+def test_by_default_one_pass_over_the_rows() -> None:
+    assert len(request_bodies(NAMED, endpoint="/predict", seed=0)) == 3
+    assert len(request_bodies(NAMED, endpoint="/predict/batch", batch_size=2, seed=0)) == 2
+
+
 def test_the_get_model_document_is_a_source_too() -> None:
     doc = json.loads(json.dumps(NAMED.as_json()))
     assert request_bodies(doc, endpoint="/predict", count=3, seed=2) == request_bodies(

@@ -366,7 +366,7 @@ def refused_globals(imports: PickleImports, trusted: Iterable[str] = ()) -> list
             continue
         kind = _reviewed_kind(name)
         if kind is None:
-            problems.append(f"{name} (not in {', '.join(REVIEWED_PACKAGES)}; trust it with --trust {name})")
+            problems.append(f"{name} (not in {', '.join(REVIEWED_PACKAGES)}; `import-model --trust {name}` allows it)")
         elif name in imports.called and kind != "class" and not _rebuilder(name):
             problems.append(f"{name} (a function the file calls while loading)")
     if imports.calls_built_objects:

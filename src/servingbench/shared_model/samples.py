@@ -139,9 +139,15 @@ def _rows_of(source: ModelInfo | Mapping[str, Any]) -> tuple[bool, list[Any]]:
 
 
 def request_bodies(
-    source: ModelInfo | Mapping[str, Any], *, endpoint: str, batch_size: int = 1, count: int, seed: int
+    source: ModelInfo | Mapping[str, Any],
+    *,
+    endpoint: str,
+    batch_size: int = 1,
+    count: int | None = None,
+    seed: int,
 ) -> tuple[bytes, ...]:
-    """``count`` JSON request bodies built from the model's sample rows in a seeded order.
+    """``count`` JSON request bodies built from the model's sample rows in a seeded order (default: one pass over
+    the rows, ``ceil(rows / batch_size)`` bodies).
 
     ``source``: a ModelInfo, the ``GET /model`` document or a manifest. ``endpoint``: ``/predict`` (one row a body,
     ``batch_size`` must be 1) or ``/predict/batch`` (``batch_size`` rows a body). Rows are taken from a seeded
@@ -151,9 +157,12 @@ def request_bodies(
     """
     if endpoint not in (SINGLE_ENDPOINT, BATCH_ENDPOINT):
         raise ValueError(f"endpoint must be {SINGLE_ENDPOINT!r} or {BATCH_ENDPOINT!r}, got {endpoint!r}")
-    if count < 1 or batch_size < 1 or (endpoint == SINGLE_ENDPOINT and batch_size != 1):
-        raise ValueError(f"count and batch_size must be >= 1 (batch_size 1 for {SINGLE_ENDPOINT})")
+    if batch_size < 1 or (endpoint == SINGLE_ENDPOINT and batch_size != 1):
+        raise ValueError(f"batch_size must be >= 1 (and 1 for {SINGLE_ENDPOINT}), got {batch_size}")
     _, rows = _rows_of(source)
+    count = -(-len(rows) // batch_size) if count is None else count
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     encoded = [json.dumps(row, separators=(",", ":"), allow_nan=False) for row in rows]
