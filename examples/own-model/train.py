@@ -1,13 +1,20 @@
-"""A training job as a team would write it: a DataFrame pipeline with string categories, saved with joblib.
+"""A training job as a team would write it: a model fitted on a pandas DataFrame, saved with joblib.
 
-    .venv/bin/python examples/own-model/train.py [--out DIR] [--rows N]
+    .venv/bin/python examples/own-model/train.py [--model onehot|hgb|numeric|numeric-array] [--out DIR] [--rows N]
 
-Generates a churn-like table (age, tenure_months, monthly_spend, plan, region, autopay), fits a ColumnTransformer
-(scaled numbers, one-hot strings) with a logistic regression, and writes to ``--out`` (default: this folder):
+Generates a churn-like table (age, tenure_months, monthly_spend, plan, region, autopay) and fits one of:
 
-- ``churn.joblib``: the model, the usual artefact of a training job;
-- ``churn.joblib.sha256``: its sha256, recorded where the file was made (import-model asks for it);
-- ``rows.csv``: a few hundred rows of the same shape, standing in for real traffic.
+- ``onehot`` (default): a ColumnTransformer (scaled numbers, one-hot strings) and a logistic regression;
+- ``hgb``: a HistGradientBoostingClassifier with ``plan`` and ``region`` as pandas categories
+  (``categorical_features="from_dtype"``);
+- ``numeric``: a plain StandardScaler + Ridge on the numeric columns, fitted on the DataFrame (named columns);
+- ``numeric-array``: the same fitted on the bare array (no names: requests stay lists of numbers).
+
+It writes to ``--out`` (default: this folder):
+
+- ``churn.joblib`` (``churn-<model>.joblib`` for the others): the model, the usual artefact of a training job;
+- the same name plus ``.sha256``: its sha256, recorded where the file was made (import-model asks for it);
+- ``rows.csv``: a few hundred rows of the same table, standing in for real traffic.
 
 Then follow README.md beside this file: import the model, run the quick plan on it, read the report.
 """
@@ -22,7 +29,8 @@ import joblib
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -32,6 +40,10 @@ TRAIN_ROWS = 5000
 SAMPLE_ROWS = 500
 PLANS = ("basic", "plus", "family", "business")
 REGIONS = ("north", "south", "east", "west", "capital")
+NUMBERS = ["age", "tenure_months", "monthly_spend"]
+STRINGS = ["plan", "region"]
+HGB_ITERATIONS = 100
+MODELS = ("onehot", "hgb", "numeric", "numeric-array")
 
 
 def make_rows(n_rows: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -55,28 +67,39 @@ def churned(rows: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
     return np.where(score > np.median(score), "churned", "stayed")
 
 
-def build() -> object:
-    numbers = ["age", "tenure_months", "monthly_spend"]
+def fit(kind: str, rows: pd.DataFrame, rng: np.random.Generator) -> object:
+    """Fit the ``kind`` of model on ``rows`` (see the module docstring)."""
+    target = churned(rows, rng)
+    if kind == "hgb":
+        categorical = rows.astype({name: "category" for name in STRINGS})
+        model = HistGradientBoostingClassifier(categorical_features="from_dtype", max_iter=HGB_ITERATIONS)
+        return model.fit(categorical, target)
+    spend = rows["monthly_spend"].to_numpy()
+    if kind == "numeric":
+        return make_pipeline(StandardScaler(), Ridge()).fit(rows[NUMBERS], spend)
+    if kind == "numeric-array":
+        return make_pipeline(StandardScaler(), Ridge()).fit(rows[NUMBERS].to_numpy(dtype=np.float64), spend)
     columns = ColumnTransformer(
-        [("numbers", StandardScaler(), numbers), ("strings", OneHotEncoder(), ["plan", "region"])],
+        [("numbers", StandardScaler(), NUMBERS), ("strings", OneHotEncoder(), STRINGS)],
         remainder="passthrough",  # autopay goes through as 0/1
     )
-    return make_pipeline(columns, LogisticRegression(max_iter=1000))
+    return make_pipeline(columns, LogisticRegression(max_iter=1000)).fit(rows, target)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=MODELS, default=MODELS[0], help="which model (default onehot)")
     parser.add_argument("--out", type=Path, default=HERE, help="where the files go (default: this folder)")
     parser.add_argument("--rows", type=int, default=TRAIN_ROWS, help=f"training rows (default {TRAIN_ROWS})")
     args = parser.parse_args()
     rng = np.random.default_rng(SEED)
     rows = make_rows(args.rows, rng)
-    model = build().fit(rows, churned(rows, rng))  # type: ignore[attr-defined]
+    model = fit(args.model, rows, rng)
     args.out.mkdir(parents=True, exist_ok=True)
-    model_path = args.out / "churn.joblib"
+    model_path = args.out / ("churn.joblib" if args.model == MODELS[0] else f"churn-{args.model}.joblib")
     joblib.dump(model, model_path)
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    (args.out / "churn.joblib.sha256").write_text(f"{digest}  churn.joblib\n")
+    model_path.with_name(model_path.name + ".sha256").write_text(f"{digest}  {model_path.name}\n")
     make_rows(SAMPLE_ROWS, rng).to_csv(args.out / "rows.csv", index=False)
     print(f"model: {model_path}\nsha256: {digest}\nsample rows: {args.out / 'rows.csv'}")
 
