@@ -17,7 +17,7 @@ from typing import Any, cast
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from servingbench.shared_model.columns import RecordSchema
+from servingbench.shared_model.columns import RecordSchema, build_frame
 from servingbench.shared_model.limits import MAX_DRAIN_BYTES
 from servingbench.shared_model.problems import PROBLEM_MEDIA_TYPE, Problem, problem_for_status
 from servingbench.shared_model.schema import BatchRequest, PredictRequest, openapi_document
@@ -286,9 +286,9 @@ class PredictService:
         records = cast("RecordSchema", self._records)
         return self._batch_problem(len(request.instances)) or self._build_frame(records, request.instances)
 
-    def _build_frame(self, records: RecordSchema, rows: list[BaseModel]) -> Any:
-        from servingbench.shared_model.columns import build_frame
-
+    @staticmethod
+    def _build_frame(records: RecordSchema, rows: list[BaseModel]) -> Any:
+        # Timed as part of "validate" in Server-Timing: the frame is the named path's input checking and shaping.
         return build_frame(records.columns, records.values(rows))
 
     def _count_problem(self, loc: list[str | int], got: int) -> Problem:
