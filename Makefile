@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RESULTS ?= results/latest
 PYTEST_ARGS ?=
+# `make bench MODEL=path/to/model.skops` (or a pickle with MODEL_SHA256=HEX) runs the matrix on your own model.
+MODEL ?=
+MODEL_SHA256 ?=
+MODEL_ARGS := $(if $(MODEL),--model $(MODEL))$(if $(MODEL_SHA256), --model-sha256 $(MODEL_SHA256))
 
 .PHONY: install check lint format test test-fast test-busy bench bench-quick bench-rigorous bench-ci baseline report lock clean
 
@@ -34,14 +38,14 @@ test-fast: $(STAMP)  ## unit and contract tests only
 test-busy: $(STAMP)  ## the whole suite with a CPU-bound process pinned to every core (a busy CI machine)
 	$(BIN)/pytest --busy $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## the default plan: local processes, default models, no Docker (< 15 min on 2 cores)
-	$(BIN)/servingbench run
+bench: $(STAMP)  ## the default plan: local processes, default models, no Docker (< 15 min on 2 cores); MODEL=PATH
+	$(BIN)/servingbench run $(MODEL_ARGS)
 
-bench-quick: $(STAMP)  ## a smoke run of the default plan (< 2 min)
-	$(BIN)/servingbench run --quick
+bench-quick: $(STAMP)  ## a smoke run of the default plan (< 2 min); MODEL=PATH for your own model
+	$(BIN)/servingbench run --quick $(MODEL_ARGS)
 
 bench-rigorous: $(STAMP)
-	$(BIN)/servingbench run --rigorous
+	$(BIN)/servingbench run --rigorous $(MODEL_ARGS)
 
 report: $(STAMP)  ## re-render the HTML report of a results bundle (RESULTS=dir)
 	$(BIN)/servingbench report $(RESULTS)

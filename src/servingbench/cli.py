@@ -12,6 +12,7 @@ __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_ERROR = 2
+MODEL_PLANS_DIR = "plans"  # under --out: the plans `run --model` writes
 
 
 class CLIError(Exception):
@@ -89,10 +90,80 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- import-model -----------------------------------------------------------------------------------------------
+def _add_import_model(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from servingbench.shared_model.columns import OUTPUT_METHODS
+    from servingbench.shared_model.samples import DEFAULT_SAMPLE_ROWS, MAX_SAMPLE_ROWS
+
+    p = sub.add_parser(
+        "import-model",
+        help="import your model file (.joblib, .pkl, .skops) as a verified .skops with its manifest",
+        description="Check, inspect and re-save a model file as .skops with its input schema, output and sample rows; "
+        "the last line printed is the path of the imported file.",
+    )
+    p.add_argument("path", type=Path, help="the model file: .joblib, .pkl, .pickle or .skops")
+    p.add_argument("--sha256", default=None, help="the file's sha256 (required for .joblib/.pkl: checked first)")
+    p.add_argument("--sample", type=Path, default=None, help="CSV or Parquet file of real input rows for the load")
+    p.add_argument(
+        "--sample-rows",
+        type=int,
+        default=DEFAULT_SAMPLE_ROWS,
+        help=f"rows kept from --sample or drawn from the model (default {DEFAULT_SAMPLE_ROWS}, at most "
+        f"{MAX_SAMPLE_ROWS})",
+    )
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="allow a type outside scikit-learn, numpy and scipy, e.g. mypkg.features.Cleaner (repeatable)",
+    )
+    p.add_argument("--name", default=None, help="model name (default: the file's stem)")
+    p.add_argument("--output", choices=OUTPUT_METHODS, default="predict", help="what a request answers")
+    p.add_argument("--models-dir", type=Path, default=None, help="default: $SERVINGBENCH_MODELS_DIR or ./models")
+    p.set_defaults(func=_import_model)
+
+
+def _import_model(args: argparse.Namespace) -> int:
+    from servingbench.shared_model import ModelError
+    from servingbench.shared_model.importer import import_model
+    from servingbench.shared_model.models import default_models_dir
+    from servingbench.shared_model.samples import MAX_SAMPLE_ROWS
+
+    if not 1 <= args.sample_rows <= MAX_SAMPLE_ROWS:
+        return _fail(f"--sample-rows must be 1..{MAX_SAMPLE_ROWS}, got {args.sample_rows}")
+    try:
+        result = import_model(
+            args.path,
+            models_dir=args.models_dir or default_models_dir(),
+            sha256=args.sha256,
+            sample=args.sample,
+            trust=args.trust,
+            name=args.name,
+            output=args.output,
+            max_rows=args.sample_rows,
+        )
+    except ModelError as err:
+        return _fail(str(err))
+    for note in result.notes:
+        print(f"servingbench: {note}")
+    print(result.path)
+    return EXIT_OK
+
+
 # -- run --------------------------------------------------------------------------------------------------------
 def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="benchmark the server matrix of a plan and write a results bundle and report")
-    p.add_argument("--plan", type=Path, default=None, help="a plan TOML file (default: the built-in plan)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--plan", type=Path, default=None, help="a plan TOML file (default: the built-in plan)")
+    source.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="run the built-in matrix on this model file (an imported .skops, or a pickle with --model-sha256)",
+    )
+    p.add_argument("--model-sha256", default=None, metavar="HEX", help="the sha256 a --model pickle file must have")
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--quick", dest="preset", action="store_const", const="quick", help="smoke run (< 2 min)")
     preset.add_argument("--rigorous", dest="preset", action="store_const", const="rigorous", help="longer, tighter")
@@ -125,8 +196,9 @@ def _run(args: argparse.Namespace) -> int:
     console = Console(stderr=False)
     remote = RemoteLoad(args.remote_load_workers, args.master_bind, args.master_port)
     try:
+        plan_path = _plan_for(args)
         bundle = run_benchmark(
-            plan_path=args.plan,
+            plan_path=plan_path,
             preset=args.preset,
             out_root=args.out,
             targets=args.target,
@@ -147,6 +219,26 @@ def _run(args: argparse.Namespace) -> int:
 
         print(f"report: {render_report(bundle)}")
     return EXIT_OK
+
+
+def _plan_for(args: argparse.Namespace) -> Path | None:
+    """The plan to run: ``--plan``, or for ``--model`` one written under ``--out``/plans (raises HarnessError)."""
+    from servingbench.harness import HarnessError, PlanError
+    from servingbench.harness.plan import write_model_plan
+
+    if args.model is None:
+        if args.model_sha256:
+            raise HarnessError("--model-sha256 goes with --model")
+        plan: Path | None = args.plan
+        return plan
+    if args.target:
+        raise HarnessError("--model starts its own servers; it does not go with --target")
+    try:
+        path = write_model_plan(args.model, args.out / MODEL_PLANS_DIR, sha256=args.model_sha256)
+    except PlanError as err:
+        raise HarnessError(str(err)) from None
+    print(f"servingbench: plan for {args.model}: {path}", flush=True)
+    return path
 
 
 def _report_quietly(bundle: Path) -> None:
@@ -370,6 +462,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], 
     _add_run,
     _add_serve,
     _add_train,
+    _add_import_model,
     _add_report,
     _add_capacity,
     _add_load_worker,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sklearn.linear_model import Ridge
 
 from servingbench.harness.plan import (
     PRESET_NAMES,
@@ -17,6 +18,7 @@ from servingbench.harness.plan import (
     load_plan,
     parse_plan,
 )
+from servingbench.shared_model.artifacts import save_model
 
 QUICK_BUDGET_S = 120.0  # the issue: --quick under 2 minutes on 2 cores
 DEFAULT_BUDGET_S = 15 * 60.0  # the default plan under 15 minutes
@@ -147,7 +149,10 @@ def test_user_plan_keeps_missing_knobs_and_sections_from_the_builtin(tmp_path: P
 
 
 def test_model_file_path_is_resolved_against_the_plan(tmp_path: Path) -> None:
-    (tmp_path / "mine.skops").write_bytes(b"x")
+    # a real model file: a plan verifies its model files when it loads
+    rows = [[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]]
+    estimator = Ridge().fit(rows, [0.0, 1.0, 2.0])
+    save_model(estimator, tmp_path / "mine.skops", name="m", version="1", feature_names=("a", "b"), sample_rows=rows)
     plan = load_plan(write(tmp_path, MINIMAL.replace('"synthetic:sleep_ms=2"', '"mine.skops"')))
     assert plan.models[0].spec == str((tmp_path / "mine.skops").resolve())
 

@@ -7,6 +7,7 @@ starts; a mistake is a :class:`PlanError` whose message is one line naming the k
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tomllib
@@ -16,8 +17,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from servingbench.files import write_atomic
 from servingbench.servers.launch import ServerConfig, default_server
 from servingbench.servers.registry import FRAMEWORKS, SERVERS, framework, servers_for
+from servingbench.shared_model.columns import OUTPUT_METHODS
+from servingbench.shared_model.types import ModelError
 
 __all__ = [
     "BUILTIN_PLAN_SOURCE",
@@ -36,6 +40,7 @@ __all__ = [
     "load_plan",
     "parse_plan",
     "rate_scenario",
+    "write_model_plan",
 ]
 
 PRESET_NAMES = ("quick", "default", "rigorous")
@@ -114,7 +119,10 @@ KNOBS: dict[str, _Knob] = {
 SECTIONS = ("presets", "configs", "models", "scenarios")
 PRESET_KEYS = (*KNOBS, "concurrency", "models")
 CONFIG_KEYS = ("framework", "server", "route", "threads")
-MODEL_KEYS = ("spec", "scenarios", "concurrency")
+MODEL_KEYS = ("spec", "scenarios", "concurrency", "sha256", "output")
+#: ``run --model PATH`` measures the model with the scenarios the built-in plan gives this model.
+MODEL_TEMPLATE = "fast"
+SHA256_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 SCENARIO_KEYS = ("endpoint", "batch_size", "kind", "concurrency", "rates", "users", "arrivals")
 KIND_KEYS = {
     "closed": ("concurrency",),
@@ -149,12 +157,19 @@ class ConfigPlan:
 
 @dataclass(frozen=True)
 class ModelPlan:
-    """A model to serve: ``spec`` as the server takes it, the scenarios to run, an optional concurrency sweep."""
+    """A model to serve: ``spec`` as the server takes it, the scenarios to run, an optional concurrency sweep.
+
+    For a model file, ``spec`` carries the file's ``sha256`` (a pickle's opt-in) and the ``output`` override as
+    options (``PATH?sha256=HEX&output=predict_proba``), so the server gets them with the spec; both are also kept
+    here for the record.
+    """
 
     name: str
     spec: str
     scenarios: tuple[str, ...]
     concurrency: tuple[int, ...] | None = None
+    sha256: str | None = None
+    output: str | None = None
 
 
 Kind = Literal["closed", "open", "capacity"]
@@ -266,7 +281,13 @@ def _config_json(config: ConfigPlan) -> dict[str, Any]:
 
 
 def _model_json(model: ModelPlan) -> dict[str, Any]:
-    return {"spec": model.spec, "scenarios": list(model.scenarios), "concurrency": _list_or_none(model.concurrency)}
+    return {
+        "spec": model.spec,
+        "scenarios": list(model.scenarios),
+        "concurrency": _list_or_none(model.concurrency),
+        "sha256": model.sha256,
+        "output": model.output,
+    }
 
 
 def _scenario_json(scenario: ScenarioPlan) -> dict[str, Any]:
@@ -551,7 +572,8 @@ def _parse_models(
     for name, table in raw.items():
         path = f"models.{name}"
         where.check_keys(table, path, MODEL_KEYS)
-        spec = _model_spec(table.get("spec"), f"{path}.spec", where, base_dir)
+        sha256, output = _model_options(table, path, where)
+        spec = _model_spec(table.get("spec"), f"{path}.spec", where, base_dir, sha256=sha256, output=output)
         scenarios = table.get("scenarios")
         if not isinstance(scenarios, list) or not scenarios:
             raise where.error(f"{path}.scenarios", f"must be a non-empty list of scenario names, found {scenarios!r}")
@@ -560,17 +582,47 @@ def _parse_models(
         concurrency = None
         if "concurrency" in table:
             concurrency = _int_list(table["concurrency"], f"{path}.concurrency", MAX_CONCURRENCY, where)
-        models.append(ModelPlan(name=name, spec=spec, scenarios=tuple(scenarios), concurrency=concurrency))
+        models.append(
+            ModelPlan(
+                name=name,
+                spec=spec,
+                scenarios=tuple(scenarios),
+                concurrency=concurrency,
+                sha256=sha256,
+                output=output,
+            )
+        )
     return tuple(models)
 
 
-def _model_spec(value: object, path: str, where: _Where, base_dir: Path | None) -> str:
+def _model_options(table: Mapping[str, Any], path: str, where: _Where) -> tuple[str | None, str | None]:
+    sha256 = table.get("sha256")
+    if sha256 is not None and (not isinstance(sha256, str) or not SHA256_PATTERN.fullmatch(sha256)):
+        raise where.error(f"{path}.sha256", f"must be the model file's sha256 (64 hex digits), found {sha256!r}")
+    output = table.get("output")
+    if output is not None:
+        output = _choice(output, f"{path}.output", OUTPUT_METHODS, where)
+    return (sha256.lower() if sha256 else None), output
+
+
+def _model_spec(
+    value: object,
+    path: str,
+    where: _Where,
+    base_dir: Path | None,
+    *,
+    sha256: str | None = None,
+    output: str | None = None,
+) -> str:
     if not isinstance(value, str) or not value.strip():
         raise where.error(
             path,
             f"must be 'fast', 'heavy', 'synthetic:cpu_us=N', 'synthetic:sleep_ms=N' or a model file, found {value!r}",
         )
     spec = value.strip()
+    if spec in DEFAULT_MODEL_SPECS or spec.startswith("synthetic:"):
+        if sha256 or output:
+            raise where.error(path, "sha256 and output apply to a model file only")
     if spec in DEFAULT_MODEL_SPECS:
         return spec
     if spec.startswith("synthetic:"):
@@ -582,7 +634,63 @@ def _model_spec(value: object, path: str, where: _Where, base_dir: Path | None) 
         model_path = base_dir / model_path
     if not model_path.is_file():
         raise where.error(path, f"{spec!r} is not 'fast', 'heavy', a synthetic spec, or an existing model file")
-    return str(model_path.resolve())
+    return _verified_file_spec(model_path.resolve(), path, where, sha256=sha256, output=output)
+
+
+def _verified_file_spec(model_path: Path, path: str, where: _Where, *, sha256: str | None, output: str | None) -> str:
+    """Check the model file now, so a bad file stops the run before any server starts; return the server's spec."""
+    from servingbench.shared_model.artifacts import verify_model_file
+    from servingbench.shared_model.models import model_spec
+
+    try:
+        verify_model_file(model_path, sha256=sha256)
+    except ModelError as err:
+        raise where.error(path, str(err)) from None
+    return model_spec(model_path, sha256=sha256, output=cast("Any", output))
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a TOML basic string (same quotes and escapes)
+
+
+def write_model_plan(
+    model: Path, out_dir: Path, *, sha256: str | None = None, output: str | None = None, name: str | None = None
+) -> Path:
+    """Write a plan that runs the built-in matrix on one model file, with the scenarios the built-in plan gives the
+    fast model, to ``out_dir/<name>.toml``; return its path (``servingbench run --model PATH`` runs it).
+
+    The file holds only ``[models]`` and ``[scenarios]`` (every knob, preset and config comes from the built-in
+    plan), so it can be edited and re-run with ``--plan``. Raises PlanError when the model file fails verification.
+    """
+    builtin = _read_builtin()
+    template = builtin["models"][MODEL_TEMPLATE]
+    model_name = name or re.sub(r"[^A-Za-z0-9._-]", "-", model.stem).lstrip("._-") or "model"
+    lines = [
+        f"# Written by `servingbench run --model {model}`: the built-in plan's configs and knobs, on this model.",
+        f"[models.{model_name}]",
+        f"spec = {_toml_string(str(model.expanduser().resolve()))}",
+        f"scenarios = {json.dumps(template['scenarios'])}",
+    ]
+    lines += [f"sha256 = {_toml_string(sha256)}"] if sha256 else []
+    lines += [f"output = {_toml_string(output)}"] if output else []
+    for scenario in template["scenarios"]:
+        lines += ["", f"[scenarios.{scenario}]"]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in builtin["scenarios"][scenario].items()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan_path = out_dir / f"{model_name}.toml"
+    text = "\n".join(lines) + "\n"
+    load_plan_text(text, source=str(plan_path))  # refuse a bad model before anything is written
+    write_atomic(plan_path, text)
+    return plan_path
+
+
+def load_plan_text(text: str, *, source: str, preset: str = DEFAULT_PRESET) -> Plan:
+    """Check a plan given as TOML text (merged over the built-in plan, as :func:`load_plan` does)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanError(f"{source}: not valid TOML: {exc}") from exc
+    return parse_plan({**_read_builtin(), **data}, preset=preset, source=source)
 
 
 def _parse_scenarios(raw: dict[str, Any], where: _Where) -> tuple[ScenarioPlan, ...]:

@@ -14,13 +14,14 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from servingbench.shared_model import JSONScalar, ModelError, PredictService, Settings
+from servingbench.shared_model import ModelError, PredictService, Settings
 from servingbench.shared_model.schema import BatchRequest, BatchResponse, PredictRequest, PredictResponse
+from servingbench.shared_model.types import Prediction
 
 __all__ = ["create_app"]
 
 
-def _predict(request: Request, rows: list[list[float]]) -> list[JSONScalar]:
+def _predict(request: Request, rows: list[list[float]]) -> list[Prediction]:
     core: PredictService = request.app.state.core
     if len(rows) > core.settings.max_batch_rows:
         raise HTTPException(422, f"A batch holds at most {core.settings.max_batch_rows} rows")

@@ -13,8 +13,9 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import BadRequest
 
-from servingbench.shared_model import JSONScalar, ModelError, PredictService, Settings
+from servingbench.shared_model import ModelError, PredictService, Settings
 from servingbench.shared_model.schema import BatchRequest, PredictRequest
+from servingbench.shared_model.types import Prediction
 
 __all__ = ["create_app"]
 
@@ -37,7 +38,7 @@ def _parse(schema: type[M]) -> M:
         raise _Invalid(err.errors(include_url=False, include_context=False, include_input=False)) from err
 
 
-def _predict(core: PredictService, rows: list[list[float]]) -> list[JSONScalar]:
+def _predict(core: PredictService, rows: list[list[float]]) -> list[Prediction]:
     if len(rows) > core.settings.max_batch_rows:
         raise _Invalid(f"A batch holds at most {core.settings.max_batch_rows} rows")
     try:

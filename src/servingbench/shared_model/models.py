@@ -4,10 +4,13 @@ A model spec is one of:
 
 - ``fast`` or ``heavy``: a default model, trained on first use into the models directory;
 - a path to a ``.skops`` file (with its manifest) or, opt-in only, a ``.pkl``/``.pickle``/``.joblib`` file;
+  a path may carry options, ``PATH?sha256=HEX&output=predict_proba`` (:func:`model_spec`): a pickle's sha256 (which
+  is its opt-in) and the output method, so a plan's model reaches every server as one string;
 - ``synthetic:cpu_us=N``: busy-spins N microseconds of CPU per row;
 - ``synthetic:sleep_ms=N``: sleeps N milliseconds once per predict call (stands in for a remote lookup).
 
-All of them take the same features (scikit-learn's diabetes data set), so one payload fits every model.
+The bundled and synthetic models take the same features (scikit-learn's diabetes data set), so one payload fits
+every one of them; an imported model describes its own input (see :mod:`.importer`).
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import hashlib
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -33,17 +37,21 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from servingbench.shared_model.artifacts import SKOPS_SUFFIX, check_rows, load_model_file, manifest_path, save_model
-from servingbench.shared_model.types import JSONScalar, Model, ModelError, ModelInfo
+from servingbench.shared_model.columns import OUTPUT_METHODS, OutputMethod
+from servingbench.shared_model.types import Model, ModelError, ModelInfo, Prediction
 
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_MODELS_DIR",
     "DEFAULT_MODEL_NAMES",
     "MODELS_DIR_ENV",
+    "SPEC_OPTIONS",
     "SyntheticModel",
     "default_models_dir",
+    "model_spec",
     "parse_synthetic",
     "resolve_model",
+    "split_spec",
     "train_default_models",
 ]
 
@@ -66,6 +74,9 @@ SYNTHETIC_VERSION = "1"
 MAX_SYNTHETIC_SECONDS = 10.0
 _SYNTHETIC_RE = re.compile(r"(?P<key>[a-z_]+)=(?P<value>\d+(?:\.\d+)?)")
 _UNIT_SECONDS = {"cpu_us": 1e-6, "sleep_ms": 1e-3}
+#: Options a model file's spec may carry after ``?``.
+SPEC_OPTIONS = ("sha256", "output")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @cache
@@ -176,14 +187,14 @@ class SyntheticModel:
     def info(self) -> ModelInfo:
         return self._info
 
-    def predict(self, rows: npt.NDArray[np.float64]) -> list[JSONScalar]:
+    def predict(self, rows: Any) -> list[Prediction]:
         """Sum of features per row, after the configured sleep (ms, once) and busy-spin (us, per row)."""
         check_rows(rows, self._info.n_features)
         if self._sleep_s:
             time.sleep(self._sleep_s)
         if self._cpu_ns_per_row:
             _spin_ns(self._cpu_ns_per_row * len(rows))
-        values: list[JSONScalar] = rows.sum(axis=1).tolist()
+        values: list[Prediction] = rows.sum(axis=1).tolist()
         return values
 
 
@@ -220,6 +231,34 @@ def _resolve_default(name: str, models_dir: Path, *, train_if_missing: bool) -> 
     return load_model_file(path)
 
 
+def model_spec(path: str | Path, *, sha256: str | None = None, output: OutputMethod | None = None) -> str:
+    """The spec of a model file with its options: ``PATH``, or ``PATH?sha256=HEX&output=predict_proba``."""
+    options = {key: value for key, value in (("sha256", sha256), ("output", output)) if value}
+    return str(path) + ("?" + urllib.parse.urlencode(options) if options else "")
+
+
+def split_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``PATH?sha256=HEX&output=M`` -> (PATH, options). A ``?`` not followed by known options is part of the path.
+
+    ModelError for a malformed sha256 or an unknown output method.
+    """
+    head, mark, tail = spec.rpartition("?")
+    if not mark:
+        return spec, {}
+    try:
+        pairs = urllib.parse.parse_qsl(tail, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        return spec, {}
+    if not pairs or any(key not in SPEC_OPTIONS for key, _ in pairs):
+        return spec, {}
+    options = dict(pairs)
+    if "sha256" in options and not _SHA256.fullmatch(options["sha256"].lower()):
+        raise ModelError(f"model spec {spec[:200]!r}: sha256 must be 64 hex digits")
+    if "output" in options and options["output"] not in OUTPUT_METHODS:
+        raise ModelError(f"model spec {spec[:200]!r}: output must be one of {', '.join(OUTPUT_METHODS)}")
+    return head, options
+
+
 def resolve_model(
     spec: str,
     *,
@@ -228,15 +267,20 @@ def resolve_model(
     pickle_sha256: str | None = None,
     train_if_missing: bool = True,
 ) -> Model:
-    """Resolve a model spec (``fast``, ``heavy``, a file path, or ``synthetic:...``) to a loaded, verified Model."""
+    """Resolve a model spec (``fast``, ``heavy``, a file path with options, or ``synthetic:...``) to a loaded,
+    verified Model. A ``sha256`` option is a pickle's opt-in, as ``allow_pickle`` with ``pickle_sha256`` is."""
     spec = spec.strip()
     if spec.startswith(SYNTHETIC_PREFIX):
         return parse_synthetic(spec)
     if spec in DEFAULT_MODEL_NAMES:
         return _resolve_default(spec, models_dir, train_if_missing=train_if_missing)
+    spec, options = split_spec(spec)
+    if "sha256" in options:
+        allow_pickle, pickle_sha256 = True, options["sha256"]
+    output = cast("OutputMethod | None", options.get("output"))
     path = Path(spec).expanduser()
     if spec and (path.suffix or path.exists()):
-        return load_model_file(path, allow_pickle=allow_pickle, pickle_sha256=pickle_sha256)
+        return load_model_file(path, allow_pickle=allow_pickle, pickle_sha256=pickle_sha256, output=output)
     raise ModelError(
         f"unknown model spec {spec!r}: expected one of {DEFAULT_MODEL_NAMES}, a .skops path, "
         "or synthetic:cpu_us=N / synthetic:sleep_ms=N"

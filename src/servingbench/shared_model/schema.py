@@ -92,9 +92,51 @@ def _components(info: ModelInfo, max_rows: int) -> dict[str, Any]:
     rows = schemas["BatchRequest"]["properties"]["instances"]
     rows.update(maxItems=max_rows)
     rows["items"].update(minItems=n, maxItems=n)
+    if info.named:
+        _record_schemas(schemas, info, max_rows)
+    if info.output is not None and info.output.kind == "probabilities":
+        _probability_schemas(schemas, info.output.class_names)
     schemas["Problem"] = _problem_schema()
     schemas["ModelInfo"] = {"type": "object"}
     return {"schemas": schemas}
+
+
+def _record_schemas(schemas: dict[str, Any], info: ModelInfo, max_rows: int) -> None:
+    """Named-column requests: a record of typed columns, every column required, no others."""
+    schemas["Record"] = {
+        "type": "object",
+        "properties": {column.name: column.json_schema() for column in info.columns},
+        "required": [column.name for column in info.columns],
+        "additionalProperties": False,
+    }
+    record = {"$ref": "#/components/schemas/Record"}
+    schemas["PredictRequest"] = {
+        "type": "object",
+        "properties": {"features": record},
+        "required": ["features"],
+        "additionalProperties": False,
+    }
+    schemas["BatchRequest"] = {
+        "type": "object",
+        "properties": {"instances": {"type": "array", "items": record, "minItems": 1, "maxItems": max_rows}},
+        "required": ["instances"],
+        "additionalProperties": False,
+    }
+
+
+def _probability_schemas(schemas: dict[str, Any], class_names: tuple[str, ...]) -> None:
+    one = {
+        "type": "object",
+        "properties": {name: {"type": ["number", "null"]} for name in class_names},
+        "required": list(class_names),
+        "additionalProperties": False,
+    }
+    schemas["PredictResponse"] = {"type": "object", "properties": {"probabilities": one}, "required": ["probabilities"]}
+    schemas["BatchResponse"] = {
+        "type": "object",
+        "properties": {"probabilities": {"type": "array", "items": one}},
+        "required": ["probabilities"],
+    }
 
 
 def openapi_document(info: ModelInfo, *, max_rows: int = DEFAULT_MAX_BATCH_ROWS) -> dict[str, Any]:

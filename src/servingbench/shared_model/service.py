@@ -12,16 +12,17 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
+from servingbench.shared_model.columns import RecordSchema, build_frame
 from servingbench.shared_model.limits import MAX_DRAIN_BYTES
 from servingbench.shared_model.problems import PROBLEM_MEDIA_TYPE, Problem, problem_for_status
 from servingbench.shared_model.schema import BatchRequest, PredictRequest, openapi_document
 from servingbench.shared_model.settings import Settings
-from servingbench.shared_model.types import JSONScalar, Model, ModelInfo
+from servingbench.shared_model.types import Model, ModelInfo, Prediction
 
 __all__ = ["ROUTES", "BodyBuffer", "PredictService", "Reply"]
 
@@ -97,14 +98,26 @@ def _declared_length(content_length: str | None) -> int | None:
     return int(content_length)
 
 
-def _json_scalar(value: JSONScalar) -> JSONScalar | None:
+def _json_value(value: Prediction) -> Prediction | None:
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, dict):  # class probabilities
+        return {key: None if p is None or not math.isfinite(p) else p for key, p in value.items()}
     return value
 
 
 def _dump(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def _first_column(errors: list[dict[str, Any]]) -> str:
+    """``; column 'age': Field required`` for the first error located at a column, else empty."""
+    for error in errors:
+        loc = error["loc"]
+        column = next((part for part in loc[1:] if isinstance(part, str)), None)
+        if column is not None:
+            return f"; column {column[:80]!r}: {error['msg']}"
+    return ""
 
 
 def _field_errors(err: ValidationError) -> list[dict[str, Any]]:
@@ -123,6 +136,9 @@ class PredictService:
         self.model = model
         self.settings = settings or Settings()
         self.info: ModelInfo = model.info
+        self._records = RecordSchema(self.info.columns) if self.info.named else None
+        probabilities = self.info.output is not None and self.info.output.kind == "probabilities"
+        self._keys = ("probabilities", "probabilities") if probabilities else ("prediction", "predictions")
         self._model_body = _dump(self.info.as_json())
         self._openapi_body = _dump(openapi_document(self.info, max_rows=self.settings.max_batch_rows))
 
@@ -175,12 +191,16 @@ class PredictService:
 
     # -- routes ------------------------------------------------------------------------------------------
     def predict(self, body: bytes) -> Reply:
-        """``POST /predict``: one row."""
-        return self._handle(body, PredictRequest, self._rows_single, "prediction")
+        """``POST /predict``: one row (a list of numbers, or a record for a named-column model)."""
+        if self._records is not None:
+            return self._handle(body, self._records.single, self._frame_single, single=True)
+        return self._handle(body, PredictRequest, self._rows_single, single=True)
 
     def predict_batch(self, body: bytes) -> Reply:
         """``POST /predict/batch``: many rows, predicted in one vectorised call."""
-        return self._handle(body, BatchRequest, self._rows_batch, "predictions")
+        if self._records is not None:
+            return self._handle(body, self._records.batch, self._frame_batch, single=False)
+        return self._handle(body, BatchRequest, self._rows_batch, single=False)
 
     def healthz(self) -> Reply:
         return Reply(200, b'{"status":"ok"}')
@@ -216,8 +236,9 @@ class PredictService:
         self,
         body: bytes,
         schema: type[BaseModel],
-        to_rows: Callable[[Any], np.ndarray[Any, np.dtype[np.float64]] | Problem],
-        key: str,
+        to_rows: Callable[[Any], Any],
+        *,
+        single: bool,
     ) -> Reply:
         start = time.perf_counter_ns()
         try:
@@ -238,16 +259,37 @@ class PredictService:
             log.exception("model %s failed on a valid request", self.info.name)
             return Reply.problem(Problem(500, "The model failed on this input; see the server log"))
         done = time.perf_counter_ns()
-        values = [_json_scalar(v) for v in outputs]
-        doc = {key: values[0] if key == "prediction" else values}
+        values = [_json_value(v) for v in outputs]
+        doc = {self._keys[0]: values[0]} if single else {self._keys[1]: values}
         return Reply(200, _dump(doc), headers={"Server-Timing": _server_timing(validated - start, done - validated)})
 
-    @staticmethod
-    def _validation_problem(err: ValidationError) -> Problem:
+    def _validation_problem(self, err: ValidationError) -> Problem:
         raw = err.errors(include_url=False, include_context=False, include_input=False)
         if any(e["type"] == "json_invalid" for e in raw):
             return Problem(400, raw[0]["msg"])
-        return Problem(422, f"{len(raw)} validation error(s) in the request body", _field_errors(err))
+        errors = _field_errors(err)
+        where = _first_column(errors) if self._records is not None else ""
+        return Problem(422, f"{len(raw)} validation error(s) in the request body{where}", errors)
+
+    def _batch_problem(self, rows: int) -> Problem | None:
+        limit = self.settings.max_batch_rows
+        if rows <= limit:
+            return None
+        msg = f"A batch holds at most {limit} rows, got {rows}"
+        return Problem(422, msg, [{"loc": ["instances"], "msg": msg, "type": "batch_too_large"}])
+
+    def _frame_single(self, request: Any) -> Any:
+        records = cast("RecordSchema", self._records)
+        return self._build_frame(records, [request.features])
+
+    def _frame_batch(self, request: Any) -> Any:
+        records = cast("RecordSchema", self._records)
+        return self._batch_problem(len(request.instances)) or self._build_frame(records, request.instances)
+
+    @staticmethod
+    def _build_frame(records: RecordSchema, rows: list[BaseModel]) -> Any:
+        # Timed as part of "validate" in Server-Timing: the frame is the named path's input checking and shaping.
+        return build_frame(records.columns, records.values(rows))
 
     def _count_problem(self, loc: list[str | int], got: int) -> Problem:
         want = self.info.n_features
@@ -260,10 +302,8 @@ class PredictService:
         return np.asarray([request.features], dtype=np.float64)
 
     def _rows_batch(self, request: BatchRequest) -> np.ndarray[Any, np.dtype[np.float64]] | Problem:
-        limit = self.settings.max_batch_rows
-        if len(request.instances) > limit:
-            msg = f"A batch holds at most {limit} rows, got {len(request.instances)}"
-            return Problem(422, msg, [{"loc": ["instances"], "msg": msg, "type": "batch_too_large"}])
+        if too_many := self._batch_problem(len(request.instances)):
+            return too_many
         for i, row in enumerate(request.instances):
             if len(row) != self.info.n_features:
                 return self._count_problem(["instances", i], len(row))
