@@ -161,7 +161,8 @@ def test_heavy_model_twins_are_not_settled_and_say_what_would_settle_them(tmp_pa
     spec = BundleSpec(models=(HEAVY_MODEL,), scenarios=SMALL.scenarios, repetitions=5, capacity=False)
     html = render_report(build_bundle(tmp_path, spec)).read_text()
     assert _outcome(html, "heavy", "single-c8", "flask-gthread", "rps") == "inconclusive"
-    advice = r'not settled</span><br><span class="ratio">[^<]+</span><span class="pairs">run about \d+'
+    advice = r'not settled</span><br><span class="ratio">[^<]+</span><span class="pairs">[^<]+; 5 pairs</span>'
+    advice += r'<span class="pairs">run about \d+ more repetitions</span>'
     assert re.search(advice, html)
     assert _outcome(html, "heavy", "single-c8", "flask-sync", "rps") == "slower"
     assert "slower (by less than the ±5% margin)" in html

@@ -11,7 +11,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from .stats import CONFIDENCE, Estimate, PairedComparison
-from .verdict import DASH, NO_INTERVAL, format_comparison
+from .verdict import DASH, NO_INTERVAL, comparison_label, comparison_numbers
 
 __all__ = ["environment", "format_estimate", "format_number", "format_ratio_cell", "write_atomic"]
 
@@ -54,9 +54,14 @@ def format_estimate(estimate: Estimate | None) -> Markup:
     return text
 
 
-def format_ratio_cell(comparison: PairedComparison | None) -> str:
-    """A paired comparison with its interval, label and pair count; an em dash for the reference itself."""
-    return "\N{EM DASH}" if comparison is None else format_comparison(comparison)
+def format_ratio_cell(comparison: PairedComparison | None) -> Markup:
+    """A paired comparison: its ratio and interval, then a smaller line saying what they are and how many pairs they
+    rest on; an em dash for the reference itself."""
+    if comparison is None:
+        return Markup("\N{EM DASH}")
+    return Markup('<span class="ratio">{}</span><span class="pairs">{}</span>').format(
+        comparison_numbers(comparison), comparison_label(comparison)
+    )
 
 
 @cache

@@ -466,8 +466,9 @@ def statistics_text(bundle: Bundle) -> tuple[str, ...]:
         f"statistics, exact for any noise shape and labelled with its level (min to max of 5 covers 93.75%; from 6 "
         f"repetitions at least 95%); censored values (a capacity below the lowest rate tried) count as below "
         f'their bound. "Unstable" marks a coefficient of variation over {UNSTABLE_CV:.0%}.',
-        "What a figure cannot show: a difference smaller than its interval's half-width; that two stacks are alike "
-        f"beyond the {margin} margin (a not-settled cell is no evidence of sameness); anything about other "
-        "machines, models, loads or versions than the ones measured; and noise that stays the same across all the "
-        "repetitions (it shifts every arm alike and cancels in the ratio, but not in the absolute figures).",
+        f"What a figure cannot show: a difference smaller than its interval (equivalent rules out only differences "
+        f"beyond {margin}; not settled rules out nothing and is no evidence that the stacks are alike); why a "
+        "difference arises (a causal note appears only where server CPU per request and the Server-Timing predict "
+        "time show it); machines, models, loads or versions other than those measured; and a disturbance that hits "
+        "every arm of a repetition alike, which cancels in the ratios but not in the absolute figures.",
     )

@@ -47,9 +47,13 @@ __all__ = [
     "arm_values",
     "arrivals_text",
     "capacity_tables",
+    "comparison_label",
+    "comparison_numbers",
     "config_order",
     "format_comparison",
     "group_runs",
+    "metric_verdict",
+    "models_are_arms",
     "plan_margin",
     "plan_reference",
     "predict_kind",
@@ -186,15 +190,30 @@ class GroupVerdict:
 def format_comparison(comparison: PairedComparison) -> str:
     """e.g. "0.80x [0.72-0.88] (95% simultaneous, Bonferroni over 3 pairs; 6 pairs)", or, below 5 pairs,
     "0.71x-0.93x (range of 3 repetitions)" (typeset with a times sign and an en dash)."""
-    if comparison.pairs == 0:
-        return "no repetition measured both"
-    if comparison.low is not None and comparison.high is not None and comparison.ratio is not None:
-        numbers = f"{comparison.ratio:.2f}{TIMES} [{comparison.low:.2f}{DASH}{comparison.high:.2f}]"
-        return f"{numbers} ({comparison.interval_label}; {comparison.pairs} pairs)"
+    numbers, label = comparison_numbers(comparison), comparison_label(comparison)
+    return f"{numbers} ({label})" if numbers else label
+
+
+def comparison_numbers(comparison: PairedComparison) -> str:
+    """The ratio and its interval, or the range of the per-repetition ratios; empty without a pair."""
+    if comparison.pairs == 0 or comparison.ratio is None:
+        return ""
+    if comparison.low is not None and comparison.high is not None:
+        return f"{comparison.ratio:.2f}{TIMES} [{comparison.low:.2f}{DASH}{comparison.high:.2f}]"
     low, high = comparison.range_low, comparison.range_high
     if low is None or high is None or math.isclose(low, high):
-        return f"{comparison.ratio or 0.0:.2f}{TIMES} ({comparison.interval_label})"
-    return f"{low:.2f}{TIMES}{DASH}{high:.2f}{TIMES} ({comparison.interval_label})"
+        return f"{comparison.ratio:.2f}{TIMES}"
+    return f"{low:.2f}{TIMES}{DASH}{high:.2f}{TIMES}"
+
+
+def comparison_label(comparison: PairedComparison) -> str:
+    """What the numbers are: "95% paired t interval; 6 pairs", "range of 3 repetitions", "no repetition measured
+    both"."""
+    if comparison.pairs == 0:
+        return "no repetition measured both"
+    if comparison.has_interval:
+        return f"{comparison.interval_label}; {comparison.pairs} pairs"
+    return comparison.interval_label
 
 
 def _settle_text(comparison: PairedComparison) -> str:
