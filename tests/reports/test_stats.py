@@ -248,6 +248,19 @@ def test_unpaired_ratio_is_welch_t_on_logs() -> None:
     assert unpaired_ratio(base, base).ratio == 1.0 and not unpaired_ratio(base, base).significant
 
 
+def test_unpaired_ratio_with_one_constant_side_is_a_one_sample_t_on_the_other() -> None:
+    flat, varying = [900.0] * 5, [1000.0, 1010.0, 990.0, 1005.0, 995.0]
+    one = scipy_stats.ttest_1samp(np.log(varying), math.log(900.0)).confidence_interval(0.95)
+    up, down = unpaired_ratio(flat, varying), unpaired_ratio(varying, flat)
+    assert (up.low, up.high) == pytest.approx(
+        (math.exp(one.low - math.log(900.0)), math.exp(one.high - math.log(900.0)))
+    )
+    assert (
+        up.low is not None and up.high is not None and (down.low, down.high) == pytest.approx((1 / up.high, 1 / up.low))
+    )
+    assert unpaired_ratio(flat, flat).low == 1.0
+
+
 def test_the_gates_bootstrap_is_kept_seeded() -> None:
     noisy_a, noisy_b = [1.0, 1.3, 0.8, 1.1], [1.2, 0.9, 1.4, 1.0]
     assert ratio_of_medians_ci(noisy_a, noisy_b, seed=7) == ratio_of_medians_ci(noisy_a, noisy_b, seed=7)

@@ -490,10 +490,18 @@ def unpaired_ratio(baseline: Iterable[float], current: Iterable[float], *, level
     difference = float(np.mean(cur) - np.mean(base))
     if min(base.size, cur.size) < MIN_REPETITIONS_FOR_INTERVAL:
         return UnpairedRatio(math.exp(difference), None, None, level)
-    if max(float(np.std(base)), float(np.std(cur))) < ZERO_SPREAD:
+    flat_base, flat_cur = float(np.std(base)) < ZERO_SPREAD, float(np.std(cur)) < ZERO_SPREAD
+    if flat_base and flat_cur:
         return UnpairedRatio(math.exp(difference), math.exp(difference), math.exp(difference), level)
-    interval = scipy_stats.ttest_ind(cur, base, equal_var=False).confidence_interval(confidence_level=level)
-    return UnpairedRatio(math.exp(difference), math.exp(float(interval.low)), math.exp(float(interval.high)), level)
+    if flat_base or flat_cur:  # Welch's limit with one constant side: a one-sample t on the other side
+        varying, constant, sign = (cur, base, 1.0) if flat_base else (base, cur, -1.0)
+        result = scipy_stats.ttest_1samp(varying, float(np.mean(constant)))
+        one: Any = result.confidence_interval(confidence_level=level)
+        bounds = sorted(sign * (float(end) - float(np.mean(constant))) for end in (one.low, one.high))
+    else:
+        two: Any = scipy_stats.ttest_ind(cur, base, equal_var=False).confidence_interval(confidence_level=level)
+        bounds = [float(two.low), float(two.high)]
+    return UnpairedRatio(math.exp(difference), math.exp(bounds[0]), math.exp(bounds[1]), level)
 
 
 # --- kept for the CI regression gate (reports/regression.py), which has its own issue --------------------------
