@@ -2,7 +2,7 @@
 
 Each config has a synthetic cost (framework overhead in ms) added to the model's validate and predict
 time. Two configs with the same overhead get the same samples (in a different repetition order), so a
-correct report must find no significant difference between them.
+correct report must never call them different (equivalent, or not settled where the noise is too large).
 
 A :class:`SearchSpec` adds capacity searches as ``servingbench run`` records them: every step is a run of
 its own (``search``, ``step_ok``, ``step_reason``) and each search a ``capacity`` entry with its steps. The

@@ -98,12 +98,14 @@ def test_noisy_twins_are_not_settled_and_the_report_says_how_many_repetitions_wo
 
 def test_a_named_reference_is_the_reference_of_every_verdict(tmp_path: Path) -> None:
     spec = SPEC.with_(configs=(FAST_A, FAST_B, SLOW_C), plan={"reference": SLOW_C.name, "equivalence_margin": 0.1})
-    groups, _ = _groups(tmp_path, spec)
+    groups, (note,) = _groups(tmp_path, spec)
     rps = _metric(groups, "single-c8", "rps")
     assert rps.named and rps.reference == SLOW_C.name and rps.margin == 0.1
     assert rps.family.size == 2 and "Bonferroni over 2 comparisons with the reference" in rps.headline
     assert _outcomes(rps) == {SLOW_C.name: "reference", FAST_A.name: "faster", FAST_B.name: "faster"}
     assert rps.headline.startswith("against the reference Flask / gunicorn sync;")
+    assert note.startswith("For the model 'fast', against the reference Flask / gunicorn sync: FastAPI / uvicorn (def)")
+    assert "FastAPI / uvicorn (def) is faster in 6 of 6 verdicts" in note and "prefer" not in note
 
 
 def test_an_unknown_reference_falls_back_to_the_best(tmp_path: Path) -> None:
@@ -189,3 +191,11 @@ def test_winner_is_decided_only_when_every_other_config_is_significantly_slower(
     assert not fast["rps"].decided  # two configs tie at the top
     open_loop = {verdict.metric.name for verdict in groups[("fast", "open-r300")].metrics}
     assert open_loop == {"p50", "p99"}
+
+
+def test_a_leader_with_unsettled_comparisons_is_not_recommended_outright(tmp_path: Path) -> None:
+    groups, (note,) = _groups(tmp_path, SPEC.with_(configs=(FAST_A, SLOW_C), models=(HEAVY_MODEL,)))
+    outcomes = {item.outcome for group in groups for verdict in group.metrics for item in verdict.outcomes}
+    assert {"slower", "inconclusive"} <= outcomes
+    assert note.startswith("For the model 'heavy', FastAPI / uvicorn (def) leads: every other config is significantly")
+    assert "of its comparisons are not settled: run about" in note and "prefer" not in note

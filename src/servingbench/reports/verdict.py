@@ -722,6 +722,8 @@ def _has_interval(groups: Sequence[GroupVerdict]) -> bool:
 
 def _lead(groups: Sequence[GroupVerdict], margin: float) -> str:
     """What the verdicts support for one model: a stack, an equivalence, or what is not settled yet."""
+    if all(verdict.named for group in groups for verdict in group.metrics):
+        return _against_reference(groups)
     arms = _arms_in_order(groups)
     label = groups[0].label
     behind = _behind(groups)
@@ -733,18 +735,66 @@ def _lead(groups: Sequence[GroupVerdict], margin: float) -> str:
         return f"no config is best everywhere: each is significantly worse than another somewhere.{behind_text}"
     names = [label(arm) for arm in candidates]
     unsettled = _open_comparisons(groups, candidates)
-    if len(candidates) == 1:
+    if len(candidates) == 1 and not unsettled:
         lead = f"prefer {names[0]}: the only config significantly worse than none of the others in all {scope}"
-        if unsettled:
-            lead += f" (some of its comparisons are not settled: {_settle_all_text(unsettled)})"
-        return lead + "." + behind_text
-    if not unsettled:
+        return f"{lead}.{behind_text}"
+    if len(candidates) == 1:
+        return (
+            f"{names[0]} leads: every other config is significantly worse somewhere and it is nowhere, but "
+            f"{len(unsettled)} of its comparisons are not settled: {_settle_all_text(unsettled)}.{behind_text}"
+        )
+    if unsettled:
+        return f"not settled between {_join(names)}: {_settle_all_text(unsettled)}.{behind_text}"
+    if _all_equivalent(groups, candidates):
         return (
             f"{_join(names)} are equivalent within {PLUS_MINUS}{margin:.0%}: each is best or within "
             f"{PLUS_MINUS}{margin:.0%} of the best on every metric in all {scope}, so choose between them on other "
             f"grounds.{behind_text}"
         )
-    return f"not settled between {_join(names)}: {_settle_all_text(unsettled)}.{behind_text}"
+    return (
+        f"{_join(names)} are each significantly worse nowhere, but the verdicts do not compare them with each other "
+        f"(name one as the plan's reference to compare them directly).{behind_text}"
+    )
+
+
+def _all_equivalent(groups: Sequence[GroupVerdict], arms: Sequence[str]) -> bool:
+    """True when, in every verdict, each of ``arms`` is the reference or equivalent to it."""
+    return all(
+        item.comparison is None or item.comparison.outcome == "equivalent"
+        for group in groups
+        for verdict in group.metrics
+        for item in verdict.outcomes
+        if item.config in arms
+    )
+
+
+def _against_reference(groups: Sequence[GroupVerdict]) -> str:
+    """With a reference the plan names: each other config's count of outcomes against it, and nothing more (the
+    verdicts do not compare the other configs with each other)."""
+    reference = groups[0].metrics[0].reference_label
+    total = sum(len(group.metrics) for group in groups)
+    counts: dict[str, dict[str, int]] = {}
+    unsettled: dict[str, list[PairedComparison]] = {}
+    for group in groups:
+        for verdict in group.metrics:
+            for item in verdict.outcomes:
+                if item.comparison is None:
+                    continue
+                tally = counts.setdefault(item.label, {})
+                tally[item.comparison.outcome] = tally.get(item.comparison.outcome, 0) + 1
+                if item.comparison.outcome in ("inconclusive", "too-few"):
+                    unsettled.setdefault(item.label, []).append(item.comparison)
+    parts = []
+    for name, tally in counts.items():
+        words = [
+            f"{word} in {tally[key]}"
+            for key, word in (("better", "faster"), ("worse", "slower"), ("equivalent", "equivalent"))
+            if tally.get(key)
+        ]
+        if name in unsettled:
+            words.append(f"not settled in {len(unsettled[name])} ({_settle_all_text(unsettled[name])})")
+        parts.append(f"{name} is {', '.join(words)} of {total} verdicts")
+    return f"against the reference {reference}: {'; '.join(parts)}."
 
 
 def _model_recommendation(model: str, groups: Sequence[GroupVerdict], runs: Sequence[Run], margin: float) -> str:
