@@ -75,6 +75,7 @@ DEFAULT_LOCK_TIMEOUT_S = 3600.0
 LOCK_POLL_S = 1.0
 CONFIDENCE = 0.95
 THROUGHPUT = "rps"
+EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
 CALLED = ("better", "worse")
 TOP_LEVEL_ASSIGNMENT = r"^{key}\s*="
 
@@ -233,11 +234,12 @@ def summarise(trial: TrialPlan, records: Sequence[RunRecord]) -> list[str]:
     judged = [record for record in mine if record.status == "ok"]
     head = f"{trial.title} ({trial.plan.name}, {len(mine)} runs, {len(judged)} with a bundle)"
     if trial.slower_arm is None:
-        cells = Proportion(sum(r.called for r in judged), sum(r.cells for r in judged))
+        # A cell below 5 pairs cannot be called either way: it is left out of the share, and counted on its own.
+        cells = Proportion(sum(r.called for r in judged), sum(r.cells - r.no_verdict_cells for r in judged))
         runs = Proportion(sum(r.called > 0 for r in judged), len(judged))
         few = sum(r.no_verdict_cells for r in judged)
         return [
-            f"{head}: twin metric cells called faster or slower: {cells}",
+            f"{head}: twin metric cells (with a verdict) called faster or slower: {cells}",
             f"  runs with any such call: {runs}; cells without a verdict (fewer than 5 pairs): {few}",
             "  (cells of one run share its data, so the cell interval treats correlated cells as independent; the "
             "run count does not)",
@@ -421,9 +423,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 (args.out / "trials.json").write_text(json.dumps([asdict(r) for r in records], indent=1))
     except KeyboardInterrupt:
         print("interrupted: every benchmark process was stopped; counts so far:", flush=True)
+        interrupted = True
+    else:
+        interrupted = False
     for trial in chosen:
         print("\n".join(summarise(trial, records)), flush=True)
-    return 0
+    return EXIT_INTERRUPTED if interrupted else 0
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def test_the_costlier_model_is_counted_with_its_measured_cost(tmp_path: Path) ->
 
 def test_the_summary_prints_counts_with_intervals(tmp_path: Path) -> None:
     records = [
-        trials.RunRecord("aa", 1, "ok", 1.0, called=1, cells=18),
+        trials.RunRecord("aa", 1, "ok", 1.0, called=1, cells=18, no_verdict_cells=6),
         trials.RunRecord("aa", 2, "ok", 1.0, called=0, cells=18),
         trials.RunRecord("aa", 3, "timeout", 1.0),
         trials.RunRecord("stacks", 1, "ok", 1.0, slower=True, log_sd=0.2),
@@ -76,8 +76,9 @@ def test_the_summary_prints_counts_with_intervals(tmp_path: Path) -> None:
         trials.RunRecord("stacks", 3, "ok", 1.0, slower=None),
     ]
     aa = trials.summarise(AA, records)
-    assert aa[0].endswith("(aa-twins.toml, 3 runs, 2 with a bundle): twin metric cells called faster or slower: "
-                          f"{trials.Proportion(1, 36)}")  # fmt: skip
+    assert aa[0].endswith("(aa-twins.toml, 3 runs, 2 with a bundle): twin metric cells (with a verdict) called "
+                          f"faster or slower: {trials.Proportion(1, 30)}")  # fmt: skip
+    assert "cells without a verdict (fewer than 5 pairs): 6" in aa[1]
     assert aa[1].startswith(f"  runs with any such call: {trials.Proportion(1, 2)}")
     stacks = trials.summarise(STACKS, records)
     assert f"flask-gunicorn-sync called slower in throughput in {trials.Proportion(1, 2)} runs" in stacks[0]
@@ -149,3 +150,22 @@ def test_a_finished_run_hands_back_its_bundle(tmp_path: Path) -> None:
     status, _ = trials.run_plan([sys.executable, "-c", "raise SystemExit(3)"], STACKS.plan, tmp_path / "o2",
                                 tmp_path / "log", timeout_s=120.0, grace_s=1.0)  # fmt: skip
     assert failing == 3 and status == "failed (exit 3)"
+
+
+def test_ctrl_c_stops_the_run_before_the_interrupt_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "fake_bench.py"
+    script.write_text(FAKE_BENCH)
+    real_wait = subprocess.Popen.wait
+    deadline_s = 111.0
+
+    def interrupted_wait(self: subprocess.Popen[bytes], timeout: float | None = None) -> int:
+        if timeout == deadline_s:  # the wait for the run itself, as Ctrl-C would interrupt it
+            raise KeyboardInterrupt
+        return real_wait(self, timeout)
+
+    monkeypatch.setattr(subprocess.Popen, "wait", interrupted_wait)
+    started = psutil.Process().children(recursive=True)
+    with pytest.raises(KeyboardInterrupt):
+        trials.run_plan([sys.executable, str(script)], STACKS.plan, tmp_path / "out", tmp_path / "log",
+                        timeout_s=deadline_s, grace_s=0.5)  # fmt: skip
+    assert psutil.Process().children(recursive=True) == started
