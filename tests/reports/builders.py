@@ -2,7 +2,7 @@
 
 Each config has a synthetic cost (framework overhead in ms) added to the model's validate and predict
 time. Two configs with the same overhead get the same samples (in a different repetition order), so a
-correct report must find no significant difference between them.
+correct report must never call them different (equivalent, or not settled where the noise is too large).
 
 A :class:`SearchSpec` adds capacity searches as ``servingbench run`` records them: every step is a run of
 its own (``search``, ``step_ok``, ``step_reason``) and each search a ``capacity`` entry with its steps. The
@@ -52,12 +52,16 @@ class ConfigSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model's validate and predict time (ms) and the relative repetition noise of its throughput."""
+    """A model's validate and predict time (ms) and the relative repetition noise of its throughput.
+
+    ``waits``: predict blocks (sleeps) instead of computing, so it adds wall time but no server CPU.
+    """
 
     name: str
     validate_ms: float
     predict_ms: float
     noise: float
+    waits: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ class BundleSpec:
     capacity: bool = True
     searches: tuple[SearchSpec, ...] = ()
     invalid_runs: bool = True
+    invalid: tuple[tuple[str, int], ...] = ()  # (config, repetition) whose runs are marked invalid
+    plan: dict[str, Any] = field(default_factory=dict)  # extra keys of the bundle's plan section
     fingerprint: str = "a" * 64
     packages: dict[str, str] = field(default_factory=lambda: {"fastapi": "0.165.0", "flask": "3.1.3"})
 
@@ -172,6 +178,11 @@ def _samples(mean_ms: float, seed: int) -> np.ndarray[Any, np.dtype[np.float64]]
 
 def _service_ms(config: ConfigSpec, model: ModelSpec) -> float:
     return model.validate_ms + model.predict_ms + config.overhead_ms
+
+
+def _cpu_ms(config: ConfigSpec, model: ModelSpec) -> float:
+    """CPU time per request (ms): the whole service time, less predict when predict only waits."""
+    return _service_ms(config, model) - (model.predict_ms if model.waits else 0.0)
 
 
 def _noise_factor(model: ModelSpec, rep: int, index: int) -> float:
@@ -251,7 +262,7 @@ def _run(
             "predict": predict.encode().decode("ascii"),
         },
         "server_cpu_s": round(duration_s * 0.9, 3),
-        "server_cpu_us_per_request": round((model.validate_ms + model.predict_ms + config.overhead_ms) * 900.0, 1),
+        "server_cpu_us_per_request": round(_cpu_ms(config, model) * 900.0, 1),
         "server_rss_mb": 90.0 + 10 * index,
         "server_rss_mb_per_worker": [80.0 + 5.0 * spec.configs.index(config) + 0.1 * rep],
         "server_pss_mb_per_worker": None,
@@ -414,7 +425,7 @@ def _document(spec: BundleSpec, runs: list[dict[str, Any]], searches: list[dict[
             "load_avg_after": [0.9, 0.5, 0.4],
             "blas_threads": 1,
         },
-        "plan": {"preset": "quick", "repetitions": spec.repetitions},
+        "plan": {"preset": "quick", "repetitions": spec.repetitions, **spec.plan},
         "fairness": [
             "production servers only: uvicorn and gunicorn, versions printed",
             "every server config on CPU 0, the load generator on CPU 1",
@@ -456,7 +467,10 @@ def build_bundle(directory: Path, spec: BundleSpec | None = None) -> Path:
         for model in spec.models:
             for scenario in spec.scenarios:
                 for config in spec.configs:
-                    runs.append(_run(spec, config, model, scenario, rep, len(runs) + 1))
+                    run = _run(spec, config, model, scenario, rep, len(runs) + 1)
+                    if (config.name, rep) in spec.invalid:
+                        run.update(valid=False, invalid_reason="too few requests (44 < 50)")
+                    runs.append(run)
     step_runs, searches = _searches(spec, len(runs) + 1)
     runs.extend(step_runs)
     if spec.invalid_runs:

@@ -108,3 +108,24 @@ def test_compare_page_without_warning_for_the_same_environment(baseline: Path, t
     html = page.read_text()
     assert "environment-warning" not in html
     assert "0 significantly worse" in html
+
+
+def test_intervals_are_simultaneous_over_the_cells_and_the_counts_say_so(baseline: Path, regressed: Path) -> None:
+    comparisons = compare_metrics(baseline, regressed)
+    cells = len(comparisons)
+    assert cells == 3 * 2 * 4 and {item.family_size for item in comparisons} == {cells}
+    assert all(item.level == pytest.approx(1 - 0.05 / cells) for item in comparisons)
+    rps = _find(comparisons, "fastapi-uvicorn", "single-c8", "rps")
+    assert rps.interval_label == f"95% simultaneous over {cells} cells (Bonferroni; Welch t on logs, unpaired)"
+    only_rps = _find(compare_metrics(baseline, regressed, ["rps"]), "fastapi-uvicorn", "single-c8", "rps")
+    assert only_rps.family_size == 6 and only_rps.ci_low is not None and rps.ci_low is not None
+    assert only_rps.ci_low > rps.ci_low  # fewer cells looked at: a narrower interval
+    html = compare_bundles(baseline, regressed, Path(baseline).parent / "counts.html").read_text()
+    assert f"Corrected for {cells} cells" in html and "not shown different" in html
+
+
+def test_fewer_than_five_repetitions_a_side_give_no_interval(tmp_path: Path) -> None:
+    small = build_bundle(tmp_path / "small", SPEC.with_(repetitions=4))
+    item = _find(compare_metrics(small, small), "fastapi-uvicorn", "single-c8", "rps")
+    assert not item.has_interval and item.direction == "same"
+    assert item.interval_label == "fewer than 5 repetitions a side: no interval"

@@ -47,14 +47,20 @@ def test_report_is_one_self_contained_file(rendered_report: Path, html: str) -> 
     assert rendered_report.stat().st_size < MAX_REPORT_BYTES
 
 
-def test_verdict_same_cost_is_no_difference_and_slower_config_is_slower(html: str) -> None:
+def test_verdict_same_cost_is_never_called_different_and_slower_config_is_slower(html: str) -> None:
     for scenario in ("single-c1", "single-c8"):
         for metric in ("rps", "p50", "p99"):
-            assert _outcome(html, "fast", scenario, "flask-gthread", metric) == "same"
+            assert _outcome(html, "fast", scenario, "flask-gthread", metric) in ("equivalent", "inconclusive")
             assert _outcome(html, "fast", scenario, "flask-sync", metric) == "slower"
-            assert _outcome(html, "fast", scenario, "fastapi-uvicorn", metric) == "winner"
-    assert "no significant difference between FastAPI / uvicorn (def) and Flask / gunicorn gthread" in html
-    assert re.search(r"Flask / gunicorn sync is slower at 0\.\d\d\u00d7 \(95% CI 0\.\d\d", html)
+            assert _outcome(html, "fast", scenario, "fastapi-uvicorn", metric) == "best"
+    assert "Flask / gunicorn gthread is equivalent within ±5% at 1.00\u00d7 [0.9" in html
+    assert re.search(
+        r"Flask / gunicorn sync is slower at 0\.\d\d\u00d7 \[0\.\d\d\u20130\.\d\d\] "
+        r"\(95% simultaneous, Bonferroni over 3 pairs; 5 pairs\)",
+        html,
+    )
+    assert 'data-config="flask-sync" data-metric="rps" data-outcome="slower" data-pairs="5"' in html
+    assert "no significant difference" not in html and "within noise" not in html
 
 
 def test_open_loop_verdict_compares_latency_only(html: str) -> None:
@@ -63,12 +69,30 @@ def test_open_loop_verdict_compares_latency_only(html: str) -> None:
         _outcome(html, "fast", "open-r300", "flask-sync", "rps")
 
 
-def test_recommendation_is_derived_from_the_data(html: str) -> None:
+def test_recommendation_follows_the_verdicts(html: str) -> None:
     recommendation = html[html.index('id="recommendation"') : html.index("Per model and scenario")]
-    assert "For the model &#39;heavy&#39; the framework difference is within noise" in recommendation
-    assert "the model dominates" in recommendation
-    assert "FastAPI / uvicorn (def) and Flask / gunicorn gthread are statistically tied" in recommendation
-    assert "serving stack matters here" in recommendation
+    for model in ("fast", "heavy"):
+        assert (
+            f"For the model &#39;{model}&#39;, not settled between FastAPI / uvicorn (def) and Flask / gunicorn "
+            "gthread: run about"
+        ) in recommendation
+    assert "Predict takes 75% of the mean request latency at the lowest load" in recommendation
+    assert "other grounds" not in recommendation and "within noise" not in recommendation
+
+
+def test_method_states_the_test_the_correction_the_margin_and_the_limits(html: str) -> None:
+    method = html[html.index('id="method"') : html.index("<h3>Server configs</h3>")]
+    for text in (
+        "paired t interval on the per-repetition log ratios",
+        "Bonferroni",
+        "k (k - 1) / 2",
+        "equivalent within ±5%",
+        "two one-sided tests",
+        "Fewer than 5 pairs: no interval and no verdict",
+        "What a figure cannot show",
+        "order statistics",
+    ):
+        assert text in method.replace("&#34;", '"'), text
 
 
 def test_capacity_is_the_headline_of_the_verdict(html: str) -> None:
@@ -76,7 +100,7 @@ def test_capacity_is_the_headline_of_the_verdict(html: str) -> None:
     assert verdict < html.index('id="capacity"') < html.index('id="recommendation"')
     capacity = html[html.index('id="capacity"') : html.index('id="recommendation"')]
     assert 'data-config="flask-sync" data-metric="capacity_rps" data-outcome="slower"' in capacity
-    assert 'data-config="flask-gthread" data-metric="capacity_rps" data-outcome="same"' in capacity
+    assert 'data-config="flask-gthread" data-metric="capacity_rps" data-outcome="equivalent"' in capacity
 
 
 def test_how_it_was_measured_hides_nothing(html: str) -> None:
@@ -127,17 +151,21 @@ def test_incomplete_bundle_says_so_first(tmp_path: Path) -> None:
 def test_one_repetition_is_not_enough_for_an_interval(tmp_path: Path) -> None:
     spec = SMALL.with_(repetitions=1, invalid_runs=False)
     html = render_report(build_bundle(tmp_path, spec)).read_text()
-    assert _outcome(html, "fast", "single-c8", "flask-sync", "rps") == "no-interval"
-    assert "not enough repetitions for an interval" in html
+    assert _outcome(html, "fast", "single-c8", "flask-sync", "rps") == "range"
+    assert "(range of 1 repetition)" in html and "no verdict" in html
     assert 'id="capacity"' not in html
     assert "None: every run was valid." in html
 
 
-def test_heavy_model_only_is_within_noise(tmp_path: Path) -> None:
+def test_heavy_model_twins_are_not_settled_and_say_what_would_settle_them(tmp_path: Path) -> None:
     spec = BundleSpec(models=(HEAVY_MODEL,), scenarios=SMALL.scenarios, repetitions=5, capacity=False)
     html = render_report(build_bundle(tmp_path, spec)).read_text()
-    for config in ("flask-gthread", "flask-sync"):
-        assert _outcome(html, "heavy", "single-c8", config, "rps") == "same"
+    assert _outcome(html, "heavy", "single-c8", "flask-gthread", "rps") == "inconclusive"
+    advice = r'not settled</span><br><span class="ratio">[^<]+</span><span class="pairs">[^<]+; 5 pairs</span>'
+    advice += r'<span class="pairs">run about \d+ more repetitions</span>'
+    assert re.search(advice, html)
+    assert _outcome(html, "heavy", "single-c8", "flask-sync", "rps") == "slower"
+    assert "slower (by less than the ±5% margin)" in html
 
 
 def test_bundle_with_no_valid_runs_still_renders(tmp_path: Path) -> None:

@@ -152,7 +152,8 @@ def test_capacity_table_shows_theory_gap_and_lower_bounds(bundle: Bundle, html: 
     assert "Poisson arrivals" in section and "queueing theory" in section
     sync = _capacity_row(html, SLOW_C.name)
     assert "req/s (M/D/1)" in sync and f"{gap * 100:+.1f}%" in sync
-    assert 'data-metric="capacity_rps" data-outcome="slower"' in sync
+    assert 'data-metric="capacity_rps" data-outcome="range"' in sync  # 3 repetitions: a range, no verdict
+    assert "range of 3 repetitions" in sync and "95%" not in sync
     assert "lower bound: load generator limit" in _capacity_row(html, FAST_A.name)
     assert "does not apply" in _capacity_row(html, FAST_A.name)
     assert "not converged in 1 rep: lower bound" in _capacity_row(html, FAST_B.name)
@@ -288,3 +289,20 @@ def test_a_capacity_below_a_rate_that_passed_once_is_a_lower_bound(tmp_path: Pat
     assert slow and all(entry.passed_above and entry.lower_bound for entry in slow)
     row = _capacity_row(render_report(built).read_text(), SLOW_C.name)
     assert "a higher rate passed once but was not confirmed in 3 reps: lower bound" in row
+
+
+def test_capacity_is_ranked_by_pairs_and_a_never_met_repetition_is_censored(tmp_path: Path) -> None:
+    def never_once(doc: dict[str, Any]) -> None:
+        for entry in doc["capacity"]:
+            if (entry["config"], entry["repetition"]) == (SLOW_C.name, 1):
+                entry["capacity_rps"] = None
+                for step in entry["steps"]:
+                    step["ok"] = False
+
+    spec = SEARCH_SPEC.with_(repetitions=6, searches=(SearchSpec(),))
+    (table,) = capacity_tables(load_bundle(_edit(build_bundle(tmp_path, spec), never_once)))
+    slow = next(outcome for outcome in table.outcomes if outcome.config == SLOW_C.name)
+    assert slow.comparison is not None and slow.comparison.pairs == 5  # the never-met repetition drops out
+    assert slow.outcome == "slower" and "Bonferroni over 3 pairs; 5 pairs" in slow.interval_text
+    assert slow.estimate.n == 6 and slow.estimate.censored == 1 and slow.estimate.open_below
+    assert table.never_met == {SLOW_C.name: 1}

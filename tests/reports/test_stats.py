@@ -1,29 +1,50 @@
-"""Statistics: bootstrap intervals, significance, histogram merging. Pure and seeded, so exact where possible."""
+"""Statistics against known answers: paired comparisons, order-statistic intervals, Welch ratios, histograms.
+
+Coverage under noise is checked by simulation in ``test_coverage.py``; here every expected value is computed by
+hand or by scipy directly, so a mistake in the engine's plumbing shows as a mismatch.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
+from scipy import stats as scipy_stats
 
 from servingbench.reports.stats import (
     HDR_HIGHEST_US,
     HDR_LOWEST_US,
     HDR_SIGNIFICANT_DIGITS,
+    MAX_SUGGESTED_REPETITIONS,
+    Family,
+    best_arm,
     coefficient_of_variation,
+    compare_arms,
     decode_histogram,
     direction_of,
-    median_ci,
+    median_interval,
     merge_histograms,
     nines,
+    order_statistic_ranks,
+    paired_log_ratios,
     percentile_ms,
     percentile_spectrum,
     ratio_of_medians_ci,
+    repetitions_to_settle,
+    unpaired_ratio,
 )
 
-FAST_RPS = [1000.0, 1010.0, 990.0, 1005.0, 995.0]
-SLOW_RPS = [800.0, 810.0, 790.0, 805.0, 795.0]
+# Per-repetition throughput of a reference whose speed drifts from repetition to repetition, and arms that follow
+# the same drift: pairing must see through it.
+DRIFT = (1000.0, 1200.0, 800.0, 1100.0, 900.0, 1050.0)
+JITTER = (1.00, 1.02, 0.98, 1.01, 0.99, 1.00)
+
+
+def _series(scale: float, jitter: tuple[float, ...] = JITTER) -> dict[int, float]:
+    return {rep: value * scale * wobble for rep, (value, wobble) in enumerate(zip(DRIFT, jitter, strict=True))}
 
 
 def _encoded(values_us: range | list[int]) -> str:
@@ -34,77 +55,219 @@ def _encoded(values_us: range | list[int]) -> str:
     return encoded.decode("ascii")
 
 
-def test_identical_samples_are_not_significant() -> None:
-    estimate = ratio_of_medians_ci(FAST_RPS, FAST_RPS)
-    assert estimate.ratio == 1.0
-    assert estimate.ci_low is not None and estimate.ci_high is not None
-    assert estimate.ci_low <= 1.0 <= estimate.ci_high
-    assert not estimate.significant
-    assert direction_of(estimate, higher_is_better=True) == "same"
+# --- paired comparisons -----------------------------------------------------------------------------------------
 
 
-def test_same_values_in_another_order_are_not_significant() -> None:
-    estimate = ratio_of_medians_ci(FAST_RPS, list(reversed(FAST_RPS)))
-    assert not estimate.significant
+def test_the_ratio_is_the_geometric_mean_of_per_repetition_ratios_and_the_interval_is_scipys_t() -> None:
+    reference, arm = _series(1.0, (1.0,) * 6), _series(0.8)
+    verdict = compare_arms({"ref": reference, "arm": arm}, reference="ref", higher_is_better=True)
+    (comparison,) = verdict.comparisons
+    logs = np.log([arm[rep] / reference[rep] for rep in range(6)])
+    expected = scipy_stats.ttest_1samp(logs, 0.0).confidence_interval(confidence_level=0.95)
+    assert comparison.ratio == pytest.approx(math.exp(float(np.mean(logs))))
+    assert comparison.low == pytest.approx(math.exp(expected.low))
+    assert comparison.high == pytest.approx(math.exp(expected.high))
+    assert comparison.pairs == 6 and comparison.outcome == "worse"
+    assert verdict.family == Family(0.95, 1, "named") and comparison.interval_label == "95% paired t interval"
 
 
-def test_clearly_lower_throughput_is_significant_and_worse() -> None:
-    estimate = ratio_of_medians_ci(FAST_RPS, SLOW_RPS)
-    assert estimate.ratio == pytest.approx(0.8)
-    assert estimate.ci_high is not None and estimate.ci_high < 1.0
-    assert estimate.significant
-    assert direction_of(estimate, higher_is_better=True) == "worse"
+def test_pairing_sees_through_drift_that_hides_the_difference_between_unpaired_sets() -> None:
+    reference, arm = _series(1.0, (1.0,) * 6), _series(0.9)
+    paired = compare_arms({"ref": reference, "arm": arm}, reference="ref", higher_is_better=True).comparisons[0]
+    unpaired = unpaired_ratio(reference.values(), arm.values())
+    assert paired.outcome == "worse" and paired.high is not None and paired.high < 1.0
+    assert not unpaired.significant  # the drift (800..1200) swamps 10 % without pairing
 
 
-def test_clearly_higher_latency_is_worse_and_lower_is_better() -> None:
-    slower = ratio_of_medians_ci([1.0, 1.01, 0.99], [2.0, 2.02, 1.98])
-    faster = ratio_of_medians_ci([2.0, 2.02, 1.98], [1.0, 1.01, 0.99])
-    assert direction_of(slower, higher_is_better=False) == "worse"
-    assert direction_of(faster, higher_is_better=False) == "better"
+def test_the_family_is_every_pair_when_the_best_is_chosen_from_the_data() -> None:
+    values = {name: _series(scale) for name, scale in (("a", 1.0), ("b", 0.99), ("c", 0.7), ("d", 0.98))}
+    best = compare_arms(values, higher_is_better=True)
+    named = compare_arms(values, reference="b", higher_is_better=True)
+    assert best.reference == "a" and best.family == Family(0.95, 6, "best")
+    assert best.family.level == pytest.approx(1 - 0.05 / 6)
+    assert best.family.label == "95% simultaneous, Bonferroni over 6 pairs"
+    assert named.reference == "b" and named.family == Family(0.95, 3, "named")
+    assert named.family.label == "95% simultaneous, Bonferroni over 3 comparisons with the reference"
+    assert {item.arm for item in best.comparisons} == {"b", "c", "d"}
 
 
-def test_one_repetition_gives_no_interval_and_no_verdict() -> None:
-    estimate = ratio_of_medians_ci([1000.0], [500.0])
-    assert estimate.ratio == 0.5
-    assert not estimate.has_interval
-    assert not estimate.significant
-    assert direction_of(estimate, higher_is_better=True) == "same"
+def test_a_wider_family_gives_a_wider_interval() -> None:
+    values = {name: _series(scale) for name, scale in (("b", 0.9), ("c", 0.8), ("d", 0.7))}
+    values = {"a": _series(1.0, (1.0,) * 6), **values}
+    two = compare_arms({"a": values["a"], "b": values["b"]}, higher_is_better=True).of("b")
+    four = compare_arms(values, higher_is_better=True).of("b")
+    assert two is not None and four is not None and two.low is not None and four.low is not None
+    assert two.ratio == four.ratio and four.low < two.low
 
 
-def test_zero_baseline_has_no_ratio() -> None:
-    estimate = ratio_of_medians_ci([0.0, 0.0], [1.0, 2.0])
-    assert estimate.ratio is None and not estimate.significant
+def test_lower_latency_is_better_and_higher_is_worse() -> None:
+    reference = _series(1.0, (1.0,) * 6)
+    verdict = compare_arms(
+        {"ref": reference, "quick": _series(0.5), "sluggish": _series(2.0)}, reference="ref", higher_is_better=False
+    )
+    assert [(item.arm, item.outcome) for item in verdict.comparisons] == [("quick", "better"), ("sluggish", "worse")]
 
 
-def test_bootstrap_is_seeded_and_deterministic() -> None:
-    noisy_a, noisy_b = [1.0, 1.3, 0.8, 1.1], [1.2, 0.9, 1.4, 1.0]
-    assert ratio_of_medians_ci(noisy_a, noisy_b, seed=7) == ratio_of_medians_ci(noisy_a, noisy_b, seed=7)
-    assert median_ci(noisy_a, seed=7) == median_ci(noisy_a, seed=7)
+def test_an_interval_inside_the_margin_is_equivalent_and_one_that_spans_it_is_inconclusive() -> None:
+    reference = _series(1.0, (1.0,) * 6)
+    tight = _series(1.0, (1.01, 0.99, 1.0, 1.01, 0.99, 1.0))
+    loose = _series(1.0, (1.2, 0.8, 1.1, 0.9, 1.15, 0.85))
+    verdict = compare_arms({"ref": reference, "tight": tight, "loose": loose}, reference="ref", higher_is_better=True)
+    equivalent, inconclusive = verdict.of("tight"), verdict.of("loose")
+    assert equivalent is not None and equivalent.outcome == "equivalent" and equivalent.within_margin
+    assert inconclusive is not None and inconclusive.outcome == "inconclusive"
+    assert inconclusive.more_repetitions is not None and inconclusive.more_repetitions > 0
+    narrower = compare_arms({"ref": reference, "tight": tight}, reference="ref", higher_is_better=True, margin=0.001)
+    assert narrower.comparisons[0].outcome == "inconclusive"
 
 
-def test_median_ci_brackets_the_median() -> None:
-    estimate = median_ci(FAST_RPS)
-    assert estimate.median == 1000.0
-    assert estimate.ci_low is not None and estimate.ci_high is not None
-    assert estimate.ci_low <= estimate.median <= estimate.ci_high
-    assert estimate.n == 5 and not estimate.unstable
+def test_a_real_difference_smaller_than_the_margin_is_still_called_and_flagged() -> None:
+    reference = _series(1.0, (1.0,) * 6)
+    verdict = compare_arms({"ref": reference, "arm": _series(0.98, (1.0,) * 6)}, reference="ref", higher_is_better=True)
+    comparison = verdict.comparisons[0]
+    assert comparison.outcome == "worse" and comparison.within_margin
+    assert comparison.low == comparison.high == pytest.approx(0.98)  # zero spread: a zero-width interval
 
 
-def test_median_ci_of_one_sample_has_no_interval() -> None:
-    estimate = median_ci([3.0])
-    assert estimate.median == 3.0 and not estimate.has_interval and estimate.cv is None
+def test_fewer_than_five_pairs_gives_only_the_range() -> None:
+    reference = {rep: 100.0 for rep in range(4)}
+    arm = {0: 50.0, 1: 80.0, 2: 60.0, 3: 70.0}
+    comparison = compare_arms({"ref": reference, "arm": arm}, reference="ref", higher_is_better=True).comparisons[0]
+    assert comparison.outcome == "too-few" and not comparison.has_interval
+    assert (comparison.low, comparison.high) == (None, None)
+    assert (comparison.range_low, comparison.range_high) == pytest.approx((0.5, 0.8))
+    assert comparison.interval_label == "range of 4 repetitions"
+
+
+def test_pairs_are_pairwise_complete() -> None:
+    reference = _series(1.0, (1.0,) * 6)
+    holes = {rep: value for rep, value in _series(0.7).items() if rep != 2}
+    other = dict(_series(0.9))
+    other[4] = math.nan
+    verdict = compare_arms({"ref": reference, "holes": holes, "other": other}, reference="ref", higher_is_better=True)
+    assert [(item.arm, item.pairs) for item in verdict.comparisons] == [("holes", 5), ("other", 5)]
+    assert paired_log_ratios(holes, reference).size == 5
+    assert paired_log_ratios({0: 0.0, 1: -1.0, 2: 2.0}, {0: 1.0, 1: 1.0, 2: 1.0}).tolist() == [math.log(2.0)]
+
+
+def test_the_best_arm_needs_the_minimum_repetitions_when_some_arm_has_them() -> None:
+    values = {"lucky": {0: 5000.0}, "steady": _series(1.0), "slow": _series(0.5)}
+    assert best_arm(values, higher_is_better=True) == "steady"
+    assert best_arm({"lucky": {0: 5000.0}, "other": {0: 10.0}}, higher_is_better=True) == "lucky"
+    assert best_arm({"none": {}}, higher_is_better=True) is None
+    verdict = compare_arms(values, higher_is_better=True)
+    lucky = verdict.of("lucky")
+    assert lucky is not None and lucky.outcome == "too-few" and lucky.pairs == 1
+
+
+def test_bad_knobs_and_unknown_references_are_rejected() -> None:
+    values = {"a": _series(1.0), "b": _series(0.9)}
+    with pytest.raises(ValueError, match="reference 'c' is not one of the arms"):
+        compare_arms(values, reference="c", higher_is_better=True)
+    for margin in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="equivalence margin"):
+            compare_arms(values, higher_is_better=True, margin=margin)
+    assert compare_arms({"a": {}}, higher_is_better=True).reference is None
+
+
+def test_repetitions_to_settle_follow_the_power_formula() -> None:
+    level, sd, mean = 1 - 0.05 / 3, 0.2, math.log(0.9)
+    more = repetitions_to_settle(mean, sd, 6, level, 0.05)
+    assert more is not None
+    total = 6 + more
+
+    def half(n: int) -> float:
+        quantiles = scipy_stats.t.ppf(1 - (1 - level) / 2, n - 1) + scipy_stats.t.ppf(0.8, n - 1)
+        return float(quantiles * sd / math.sqrt(n))
+
+    assert half(total) < abs(mean) <= half(total - 1)
+    assert repetitions_to_settle(math.log(1.001), 0.5, 6, level, 0.05) is None  # out of reach
+    assert MAX_SUGGESTED_REPETITIONS == 1000
+
+
+# --- one arm -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [6, 7, 10, 15, 20, 31])
+def test_order_statistic_interval_matches_scipy_quantile_test_where_95_percent_is_reachable(n: int) -> None:
+    values = np.arange(1.0, n + 1.0) ** 1.5
+    estimate = median_interval(values)
+    expected: Any = scipy_stats.quantile_test(values, q=float(np.median(values))).confidence_interval(
+        0.95
+    )  # stub: float
+    assert (estimate.ci_low, estimate.ci_high) == (expected.low, expected.high)
+    assert estimate.level is not None and estimate.level >= 0.95
+
+
+def test_five_values_give_min_to_max_labelled_with_its_real_level() -> None:
+    estimate = median_interval([3.0, 1.0, 5.0, 2.0, 4.0])
+    assert (estimate.median, estimate.ci_low, estimate.ci_high) == (3.0, 1.0, 5.0)
+    assert estimate.level == pytest.approx(0.9375) and order_statistic_ranks(5) == (1, 0.9375)
+    assert estimate.label == "93.8% interval of the median (order statistics 1 and 5 of 5)"
+
+
+def test_fewer_than_five_values_give_no_interval() -> None:
+    estimate = median_interval([3.0, 1.0, 2.0])
+    assert estimate.median == 2.0 and not estimate.has_interval and estimate.ci_low is None
+    assert estimate.label == "no interval from 3 repetitions"
+
+
+def test_censored_values_leave_the_lower_end_open_and_never_raise_it() -> None:
+    observed = [200.0, 220.0, 240.0, 260.0, 280.0]
+    estimate = median_interval(observed, censored_below=[100.0])  # one repetition: below the lowest rate tried
+    assert estimate.n == 6 and estimate.censored == 1
+    assert estimate.ci_low is None and estimate.open_below and estimate.ci_high == 280.0
+    assert estimate.median == 230.0 and not estimate.median_is_bound
+    mostly = median_interval([200.0, 220.0], censored_below=[100.0, 100.0, 100.0])
+    assert mostly.median == 100.0 and mostly.median_is_bound  # the median is censored: only "at most 100"
+    overlapping = median_interval([50.0, 60.0, 70.0, 80.0, 90.0], censored_below=[75.0])
+    assert overlapping.median_is_bound and overlapping.median == 72.5
 
 
 def test_wide_spread_is_labelled_unstable() -> None:
-    estimate = median_ci([100.0, 150.0, 60.0, 120.0, 90.0])
-    assert estimate.cv is not None and estimate.cv > 0.1
-    assert estimate.unstable
+    estimate = median_interval([100.0, 150.0, 60.0, 120.0, 90.0])
+    assert estimate.cv is not None and estimate.cv > 0.1 and estimate.unstable
 
 
 def test_coefficient_of_variation() -> None:
     assert coefficient_of_variation([2.0, 2.0, 2.0]) == 0.0
     assert coefficient_of_variation([1.0]) is None
     assert coefficient_of_variation([1.0, 3.0]) == pytest.approx(math.sqrt(2.0) / 2.0)
+
+
+# --- two bundles (unpaired) and the CI gate's bootstrap -------------------------------------------------------
+
+
+def test_unpaired_ratio_is_welch_t_on_logs() -> None:
+    base, cur = [1000.0, 1010.0, 990.0, 1005.0, 995.0], [800.0, 812.0, 790.0, 805.0, 795.0]
+    estimate = unpaired_ratio(base, cur)
+    welch = scipy_stats.ttest_ind(np.log(cur), np.log(base), equal_var=False).confidence_interval(0.95)
+    assert estimate.low == pytest.approx(math.exp(welch.low)) and estimate.high == pytest.approx(math.exp(welch.high))
+    assert estimate.significant and direction_of(estimate, higher_is_better=True) == "worse"
+    assert not unpaired_ratio(base[:4], cur[:4]).significant  # 4 a side: no interval
+    assert unpaired_ratio(base, base).ratio == 1.0 and not unpaired_ratio(base, base).significant
+
+
+def test_unpaired_ratio_with_one_constant_side_is_a_one_sample_t_on_the_other() -> None:
+    flat, varying = [900.0] * 5, [1000.0, 1010.0, 990.0, 1005.0, 995.0]
+    one = scipy_stats.ttest_1samp(np.log(varying), math.log(900.0)).confidence_interval(0.95)
+    up, down = unpaired_ratio(flat, varying), unpaired_ratio(varying, flat)
+    assert (up.low, up.high) == pytest.approx(
+        (math.exp(one.low - math.log(900.0)), math.exp(one.high - math.log(900.0)))
+    )
+    assert (
+        up.low is not None and up.high is not None and (down.low, down.high) == pytest.approx((1 / up.high, 1 / up.low))
+    )
+    assert unpaired_ratio(flat, flat).low == 1.0
+
+
+def test_the_gates_bootstrap_is_kept_seeded() -> None:
+    noisy_a, noisy_b = [1.0, 1.3, 0.8, 1.1], [1.2, 0.9, 1.4, 1.0]
+    assert ratio_of_medians_ci(noisy_a, noisy_b, seed=7) == ratio_of_medians_ci(noisy_a, noisy_b, seed=7)
+    assert ratio_of_medians_ci([0.0, 0.0], [1.0, 2.0]).ratio is None
+
+
+# --- histograms ---------------------------------------------------------------------------------------------------
 
 
 def test_merge_histograms_adds_counts_and_keeps_percentiles() -> None:

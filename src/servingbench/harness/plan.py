@@ -117,6 +117,9 @@ KNOBS: dict[str, _Knob] = {
     "capacity_max_step_s": _Knob(float, 0.0, 3600.0, exclusive_minimum=True),
 }
 SECTIONS = ("presets", "configs", "models", "scenarios")
+# Optional top-level keys the report reads from the bundle's plan section (not preset knobs).
+VERDICT_KEYS = ("equivalence_margin", "reference")
+DEFAULT_EQUIVALENCE_MARGIN = 0.05  # "equivalent" when a ratio's whole interval lies within +/-5 %
 PRESET_KEYS = (*KNOBS, "concurrency", "models")
 CONFIG_KEYS = ("framework", "server", "route", "threads")
 MODEL_KEYS = ("spec", "scenarios", "concurrency", "sha256", "output")
@@ -241,6 +244,8 @@ class Plan:
     scenarios: tuple[ScenarioPlan, ...]
     concurrency_override: tuple[int, ...] | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN
+    reference: str | None = None
 
     def repetitions_of(self, measurement: Measurement) -> int:
         """Repetitions that run ``measurement``: all, or for a capacity curve the first `capacity_repetitions`."""
@@ -266,6 +271,8 @@ class Plan:
             "preset": self.preset,
             **{name: getattr(self, name) for name in KNOBS},
             "concurrency_override": _list_or_none(self.concurrency_override),
+            "equivalence_margin": self.equivalence_margin,
+            "reference": self.reference,
             "configs": {item.name: _config_json(item) for item in self.configs},
             "models": {item.name: _model_json(item) for item in self.models},
             "scenarios": {item.name: _scenario_json(item) for item in self.scenarios},
@@ -396,7 +403,7 @@ def parse_plan(
     """Check a plan given as parsed TOML and apply ``preset``; raise :class:`PlanError` on the first problem."""
     where = _Where(source)
     _check_retired(data, "", where)
-    where.check_keys(data, "", (*KNOBS, *SECTIONS))
+    where.check_keys(data, "", (*KNOBS, *VERDICT_KEYS, *SECTIONS))
     presets = _parse_presets(data.get("presets", {}), where)
     if preset not in presets and preset != DEFAULT_PRESET:
         raise PlanError(f"{source}: preset {preset!r} is not one of {_choices((DEFAULT_PRESET, *presets))}")
@@ -406,14 +413,17 @@ def parse_plan(
     scenarios = _parse_scenarios(where.table(data, "scenarios"), where)
     models = _parse_models(where.table(data, "models"), {item.name for item in scenarios}, where, base_dir)
     models = _preset_models(models, preset_values.get("models"))
+    configs = _parse_configs(where.table(data, "configs"), int(knobs["workers"]), where)
     return Plan(
         source=source,
         preset=preset,
-        configs=_parse_configs(where.table(data, "configs"), int(knobs["workers"]), where),
+        configs=configs,
         models=models,
         scenarios=scenarios,
         concurrency_override=cast("tuple[int, ...] | None", preset_values.get("concurrency")),
         presets=presets,
+        equivalence_margin=_margin(data.get("equivalence_margin", DEFAULT_EQUIVALENCE_MARGIN), where),
+        reference=_reference(data.get("reference"), configs, where),
         **knobs,
     )
 
@@ -431,6 +441,24 @@ def _preset_models(models: tuple[ModelPlan, ...], names: tuple[str, ...] | None)
         return models
     kept = tuple(model for model in models if model.name in names)
     return kept or models
+
+
+def _margin(value: object, where: _Where) -> float:
+    """The equivalence margin: a fraction strictly between 0 and 1 (0.05 = +/-5 %)."""
+    number = float(_number(value, "equivalence_margin", _Knob(float, 0.0, 1.0, exclusive_minimum=True), where))
+    if number >= 1.0:
+        raise where.error("equivalence_margin", f"{value!r} is out of range (allowed: > 0 and < 1, e.g. 0.05 for 5%)")
+    return number
+
+
+def _reference(value: object, configs: Sequence[ConfigPlan], where: _Where) -> str | None:
+    """The config every other is compared with, or ``None`` (the report then compares with the best one)."""
+    if value is None:
+        return None
+    names = [config.name for config in configs]
+    if not isinstance(value, str) or value not in names:
+        raise where.error("reference", f"{value!r} is not one of the plan's configs ({_choices(names)})")
+    return value
 
 
 def _choices(values: Sequence[str]) -> str:

@@ -1,8 +1,9 @@
 """The report's plots, drawn with matplotlib and returned as inline SVG text.
 
 Every config keeps one style across plots: an Okabe-Ito colour, a marker, a line style and a bar hatch,
-so the legend stays readable without colour vision. Medians over repetitions are drawn as lines and the
-bootstrap interval as a band. No pyplot: figures are plain ``Figure`` objects, so there is no global state.
+so the legend stays readable without colour vision. Medians over repetitions are drawn as lines and their
+order-statistic interval (:func:`servingbench.reports.stats.median_interval`, from 5 repetitions) as a band.
+No pyplot: figures are plain ``Figure`` objects, so there is no global state.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from matplotlib.typing import LineStyleType, RcKeyType
 
 from .bundle import Bundle, BundleError, CapacityResult, Run
 from .metrics import LATENCY_METRICS, METRICS, metric_samples, metric_value
-from .stats import decode_histogram, median_ci, merge_histograms, nines, percentile_spectrum
+from .stats import decode_histogram, median_interval, merge_histograms, nines, percentile_spectrum
 from .verdict import arrivals_text, config_order, users_text
 
 __all__ = ["OKABE_ITO", "Chart", "ConfigStyle", "config_styles", "render_charts"]
@@ -51,6 +52,11 @@ FIXED_RATES = "fixed offered rates"
 HOLLOW_FACE = "white"  # marker face of a search step that failed the SLO
 REFERENCE_GREY = "#555555"  # SLO lines and legend keys that belong to no config
 CAPACITY_MARK: dict[str, Any] = {"linestyle": (0, (1, 2)), "linewidth": 1.3}
+# What an interval band is, for captions: order statistics of the repetitions (stats.median_interval).
+BAND_TEXT = (
+    "(between two order statistics of the repetitions: min to max of 5 covers 93.75%, from 6 repetitions at least "
+    "95%; no band below 5)"
+)
 PLAIN_NUMBERS = FuncFormatter(lambda value, _position: f"{value:g}")
 RC: dict[RcKeyType, object] = {
     "svg.fonttype": "none",
@@ -186,7 +192,7 @@ def _plot_series(
     for x in sorted(by_x):
         samples = metric_samples(by_x[x], metric)
         if samples:
-            estimate = median_ci(samples)
+            estimate = median_interval(samples)
             low = estimate.ci_low if estimate.ci_low is not None else estimate.median
             high = estimate.ci_high if estimate.ci_high is not None else estimate.median
             points.append((x, estimate.median, low, high))
@@ -231,10 +237,13 @@ def throughput_chart(bundle: Bundle, styles: Mapping[str, ConfigStyle]) -> Chart
             axis.set_ylabel("throughput (req/s)")
             axis.set_ylim(bottom=0)
             _concurrency_axis(axis, members)
-        figure.suptitle("Throughput vs concurrency (median of repetitions, band = 95% CI)")
+        figure.suptitle("Throughput vs concurrency (median of repetitions, band = interval of the median)")
         _legend(figure, styles, list(dict.fromkeys(drawn)))
         svg = _to_svg(figure, chart_id)
-    caption = "Closed-loop load; each point is the median over valid repetitions, the band its bootstrap interval."
+    caption = (
+        "Closed-loop load; each point is the median over valid repetitions, the band its distribution-free interval "
+        f"{BAND_TEXT}."
+    )
     return Chart(chart_id, "Throughput vs concurrency", caption, svg)
 
 
@@ -259,7 +268,7 @@ def latency_chart(bundle: Bundle, styles: Mapping[str, ConfigStyle]) -> Chart | 
                 axis.set_ylabel("latency (ms)")
                 axis.set_ylim(bottom=0)
                 _concurrency_axis(axis, members)
-        figure.suptitle("Latency percentiles vs concurrency (median of repetitions, band = 95% CI)")
+        figure.suptitle("Latency percentiles vs concurrency (median of repetitions, band = interval of the median)")
         _legend(figure, styles, list(dict.fromkeys(drawn)))
         svg = _to_svg(figure, chart_id)
     caption = "Percentiles per run from microsecond histograms; lines are medians over repetitions."
@@ -423,7 +432,7 @@ def time_breakdown_chart(bundle: Bundle) -> Chart | None:
 def _bars(
     axis: Axes, groups: Mapping[str, Mapping[str, list[Run]]], metric: str, styles: Mapping[str, ConfigStyle]
 ) -> list[str]:
-    """Grouped bars of ``metric`` (median, whiskers = 95% CI): groups on x, one bar per config."""
+    """Grouped bars of ``metric`` (median, whiskers = interval of the median): groups on x, one bar per config."""
     configs = list(dict.fromkeys(config for by_config in groups.values() for config in by_config))
     width = 0.8 / max(len(configs), 1)
     drawn: list[str] = []
@@ -433,7 +442,7 @@ def _bars(
             samples = metric_samples(by_config.get(config, []), metric)
             if not samples:
                 continue
-            estimate = median_ci(samples)
+            estimate = median_interval(samples)
             low = estimate.ci_low if estimate.ci_low is not None else estimate.median
             high = estimate.ci_high if estimate.ci_high is not None else estimate.median
             xs.append(position - 0.4 + width * (index + 0.5))
@@ -467,10 +476,13 @@ def resources_chart(bundle: Bundle, styles: Mapping[str, ConfigStyle]) -> Chart 
         cpu_axis.set_ylabel("CPU time per request (µs)")
         memory_axis.set_title("memory per worker")
         memory_axis.set_ylabel("RSS per worker process (MB)")
-        figure.suptitle("Cost: CPU and memory (medians over repetitions, whiskers = 95% CI)")
+        figure.suptitle("Cost: CPU and memory (medians over repetitions, whiskers = interval of the median)")
         _legend(figure, styles, list(dict.fromkeys(drawn)), bars=True)
         svg = _to_svg(figure, chart_id)
-    caption = "Measured at the highest closed-loop concurrency of each model; RSS is the mean over worker processes."
+    caption = (
+        "Measured at the highest closed-loop concurrency of each model; RSS is the mean over worker processes. "
+        f"Whiskers: the distribution-free interval of the median {BAND_TEXT}."
+    )
     return Chart(chart_id, "CPU and memory", caption, svg)
 
 
@@ -624,7 +636,7 @@ def open_loop_chart(bundle: Bundle, styles: Mapping[str, ConfigStyle], model: st
 def _open_caption(rows: Sequence[_OpenRow]) -> str:
     parts = ["Each request is timed from its intended send time, so queueing shows up as latency (log scale)."]
     if any(row.fixed for row in rows):
-        parts.append("Fixed offered rates: median over repetitions, the band its 95% interval.")
+        parts.append(f"Fixed offered rates: median over repetitions, the band its interval {BAND_TEXT}.")
     if any(row.steps for row in rows):
         parts.append(
             "Capacity-search steps: one point per step run (filled: met the SLO; hollow: failed it), the line "

@@ -1,7 +1,10 @@
 """Compare two bundles: for every config x model x scenario in both, the ratio current / baseline of each metric.
 
-:func:`compare_metrics` returns the comparison as data (the CI regression gate reuses it);
-:func:`compare_bundles` writes it as one self-contained HTML page.
+The two bundles' repetitions are not paired (they ran at different times), so each cell is the ratio of geometric
+means with a Welch t interval on log values (:func:`servingbench.reports.stats.unpaired_ratio`), from at least 5
+valid repetitions a side. The intervals are simultaneous over every cell that has one (Bonferroni: each at
+1 - 0.05 / cells), so the page's counts of significantly better and worse cells are corrected for how many were
+looked at. :func:`compare_metrics` returns the comparison as data; :func:`compare_bundles` writes it as HTML.
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ from typing import Any
 from .bundle import Bundle, Run, load_bundle
 from .html import environment, write_atomic
 from .metrics import COMPARED_METRICS, METRICS, metric_samples
-from .stats import DEFAULT_SEED, UNSTABLE_CV, Direction, coefficient_of_variation, direction_of, ratio_of_medians_ci
+from .stats import (
+    CONFIDENCE,
+    MIN_REPETITIONS_FOR_INTERVAL,
+    UNSTABLE_CV,
+    Direction,
+    coefficient_of_variation,
+    direction_of,
+    unpaired_ratio,
+)
 from .verdict import config_order, group_runs
 
 __all__ = [
@@ -36,10 +47,11 @@ GroupKey = tuple[str, str, str]  # config, model, scenario
 
 @dataclass(frozen=True)
 class Comparison:
-    """One metric of one config x model x scenario: ``ratio`` = current median / baseline median.
+    """One metric of one config x model x scenario: ``ratio`` = current / baseline geometric mean.
 
-    ``ci_low``/``ci_high`` bound the ratio (``None`` with fewer than two valid repetitions on a side);
-    ``direction`` is "better" or "worse" only when ``significant``, else "same".
+    ``ci_low``/``ci_high`` bound the ratio, simultaneously over the ``family_size`` cells that have an interval
+    (each at ``level``); ``None`` with fewer than 5 valid repetitions on a side. ``direction`` is "better" or "worse"
+    only when ``significant`` (the interval excludes 1), else "same", which means "not shown different", not "equal".
     """
 
     config: str
@@ -56,6 +68,24 @@ class Comparison:
     baseline_n: int = 0
     current_n: int = 0
     unstable: bool = False
+    family_size: int = 1
+    level: float = CONFIDENCE
+
+    @property
+    def has_interval(self) -> bool:
+        """True when both sides had enough repetitions for an interval."""
+        return self.ci_low is not None and self.ci_high is not None
+
+    @property
+    def interval_label(self) -> str:
+        """What the interval is, e.g. "95% simultaneous over 24 cells (Welch t on logs, unpaired)"."""
+        if not self.has_interval:
+            return f"fewer than {MIN_REPETITIONS_FOR_INTERVAL} repetitions a side: no interval"
+        if self.family_size > 1:
+            return (
+                f"{CONFIDENCE:.0%} simultaneous over {self.family_size} cells (Bonferroni; Welch t on logs, unpaired)"
+            )
+        return f"{CONFIDENCE:.0%} Welch t interval on log values (unpaired)"
 
     @property
     def change_pct(self) -> float | None:
@@ -87,9 +117,10 @@ def _valid_groups(bundle: Bundle) -> dict[GroupKey, list[Run]]:
 
 
 def _compare_one(
-    key: GroupKey, metric: str, baseline: Sequence[float], current: Sequence[float], seed: int
+    key: GroupKey, metric: str, baseline: Sequence[float], current: Sequence[float], family_size: int
 ) -> Comparison:
-    estimate = ratio_of_medians_ci(baseline, current, seed=seed)
+    level = 1.0 - (1.0 - CONFIDENCE) / family_size
+    estimate = unpaired_ratio(baseline, current, level=level)
     spreads = [coefficient_of_variation(samples) for samples in (baseline, current)]
     config, model, scenario = key
     return Comparison(
@@ -100,13 +131,15 @@ def _compare_one(
         baseline_median=_median(baseline),
         current_median=_median(current),
         ratio=estimate.ratio,
-        ci_low=estimate.ci_low,
-        ci_high=estimate.ci_high,
+        ci_low=estimate.low,
+        ci_high=estimate.high,
         significant=estimate.significant,
         direction=direction_of(estimate, higher_is_better=METRICS[metric].higher_is_better),
         baseline_n=len(baseline),
         current_n=len(current),
         unstable=any(spread is not None and spread > UNSTABLE_CV for spread in spreads),
+        family_size=family_size,
+        level=level,
     )
 
 
@@ -120,19 +153,18 @@ def compare_metrics(
     baseline: Bundle | Path | str,
     current: Bundle | Path | str,
     metrics: Sequence[str] = COMPARED_METRICS,
-    *,
-    seed: int = DEFAULT_SEED,
 ) -> list[Comparison]:
     """Every metric of every config x model x scenario with valid runs in both bundles, in baseline order.
 
     Metrics: names from :data:`servingbench.reports.metrics.METRICS` (default rps, p50, p99, cpu_us_per_request);
-    a metric a group did not record on either side is skipped.
+    a metric a group did not record on either side is skipped. Intervals are simultaneous (Bonferroni) over the
+    returned cells that have one, so asking for fewer metrics gives narrower intervals.
     """
     unknown = [metric for metric in metrics if metric not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
     base_groups, current_groups = _valid_groups(_as_bundle(baseline)), _valid_groups(_as_bundle(current))
-    comparisons: list[Comparison] = []
+    cells: list[tuple[GroupKey, str, list[float], list[float]]] = []
     for key, base_runs in base_groups.items():
         if key not in current_groups:
             continue
@@ -140,8 +172,9 @@ def compare_metrics(
             base_samples = metric_samples(base_runs, metric)
             current_samples = metric_samples(current_groups[key], metric)
             if base_samples and current_samples:
-                comparisons.append(_compare_one(key, metric, base_samples, current_samples, seed))
-    return comparisons
+                cells.append((key, metric, base_samples, current_samples))
+    family = max(1, sum(min(len(base), len(cur)) >= MIN_REPETITIONS_FOR_INTERVAL for _, _, base, cur in cells))
+    return [_compare_one(key, metric, base, cur, family) for key, metric, base, cur in cells]
 
 
 def _text(value: Any) -> str:
@@ -225,6 +258,7 @@ def compare_bundles(a: Path | str, b: Path | str, out: Path | str) -> Path:
             only_baseline=_only_in(baseline, current),
             only_current=_only_in(current, baseline),
             labels=labels,
+            min_pairs=MIN_REPETITIONS_FOR_INTERVAL,
         )
     )
     return write_atomic(_output_path(Path(out)), html)

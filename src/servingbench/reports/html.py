@@ -10,8 +10,8 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from .stats import CONFIDENCE, Estimate, RatioEstimate
-from .verdict import DASH, NO_INTERVAL, TIMES
+from .stats import CONFIDENCE, Estimate, PairedComparison
+from .verdict import DASH, NO_INTERVAL, comparison_label, comparison_numbers
 
 __all__ = ["environment", "format_estimate", "format_number", "format_ratio_cell", "write_atomic"]
 
@@ -33,17 +33,20 @@ def format_number(value: float | None) -> str:
 
 
 def format_estimate(estimate: Estimate | None) -> Markup:
-    """Median with its interval, e.g. ``0.731 [0.72-0.74]``, flagged "unstable" when the spread is wide."""
+    """Median with its interval, e.g. ``0.731 [0.72-0.74]``, the interval's level and method in its title;
+    "≤" where censored values leave only an upper bound; flagged "unstable" when the spread is wide."""
     if estimate is None:
         return Markup('<span class="muted">not recorded</span>')
-    text = Markup('<span class="value">{}</span>').format(format_number(estimate.median))
-    if estimate.ci_low is not None and estimate.ci_high is not None:
-        interval = f"[{format_number(estimate.ci_low)}{DASH}{format_number(estimate.ci_high)}]"
-        text += Markup(' <span class="ci" title="{} bootstrap interval over {} repetitions">{}</span>').format(
-            f"{CONFIDENCE:.0%}", estimate.n, interval
-        )
+    bound = "\N{LESS-THAN OR EQUAL TO} " if estimate.median_is_bound else ""
+    text = Markup('<span class="value">{}{}</span>').format(bound, format_number(estimate.median))
+    if estimate.has_interval:
+        low = "below" if estimate.ci_low is None else format_number(estimate.ci_low)
+        interval = f"[{low}{DASH}{format_number(estimate.ci_high)}]"
+        text += Markup(' <span class="ci" title="{}">{}</span>').format(estimate.label, interval)
     else:
         text += Markup(' <span class="ci" title="{}">(n={})</span>').format(NO_INTERVAL, estimate.n)
+    if estimate.censored:
+        text += Markup(' <span class="muted">({} censored)</span>').format(estimate.censored)
     if estimate.unstable and estimate.cv is not None:
         text += Markup(' <span class="badge unstable" title="coefficient of variation {}">unstable</span>').format(
             f"{estimate.cv:.0%}"
@@ -51,15 +54,14 @@ def format_estimate(estimate: Estimate | None) -> Markup:
     return text
 
 
-def format_ratio_cell(estimate: RatioEstimate | None) -> str:
-    """A ratio with its interval, e.g. ``0.80x [0.78-0.82]``; an em dash for the reference itself."""
-    if estimate is None:
-        return "\N{EM DASH}"
-    if estimate.ratio is None:
-        return "undefined"
-    if estimate.ci_low is None or estimate.ci_high is None:
-        return f"{estimate.ratio:.3f}{TIMES} ({NO_INTERVAL})"
-    return f"{estimate.ratio:.3f}{TIMES} [{estimate.ci_low:.3f}{DASH}{estimate.ci_high:.3f}]"
+def format_ratio_cell(comparison: PairedComparison | None) -> Markup:
+    """A paired comparison: its ratio and interval, then a smaller line saying what they are and how many pairs they
+    rest on; an em dash for the reference itself."""
+    if comparison is None:
+        return Markup("\N{EM DASH}")
+    return Markup('<span class="ratio">{}</span><span class="pairs">{}</span>').format(
+        comparison_numbers(comparison), comparison_label(comparison)
+    )
 
 
 @cache

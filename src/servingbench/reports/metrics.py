@@ -13,6 +13,7 @@ __all__ = [
     "METRICS",
     "VERDICT_METRICS",
     "MetricSpec",
+    "metric_by_repetition",
     "metric_samples",
     "metric_value",
 ]
@@ -20,12 +21,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A metric of one run: ``label`` for humans, ``unit`` for axes and tables."""
+    """A metric of one run: ``label`` for humans, ``unit`` for axes and tables; ``better``/``worse`` are the words a
+    verdict uses for an arm that is significantly better or worse on it ("faster"/"slower" for speed)."""
 
     name: str
     label: str
     unit: str
     higher_is_better: bool
+    better: str = "faster"
+    worse: str = "slower"
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -36,8 +40,8 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("p90", "p90 latency", "ms", False),
         MetricSpec("p99", "p99 latency", "ms", False),
         MetricSpec("p999", "p99.9 latency", "ms", False),
-        MetricSpec("cpu_us_per_request", "server CPU per request", "µs", False),
-        MetricSpec("rss_mb_per_worker", "RSS per worker", "MB", False),
+        MetricSpec("cpu_us_per_request", "server CPU per request", "µs", False, "cheaper", "costlier"),
+        MetricSpec("rss_mb_per_worker", "RSS per worker", "MB", False, "smaller", "larger"),
     )
 }
 LATENCY_METRICS = ("p50", "p90", "p99", "p999")
@@ -70,3 +74,14 @@ def metric_samples(runs: Iterable[Run], metric: str) -> list[float]:
         if value is not None:
             samples.append(value)
     return samples
+
+
+def metric_by_repetition(runs: Iterable[Run], metric: str) -> dict[int, float]:
+    """``{repetition: value}`` of ``metric`` over the runs that recorded it (one run per repetition expected; a
+    repeated repetition keeps its last run)."""
+    values: dict[int, float] = {}
+    for run in sorted(runs, key=lambda item: (item.repetition, item.order or 0)):
+        value = metric_value(run, metric)
+        if value is not None:
+            values[run.repetition] = value
+    return values

@@ -12,8 +12,9 @@ from .bundle import Bundle, load_bundle
 from .charts import render_charts
 from .html import environment, write_atomic
 from .metrics import METRICS, VERDICT_METRICS
+from .stats import MIN_REPETITIONS_FOR_INTERVAL
 from .tables import SUMMARY_METRICS, error_rows, measurement, run_rows, search_rows, summary_rows
-from .verdict import capacity_tables, recommendations, verdicts
+from .verdict import capacity_tables, plan_margin, recommendations, verdicts
 
 __all__ = ["REPORT_FILE", "REPORT_TEMPLATE", "build_report_html", "render_report"]
 
@@ -33,6 +34,8 @@ def build_report_html(bundle: Bundle) -> str:
             recommendations=recommendations(bundle, groups),
             groups=groups,
             verdict_metrics=[METRICS[name] for name in VERDICT_METRICS],
+            margin=plan_margin(bundle),
+            min_pairs=MIN_REPETITIONS_FOR_INTERVAL,
             measured=measurement(bundle),
             configs=list(bundle.configs.values()),
             invalid_runs=bundle.invalid_runs,

@@ -10,8 +10,25 @@ from typing import Any
 
 from .bundle import Bundle, CapacityResult, CapacityStep, Run
 from .metrics import metric_samples
-from .stats import Estimate, median_ci
-from .verdict import ScenarioInfo, arrivals_text, config_order, group_runs, scenario_info
+from .stats import (
+    CONFIDENCE,
+    MAX_SUGGESTED_REPETITIONS,
+    MIN_REPETITIONS_FOR_INTERVAL,
+    SETTLING_POWER,
+    UNSTABLE_CV,
+    Estimate,
+    median_interval,
+)
+from .verdict import (
+    ScenarioInfo,
+    arrivals_text,
+    config_order,
+    group_runs,
+    models_are_arms,
+    plan_margin,
+    plan_reference,
+    scenario_info,
+)
 
 __all__ = [
     "SUMMARY_METRICS",
@@ -26,6 +43,7 @@ __all__ = [
     "measurement",
     "run_rows",
     "search_rows",
+    "statistics_text",
     "summary_rows",
 ]
 
@@ -147,6 +165,7 @@ class Measurement:
     preset: str
     order: str
     searches: str | None = None
+    statistics: tuple[str, ...] = ()
 
 
 def summary_rows(bundle: Bundle) -> list[SummaryRow]:
@@ -162,7 +181,7 @@ def summary_rows(bundle: Bundle) -> list[SummaryRow]:
             estimates: dict[str, Estimate | None] = {}
             for metric in SUMMARY_METRICS:
                 samples = metric_samples(valid, metric)
-                estimates[metric] = median_ci(samples) if samples else None
+                estimates[metric] = median_interval(samples) if samples else None
             rows.append(
                 SummaryRow(
                     info=scenario_info(runs[0]),
@@ -411,4 +430,45 @@ def measurement(bundle: Bundle) -> Measurement:
         preset=_display(bundle.preset),
         order=_order_text(bundle.runs),
         searches=_searches_text(bundle),
+        statistics=statistics_text(bundle),
+    )
+
+
+def statistics_text(bundle: Bundle) -> tuple[str, ...]:
+    """The method section's account of the statistics: test, correction, margin, and what a figure cannot show."""
+    margin = f"\N{PLUS-MINUS SIGN}{plan_margin(bundle):.0%}"
+    reference = plan_reference(bundle)
+    arms = "the models on the one config" if models_are_arms(bundle) else "the configs of one model and scenario"
+    named = (
+        f"The plan names the reference config {bundle.label(reference)!r}: each verdict makes k - 1 comparisons."
+        if reference is not None
+        else "The reference is the best arm, chosen from the same data."
+    )
+    return (
+        f"Unit: the repetition. Every repetition measures every arm ({arms}), so arms are compared in pairs within "
+        "a repetition, which removes the slow drift they share. A repetition where one arm's run is invalid drops "
+        "out of that pair only; every cell says how many pairs it rests on.",
+        "Test: a paired t interval on the per-repetition log ratios arm / reference; the ratio shown is their "
+        "geometric mean. The difference of two runs' noise is symmetric, and t on it keeps its level with 5 to 20 "
+        "pairs, two-level (bimodal) machine-speed noise included (checked by simulation in the test suite); exact "
+        "sign-flip or signed-rank tests cannot reach 95% with 5 or 6 pairs.",
+        f"Correction: Bonferroni, {CONFIDENCE:.0%} for the whole family of comparisons a verdict could make. "
+        f"{named} With a data-chosen best the family is every pair, k (k - 1) / 2, since the best is picked from the "
+        'same noise; correcting for only k - 1 comparisons would make false "slower" calls likely (the winner\'s '
+        "curse). Each interval is labelled with its family.",
+        f"Outcomes: faster or slower when the corrected interval excludes 1; equivalent within {margin} (the plan's "
+        "equivalence_margin) when the whole corrected interval lies inside it, i.e. two one-sided tests at the "
+        "corrected level; otherwise not settled, with the further repetitions that would settle it with a "
+        f"{SETTLING_POWER:.0%} chance if the observed ratio and spread held (a plug-in estimate; beyond "
+        f"{MAX_SUGGESTED_REPETITIONS} the report says so). Fewer than {MIN_REPETITIONS_FOR_INTERVAL} pairs: no "
+        "interval and no verdict, only the range of the per-repetition ratios, labelled as such.",
+        "One arm's figures: the median over valid repetitions with a distribution-free interval between two order "
+        f"statistics, exact for any noise shape and labelled with its level (min to max of 5 covers 93.75%; from 6 "
+        f"repetitions at least 95%); censored values (a capacity below the lowest rate tried) count as below "
+        f'their bound. "Unstable" marks a coefficient of variation over {UNSTABLE_CV:.0%}.',
+        f"What a figure cannot show: a difference smaller than its interval (equivalent rules out only differences "
+        f"beyond {margin}; not settled rules out nothing and is no evidence that the stacks are alike); why a "
+        "difference arises (a causal note appears only where server CPU per request and the Server-Timing predict "
+        "time show it); machines, models, loads or versions other than those measured; and a disturbance that hits "
+        "every arm of a repetition alike, which cancels in the ratios but not in the absolute figures.",
     )

@@ -1,67 +1,87 @@
-"""The verdict: per model and scenario, which config wins each metric, by how much, and how sure we are.
+"""The verdict: per model and scenario, how each arm compares with the reference on each metric, and how sure we are.
 
-Every config is compared with the winner of the metric by the ratio of medians over repetitions
-(config / winner) and its bootstrap interval; an interval containing 1 is "no significant difference".
-The plain-language recommendations are derived from these comparisons and from the share of each
-request spent in the model's predict (``server_timing_ms``).
+Arms are the configs of one model x scenario, or, in a bundle with one config and several models, the models of
+one config x scenario. Every repetition measures every arm, so arms are compared as pairs
+(:func:`servingbench.reports.stats.compare_arms`): the per-repetition log ratio arm / reference, a paired t
+interval Bonferroni-corrected over the comparisons the verdict could make, and the outcome faster / slower,
+equivalent within the plan's margin, not settled (with the repetitions likely to settle it), or, below 5 pairs,
+only the range of the per-repetition ratios. The plain-language recommendations follow these outcomes and nothing
+else; a causal note appears only where the measurement shows the cause.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import median
 from typing import Literal
 
 from .bundle import DEFAULT_ARRIVALS, DEFAULT_CAPACITY_SCENARIO, Bundle, CapacityResult, Run
-from .metrics import METRICS, VERDICT_METRICS, MetricSpec, metric_samples
+from .metrics import METRICS, VERDICT_METRICS, MetricSpec, metric_by_repetition
 from .stats import (
-    CONFIDENCE,
-    DEFAULT_SEED,
+    DEFAULT_EQUIVALENCE_MARGIN,
+    MAX_SUGGESTED_REPETITIONS,
+    MIN_REPETITIONS_FOR_INTERVAL,
+    ArmsVerdict,
     Estimate,
-    RatioEstimate,
-    direction_of,
-    median_ci,
-    ratio_of_medians_ci,
+    Family,
+    PairedComparison,
+    compare_arms,
+    median_interval,
 )
 
 __all__ = [
+    "CPU_BOUND_MAX_RATIO",
+    "CPU_BOUND_MIN_RATIO",
     "NO_INTERVAL",
-    "PREDICT_DOMINATES_SHARE",
+    "WAITING_RATIO",
+    "ArmKind",
     "CapacityTable",
     "CapacityTheory",
     "ConfigOutcome",
     "GroupVerdict",
     "MetricVerdict",
-    "Outcome",
+    "PredictKind",
     "ScenarioInfo",
+    "arm_values",
     "arrivals_text",
     "capacity_tables",
+    "comparison_label",
+    "comparison_numbers",
     "config_order",
-    "format_ratio",
+    "format_comparison",
     "group_runs",
+    "metric_verdict",
+    "models_are_arms",
+    "plan_margin",
+    "plan_reference",
+    "predict_kind",
     "predict_share",
-    "rank_against_best",
+    "predict_wall_over_cpu",
+    "rank_arms",
     "recommendations",
     "scenario_info",
     "users_text",
     "verdicts",
 ]
 
-PREDICT_DOMINATES_SHARE = 0.5  # predict takes at least half of the mean request latency
+# Whether predict waits or computes, from the lowest-load runs: its wall time (Server-Timing) over the server's CPU
+# time for the whole request. At least 2: at least half of predict's wall time is not CPU, whatever share of the CPU
+# is predict's, so it waits (sleeps, blocks on I/O). Between 0.5 and 1.25: predict is most of the CPU and its wall
+# time is no more than the CPU time allows within the measured noise (+/-20 %), so it computes.
+WAITING_RATIO = 2.0
+CPU_BOUND_MIN_RATIO = 0.5
+CPU_BOUND_MAX_RATIO = 1.25
 TIMES = "\N{MULTIPLICATION SIGN}"
 DASH = "\N{EN DASH}"
-NO_INTERVAL = "not enough repetitions for an interval"
+PLUS_MINUS = "\N{PLUS-MINUS SIGN}"
+US_PER_MS = 1000.0
+NO_INTERVAL = f"fewer than {MIN_REPETITIONS_FOR_INTERVAL} repetitions: no interval"
 OPEN_LOOP_VERDICT_METRICS = ("p50", "p99")
 
-Outcome = Literal["winner", "same", "slower", "faster", "no-interval"]
-OUTCOME_TEXT: dict[str, str] = {
-    "winner": "best",
-    "same": "no significant difference",
-    "slower": "slower",
-    "faster": "faster",
-    "no-interval": NO_INTERVAL,
-}
+ArmKind = Literal["configs", "models"]
+PredictKind = Literal["waiting", "cpu-bound"]
 GroupKey = tuple[str, str]
 CapacityKey = tuple[str, str, str, float]  # model, scenario, arrivals, SLO p99 (ms)
 ARRIVALS_TEXT = {"poisson": "Poisson arrivals", "constant": "constant-rate arrivals"}
@@ -113,40 +133,218 @@ class ScenarioInfo:
 
 @dataclass(frozen=True)
 class ConfigOutcome:
-    """One config on one metric: its median with interval and its ratio to the winner (config / winner)."""
+    """One arm on one metric: its median with interval, and its comparison with the reference (``None`` for the
+    reference itself). ``outcome`` is the key the page marks cells with: "best", "reference", the metric's words
+    (e.g. "faster", "slower"), "equivalent", "inconclusive" or "range" (fewer than 5 pairs: no verdict)."""
 
     config: str
     label: str
     estimate: Estimate
-    vs_winner: RatioEstimate | None
-    outcome: Outcome
+    comparison: PairedComparison | None
+    outcome: str
+    outcome_text: str
+    advice: str = ""
 
     @property
-    def outcome_text(self) -> str:
-        """The outcome in words, e.g. "no significant difference"."""
-        return OUTCOME_TEXT[self.outcome]
+    def interval_text(self) -> str:
+        """The comparison as numbers with their label, e.g. "0.80x [0.72-0.88] (95% paired t interval; 6 pairs)"."""
+        return format_comparison(self.comparison) if self.comparison is not None else ""
 
 
 @dataclass(frozen=True)
 class MetricVerdict:
-    """Who wins one metric in one group; ``decided`` when the winner is significantly ahead of every other config."""
+    """One metric in one group: every arm against ``reference`` (the plan's, when ``named``, else the best).
+
+    ``decided`` when every other arm is significantly worse than the reference.
+    """
 
     metric: MetricSpec
-    winner: str
-    winner_label: str
+    reference: str
+    reference_label: str
+    named: bool
+    family: Family
     outcomes: tuple[ConfigOutcome, ...]
     decided: bool
     headline: str
+    margin: float = DEFAULT_EQUIVALENCE_MARGIN
 
 
 @dataclass(frozen=True)
 class GroupVerdict:
-    """The verdict for one model x scenario over its valid runs."""
+    """The verdict for one model x scenario over its valid runs (``arms`` = "configs"), or for one config x scenario
+    when the models are the arms (``arms`` = "models"); ``held`` names the model or config held fixed."""
 
     info: ScenarioInfo
     metrics: tuple[MetricVerdict, ...]
     predict_share: float | None
     valid_runs: Mapping[str, int]
+    arms: ArmKind = "configs"
+    held: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def label(self, arm: str) -> str:
+        """The human label of one arm."""
+        return self.labels.get(arm, arm)
+
+
+def format_comparison(comparison: PairedComparison) -> str:
+    """e.g. "0.80x [0.72-0.88] (95% simultaneous, Bonferroni over 3 pairs; 6 pairs)", or, below 5 pairs,
+    "0.71x-0.93x (range of 3 repetitions)" (typeset with a times sign and an en dash)."""
+    numbers, label = comparison_numbers(comparison), comparison_label(comparison)
+    return f"{numbers} ({label})" if numbers else label
+
+
+def comparison_numbers(comparison: PairedComparison) -> str:
+    """The ratio and its interval, or the range of the per-repetition ratios; empty without a pair."""
+    if comparison.pairs == 0 or comparison.ratio is None:
+        return ""
+    if comparison.low is not None and comparison.high is not None:
+        return f"{comparison.ratio:.2f}{TIMES} [{comparison.low:.2f}{DASH}{comparison.high:.2f}]"
+    low, high = comparison.range_low, comparison.range_high
+    if low is None or high is None or math.isclose(low, high):
+        return f"{comparison.ratio:.2f}{TIMES}"
+    return f"{low:.2f}{TIMES}{DASH}{high:.2f}{TIMES}"
+
+
+def comparison_label(comparison: PairedComparison) -> str:
+    """What the numbers are: "95% paired t interval; 6 pairs", "range of 3 repetitions", "no repetition measured
+    both"."""
+    if comparison.pairs == 0:
+        return "no repetition measured both"
+    if comparison.has_interval:
+        return f"{comparison.interval_label}; {comparison.pairs} pairs"
+    return comparison.interval_label
+
+
+def _settle_text(comparison: PairedComparison) -> str:
+    if comparison.outcome == "too-few":
+        return f"run at least {MIN_REPETITIONS_FOR_INTERVAL - comparison.pairs} more repetitions"
+    if comparison.more_repetitions is None:
+        return f"more than {MAX_SUGGESTED_REPETITIONS} repetitions needed at this noise"
+    return f"run about {comparison.more_repetitions} more repetitions"
+
+
+def _outcome_words(comparison: PairedComparison | None, spec: MetricSpec, named: bool) -> tuple[str, str, str]:
+    """(key, text, advice) of one cell, e.g. ("slower", "slower", ""), ("inconclusive", "not settled", "run about 12
+    more repetitions"), ("range", "no verdict", "run at least 2 more repetitions")."""
+    if comparison is None:
+        return ("reference", "reference", "") if named else ("best", "best", "")
+    margin = f"{PLUS_MINUS}{comparison.margin:.0%}"
+    if comparison.outcome in ("better", "worse"):
+        word = spec.better if comparison.outcome == "better" else spec.worse
+        return word, word + (f" (by less than the {margin} margin)" if comparison.within_margin else ""), ""
+    if comparison.outcome == "equivalent":
+        return "equivalent", f"equivalent within {margin}", ""
+    if comparison.outcome == "inconclusive":
+        return "inconclusive", "not settled", _settle_text(comparison)
+    return "range", "no verdict", _settle_text(comparison)
+
+
+def _closeness(outcome: ConfigOutcome, spec: MetricSpec) -> float:
+    ratio = outcome.comparison.ratio if outcome.comparison is not None else None
+    if ratio is None:
+        return math.inf
+    return -ratio if spec.higher_is_better else ratio
+
+
+def rank_arms(
+    values: Mapping[str, Mapping[int, float]],
+    labels: Mapping[str, str],
+    spec: MetricSpec,
+    *,
+    reference: str | None = None,
+    margin: float = DEFAULT_EQUIVALENCE_MARGIN,
+    censored: Mapping[str, Sequence[float]] | None = None,
+) -> tuple[ArmsVerdict, tuple[ConfigOutcome, ...]]:
+    """Every arm with values against the reference (``None``: the best), reference first, then closest first.
+
+    ``censored``: per arm, bounds of left-censored repetitions, used for the arm's median and interval only.
+    """
+    verdict = compare_arms(values, reference=reference, higher_is_better=spec.higher_is_better, margin=margin)
+    named = reference is not None
+    outcomes = []
+    for arm, by_rep in values.items():
+        bounds = (censored or {}).get(arm, ())
+        if not by_rep and not bounds:
+            continue
+        comparison = verdict.of(arm)
+        if comparison is None and arm != verdict.reference:
+            continue  # an arm without any positive value: nothing to compare
+        estimate = median_interval(by_rep.values(), censored_below=bounds)
+        key, text, advice = _outcome_words(comparison, spec, named)
+        outcomes.append(ConfigOutcome(arm, labels.get(arm, arm), estimate, comparison, key, text, advice))
+    outcomes.sort(key=lambda item: (item.comparison is not None, _closeness(item, spec)))
+    return verdict, tuple(outcomes)
+
+
+def _metric_headline(outcomes: Sequence[ConfigOutcome], named: bool) -> str:
+    """One sentence: the reference, then every other arm's outcome with its ratio, interval and pair count."""
+    reference, others = outcomes[0], outcomes[1:]
+    if not others:
+        return f"only {reference.label} has valid runs"
+    if all(item.comparison is not None and not item.comparison.has_interval for item in others):
+        few = f"no comparison rests on {MIN_REPETITIONS_FOR_INTERVAL} pairs, so there is no verdict"
+        lead = f"against the reference {reference.label}, {few}" if named else f"{reference.label} leads, but {few}"
+    else:
+        lead = f"against the reference {reference.label}" if named else f"{reference.label} is best"
+    return f"{lead}; " + "; ".join(_outcome_clause(item) for item in others)
+
+
+def _outcome_clause(item: ConfigOutcome) -> str:
+    """e.g. "Flask is slower at 0.60x [...] (...)", "Flask is not settled at 0.97x [...] (...): run about 9 more
+    repetitions", "Flask: no verdict, 0.55x-0.70x (range of 3 repetitions)"."""
+    if item.outcome == "range":
+        return f"{item.label}: no verdict, {item.interval_text}"
+    advice = f": {item.advice}" if item.advice else ""
+    return f"{item.label} is {item.outcome_text} at {item.interval_text}{advice}"
+
+
+def plan_margin(bundle: Bundle) -> float:
+    """The plan's ``equivalence_margin`` (a fraction, 0 < M < 1), or the default 0.05 when absent or unusable."""
+    value = bundle.plan.get("equivalence_margin")
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 < value < 1.0:
+        return float(value)
+    return DEFAULT_EQUIVALENCE_MARGIN
+
+
+def plan_reference(bundle: Bundle) -> str | None:
+    """The plan's ``reference`` config, when it names one of the bundle's configs."""
+    value = bundle.plan.get("reference")
+    return value if isinstance(value, str) and value in bundle.configs else None
+
+
+def arm_values(by_arm: Mapping[str, Sequence[Run]], metric: str) -> dict[str, dict[int, float]]:
+    """``{arm: {repetition: value}}`` of one metric over valid runs; arms without the metric are left out."""
+    values = {arm: metric_by_repetition(runs, metric) for arm, runs in by_arm.items()}
+    return {arm: by_rep for arm, by_rep in values.items() if by_rep}
+
+
+def metric_verdict(
+    by_arm: Mapping[str, Sequence[Run]],
+    labels: Mapping[str, str],
+    spec: MetricSpec,
+    *,
+    reference: str | None = None,
+    margin: float = DEFAULT_EQUIVALENCE_MARGIN,
+) -> MetricVerdict | None:
+    """The verdict on one metric over arms with at least one value; ``None`` when no arm has one.
+
+    A ``reference`` without values here falls back to the best arm.
+    """
+    values = arm_values(by_arm, spec.name)
+    if not values:
+        return None
+    reference = reference if reference in values else None
+    verdict, outcomes = rank_arms(values, labels, spec, reference=reference, margin=margin)
+    if not outcomes:
+        return None
+    decided = len(outcomes) > 1 and all(
+        item.comparison is not None and item.comparison.outcome == "worse" for item in outcomes[1:]
+    )
+    named = reference is not None
+    headline = _metric_headline(outcomes, named)
+    first = outcomes[0]
+    return MetricVerdict(spec, first.config, first.label, named, verdict.family, outcomes, decided, headline, margin)
 
 
 @dataclass(frozen=True)
@@ -256,112 +454,62 @@ def predict_share(runs: Iterable[Run]) -> float | None:
     return min(1.0, median(shares)) if shares else None
 
 
-def format_ratio(estimate: RatioEstimate) -> str:
-    """e.g. "0.80x (95% CI 0.78-0.82)", typeset with a times sign and an en dash; no interval below 2 reps."""
-    if estimate.ratio is None:
-        return "an undefined ratio (zero baseline)"
-    if estimate.ci_low is None or estimate.ci_high is None:
-        return f"{estimate.ratio:.2f}{TIMES} ({NO_INTERVAL})"
-    return f"{estimate.ratio:.2f}{TIMES} ({CONFIDENCE:.0%} CI {estimate.ci_low:.2f}{DASH}{estimate.ci_high:.2f})"
-
-
-def _outcome(vs_winner: RatioEstimate, spec: MetricSpec) -> Outcome:
-    if not vs_winner.has_interval:
-        return "no-interval"
-    direction = direction_of(vs_winner, higher_is_better=spec.higher_is_better)
-    if direction == "same":
-        return "same"
-    return "slower" if direction == "worse" else "faster"
-
-
-def _best_config(estimates: Mapping[str, Estimate], spec: MetricSpec) -> str:
-    def score(config: str) -> float:
-        value = estimates[config].median
-        return -value if spec.higher_is_better else value
-
-    return min(estimates, key=score)
-
-
-def _metric_headline(outcomes: Sequence[ConfigOutcome]) -> str:
-    """One sentence: the winner against the runner-up, then every other config that is significantly behind."""
-    winner, others = outcomes[0], outcomes[1:]
-    if not others:
-        return f"only {winner.label} has valid runs"
-    runner = others[0]
-    assert runner.vs_winner is not None
-    ratio = format_ratio(runner.vs_winner)
-    if runner.outcome == "same":
-        text = f"no significant difference between {winner.label} and {runner.label}, which is at {ratio}"
-    elif runner.outcome == "no-interval":
-        text = f"{winner.label} is ahead of {runner.label}, which is at {ratio}"
-    else:
-        text = f"{winner.label} wins; the next best, {runner.label}, is {runner.outcome} at {ratio}"
-    behind = [
-        f"{item.label} is {item.outcome} at {format_ratio(item.vs_winner)}"
-        for item in others[1:]
-        if item.outcome in ("slower", "faster") and item.vs_winner is not None
-    ]
-    return "; ".join([text, *behind])
-
-
-def rank_against_best(
-    samples: Mapping[str, Sequence[float]], labels: Mapping[str, str], spec: MetricSpec, *, seed: int = DEFAULT_SEED
-) -> tuple[ConfigOutcome, ...]:
-    """Every config with samples compared with the best one (config / best), best first, then closest first."""
-    estimates = {config: median_ci(values, seed=seed) for config, values in samples.items()}
-    best = _best_config(estimates, spec)
-    winner = ConfigOutcome(best, labels.get(best, best), estimates[best], None, "winner")
-    others = []
-    for config, values in samples.items():
-        if config != best:
-            ratio = ratio_of_medians_ci(samples[best], values, seed=seed)
-            others.append(
-                ConfigOutcome(config, labels.get(config, config), estimates[config], ratio, _outcome(ratio, spec))
-            )
-    return (winner, *sorted(others, key=lambda item: _closeness(item, spec)))
-
-
-def _closeness(outcome: ConfigOutcome, spec: MetricSpec) -> float:
-    value = outcome.estimate.median
-    return -value if spec.higher_is_better else value
-
-
-def metric_verdict(
-    by_config: Mapping[str, Sequence[Run]], labels: Mapping[str, str], spec: MetricSpec, *, seed: int = DEFAULT_SEED
-) -> MetricVerdict | None:
-    """The verdict on one metric over configs with at least one sample; ``None`` when no config has one."""
-    samples = {config: metric_samples(runs, spec.name) for config, runs in by_config.items()}
-    samples = {config: values for config, values in samples.items() if values}
-    if not samples:
-        return None
-    outcomes = rank_against_best(samples, labels, spec, seed=seed)
-    decided = len(outcomes) > 1 and all(item.outcome == "slower" for item in outcomes[1:])
-    winner = outcomes[0]
-    return MetricVerdict(spec, winner.config, winner.label, outcomes, decided, _metric_headline(outcomes))
-
-
-def group_verdict(
-    by_config: Mapping[str, Sequence[Run]], labels: Mapping[str, str], *, seed: int = DEFAULT_SEED
+def _group_verdict(
+    by_arm: Mapping[str, Sequence[Run]],
+    labels: Mapping[str, str],
+    *,
+    arms: ArmKind,
+    held: str,
+    reference: str | None,
+    margin: float,
 ) -> GroupVerdict:
-    """The verdict for one model x scenario; ``by_config`` holds only valid runs."""
-    first = next(iter(by_config.values()))[0]
+    """The verdict for one group of valid runs, ``by_arm`` (arms in display order)."""
+    first = next(iter(by_arm.values()))[0]
     info = scenario_info(first)
     names = OPEN_LOOP_VERDICT_METRICS if info.kind == "open" else VERDICT_METRICS
-    metrics = tuple(
-        verdict
-        for verdict in (metric_verdict(by_config, labels, METRICS[name], seed=seed) for name in names)
-        if verdict is not None
-    )
-    all_runs = [run for runs in by_config.values() for run in runs]
-    valid_runs = {config: len(runs) for config, runs in by_config.items()}
-    return GroupVerdict(info, metrics, predict_share(all_runs), valid_runs)
+    found = (metric_verdict(by_arm, labels, METRICS[name], reference=reference, margin=margin) for name in names)
+    all_runs = [run for runs in by_arm.values() for run in runs]
+    valid_runs = {arm: len(runs) for arm, runs in by_arm.items()}
+    metrics = tuple(verdict for verdict in found if verdict is not None)
+    return GroupVerdict(info, metrics, predict_share(all_runs), valid_runs, arms, held, dict(labels))
 
 
-def verdicts(bundle: Bundle, *, seed: int = DEFAULT_SEED) -> list[GroupVerdict]:
-    """One verdict per model x scenario that has valid runs, in report order."""
+def models_are_arms(bundle: Bundle) -> bool:
+    """True when the bundle compares models on one stack: a single config and two or more models."""
+    runs = bundle.scenario_runs
+    return len({run.config for run in runs}) == 1 and len({run.model for run in runs}) >= 2
+
+
+def _model_arm_groups(runs: Sequence[Run]) -> dict[tuple[str, str], dict[str, list[Run]]]:
+    """Runs grouped by (config, scenario), scenarios sorted by load, then by model in run order."""
+    models = list(dict.fromkeys(run.model for run in runs))
+    first_of: dict[tuple[str, str], Run] = {}
+    for run in runs:
+        first_of.setdefault((run.config, run.scenario), run)
+    groups: dict[tuple[str, str], dict[str, list[Run]]] = {}
+    for key in sorted(first_of, key=lambda key: (key[0], _scenario_sort_key(first_of[key]))):
+        members = sorted((run for run in runs if (run.config, run.scenario) == key), key=lambda run: run.repetition)
+        groups[key] = {model: mine for model in models if (mine := [run for run in members if run.model == model])}
+    return groups
+
+
+def verdicts(bundle: Bundle) -> list[GroupVerdict]:
+    """One verdict per group with valid runs, in report order, with the plan's reference and margin."""
+    margin = plan_margin(bundle)
+    if models_are_arms(bundle):
+        runs = bundle.scenario_runs
+        labels = {run.model: run.model for run in runs}
+        return [
+            _group_verdict(by_model, labels, arms="models", held=bundle.label(config), reference=None, margin=margin)
+            for (config, _scenario), by_model in _model_arm_groups(runs).items()
+        ]
     labels = {name: bundle.label(name) for name in config_order(bundle)}
-    groups = group_runs(bundle.scenario_runs, config_order(bundle))
-    return [group_verdict(by_config, labels, seed=seed) for by_config in groups.values() if by_config]
+    reference = plan_reference(bundle)
+    return [
+        _group_verdict(by_config, labels, arms="configs", held=model, reference=reference, margin=margin)
+        for (model, _scenario), by_config in group_runs(bundle.scenario_runs, config_order(bundle)).items()
+        if by_config
+    ]
 
 
 def _capacity_notes(results: Sequence[CapacityResult]) -> tuple[str, ...]:
@@ -416,29 +564,45 @@ def _capacity_theory(results: Sequence[CapacityResult], measured: float | None) 
     return CapacityTheory(rps, models, median(services) if services else None, gap)
 
 
-def _capacity_headline(outcomes: Sequence[ConfigOutcome], by_config: Mapping[str, Sequence[CapacityResult]]) -> str:
+def _capacity_headline(
+    outcomes: Sequence[ConfigOutcome], by_config: Mapping[str, Sequence[CapacityResult]], named: bool
+) -> str:
     """The metric headline, and whether the winner's figure is only a lower bound (the others say so in notes)."""
     winner = outcomes[0]
     reason = _bound_reason(by_config[winner.config])
-    headline = _metric_headline(outcomes)
+    headline = _metric_headline(outcomes, named)
     return headline if reason is None else f"{headline}; but {winner.label}'s figure is only a lower bound ({reason})"
 
 
-def _capacity_table(key: CapacityKey, results: Sequence[CapacityResult], labels: Mapping[str, str]) -> CapacityTable:
+def _censored_bound(result: CapacityResult) -> float | None:
+    """For a repetition whose search met the SLO at no rate tried: the lowest rate tried (capacity lies below it)."""
+    if result.outcome != "never met":
+        return None
+    return min(step.rate for step in result.steps)
+
+
+def _capacity_table(
+    key: CapacityKey, results: Sequence[CapacityResult], labels: Mapping[str, str], reference: str | None, margin: float
+) -> CapacityTable:
     model, scenario, arrivals, slo = key
     spec = MetricSpec("capacity_rps", f"capacity at p99 ≤ {slo:g} ms", "req/s", True)
     by_config: dict[str, list[CapacityResult]] = {}
     for result in sorted(results, key=lambda item: item.repetition):
         by_config.setdefault(result.config, []).append(result)
-    samples = {
-        config: [result.capacity_rps for result in mine if result.capacity_rps is not None]
+    values = {
+        config: {result.repetition: result.capacity_rps for result in mine if result.capacity_rps is not None}
+        for config, mine in by_config.items()
+    }
+    censored = {
+        config: [bound for result in mine if (bound := _censored_bound(result)) is not None]
         for config, mine in by_config.items()
     }
     never_met = {
         config: count for config, mine in by_config.items() if (count := sum(r.capacity_rps is None for r in mine))
     }
-    ranked = {config: values for config, values in samples.items() if values}
-    outcomes = rank_against_best(ranked, labels, spec) if ranked else ()
+    ranked = {config: by_rep for config, by_rep in values.items() if by_rep}
+    named = reference if reference in ranked else None
+    outcomes = rank_arms(ranked, labels, spec, reference=named, margin=margin, censored=censored)[1] if ranked else ()
     measured = {outcome.config: outcome.estimate.median for outcome in outcomes}
     theory = {
         config: found
@@ -446,44 +610,216 @@ def _capacity_table(key: CapacityKey, results: Sequence[CapacityResult], labels:
         if (found := _capacity_theory(mine, measured.get(config))) is not None
     }
     headline = (
-        _capacity_headline(outcomes, by_config) if outcomes else f"no config met p99 ≤ {slo:g} ms at any offered rate"
+        _capacity_headline(outcomes, by_config, named is not None)
+        if outcomes
+        else f"no config met p99 ≤ {slo:g} ms at any offered rate"
     )
     notes = {config: _capacity_notes(mine) for config, mine in by_config.items()}
     return CapacityTable(model, slo, outcomes, never_met, headline, scenario, arrivals, notes, theory)
 
 
 def capacity_tables(bundle: Bundle) -> list[CapacityTable]:
-    """Capacity at the SLO per model, scenario, arrival process and SLO, in bundle order; configs best first."""
+    """Capacity at the SLO per model, scenario, arrival process and SLO, in bundle order; reference first.
+
+    Configs are ranked by the paired engine over the repetitions where both have a capacity; a repetition that met
+    the SLO at no rate tried is censored at the lowest rate tried in the config's median and interval.
+    """
     labels = {name: bundle.label(name) for name in config_order(bundle)}
     grouped: dict[CapacityKey, list[CapacityResult]] = {}
     for result in bundle.capacity:
         key = (result.model, result.scenario, result.arrivals, result.slo_p99_ms)
         grouped.setdefault(key, []).append(result)
-    return [_capacity_table(key, results, labels) for key, results in grouped.items()]
+    reference, margin = plan_reference(bundle), plan_margin(bundle)
+    return [_capacity_table(key, results, labels, reference, margin) for key, results in grouped.items()]
 
 
-def _top_and_behind(groups: Sequence[GroupVerdict]) -> tuple[list[str], dict[str, ConfigOutcome]]:
-    """Configs best or tied for best on every metric of every group, and each other config's worst ratio."""
-    labels = [outcome.label for group in groups for verdict in group.metrics for outcome in verdict.outcomes]
-    always_top = dict.fromkeys(labels)
-    worst: dict[str, ConfigOutcome] = {}
+@dataclass(frozen=True)
+class _Behind:
+    """One verdict showing ``arm`` significantly worse than another arm, as a clause."""
+
+    arm: str
+    clause: str
+    throughput: bool
+    ratio: float
+
+
+def _behind(groups: Sequence[GroupVerdict]) -> dict[str, list[_Behind]]:
+    """Per arm, the verdicts that show it significantly worse: against the reference, or, as the reference, against
+    an arm significantly better than it."""
+    found: dict[str, list[_Behind]] = {}
     for group in groups:
         for verdict in group.metrics:
-            top = {item.label for item in verdict.outcomes if item.outcome in ("winner", "same")}
-            for label in list(always_top):
-                if label not in top:
-                    del always_top[label]
+            where = f"{verdict.metric.label} in {group.info.name}"
             for item in verdict.outcomes:
-                if item.outcome == "slower" and verdict.metric.name == "rps" and item.vs_winner is not None:
-                    previous = worst.get(item.label)
-                    if previous is None or _further(item, previous):
-                        worst[item.label] = item
-    return list(always_top), worst
+                comparison = item.comparison
+                if comparison is None or comparison.ratio is None or comparison.outcome not in ("worse", "better"):
+                    continue
+                throughput = verdict.metric.name == "rps"
+                if comparison.outcome == "worse":
+                    clause = f"{item.label} is {item.outcome_text} on {where} at {item.interval_text}"
+                    entry = _Behind(item.config, clause, throughput, comparison.ratio)
+                else:
+                    clause = f"{verdict.reference_label} is behind {item.label} on {where} ({item.interval_text})"
+                    entry = _Behind(verdict.reference, clause, throughput, 1.0 / comparison.ratio)
+                found.setdefault(entry.arm, []).append(entry)
+    return found
 
 
-def _further(item: ConfigOutcome, other: ConfigOutcome) -> bool:
-    assert item.vs_winner is not None and other.vs_winner is not None
-    return (item.vs_winner.ratio or 1.0) < (other.vs_winner.ratio or 1.0)
+def _worst(entries: Sequence[_Behind]) -> _Behind:
+    """The clause to quote: throughput first, then the ratio furthest from 1."""
+    return max(entries, key=lambda entry: (entry.throughput, abs(math.log(entry.ratio))))
+
+
+def _behind_text(behind: Mapping[str, Sequence[_Behind]], total: int) -> str:
+    parts = [
+        f"{_worst(entries).clause}; significantly worse in {len(entries)} of {total} verdicts"
+        for entries in behind.values()
+    ]
+    return f" {'; '.join(parts)}." if parts else ""
+
+
+def _open_comparisons(groups: Sequence[GroupVerdict], arms: Iterable[str]) -> list[PairedComparison]:
+    """Comparisons involving any of ``arms`` that are not settled (inconclusive, or too few pairs)."""
+    chosen = set(arms)
+    return [
+        item.comparison
+        for group in groups
+        for verdict in group.metrics
+        for item in verdict.outcomes
+        if item.comparison is not None
+        and item.comparison.outcome in ("inconclusive", "too-few")
+        and (item.config in chosen or verdict.reference in chosen)
+    ]
+
+
+def _settle_all_text(comparisons: Sequence[PairedComparison]) -> str:
+    """ "run about N more repetitions", N the most any of the comparisons needs."""
+    needs = [
+        MIN_REPETITIONS_FOR_INTERVAL - item.pairs if item.outcome == "too-few" else item.more_repetitions
+        for item in comparisons
+    ]
+    if any(need is None for need in needs):
+        return f"more than {MAX_SUGGESTED_REPETITIONS} repetitions would be needed at this noise"
+    return f"run about {max(need for need in needs if need is not None)} more repetitions"
+
+
+def _join(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _arms_in_order(groups: Sequence[GroupVerdict]) -> list[str]:
+    return list(dict.fromkeys(item.config for group in groups for v in group.metrics for item in v.outcomes))
+
+
+def _has_interval(groups: Sequence[GroupVerdict]) -> bool:
+    return any(
+        item.comparison is not None and item.comparison.has_interval
+        for group in groups
+        for verdict in group.metrics
+        for item in verdict.outcomes
+    )
+
+
+def _lead(groups: Sequence[GroupVerdict], margin: float) -> str:
+    """What the verdicts support for one model: a stack, an equivalence, or what is not settled yet."""
+    if all(verdict.named for group in groups for verdict in group.metrics):
+        return _against_reference(groups)
+    arms = _arms_in_order(groups)
+    label = groups[0].label
+    behind = _behind(groups)
+    candidates = [arm for arm in arms if arm not in behind]
+    total = sum(len(group.metrics) for group in groups)
+    behind_text = _behind_text({arm: behind[arm] for arm in arms if arm in behind}, total)
+    scope = f"{len(groups)} scenario{'s' if len(groups) != 1 else ''}"
+    if not candidates:
+        return f"no config is best everywhere: each is significantly worse than another somewhere.{behind_text}"
+    names = [label(arm) for arm in candidates]
+    unsettled = _open_comparisons(groups, candidates)
+    if len(candidates) == 1 and not unsettled:
+        lead = f"prefer {names[0]}: the only config significantly worse than none of the others in all {scope}"
+        return f"{lead}.{behind_text}"
+    if len(candidates) == 1:
+        return (
+            f"{names[0]} leads: every other config is significantly worse somewhere and it is nowhere, but "
+            f"{len(unsettled)} of its comparisons are not settled: {_settle_all_text(unsettled)}.{behind_text}"
+        )
+    if unsettled:
+        return f"not settled between {_join(names)}: {_settle_all_text(unsettled)}.{behind_text}"
+    if _all_equivalent(groups, candidates):
+        return (
+            f"{_join(names)} are equivalent within {PLUS_MINUS}{margin:.0%}: each is best or within "
+            f"{PLUS_MINUS}{margin:.0%} of the best on every metric in all {scope}, so choose between them on other "
+            f"grounds.{behind_text}"
+        )
+    return (
+        f"{_join(names)} are each significantly worse nowhere, but the verdicts do not compare them with each other "
+        f"(name one as the plan's reference to compare them directly).{behind_text}"
+    )
+
+
+def _all_equivalent(groups: Sequence[GroupVerdict], arms: Sequence[str]) -> bool:
+    """True when, in every verdict, each of ``arms`` is the reference or equivalent to it."""
+    return all(
+        item.comparison is None or item.comparison.outcome == "equivalent"
+        for group in groups
+        for verdict in group.metrics
+        for item in verdict.outcomes
+        if item.config in arms
+    )
+
+
+def _against_reference(groups: Sequence[GroupVerdict]) -> str:
+    """With a reference the plan names: each other config's count of outcomes against it, and nothing more (the
+    verdicts do not compare the other configs with each other)."""
+    reference = groups[0].metrics[0].reference_label
+    total = sum(len(group.metrics) for group in groups)
+    counts: dict[str, dict[str, int]] = {}
+    unsettled: dict[str, list[PairedComparison]] = {}
+    for group in groups:
+        for verdict in group.metrics:
+            for item in verdict.outcomes:
+                if item.comparison is None:
+                    continue
+                tally = counts.setdefault(item.label, {})
+                tally[item.comparison.outcome] = tally.get(item.comparison.outcome, 0) + 1
+                if item.comparison.outcome in ("inconclusive", "too-few"):
+                    unsettled.setdefault(item.label, []).append(item.comparison)
+    parts = []
+    for name, tally in counts.items():
+        words = [
+            f"{word} in {tally[key]}"
+            for key, word in (("better", "faster"), ("worse", "slower"), ("equivalent", "equivalent"))
+            if tally.get(key)
+        ]
+        if name in unsettled:
+            words.append(f"not settled in {len(unsettled[name])} ({_settle_all_text(unsettled[name])})")
+        parts.append(f"{name} is {', '.join(words)} of {total} verdicts")
+    return f"against the reference {reference}: {'; '.join(parts)}."
+
+
+def _model_recommendation(model: str, groups: Sequence[GroupVerdict], runs: Sequence[Run], margin: float) -> str:
+    share = predict_share(_lowest_load_runs(runs))
+    share_text = "" if share is None else f" Predict takes {share:.0%} of the mean request latency at the lowest load."
+    arms = _arms_in_order(groups)
+    if len(arms) < 2:
+        only = groups[0].label(arms[0]) if arms else "no config"
+        return f"For the model {model!r}, only {only} has valid runs: nothing to compare.{share_text}"
+    if not _has_interval(groups):
+        return (
+            f"For the model {model!r}: {NO_INTERVAL} with every config measured, so there is no verdict; the ranges "
+            f"below are indicative only.{share_text}"
+        )
+    return f"For the model {model!r}, {_lead(groups, margin)}{share_text}"
+
+
+def _models_recommendation(config: str, groups: Sequence[GroupVerdict]) -> str:
+    """For a bundle whose arms are models: every verdict on the one stack, as its headline says it."""
+    parts = [
+        f"{verdict.metric.label} in {group.info.name}: {verdict.headline}"
+        for group in groups
+        for verdict in group.metrics
+    ]
+    return f"On {config}, comparing the models: {'; '.join(parts)}."
 
 
 def _lowest_load_runs(runs: Sequence[Run]) -> list[Run]:
@@ -495,97 +831,76 @@ def _lowest_load_runs(runs: Sequence[Run]) -> list[Run]:
     return [run for run in closed if run.concurrency == lowest]
 
 
-def _has_interval(groups: Sequence[GroupVerdict]) -> bool:
-    return any(
-        outcome.vs_winner is not None and outcome.vs_winner.has_interval
-        for group in groups
-        for verdict in group.metrics
-        for outcome in verdict.outcomes
-    )
+def predict_wall_over_cpu(runs: Iterable[Run]) -> float | None:
+    """Median over runs of predict's mean wall time (Server-Timing) / the server's CPU time per request.
 
-
-def _any_significant(groups: Sequence[GroupVerdict]) -> bool:
-    return any(o.outcome in ("slower", "faster") for group in groups for v in group.metrics for o in v.outcomes)
-
-
-def _join(names: Sequence[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def _no_difference_note(model: str, scope: str, share: float | None, share_text: str) -> str:
-    if share is not None and share >= PREDICT_DOMINATES_SHARE:
-        return (
-            f"For the model {model!r} the framework difference is within noise: {share_text}, so the model "
-            f"dominates; no config differs significantly in any of {scope}. Choose the stack on other grounds."
-        )
-    tail = f"; {share_text}" if share_text else ""
-    return (
-        f"For the model {model!r} no difference between the configs is significant at {CONFIDENCE:.0%} "
-        f"in any of {scope}{tail}."
-    )
-
-
-def _behind_text(worst: Mapping[str, ConfigOutcome]) -> str:
-    parts = [
-        f"{label} reaches as little as {format_ratio(item.vs_winner)} of the best throughput"
-        for label, item in worst.items()
-        if item.vs_winner is not None
+    ``None`` when no run recorded both. Read it from the lowest load, where a CPU-bound predict is not preempted.
+    """
+    ratios = [
+        run.server_timing_ms["predict_mean"] * US_PER_MS / run.server_cpu_us_per_request
+        for run in runs
+        if "predict_mean" in run.server_timing_ms
+        and run.server_cpu_us_per_request is not None
+        and run.server_cpu_us_per_request > 0.0
     ]
-    return f" {'; '.join(parts)}." if parts else ""
+    return median(ratios) if ratios else None
 
 
-def _model_recommendation(model: str, groups: Sequence[GroupVerdict], runs: Sequence[Run]) -> str:
-    share = predict_share(_lowest_load_runs(runs))
-    share_text = "" if share is None else f"predict takes {share:.0%} of the mean request latency at the lowest load"
-    scope = f"{len(groups)} scenario{'s' if len(groups) != 1 else ''}"
-    if not _has_interval(groups):
-        return f"For the model {model!r}: {NO_INTERVAL}; treat the differences below as indicative, not as a verdict."
-    if not _any_significant(groups):
-        return _no_difference_note(model, scope, share, share_text)
-    top, worst = _top_and_behind(groups)
-    condition = ""
-    if share is not None:
-        matters = "the serving stack matters here" if share < PREDICT_DOMINATES_SHARE else "the model dominates"
-        condition = f" ({share_text}: {matters})"
-    if len(top) == 1:
-        lead = f"prefer {top[0]}: best or tied for best on every metric in all {scope}"
-    elif top:
-        lead = (
-            f"{_join(top)} are statistically tied at the top on every metric in all {scope}, "
-            "so choose between them on other grounds"
-        )
-    else:
-        lead = "the best config depends on the load and the metric (see each scenario below)"
-    return f"For the model {model!r}, {lead}{condition}.{_behind_text(worst)}"
+def predict_kind(wall_over_cpu: float | None) -> PredictKind | None:
+    """ "waiting" (wall time at least :data:`WAITING_RATIO` x the request's CPU), "cpu-bound" (between
+    :data:`CPU_BOUND_MIN_RATIO` and :data:`CPU_BOUND_MAX_RATIO`), else ``None``: the measurement does not say."""
+    if wall_over_cpu is None:
+        return None
+    if wall_over_cpu >= WAITING_RATIO:
+        return "waiting"
+    if CPU_BOUND_MIN_RATIO <= wall_over_cpu <= CPU_BOUND_MAX_RATIO:
+        return "cpu-bound"
+    return None
 
 
 def _async_note(model: str, groups: Sequence[GroupVerdict], bundle: Bundle) -> str | None:
+    """Why an async def config is slower, only where the lowest-load runs show whether predict waits or computes."""
     async_configs = {name for name, info in bundle.configs.items() if info.route == "async"}
-    slower = sorted(
-        {
-            outcome.label
-            for group in groups
-            for verdict in group.metrics
-            for outcome in verdict.outcomes
-            if verdict.metric.name == "rps" and outcome.config in async_configs and outcome.outcome == "slower"
-        }
-    )
-    if not slower:
+    slower = [
+        item
+        for group in groups
+        for verdict in group.metrics
+        for item in verdict.outcomes
+        if verdict.metric.name == "rps" and item.config in async_configs and item.outcome == verdict.metric.worse
+    ]
+    runs = _lowest_load_runs([run for run in bundle.scenario_runs if run.model == model])
+    ratio = predict_wall_over_cpu(runs)
+    kind = predict_kind(ratio)
+    if not slower or kind is None or ratio is None:
         return None
+    names = _join(list(dict.fromkeys(item.label for item in slower)))
+    measured = f"predict's wall time is {ratio:.2f}{TIMES} the server's CPU time per request at the lowest load"
+    if kind == "waiting":
+        cause = (
+            "so predict mostly waits: on an async def route it is a blocking call on the event loop, and every other "
+            "request waits with it (await a non-blocking call, or use a def route)"
+        )
+    else:
+        cause = (
+            "so predict is CPU-bound and runs on the event loop, one request at a time; async helps when waiting on I/O"
+        )
     return (
-        f"For the model {model!r}, {_join(slower)} (async def route) had significantly lower throughput than the "
-        "best config, as expected when a CPU-bound predict runs on the event loop; async helps when waiting on I/O."
+        f"For the model {model!r}, {names} (async def route) had significantly lower throughput; {measured}, {cause}."
     )
 
 
 def recommendations(bundle: Bundle, groups: Sequence[GroupVerdict]) -> list[str]:
-    """Plain-language recommendations, one or two per model, each naming the conditions it holds under."""
+    """Plain-language recommendations that follow the verdicts: per model (or, when models are the arms, per config)."""
+    margin = plan_margin(bundle)
     notes: list[str] = []
-    for model in dict.fromkeys(group.info.model for group in groups):
-        mine = [group for group in groups if group.info.model == model]
-        runs = [run for run in bundle.scenario_runs if run.model == model]
-        notes.append(_model_recommendation(model, mine, runs))
-        note = _async_note(model, mine, bundle)
+    for held in dict.fromkeys(group.held for group in groups):
+        mine = [group for group in groups if group.held == held]
+        if mine[0].arms == "models":
+            notes.append(_models_recommendation(held, mine))
+            continue
+        runs = [run for run in bundle.scenario_runs if run.model == held]
+        notes.append(_model_recommendation(held, mine, runs, margin))
+        note = _async_note(held, mine, bundle)
         if note is not None:
             notes.append(note)
     return notes
