@@ -398,5 +398,22 @@ def test_dockerignore_lets_every_copied_file_through() -> None:
 
 def test_docs_show_the_container_and_remote_worker_commands() -> None:
     text = (ROOT / "docs" / "containers.md").read_text(encoding="utf-8")
-    for command in ("make compose-bench", "--scale locust-worker=", "servingbench load-worker --master"):
+    for command in (
+        "make compose-bench",
+        "SB_LOCUST_WORKERS",
+        "make compose-smoke",
+        "servingbench load-worker --master",
+    ):
         assert command in text, command
+
+
+def test_docs_list_every_compose_knob() -> None:
+    knobs = set()
+    for path in (COMPOSE_FILE, MODELS_OVERLAY):
+        knobs |= set(re.findall(r"\$\{(SB_[A-Z_]+)", path.read_text(encoding="utf-8")))
+    text = (ROOT / "docs" / "containers.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(SB_[A-Z_]+)`", text, flags=re.MULTILINE))
+    documented |= {
+        name for pair in re.findall(r"^\| `(SB_[A-Z_]+)` / `(SB_[A-Z_]+)`", text, re.MULTILINE) for name in pair
+    }
+    assert knobs and knobs <= documented, sorted(knobs - documented)
