@@ -204,7 +204,7 @@ def test_runner_and_workers_run_on_the_load_cores(compose: str, services: dict[s
 
 def test_runner_confined_to_one_load_core_needs_no_server_core(monkeypatch: pytest.MonkeyPatch) -> None:
     """Inside its container the runner sees only SB_LOAD_CPUS; in target mode every core it sees is the load's."""
-    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: {1})
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1})
     monkeypatch.setattr(cpus, "read_cpu_quota", lambda: None)
     _, allocation, _ = runner._prepare(None, "quick", ["http://fastapi:8000", "http://flask:8000"], False)
     assert (allocation.server, allocation.load, allocation.shared) == ((), (1,), False)

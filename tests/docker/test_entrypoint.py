@@ -206,7 +206,6 @@ def test_bench_starts_when_a_late_target_answers(tmp_path: Path) -> None:
         env=entrypoint_env(SB_TARGETS=url, SB_TARGET_WAIT_S=str(STARTUP_TIMEOUT_S)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         start_new_session=True,
     )
     try:
@@ -215,8 +214,8 @@ def test_bench_starts_when_a_late_target_answers(tmp_path: Path) -> None:
             stdout, stderr = bench.communicate(timeout=COMMAND_TIMEOUT_S)
     finally:
         stop_process_group(bench)
-    assert bench.returncode == 0, stderr
-    assert "--target" in stdout  # `servingbench run --help`: the wait ended and the runner started
+    assert bench.returncode == 0, stderr.decode(errors="replace")
+    assert b"--target" in stdout  # `servingbench run --help`: the wait ended and the runner started
 
 
 def test_load_worker_command_line() -> None:
