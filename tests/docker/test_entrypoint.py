@@ -17,9 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from servingbench.harness.processes import LOCALHOST, free_port, log_tail, stop_process_group, wait_until_ready
+from servingbench.harness.processes import (
+    LOCALHOST,
+    free_port,
+    log_tail,
+    running_server,
+    stop_process_group,
+    wait_until_ready,
+)
+from servingbench.servers import ServerConfig, launch_command
 
-from .conftest import ENTRYPOINT, entrypoint_env
+from .conftest import ENTRYPOINT, SERVER_MODEL, entrypoint_env
 
 STARTUP_TIMEOUT_S = 60.0
 COMMAND_TIMEOUT_S = 60.0
@@ -179,6 +187,35 @@ def test_bench_master_stays_on_loopback_unless_told() -> None:
     argv = _dry_run("bench", SB_REMOTE_LOAD_WORKERS="1")
     assert argv[argv.index("--master-bind") + 1] == LOCALHOST
     assert "--master-bind" not in _dry_run("bench")
+
+
+def test_bench_gives_up_on_a_target_that_never_answers_with_one_line() -> None:
+    url = f"http://{LOCALHOST}:{free_port()}"
+    done = _entrypoint("bench", "--help", SB_TARGETS=url, SB_TARGET_WAIT_S="1")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1].startswith(f"sb-entrypoint bench: {url}/healthz not ready after 1 s")
+    assert done.stdout == ""  # servingbench never started
+
+
+def test_bench_starts_when_a_late_target_answers(tmp_path: Path) -> None:
+    """The runner may start before the servers (compose orders starts only): it waits, then runs."""
+    port = free_port()
+    url = f"http://{LOCALHOST}:{port}"
+    bench = subprocess.Popen(
+        [str(ENTRYPOINT), "bench", "--help"],
+        env=entrypoint_env(SB_TARGETS=url, SB_TARGET_WAIT_S=str(STARTUP_TIMEOUT_S)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        command = launch_command(ServerConfig("fastapi", "uvicorn"), host=LOCALHOST, port=port, model=SERVER_MODEL)
+        with running_server(command.argv, command.env, port=port, log_path=tmp_path / "server.log"):
+            stdout, stderr = bench.communicate(timeout=COMMAND_TIMEOUT_S)
+    finally:
+        stop_process_group(bench)
+    assert bench.returncode == 0, stderr.decode(errors="replace")
+    assert b"--target" in stdout  # `servingbench run --help`: the wait ended and the runner started
 
 
 def test_load_worker_command_line() -> None:

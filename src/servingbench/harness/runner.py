@@ -705,8 +705,11 @@ def _prepare(
         if scenario.kind not in (*USER_CLASS_BY_KIND, "capacity"):
             raise HarnessError(f"scenarios.{scenario.name}.kind: {scenario.kind!r} load is not implemented yet")
     chosen = url_targets(targets) if targets else plan_targets(plan)
+    # In target mode the servers run elsewhere (other containers, other machines): every usable core here is the load
+    # generator's, so a runner confined to the load cores (compose pins it there) needs no core for a server.
+    server_cpus = 0 if targets else plan.server_cpus
     try:
-        allocation = detect_cpus(server_cpus=plan.server_cpus, allow_shared=allow_shared_cores)
+        allocation = detect_cpus(server_cpus=server_cpus, allow_shared=allow_shared_cores)
     except CpuAllocationError as exc:
         raise HarnessError(str(exc)) from exc
     return plan, allocation, chosen
