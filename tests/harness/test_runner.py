@@ -25,7 +25,7 @@ from servingbench.harness.processes import free_port, running_server
 from servingbench.harness.runner import (
     BenchmarkInterrupted,
     HarnessError,
-    build_payload,
+    build_payloads,
     config_order,
     plan_targets,
     run_benchmark,
@@ -145,11 +145,13 @@ def test_validity_gates(kwargs: dict[str, Any], expected: list[str]) -> None:
     assert validity_problems(**values, error_rate_limit=0.01, min_requests=100) == expected
 
 
-def test_build_payload() -> None:
+def test_build_payloads_from_a_model_without_sample_rows() -> None:
     single = Measurement("m", "s-c1", "s", "closed", "/predict", 1, 1, 1, None)
     batch = Measurement("m", "b-c8", "b", "closed", "/predict/batch", 32, 8, 8, None)
-    assert json.loads(build_payload(single, 3)) == {"features": [0.0, 0.1, 0.2]}
-    instances = json.loads(build_payload(batch, 3))["instances"]
+    doc = {"name": "tiny", "n_features": 3}
+    [body] = build_payloads(single, doc, seed=1)
+    assert json.loads(body) == {"features": [0.0, 0.1, 0.2]}
+    instances = json.loads(build_payloads(batch, doc, seed=1)[0])["instances"]
     assert len(instances) == 32 and instances[0] == [0.0, 0.1, 0.2]
 
 
@@ -215,6 +217,7 @@ def test_every_repetition_measures_every_config_interleaved(
     assert (bundle / first["artifacts"]["server_log"]).is_file()
     assert first["wall_s"] is not None
     assert json.loads(load.calls[0].payload) == {"features": [round(0.1 * i, 6) for i in range(10)]}
+    assert data["models"]["tiny"]["name"] == "tiny" and data["models"]["tiny"]["spec"] == "synthetic:sleep_ms=1"
     seeds: dict[tuple[int, str], set[int]] = {}
     for spec, run in zip(load.calls, runs, strict=True):
         seeds.setdefault((run["repetition"], run["scenario"]), set()).add(spec.seed)

@@ -204,6 +204,17 @@ class BundleWriter:
         entries: list[dict[str, Any]] = self.document.setdefault("capacity", [])
         return entries
 
+    @property
+    def models(self) -> dict[str, dict[str, Any]]:
+        """What each model served is (from its first server's ``GET /model``), by plan model name."""
+        models: dict[str, dict[str, Any]] = self.document.setdefault("models", {})
+        return models
+
+    def add_model(self, name: str, entry: Mapping[str, Any]) -> None:
+        """Record what model ``name`` is (name, version, sha256, input schema, output) and rewrite the bundle."""
+        self.models[name] = dict(entry)
+        self.save()
+
     def add_session(self, entry: Mapping[str, Any]) -> None:
         """Record one server start (id, config, model, seconds to ready, or why it failed) and rewrite the bundle."""
         sessions: list[dict[str, Any]] = self.document.setdefault("sessions", [])

@@ -74,13 +74,14 @@ from servingbench.harness.servers import (
 from servingbench.loadtests.scenarios import USER_CLASS_BY_KIND, LoadSpec
 from servingbench.servers.launch import ServerConfig, launch_command
 from servingbench.servers.registry import baseline_of
+from servingbench.shared_model.samples import request_bodies
 from servingbench.units import US_PER_MS
 
 __all__ = [
     "BenchmarkInterrupted",
     "HarnessError",
     "Target",
-    "build_payload",
+    "build_payloads",
     "config_order",
     "plan_targets",
     "run_benchmark",
@@ -89,7 +90,6 @@ __all__ = [
 ]
 
 MODEL_INFO_TIMEOUT_S = 5.0
-PAYLOAD_FEATURE_STEP = 0.1  # feature i of the payload row is 0.1 * i
 COMMAND_PORT_PLACEHOLDER = 0  # configs[].command shows port 0: each start picks a free port
 TARGET_MODEL_NAME = "target"
 MIN_SERVICE_PROBE_USERS = 2  # closed-loop runs with at least this many users keep a one-at-a-time server busy
@@ -166,12 +166,11 @@ def run_seed(plan_seed: int, model: str, repetition: int, scenario: str) -> int:
     return plan_seed + zlib.crc32(f"{model}:{repetition}:{scenario}".encode()) % SEED_SPAN
 
 
-def build_payload(measurement: Measurement, n_features: int) -> bytes:
-    """The JSON body for ``measurement``: one row of ``n_features`` floats (0.0, 0.1, ...), or a batch of them."""
-    row = [round(PAYLOAD_FEATURE_STEP * index, 6) for index in range(n_features)]
-    if measurement.endpoint == "/predict":
-        return json.dumps({"features": row}).encode()
-    return json.dumps({"instances": [row] * measurement.batch_size}).encode()
+def build_payloads(measurement: Measurement, model_doc: Mapping[str, Any], seed: int) -> tuple[bytes, ...]:
+    """The request bodies of ``measurement``: the model's sample rows (its ``GET /model`` document) in a seeded order,
+    one row a body for /predict, ``batch_size`` rows for /predict/batch; a model without sample rows gets the one
+    row 0.0, 0.1, ... (see ``shared_model.samples.request_bodies``)."""
+    return request_bodies(model_doc, endpoint=measurement.endpoint, batch_size=measurement.batch_size, seed=seed)
 
 
 def theory_rps(arrivals: str, service_s: float, slo_p99_ms: float) -> tuple[str, float]:
@@ -183,13 +182,14 @@ def theory_rps(arrivals: str, service_s: float, slo_p99_ms: float) -> tuple[str,
     return "M/D/1", md1_rate_for_quantile(target_s=slo_p99_ms / US_PER_MS, service_s=service_s)
 
 
-def _fetch_n_features(base_url: str) -> int:
+def _fetch_model(base_url: str) -> dict[str, Any]:
+    """The server's ``GET /model`` document (name, version, sha256, input schema, sample rows...)."""
     with _OPENER.open(base_url + "/model", timeout=MODEL_INFO_TIMEOUT_S) as response:
-        info = json.loads(response.read())
+        info: dict[str, Any] = json.loads(response.read())
     n_features = info.get("n_features") if isinstance(info, dict) else None
     if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
         raise ValueError(f"GET /model gave no usable n_features: {n_features!r}")
-    return n_features
+    return info
 
 
 # --- one model block: its servers, up for all its repetitions ---------------------------------------------------
@@ -201,7 +201,7 @@ class _Slot:
 
     target: Target
     server: StartedServer | None = None
-    n_features: int | None = None
+    model_doc: dict[str, Any] | None = None
     down: str | None = None
     log_tail: str | None = None
 
@@ -290,11 +290,13 @@ class _Bench:
         self.writer.add_session({**session, "start_s": round(time.monotonic() - started, 3)})
         self.reporter.advance(self.costs.start_s)
         try:
-            slot.n_features = _fetch_n_features(server.base_url)
+            slot.model_doc = _fetch_model(server.base_url)
         except (OSError, ValueError) as exc:
             slot.fail(f"GET /model failed: {exc}", server.tail())
             return
         slot.server, slot.down = server, None
+        if model.name not in self.writer.models:
+            self.writer.add_model(model.name, _model_entry(model, slot.model_doc))
 
     def _server_log(self, session_id: str) -> Path:
         return self.writer.dir / "servers" / session_id / "server.log"
@@ -367,9 +369,10 @@ class _Bench:
         identity = self._identity(model, shape, rep, slot, warmup_s)
         self.reporter.begin(f"{slot.target.name} · {model.name} · {shape.scenario} · rep {rep + 1}")
         server = slot.server
-        if server is None or slot.n_features is None:
+        if server is None or slot.model_doc is None:
             return RunRecord(identity).failed(slot.down or "server not running", log_tail=slot.log_tail)
-        payload = build_payload(shape, slot.n_features)
+        seed = run_seed(self.plan.seed, model.name, rep, shape.scenario)
+        payloads = build_payloads(shape, slot.model_doc, seed)
         window_s = self._step_window_s(shape.target_rps) if step and shape.target_rps else self.plan.duration_s
         by_count = not step and shape.kind == "closed" and self.plan.window_requests > 0
 
@@ -377,7 +380,7 @@ class _Bench:
             return LoadSpec(
                 base_url=server.base_url,
                 endpoint=shape.endpoint,
-                payload=payload,
+                payloads=payloads,
                 kind="open" if shape.kind == "open" else "closed",
                 users=shape.users,
                 rate=shape.target_rps,
@@ -386,7 +389,7 @@ class _Bench:
                 duration_s=window_s,
                 target_requests=self.plan.window_requests if by_count else None,
                 min_duration_s=min(self.plan.min_duration_s, window_s) if by_count else None,
-                seed=run_seed(self.plan.seed, model.name, rep, shape.scenario),
+                seed=seed,
                 allow_remote=self.target_mode,
             )
 
@@ -618,6 +621,27 @@ class _Bench:
         service_s = 1.0 / peak
         name, rate = theory_rps(measurement.arrivals, service_s, self.plan.slo_p99_ms)
         return {"service_ms": round(service_s * 1e3, 4), "theory": name, "theory_rps": round(rate, 3)}
+
+
+MODEL_ENTRY_KEYS = (
+    "name",
+    "version",
+    "sha256",
+    "n_features",
+    "feature_names",
+    "sklearn_version",
+    "kind",
+    "input",
+    "output",
+    "sample_source",
+)
+"""What the bundle keeps of a model's ``GET /model`` document (the sample rows themselves stay out)."""
+
+
+def _model_entry(model: ModelPlan, doc: Mapping[str, Any] | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"spec": model.spec or None}
+    entry.update({key: doc[key] for key in MODEL_ENTRY_KEYS if doc and key in doc})
+    return entry
 
 
 def _target_model(plan: Plan) -> ModelPlan:
