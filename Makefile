@@ -80,12 +80,12 @@ CHECK_ARGS ?=
 BASE ?= $(shell git rev-parse -q --verify origin/main >/dev/null 2>&1 && git merge-base origin/main HEAD 2>/dev/null || echo HEAD)
 
 bench-ci: $(STAMP)  ## CI gate: BASE (default: merge base with origin/main) vs this checkout, interleaved in one run (< 3 min)
-	$(BIN)/servingbench check --base $(BASE) --plan $(CI_PLAN) --out $(CI_RESULTS) $(CHECK_ARGS)
+	$(BIN)/servingbench check --base $(BASE) --plan $(CI_PLAN) --out $(CI_RESULTS) --no-report $(CHECK_ARGS)
 
 bench-ab: bench-ci  ## the same gate under the name the workflow calls: make bench-ab BASE=<sha>
 
 bench-ci-baseline: $(STAMP)  ## the committed-baseline check: only on the machine that made baselines/ci
-	$(BIN)/servingbench check --baseline $(CI_BASELINE) --plan $(CI_PLAN) --out $(CI_RESULTS) $(CHECK_ARGS)
+	$(BIN)/servingbench check --baseline $(CI_BASELINE) --plan $(CI_PLAN) --out $(CI_RESULTS) --no-report $(CHECK_ARGS)
 
 baseline: $(STAMP)  ## refresh the committed baseline on purpose: CALIBRATION_RUNS (>= 5) A/A runs -> baselines/ci/noise.json
 	$(BIN)/servingbench calibrate --plan $(CI_PLAN) --runs $(CALIBRATION_RUNS) --out results/calibrate --baseline $(CI_BASELINE)

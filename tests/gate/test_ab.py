@@ -86,7 +86,8 @@ def test_invalid_runs_drop_their_pairs_only(tmp_path: Path) -> None:
 def test_restarts_make_blocks_the_unit(tmp_path: Path) -> None:
     result = judge_ab(load_bundle(ab_bundle(tmp_path / "ab", Shape(restart_every=4))))
     assert {row.n for row in result.rows} == {5}
-    assert result.unit.startswith("block of 4 repetitions")
+    assert result.unit == "block of 4 repetitions"
+    assert "paired unit: block of 4 repetitions (the repetitions of one server start)" in result.notes
 
 
 def test_an_incomplete_run_or_a_bundle_without_arms_is_no_verdict(tmp_path: Path) -> None:

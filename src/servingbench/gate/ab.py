@@ -64,11 +64,12 @@ def usable_noise(noise: NoiseModel | None, bundle: Bundle) -> tuple[NoiseModel |
     return noise, [f"thresholds from {where} ({noise.runs} A/A runs on this machine) where above the defaults"]
 
 
-def _unit(bundle: Bundle) -> tuple[Callable[[int], int], str]:
+def _unit(bundle: Bundle) -> tuple[Callable[[int], int], str, str]:
+    """The unit of pairing, its name, and why."""
     restart = bundle.plan.get("restart_every")
     if isinstance(restart, int) and not isinstance(restart, bool) and restart > 0:
-        return block_unit(restart), f"block of {restart} repetitions (one server start each)"
-    return repetition_unit, "repetition (both servers stay up for the whole run)"
+        return block_unit(restart), f"block of {restart} repetitions", "the repetitions of one server start"
+    return repetition_unit, "repetition", "both servers stay up for the whole run"
 
 
 def _row(
@@ -136,7 +137,7 @@ def judge_ab(bundle: Bundle, *, noise: NoiseModel | None = None, confidence: flo
     if not bundle.complete:
         return no_verdict("ab", f"the run in {bundle.path} did not finish (interrupted or still running)", **context)
     noise, noise_notes = usable_noise(noise, bundle)
-    unit, unit_text = _unit(bundle)
+    unit, unit_text, why = _unit(bundle)
     head, base = arm_values(bundle, HEAD), arm_values(bundle, BASE)
     keys = sorted(head.keys() | base.keys())
     level = family_level(len(keys), confidence)
@@ -145,5 +146,5 @@ def judge_ab(bundle: Bundle, *, noise: NoiseModel | None = None, confidence: flo
     invalid = invalid_summary(bundle.runs, {BASE: "base", HEAD: "head"})
     if status == "no verdict" and invalid:
         reason += "; " + "; ".join(invalid)  # why the units are missing, in the one line CI shows
-    notes = _notes(bundle, unit_text, noise_notes, invalid)
+    notes = _notes(bundle, f"{unit_text} ({why})", noise_notes, invalid)
     return CheckResult("ab", status, reason, rows, tuple(notes), unit_text, level, context)

@@ -246,13 +246,17 @@ def _publish(build: Callable[[Path], None], target: Path) -> bool:
 
 def _export(repo: Path, commit: str) -> Callable[[Path], None]:
     def build(scratch: Path) -> None:
-        argv = ["git", "-C", str(repo), "archive", "--format=tar", commit]
-        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as process:
-            assert process.stdout is not None
-            with tarfile.open(fileobj=process.stdout, mode="r|") as archive:
+        # To a file first: reading git's stream with tarfile stops at the end-of-archive marker, before git has
+        # written its padding, and git then dies of SIGPIPE.
+        archive_path = scratch.with_name(scratch.name + ".tar")
+        try:
+            _git(repo, "archive", "--format=tar", "-o", str(archive_path), commit)
+            with tarfile.open(archive_path) as archive:
                 archive.extractall(scratch, filter="data")
-        if process.returncode != 0:
-            raise BaseBuildError(f"git archive {commit[:12]} exited {process.returncode}")
+        except RefError as exc:
+            raise BaseBuildError(f"git archive {commit[:12]} failed: {exc}") from exc
+        finally:
+            archive_path.unlink(missing_ok=True)
 
     return build
 

@@ -67,7 +67,7 @@ def _headers(result: CheckResult) -> tuple[str, ...]:
 
 
 def _cells(result: CheckResult, row: GateRow) -> list[str]:
-    more = f" ({row.more_units} units likely settle it)" if row.more_units else ""
+    more = f" (~{row.more_units} units would settle it)" if row.more_units else ""
     return [
         f"{row.key.model} {row.key.scenario} {row.metric.label}",
         _number(row, row.base),
@@ -101,8 +101,8 @@ def _legend(result: CheckResult) -> str:
     level = "" if result.family_level is None else f" ({result.family_level:.2%} each)"
     if result.mode == "ab":
         return (
-            f"Each unit ({result.unit}) gives one log ratio head / base; the interval is a paired t interval on them, "
-            f"Bonferroni-corrected over the {len(result.rows)} figures so that all hold together at 95%{level}. "
+            f"Each unit (a {result.unit}) gives one log ratio head / base; the interval is a paired t interval on "
+            f"them, Bonferroni-corrected over the {len(result.rows)} figures so that all hold together at 95%{level}. "
             "A **regression** is significant (the interval lies above 0) **and** larger than the material threshold "
             "(the metric's default, or one run-to-run standard deviation from `servingbench calibrate` on this "
             f"machine when larger). Fewer than {MIN_UNITS} units: no verdict. Cost change: + is more time or CPU per "
