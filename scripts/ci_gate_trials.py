@@ -32,6 +32,7 @@ import random
 import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -216,19 +217,42 @@ def bench_lock(path: Path = LOCK_FILE) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+STOP = threading.Event()
+"""Set by Ctrl-C or SIGTERM. Python swallows an exception raised while it runs an at-fork hook ("Exception ignored
+in _releaseLock"), and the harness forks often: the flag makes a swallowed stop take effect at the next chance."""
+OVERDUE_ALARM_S = 0.001  # an earlier alarm whose time passed during the trial goes off right after it
+RETRY_S = 60.0
+"""A swallowed timeout or stop is raised again this much later: longer than stopping two servers and the load
+generator takes (each gets 10 s, then SIGKILL), so a retry never lands in the clean-up of one that got through."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    STOP.set()
+    if callable(signal.getsignal(signal.SIGALRM)):  # inside a trial: re-raise soon if this one is swallowed
+        signal.setitimer(signal.ITIMER_REAL, RETRY_S)
+    raise KeyboardInterrupt  # the runner stops every server and load generator on KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
-    """Raise :class:`TrialTimeout` in this (main) thread after ``seconds``."""
+    """Raise :class:`TrialTimeout` in this (main) thread after ``seconds`` (``KeyboardInterrupt`` once stopped),
+    again every :data:`RETRY_S` until it gets through."""
 
     def expire(signum: int, frame: FrameType | None) -> None:
+        signal.setitimer(signal.ITIMER_REAL, RETRY_S)
+        if STOP.is_set():
+            raise KeyboardInterrupt
         raise TrialTimeout(f"over {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
+    earlier, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        # Put back whoever had the alarm before (e.g. pytest-timeout), with what is left of its time.
+        left = max(earlier - (time.monotonic() - started), OVERDUE_ALARM_S) if earlier else 0.0
+        signal.setitimer(signal.ITIMER_REAL, left)
         signal.signal(signal.SIGALRM, previous)
 
 
@@ -236,7 +260,8 @@ def trial_plan(args: argparse.Namespace) -> Plan:
     """The CI plan serving ``synthetic:cpu_us=B``, with the knobs the arguments shrink."""
     plan = load_plan(args.plan or CI_PLAN)
     models = tuple(dataclasses.replace(model, spec=f"synthetic:cpu_us={args.base_cpu_us}") for model in plan.models)
-    knobs = {name: getattr(args, name) for name in ("repetitions", "duration_s", "warmup_s") if getattr(args, name)}
+    names = ("repetitions", "duration_s", "warmup_s", "min_requests")
+    knobs = {name: getattr(args, name) for name in names if getattr(args, name)}
     return dataclasses.replace(plan, models=models, **knobs)
 
 
@@ -272,15 +297,19 @@ class Session:
         return judge_trial(bundle, effect, index, cpu_us, time.monotonic() - started)
 
 
+def _request_cost(bundle_dir: Path) -> float | None:
+    """The request's server CPU from an A/A trial's base arm, or ``None`` when it recorded none."""
+    try:
+        return request_cpu_us(load_bundle(bundle_dir))
+    except (BundleError, ValueError):
+        return None
+
+
 def _save(out: Path, trials: Sequence[Trial], request_us: float | None) -> None:
     rates = summarise(trials)
     document = {"request_cpu_us": request_us, "rates": [asdict(rate) for rate in rates]}
     document["trials"] = [asdict(trial) for trial in trials]
     (out / "trials.json").write_text(json.dumps(document, indent=1))
-
-
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # the runner stops every server and load generator on KeyboardInterrupt
 
 
 def run_trials(args: argparse.Namespace) -> list[Trial]:
@@ -295,21 +324,24 @@ def run_trials(args: argparse.Namespace) -> list[Trial]:
         trials: list[Trial] = []
         request_us: float | None = None
         for index, effect in enumerate(schedule(args.aa, args.per_effect, args.effects, args.seed), start=1):
+            if STOP.is_set():
+                raise KeyboardInterrupt
             if time.monotonic() > deadline:
                 print(f"stopping: --max-minutes {args.max_minutes:g} reached")
                 break
             if effect != 0.0 and request_us is None:
-                print("stopping: no request cost measured (the first A/A trial gave no verdict)")
+                print("stopping: no request cost measured (no A/A trial so far recorded server CPU per request)")
                 break
             cpu_us = args.base_cpu_us if effect == 0.0 else head_cpu_us(args.base_cpu_us, request_us or 0.0, effect)
             trial = session.run(effect, index, cpu_us)
             trials.append(trial)
-            if request_us is None and trial.bundle is not None and trial.exit_code != EXIT_NO_VERDICT:
-                request_us = request_cpu_us(load_bundle(trial.bundle))
-                picks = ", ".join(f"+{e:.0%}: {head_cpu_us(args.base_cpu_us, request_us, e)} µs" for e in args.effects)
-                print(f"request CPU C = {request_us:.0f} µs (base arm median); head spin N = B + x * C: {picks}")
             what = f"trial {index:3d} {trial.kind:>5} (cpu_us={cpu_us})"
             print(f"{what}: exit {trial.exit_code}: {trial.reason} ({trial.seconds:.0f} s)", flush=True)
+            if request_us is None and effect == 0.0 and trial.bundle is not None:
+                request_us = _request_cost(Path(trial.bundle))
+                if request_us is not None:
+                    spins = ", ".join(f"+{e:.0%}: {head_cpu_us(args.base_cpu_us, request_us, e)}" for e in args.effects)
+                    print(f"request CPU C = {request_us:.0f} µs (base arm median); head spin N = B + x * C µs: {spins}")
             _save(out, trials, request_us)
     return trials
 
@@ -324,6 +356,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, default=None, help="override the plan's repetitions")
     parser.add_argument("--duration", dest="duration_s", type=float, default=None, help="override the window (s)")
     parser.add_argument("--warmup", dest="warmup_s", type=float, default=None, help="override the warm-up (s)")
+    parser.add_argument("--min-requests", type=int, default=None, help="override the plan's valid-run minimum")
     parser.add_argument("--trial-timeout", type=float, default=DEFAULT_TRIAL_TIMEOUT_S, help="seconds per trial")
     parser.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES, help="stop starting trials after")
     parser.add_argument("--seed", type=int, default=1, help="seeds the order of trials")
@@ -337,7 +370,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _stop)
     try:
         trials = run_trials(args)
     except (RefError, BaseBuildError, PlanError) as exc:

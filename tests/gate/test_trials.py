@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 import pytest
 from scipy import stats as scipy_stats
 
 from scripts.ci_gate_trials import (
+    STOP,
     Trial,
+    TrialTimeout,
     clopper_pearson,
     head_cpu_us,
     judge_trial,
@@ -17,6 +21,7 @@ from scripts.ci_gate_trials import (
     request_cpu_us,
     schedule,
     summarise,
+    time_limit,
 )
 from servingbench.gate import EXIT_NO_VERDICT, EXIT_PASS, EXIT_REGRESSION
 from servingbench.reports.bundle import load_bundle
@@ -81,3 +86,19 @@ def test_arguments_are_bounded() -> None:
 def test_a_trial_record_names_its_kind() -> None:
     assert Trial(0.0, 1, 300, EXIT_PASS, "", None, 1.0).kind == "A/A"
     assert Trial(0.15, 1, 398, EXIT_PASS, "", None, 1.0).kind == "+15%"
+
+
+def test_a_trial_past_its_time_limit_is_stopped_and_the_alarm_given_back() -> None:
+    before = signal.getsignal(signal.SIGALRM)
+    with pytest.raises(TrialTimeout), time_limit(0.05):
+        time.sleep(30)
+    assert signal.getsignal(signal.SIGALRM) == before
+
+
+def test_once_stopped_the_time_limit_raises_keyboard_interrupt() -> None:
+    STOP.set()
+    try:
+        with pytest.raises(KeyboardInterrupt), time_limit(0.05):
+            time.sleep(30)
+    finally:
+        STOP.clear()
