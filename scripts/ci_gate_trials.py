@@ -18,7 +18,8 @@ Ctrl-C or SIGTERM stops every server and load generator and prints what was meas
 ``trials.json`` under ``--out`` is rewritten after every trial::
 
     .venv/bin/python scripts/ci_gate_trials.py                         # 20 A/A, 10 per effect (~2.5 min a trial)
-    .venv/bin/python scripts/ci_gate_trials.py --aa 2 --per-effect 1 --effects 0.3 --repetitions 5 --duration 0.5
+    .venv/bin/python scripts/ci_gate_trials.py --aa 2 --per-effect 1 --effects 0.3 \\
+        --repetitions 5 --duration 0.5 --min-requests 20 --out /tmp/gate-smoke      # a smoke run, ~2 min
 """
 
 from __future__ import annotations
