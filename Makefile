@@ -10,7 +10,7 @@ MODEL ?=
 MODEL_SHA256 ?=
 MODEL_ARGS := $(if $(MODEL),--model $(MODEL))$(if $(MODEL_SHA256), --model-sha256 $(MODEL_SHA256))
 
-.PHONY: install check lint format test test-fast test-busy bench bench-quick bench-rigorous bench-ci baseline report lock clean
+.PHONY: install check lint format test test-fast test-busy bench bench-quick bench-rigorous bench-ci bench-ab bench-ci-baseline baseline report lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -110,10 +110,18 @@ workflows-lint: $(STAMP)  ## check .github/workflows against the GitHub workflow
 CI_PLAN     := src/servingbench/harness/ci_plan.toml
 CI_RESULTS  := results/ci
 CI_BASELINE := baselines/ci
+CALIBRATION_RUNS ?= 5
+CHECK_ARGS ?=
+# The commit to compare with: the merge base with origin/main when that ref exists, else HEAD (an A/A check).
+BASE ?= $(shell git rev-parse -q --verify origin/main >/dev/null 2>&1 && git merge-base origin/main HEAD 2>/dev/null || echo HEAD)
 
-bench-ci: $(STAMP)  ## CI gate: short CI plan, then check against the committed baseline (< 3 min on 2 cores)
-	$(BIN)/servingbench run --plan $(CI_PLAN) --out $(CI_RESULTS) --no-report
-	$(BIN)/servingbench check --baseline $(CI_BASELINE) $(CI_RESULTS)/latest --out $(CI_RESULTS)/check
+bench-ci: $(STAMP)  ## CI gate: BASE (default: merge base with origin/main) vs this checkout, interleaved in one run (< 3 min)
+	$(BIN)/servingbench check --base $(BASE) --plan $(CI_PLAN) --out $(CI_RESULTS) --no-report $(CHECK_ARGS)
 
-baseline: $(STAMP)  ## refresh the committed CI baseline on purpose (3 A/A runs), then commit baselines/ci
-	$(BIN)/servingbench calibrate --plan $(CI_PLAN) --runs 3 --out results/calibrate --baseline $(CI_BASELINE)
+bench-ab: bench-ci  ## the same gate under the name the workflow calls: make bench-ab BASE=<sha>
+
+bench-ci-baseline: $(STAMP)  ## the committed-baseline check: only on the machine that made baselines/ci
+	$(BIN)/servingbench check --baseline $(CI_BASELINE) --plan $(CI_PLAN) --out $(CI_RESULTS) --no-report $(CHECK_ARGS)
+
+baseline: $(STAMP)  ## refresh the committed baseline on purpose: CALIBRATION_RUNS (>= 5) A/A runs -> baselines/ci/noise.json
+	$(BIN)/servingbench calibrate --plan $(CI_PLAN) --runs $(CALIBRATION_RUNS) --out results/calibrate --baseline $(CI_BASELINE)

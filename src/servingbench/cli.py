@@ -408,18 +408,59 @@ def _curve_table(bundle: Path) -> str:
 
 
 # -- check, calibrate ------------------------------------------------------------------------------------------
+CHECK_DESCRIPTION = """\
+The CI performance gate. --base REF: build REF into its own environment on this machine, run ONE benchmark of the
+CI plan serving base and head side by side (interleaved repetition by repetition), and judge head against base with
+paired statistics. --baseline DIR [CURRENT]: judge CURRENT (default: a run made now) against a committed baseline,
+only on the machine that made it. --bundle DIR: judge an A/B run already made. Writes check.md, check.json and
+check.html into OUT/check/. See docs/bench-ci.md."""
+_FROM_ENV = Path("$GITHUB_STEP_SUMMARY")  # what --summary without FILE stands for
+
+
 def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("check", help="CI gate: current bundle vs baseline; exit 0 pass, 1 regression, 2 no verdict")
-    p.add_argument("current", type=Path, nargs="?", default=Path("results/latest"), help="default: results/latest")
-    p.add_argument("--baseline", type=Path, required=True, help="baseline bundle with noise.json, e.g. baselines/ci")
-    p.add_argument("--out", type=Path, default=None, help="where check.md and compare.html go (default: CURRENT)")
-    p.add_argument("--summary", type=Path, default=None, help="append the Markdown summary here ($GITHUB_STEP_SUMMARY)")
+    from servingbench.gate.command import EXIT_STATUS_HELP
+
+    p = sub.add_parser(
+        "check",
+        help="CI gate: base vs head in one run (--base REF) or against a same-machine baseline; exit 0/1/3",
+        description=CHECK_DESCRIPTION,
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--base", metavar="REF", help="the commit to compare with (e.g. origin/main, a sha)")
+    mode.add_argument(
+        "--baseline", type=Path, metavar="DIR", help="a committed baseline (noise.json), e.g. baselines/ci"
+    )
+    mode.add_argument("--bundle", type=Path, metavar="DIR", help="judge an A/B results bundle already measured")
+    p.add_argument("current", type=Path, nargs="?", help="with --baseline: a finished run (default: run the plan now)")
+    p.add_argument("--plan", type=Path, default=None, help="default: the built-in CI plan (harness/ci_plan.toml)")
+    p.add_argument("--out", type=Path, default=Path("results/ci"), help="results root; outputs in OUT/check/")
+    p.add_argument(
+        "--noise", type=Path, default=None, help="calibration for thresholds (default: baselines/ci/noise.json)"
+    )
+    p.add_argument("--cache", type=Path, default=None, help="base environments (default: ~/.cache/servingbench)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout instead of the table")
+    p.add_argument(
+        "--summary",
+        nargs="?",
+        type=Path,
+        const=_FROM_ENV,
+        default=None,
+        metavar="FILE",
+        help="append the Markdown to FILE (no FILE: to $GITHUB_STEP_SUMMARY)",
+    )
+    p.add_argument("--no-report", action="store_true", help="skip the run's HTML report")
     p.set_defaults(func=_check)
-    c = sub.add_parser("calibrate", help="A/A: run the CI plan N times, write the baseline and its run-to-run noise")
+    c = sub.add_parser(
+        "calibrate",
+        help="A/A: run the plan N >= 5 times, keep the run-to-run noise as the baseline (noise.json)",
+        epilog="exit status: 0 baseline written, 2 usage error, 3 the runs gave no baseline (the reason says why)",
+    )
     c.add_argument("--plan", type=Path, default=None, help="default: the built-in CI plan (harness/ci_plan.toml)")
-    c.add_argument("--runs", type=int, default=3, help="A/A runs (default 3, at least 2)")
+    c.add_argument("--runs", type=int, default=5, help="A/A runs (default 5, at least 5)")
     c.add_argument("--out", type=Path, default=Path("results/calibrate"), help="where the A/A bundles go")
-    c.add_argument("--baseline", type=Path, default=Path("baselines/ci"), help="where the baseline is written")
+    c.add_argument("--baseline", type=Path, default=Path("baselines/ci"), help="where noise.json is written")
     c.add_argument(
         "--from",
         dest="from_bundles",
@@ -433,16 +474,31 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _check(args: argparse.Namespace) -> int:
-    from servingbench.reports.regression import run_check
+    from servingbench.gate import CheckRequest
+    from servingbench.gate.command import run_check
 
-    return run_check(args.baseline, args.current, out_dir=args.out, summary=args.summary)
+    if args.current is not None and args.baseline is None:
+        raise CLIError("CURRENT applies to --baseline only")
+    request = CheckRequest(
+        base=args.base,
+        baseline=args.baseline,
+        bundle=args.bundle,
+        current=args.current,
+        plan=args.plan,
+        out=args.out,
+        noise=args.noise,
+        cache=args.cache,
+        report=not args.no_report,
+    )
+    from_env = args.summary == _FROM_ENV
+    return run_check(request, as_json=args.json, summary=None if from_env else args.summary, summary_from_env=from_env)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from servingbench.harness.calibrate import CI_PLAN, run_calibrate
+    from servingbench.gate.calibrate import run_calibrate
 
     return run_calibrate(
-        plan_path=args.plan or CI_PLAN,
+        plan_path=args.plan,
         runs=args.runs,
         out_root=args.out,
         baseline_dir=args.baseline,

@@ -1,7 +1,8 @@
 """The environment a benchmark ran in: hardware, OS, Python, package versions, git revision, load.
 
 Recorded in every results bundle so two bundles can be told apart (``fingerprint``) and a reader can judge
-whether a result applies to their machine.
+whether a result applies to their machine. ``machine_id`` names the machine itself (not its software), so the CI gate
+compares a run with a committed baseline only on the machine that made it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "fingerprint",
     "git_revision",
     "load_average",
+    "machine_id",
     "package_versions",
 ]
 
@@ -33,6 +35,9 @@ PACKAGES = ("servingbench", *stack_packages(), "locust", "hdrhistogram", "psutil
 # The versions that change what is measured; the rest are recorded but do not change the fingerprint.
 FINGERPRINT_PACKAGES = (*stack_packages(), "scikit-learn")
 CPUINFO = Path("/proc/cpuinfo")
+# systemd's and D-Bus's per-installation identifier: stable across reboots, different on every VM and runner.
+MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+MACHINE_ID_CHARS = 16  # hex digits kept of the identity hash: enough to tell machines apart, short enough to read
 GIT_TIMEOUT_S = 5.0
 SOURCE_DIR = Path(__file__).resolve().parent
 
@@ -47,6 +52,28 @@ def cpu_model(cpuinfo: Path = CPUINFO) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def _read_machine_id(files: tuple[Path, ...]) -> str | None:
+    for path in files:
+        try:
+            text = path.read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return None
+
+
+def machine_id(files: tuple[Path, ...] = MACHINE_ID_FILES, cpuinfo: Path = CPUINFO) -> str | None:
+    """A stable identity of this machine: the sha256 (first 16 hex digits) of its machine-id, CPU model and logical
+    CPU count; ``None`` when it has no machine-id (e.g. a container without one), since a hostname alone is not
+    stable. The machine-id itself is never recorded, only the hash."""
+    raw = _read_machine_id(files)
+    if raw is None:
+        return None
+    key = f"{raw}\n{cpu_model(cpuinfo)}\n{os.cpu_count()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:MACHINE_ID_CHARS]
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
@@ -105,6 +132,7 @@ def collect_environment(allocation: CpuAllocation, *, blas_threads: int) -> dict
     revision, dirty = git_revision()
     environment: dict[str, Any] = {
         "hostname": socket.gethostname(),
+        "machine_id": machine_id(),
         "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
         **allocation.to_json(),

@@ -1,0 +1,111 @@
+"""Judge one run against a committed baseline, on the machine that made the baseline and nowhere else.
+
+The baseline is the calibration's ``noise.json``: per figure, the values of N >= 5 A/A runs of the plan. This run's
+value (its median over repetitions, as each calibration run's) is a **regression** when it lies beyond the A/A
+prediction interval on the more-expensive side (the interval at the family level: Bonferroni over the figures)
+**and** its cost change exceeds the metric's material threshold. On another machine, with another plan, or from an
+incomplete run there is no verdict (exit 3), never a pass or a fail: absolute figures from two machines do not
+compare, and no ratio to a yardstick makes them comparable.
+"""
+
+from __future__ import annotations
+
+import math
+
+from scipy import stats as scipy_stats
+
+from servingbench.reports.bundle import Bundle
+
+from .figures import GATE_METRICS, MIN_UNITS, FigureKey, arm_values, cost_log, invalid_summary, run_value
+from .fingerprint import Machine, machine_mismatch, plan_identity, plan_mismatch, software_changes
+from .noise import NoiseEntry, NoiseModel
+from .paired import FAMILY_CONFIDENCE, family_level
+from .result import CheckResult, GateRow, classify, decide, no_verdict
+
+__all__ = ["judge_baseline"]
+
+ANOTHER_MACHINE_HINT = "compare base and head on one machine instead (`make bench-ci`)"
+
+
+def _prediction_p(log_change: float, entry: NoiseEntry) -> float:
+    """Two-sided p-value of a new run this far from the calibration mean, under "same code" (t, n - 1)."""
+    scale = entry.log_sd * math.sqrt(1.0 + 1.0 / entry.n)
+    if scale == 0.0:
+        return 1.0 if log_change == 0.0 else 0.0
+    return float(2.0 * scipy_stats.t.sf(abs(log_change) / scale, entry.n - 1))
+
+
+def _row(entry: NoiseEntry, value: float, level: float, family: int) -> GateRow:
+    key = entry.key
+    change = cost_log(math.log(value) - entry.log_mean, key.metric)
+    half = entry.half_width(level)
+    threshold = GATE_METRICS[key.metric].default_threshold
+    verdict = classify(
+        change,
+        worse=change > half,
+        better=change < -half,
+        n=entry.n,
+        threshold=threshold,
+        settled=-half <= change <= half,
+        baseline=True,
+    )
+    p_adjusted = min(1.0, _prediction_p(change, entry) * family)
+    return GateRow(
+        key, math.exp(entry.log_mean), value, entry.n, change, -half, half, p_adjusted, threshold, "default", verdict
+    )
+
+
+def _current_values(noise: NoiseModel, current: Bundle) -> tuple[dict[tuple[str, FigureKey], float], list[str]]:
+    """This run's value of every baseline figure, and the figures it has too few valid repetitions of."""
+    values: dict[tuple[str, FigureKey], float] = {}
+    short = []
+    per_config = {config: arm_values(current, config) for config, _ in noise.entries}
+    for (config, key), _ in noise.entries.items():
+        reps = per_config[config].get(key, {})
+        if len(reps) < MIN_UNITS:
+            short.append(f"{key.label()} has {len(reps)} valid repetitions (need {MIN_UNITS})")
+        else:
+            values[(config, key)] = run_value(reps.values())
+    return values, short
+
+
+def _refusal(noise: NoiseModel, current: Bundle) -> str | None:
+    if not current.complete:
+        return f"the run in {current.path} did not finish (interrupted or still running)"
+    mismatch = machine_mismatch(noise.machine, Machine.of(current.environment))
+    if mismatch is not None:
+        return f"{mismatch}: absolute figures from two machines do not compare; {ANOTHER_MACHINE_HINT}"
+    plan = plan_mismatch(noise.plan, plan_identity(current.plan))
+    if plan is not None:
+        return f"this run measured another plan than the baseline ({plan}): re-make the baseline with `make baseline`"
+    return None
+
+
+def judge_baseline(noise: NoiseModel, current: Bundle, *, confidence: float = FAMILY_CONFIDENCE) -> CheckResult:
+    """Judge ``current`` against the committed baseline ``noise``. Pure. Python and package versions that differ from
+    the calibration's are listed: a dependency bump is part of the change judged, not an excuse."""
+    context = {
+        "bundle": str(current.path),
+        "baseline": str(noise.path) if noise.path else None,
+        "machine": Machine.of(current.environment).to_json(),
+        "baseline_machine": noise.machine.to_json(),
+    }
+    refusal = _refusal(noise, current)
+    if refusal is not None:
+        return no_verdict("baseline", refusal, **context)
+    values, short = _current_values(noise, current)
+    invalid = invalid_summary(current.runs, {config: config for config, _ in noise.entries})
+    if short:
+        return no_verdict("baseline", "; ".join([*short, *invalid]), **context)
+    level = family_level(len(values), confidence)
+    rows = tuple(_row(noise.entries[item], value, level, len(values)) for item, value in values.items())
+    status, reason = decide("baseline", rows)
+    notes = [
+        f"baseline: {noise.runs} A/A runs on this machine; prediction interval for one new run at the family level "
+        f"{level:.2%} (Bonferroni over {len(rows)} figures)",
+        *invalid,
+    ]
+    changes = software_changes(noise.software, current.environment) if noise.software else []
+    if changes:
+        notes.append(f"software differs from the baseline's (judged as part of the change): {', '.join(changes)}")
+    return CheckResult("baseline", status, reason, rows, tuple(notes), "run", level, context)

@@ -1,0 +1,136 @@
+"""``servingbench calibrate``: run the plan N >= 5 times back to back (unchanged code: A/A) and keep the run-to-run
+noise as the committed baseline (``noise.json``, see :mod:`servingbench.gate.noise`).
+
+The statistics live in :mod:`servingbench.gate.noise`; this module runs plans and writes the file.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from rich.console import Console
+
+from servingbench.files import dumps_finite, write_atomic
+from servingbench.harness import HarnessError, Plan, PlanError, load_plan, run_benchmark
+from servingbench.reports.bundle import BundleError, load_bundle
+
+from .check import CI_PLAN
+from .noise import MIN_CALIBRATION_RUNS, NOISE_FILE, NoiseError, NoiseModel, measure_noise
+from .paired import FAMILY_CONFIDENCE, family_level
+from .result import EXIT_NO_VERDICT, EXIT_PASS, EXIT_USAGE
+
+__all__ = [
+    "DEFAULT_OUT_ROOT",
+    "DEFAULT_RUNS",
+    "WIDE_INTERVAL",
+    "build_baseline",
+    "calibrate",
+    "run_calibrate",
+    "wide_figures",
+]
+
+DEFAULT_RUNS = MIN_CALIBRATION_RUNS
+DEFAULT_OUT_ROOT = Path("results/calibrate")
+WIDE_INTERVAL = 0.25
+"""A figure whose family-level prediction interval reaches past +/-25 % cannot show a realistic regression against
+the baseline on this machine: calibrate says so (more runs, or a quieter machine, or the A/B check)."""
+
+
+def build_baseline(bundle_dirs: Sequence[Path], baseline_dir: Path) -> NoiseModel:
+    """Measure the A/A noise of the runs in ``bundle_dirs`` and write ``baseline_dir/noise.json`` (atomically).
+
+    Raises :class:`NoiseError` (one line) for unreadable bundles, fewer than 5 runs, or runs that do not compare.
+    """
+    try:
+        bundles = [load_bundle(path) for path in bundle_dirs]
+    except BundleError as exc:
+        raise NoiseError(str(exc)) from exc
+    noise = measure_noise(bundles)
+    baseline_dir.mkdir(parents=True, exist_ok=True)
+    path = write_atomic(baseline_dir / NOISE_FILE, dumps_finite(noise.to_json()))
+    return NoiseModel(noise.runs, noise.machine, noise.plan, noise.created, noise.entries, noise.software, path)
+
+
+def calibrate(*, plan: Plan, runs: int, out_root: Path, console: Console) -> list[Path]:
+    """Run ``plan`` ``runs`` times back to back; the bundle directories (raises ``HarnessError``)."""
+    bundles = []
+    for index in range(runs):
+        console.print(f"servingbench calibrate: A/A run {index + 1} of {runs}", highlight=False)
+        bundles.append(
+            run_benchmark(
+                plan_path=plan, preset=plan.preset, out_root=out_root, targets=[], load_workers=None, console=console
+            )
+        )
+    return bundles
+
+
+def wide_figures(noise: NoiseModel, confidence: float = FAMILY_CONFIDENCE) -> list[str]:
+    """Figures whose prediction interval at the check's family level reaches past :data:`WIDE_INTERVAL`."""
+    level = family_level(len(noise.entries), confidence)
+    return [
+        f"{entry.key.label()} +/-{math.expm1(entry.half_width(level)):.0%}"
+        for entry in noise.entries.values()
+        if math.expm1(entry.half_width(level)) > WIDE_INTERVAL
+    ]
+
+
+def _print(console: Console, noise: NoiseModel) -> None:
+    console.print(f"servingbench calibrate: {noise.runs} A/A runs, run-to-run noise per figure:", highlight=False)
+    for entry in noise.entries.values():
+        low, high = (math.exp(entry.log_mean + sign * entry.half_width(0.95)) for sign in (-1, 1))
+        console.print(
+            f"  {entry.key.label()}: sd {math.expm1(entry.log_sd):.1%} between runs, 95% prediction interval "
+            f"[{low:.4g}, {high:.4g}]",
+            highlight=False,
+            markup=False,
+        )
+    wide = wide_figures(noise)
+    if wide:
+        console.print(
+            f"warning: {'; '.join(wide)}: the baseline check cannot show a regression smaller than that on this "
+            "machine; calibrate with more runs on a quiet machine, or rely on the A/B check (make bench-ci)",
+            highlight=False,
+            markup=False,
+        )
+    if noise.machine.id is None:
+        console.print(
+            "warning: this machine has no /etc/machine-id: no run can be matched to this baseline", highlight=False
+        )
+
+
+def run_calibrate(
+    *,
+    plan_path: Path | None,
+    runs: int,
+    out_root: Path,
+    baseline_dir: Path,
+    from_bundles: Sequence[Path] = (),
+    preset: str = "default",
+    console: Console | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """``servingbench calibrate``: 0 when the baseline is written, 2 for a usage error, 3 when the runs do not give
+    a baseline (too few, invalid, another machine...)."""
+    console = console or Console()
+    err = stderr or sys.stderr
+    if not from_bundles and runs < MIN_CALIBRATION_RUNS:
+        print(f"servingbench calibrate: error: --runs must be at least {MIN_CALIBRATION_RUNS}, got {runs}", file=err)
+        return EXIT_USAGE
+    try:
+        plan = load_plan(plan_path or CI_PLAN, preset)
+    except PlanError as exc:
+        print(f"servingbench calibrate: error: {exc}", file=err)
+        return EXIT_USAGE
+    try:
+        bundles = list(from_bundles) or calibrate(plan=plan, runs=runs, out_root=out_root, console=console)
+        noise = build_baseline(bundles, baseline_dir)
+    except (NoiseError, HarnessError) as exc:
+        print(f"servingbench calibrate: no baseline: {exc}", file=err)
+        return EXIT_NO_VERDICT
+    _print(console, noise)
+    console.print(f"baseline written to {noise.path}", highlight=False, markup=False)
+    return EXIT_PASS

@@ -1,0 +1,217 @@
+"""Run-to-run (A/A) noise: how much one whole run of unchanged code differs from the next, on this machine.
+
+``servingbench calibrate`` runs the plan N >= 5 times and keeps, per figure, each run's value (its median over
+repetitions), the mean and standard deviation of their logs, and the prediction interval for one more run of the
+same code: ``mean +/- t(n - 1) * sd * sqrt(1 + 1/n)`` on the log scale. The spread of repetitions *inside* one run
+is not the noise that matters between runs (they share the machine's state; two runs minutes apart do not).
+
+The committed-baseline check judges a new run against that prediction interval; the A/B check uses the noise only
+for its material threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from servingbench.reports.bundle import Bundle
+
+from .figures import MIN_UNITS, FigureKey, arm_values, run_value
+from .fingerprint import Machine, plan_identity
+
+__all__ = [
+    "MIN_CALIBRATION_RUNS",
+    "NOISE_FILE",
+    "NOISE_FORMAT",
+    "NOISE_VERSION",
+    "NoiseEntry",
+    "NoiseError",
+    "NoiseModel",
+    "load_noise",
+    "measure_noise",
+    "prediction_half_width",
+]
+
+NOISE_FILE = "noise.json"
+NOISE_FORMAT = "servingbench-noise"
+NOISE_VERSION = 2  # 1 was the spread of the old gate (max/min of run medians), unusable for a prediction interval
+MIN_CALIBRATION_RUNS = MIN_UNITS
+SOFTWARE_KEYS = ("python", "python_implementation", "packages")
+PREDICTION_LEVEL = 0.95  # the two-sided level of the interval stored for a reader; the check uses its family level
+
+
+class NoiseError(Exception):
+    """Calibration cannot measure the noise, or a noise file is unusable. ``str(err)`` is one line."""
+
+
+def prediction_half_width(sd: float, n: int, level: float) -> float:
+    """Half-width (log scale) of the two-sided ``level`` prediction interval for one new run, from ``n`` runs with
+    log standard deviation ``sd``: t(1 - (1 - level) / 2, n - 1) * sd * sqrt(1 + 1 / n)."""
+    if n < 2:
+        raise ValueError(f"a prediction interval needs at least 2 runs, got {n}")
+    return float(scipy_stats.t.ppf(1.0 - (1.0 - level) / 2.0, n - 1)) * sd * math.sqrt(1.0 + 1.0 / n)
+
+
+@dataclass(frozen=True)
+class NoiseEntry:
+    """The A/A noise of one figure of one config: each run's value, and the mean and sd of their logs."""
+
+    config: str
+    key: FigureKey
+    run_values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.run_values)
+
+    @property
+    def log_mean(self) -> float:
+        return float(np.mean(np.log(self.run_values)))
+
+    @property
+    def log_sd(self) -> float:
+        return float(np.std(np.log(self.run_values), ddof=1))
+
+    def half_width(self, level: float) -> float:
+        """The prediction interval's half-width on the log scale at two-sided ``level``."""
+        return prediction_half_width(self.log_sd, self.n, level)
+
+    def to_json(self) -> dict[str, Any]:
+        half = self.half_width(PREDICTION_LEVEL)
+        return {
+            "config": self.config,
+            **self.key._asdict(),
+            "run_values": list(self.run_values),
+            "log_mean": self.log_mean,
+            "log_sd": self.log_sd,
+            "prediction_interval": [math.exp(self.log_mean - half), math.exp(self.log_mean + half)],
+        }
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """What calibration measured: ``runs`` A/A runs of one plan on one machine, one entry per config and figure."""
+
+    runs: int
+    machine: Machine
+    plan: Mapping[str, Any]
+    created: tuple[str, ...]
+    entries: Mapping[tuple[str, FigureKey], NoiseEntry] = field(default_factory=dict)
+    software: Mapping[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def figure(self, key: FigureKey) -> NoiseEntry | None:
+        """The entry of ``key`` for the plan's config (a CI plan has one); ``None`` when calibration lacks it."""
+        return next((entry for (_, other), entry in self.entries.items() if other == key), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": NOISE_FORMAT,
+            "version": NOISE_VERSION,
+            "runs": self.runs,
+            "machine": self.machine.to_json(),
+            "plan": dict(self.plan),
+            "created": list(self.created),
+            "software": dict(self.software),
+            "prediction_level": PREDICTION_LEVEL,
+            "figures": [entry.to_json() for entry in self.entries.values()],
+        }
+
+
+def _check_calibration(bundles: Sequence[Bundle]) -> tuple[Machine, dict[str, Any]]:
+    if len(bundles) < MIN_CALIBRATION_RUNS:
+        raise NoiseError(f"calibration needs at least {MIN_CALIBRATION_RUNS} runs, got {len(bundles)}")
+    machine = Machine.of(bundles[0].environment)
+    plan = plan_identity(bundles[0].plan)
+    for bundle in bundles:
+        if not bundle.complete:
+            raise NoiseError(f"{bundle.path} is incomplete: re-run the calibration")
+        other = Machine.of(bundle.environment)
+        if other.id != machine.id:
+            raise NoiseError(f"{bundle.path} ran on {other.describe()}, the first run on {machine.describe()}")
+        if plan_identity(bundle.plan) != plan:
+            raise NoiseError(f"{bundle.path} measured another plan than {bundles[0].path}")
+    return machine, plan
+
+
+def measure_noise(bundles: Sequence[Bundle]) -> NoiseModel:
+    """The A/A noise of every figure measured with at least :data:`MIN_UNITS` valid repetitions in every one of
+    ``bundles`` (runs of one plan on one machine). Raises :class:`NoiseError` for fewer than 5 runs, mixed machines
+    or plans, an incomplete run, or no figure measured in every run."""
+    machine, plan = _check_calibration(bundles)
+    configs = sorted({run.config for bundle in bundles for run in bundle.scenario_runs})
+    entries: dict[tuple[str, FigureKey], NoiseEntry] = {}
+    for config in configs:
+        per_run = [arm_values(bundle, config) for bundle in bundles]
+        for key in sorted(per_run[0]):
+            if all(len(values.get(key, {})) >= MIN_UNITS for values in per_run):
+                entries[(config, key)] = NoiseEntry(config, key, tuple(run_value(v[key].values()) for v in per_run))
+    if not entries:
+        raise NoiseError(f"no figure has {MIN_UNITS} valid repetitions in every calibration run")
+    created = tuple(bundle.created or "" for bundle in bundles)
+    return NoiseModel(len(bundles), machine, plan, created, entries, _software(bundles[0].environment))
+
+
+def _software(environment: Mapping[str, Any]) -> dict[str, Any]:
+    """The versions a change may bump (listed by the check when they differ)."""
+    return {key: environment.get(key) for key in SOFTWARE_KEYS if key in environment}
+
+
+def _error(path: Path, problem: str) -> NoiseError:
+    return NoiseError(f"unusable noise file {path}: {problem} (re-make it with `make baseline` on this machine)")
+
+
+def _entry(raw: object, path: Path) -> NoiseEntry:
+    if not isinstance(raw, dict):
+        raise _error(path, "a figure is not an object")
+    try:
+        key = FigureKey(str(raw["model"]), str(raw["scenario"]), str(raw["metric"]))
+        values = tuple(float(value) for value in raw["run_values"])
+        config = str(raw["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _error(path, f"a figure lacks or mistypes {exc}") from exc
+    if len(values) < MIN_CALIBRATION_RUNS or not all(math.isfinite(v) and v > 0.0 for v in values):
+        raise _error(path, f"{' '.join(key)} needs {MIN_CALIBRATION_RUNS}+ positive run values")
+    return NoiseEntry(config, key, values)
+
+
+def load_noise(path: Path) -> NoiseModel:
+    """Read a ``noise.json``; raises :class:`NoiseError` (one line) when it is missing, of another format or version,
+    or malformed."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise NoiseError(f"no noise file at {path}: make one with `make baseline` on this machine") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _error(path, str(exc)) from exc
+    if not isinstance(doc, dict) or doc.get("format") != NOISE_FORMAT:
+        raise _error(path, f"format is not {NOISE_FORMAT!r}")
+    if doc.get("version") != NOISE_VERSION:
+        raise _error(path, f"version {doc.get('version')!r}, this servingbench reads version {NOISE_VERSION}")
+    machine = doc.get("machine")
+    plan = doc.get("plan")
+    figures = doc.get("figures")
+    if not isinstance(machine, dict) or not isinstance(plan, dict) or not isinstance(figures, list) or not figures:
+        raise _error(path, "needs 'machine' and 'plan' objects and a non-empty 'figures' list")
+    entries = {(entry.config, entry.key): entry for entry in (_entry(raw, path) for raw in figures)}
+    created = tuple(str(item) for item in doc.get("created") or ())
+    stored = doc.get("software")
+    software: dict[str, Any] = stored if isinstance(stored, dict) else {}
+    runs = min(entry.n for entry in entries.values())
+    return NoiseModel(runs, Machine.of(_machine_env(machine)), plan, created, entries, software, path)
+
+
+def _machine_env(machine: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored machine in the shape of a bundle environment (so :meth:`Machine.of` reads both)."""
+    return {
+        "machine_id": machine.get("id"),
+        "cpu_model": machine.get("cpu_model"),
+        "logical_cpus": machine.get("logical_cpus"),
+    }

@@ -1,0 +1,87 @@
+"""Run-to-run noise: calibration's values per figure, its prediction interval, the noise file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from servingbench.gate import NOISE_FILE, NoiseError, load_noise, measure_noise
+from servingbench.gate.calibrate import build_baseline, wide_figures
+from servingbench.gate.figures import FigureKey
+from servingbench.gate.noise import prediction_half_width
+from servingbench.reports.bundle import load_bundle
+
+from .canned import CONFIG, MODEL, OTHER_MACHINE, SCENARIO, Shape, calibration_bundles, single_bundle
+
+QUIET = Shape(drift_sd=0.02, noise_sd=0.01)
+CPU = FigureKey(MODEL, SCENARIO, "cpu_us_per_request")
+
+
+def test_each_run_gives_its_median_and_the_interval_is_t_with_sqrt_one_plus_one_over_n(tmp_path: Path) -> None:
+    paths = calibration_bundles(tmp_path, QUIET)
+    bundles = [load_bundle(path) for path in paths]
+    noise = measure_noise(bundles)
+    entry = noise.entries[(CONFIG, CPU)]
+    medians = [
+        float(np.median([run.server_cpu_us_per_request for run in bundle.runs if run.server_cpu_us_per_request]))
+        for bundle in bundles
+    ]
+    assert entry.run_values == pytest.approx(medians)
+    logs = np.log(medians)
+    assert entry.log_sd == pytest.approx(float(np.std(logs, ddof=1)))
+    expected = scipy_stats.t.ppf(0.975, 4) * np.std(logs, ddof=1) * math.sqrt(1 + 1 / 5)
+    assert entry.half_width(0.95) == pytest.approx(expected)
+    assert prediction_half_width(0.1, 5, 0.95) == pytest.approx(scipy_stats.t.ppf(0.975, 4) * 0.1 * math.sqrt(1.2))
+
+
+def test_calibration_needs_five_runs_of_one_plan_on_one_machine(tmp_path: Path) -> None:
+    paths = calibration_bundles(tmp_path, QUIET)
+    with pytest.raises(NoiseError, match="at least 5 runs"):
+        measure_noise([load_bundle(path) for path in paths[:4]])
+    other = single_bundle(tmp_path / "other", QUIET.with_(machine_id=OTHER_MACHINE))
+    with pytest.raises(NoiseError, match="ran on fedcba9876543210"):
+        measure_noise([load_bundle(path) for path in [*paths[:4], other]])
+    longer = single_bundle(tmp_path / "longer", QUIET.with_(repetitions=30))
+    with pytest.raises(NoiseError, match="another plan"):
+        measure_noise([load_bundle(path) for path in [*paths[:4], longer]])
+    cut = single_bundle(tmp_path / "cut", QUIET.with_(complete=False))
+    with pytest.raises(NoiseError, match="incomplete"):
+        measure_noise([load_bundle(path) for path in [*paths[:4], cut]])
+
+
+def test_the_noise_file_round_trips(tmp_path: Path) -> None:
+    noise = build_baseline(calibration_bundles(tmp_path / "runs", QUIET), tmp_path / "baseline")
+    assert noise.path == tmp_path / "baseline" / NOISE_FILE
+    loaded = load_noise(tmp_path / "baseline" / NOISE_FILE)
+    assert loaded.runs == 5 and loaded.machine == noise.machine and loaded.plan == noise.plan
+    assert loaded.entries[(CONFIG, CPU)].run_values == pytest.approx(noise.entries[(CONFIG, CPU)].run_values)
+    assert loaded.software["python"] == "3.11.7"
+    doc = json.loads((tmp_path / "baseline" / NOISE_FILE).read_text())
+    figure = next(item for item in doc["figures"] if item["metric"] == "cpu_us_per_request")
+    low, high = figure["prediction_interval"]
+    assert low < math.exp(figure["log_mean"]) < high
+
+
+def test_unusable_noise_files_are_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(NoiseError, match="no noise file"):
+        load_noise(tmp_path / NOISE_FILE)
+    path = tmp_path / NOISE_FILE
+    path.write_text(json.dumps({"format": "servingbench-noise", "version": 1, "entries": []}))
+    with pytest.raises(NoiseError, match="version 1, this servingbench reads version 2"):
+        load_noise(path)
+    path.write_text("{not json")
+    with pytest.raises(NoiseError, match="unusable noise file"):
+        load_noise(path)
+
+
+def test_wide_intervals_are_named(tmp_path: Path) -> None:
+    paths = calibration_bundles(tmp_path, QUIET, factors=(1.0, 1.5, 0.7, 1.3, 0.8))
+    noise = measure_noise([load_bundle(path) for path in paths])
+    assert any("server CPU per request" in item for item in wide_figures(noise))
+    quiet = measure_noise([load_bundle(path) for path in calibration_bundles(tmp_path / "quiet", QUIET)])
+    assert wide_figures(quiet) == []
