@@ -10,7 +10,7 @@ MODEL ?=
 MODEL_SHA256 ?=
 MODEL_ARGS := $(if $(MODEL),--model $(MODEL))$(if $(MODEL_SHA256), --model-sha256 $(MODEL_SHA256))
 
-.PHONY: install check lint format test test-fast test-busy bench bench-quick bench-rigorous bench-ci bench-ab bench-ci-baseline baseline report lock clean
+.PHONY: install check lint format test test-fast test-busy bench bench-quick bench-rigorous bench-ci bench-ci-baseline baseline report lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -117,8 +117,6 @@ BASE ?= $(shell git rev-parse -q --verify origin/main >/dev/null 2>&1 && git mer
 
 bench-ci: $(STAMP)  ## CI gate: BASE (default: merge base with origin/main) vs this checkout, interleaved in one run (< 3 min)
 	$(BIN)/servingbench check --base $(BASE) --plan $(CI_PLAN) --out $(CI_RESULTS) --no-report $(CHECK_ARGS)
-
-bench-ab: bench-ci  ## the same gate under the name the workflow calls: make bench-ab BASE=<sha>
 
 bench-ci-baseline: $(STAMP)  ## the committed-baseline check: only on the machine that made baselines/ci
 	$(BIN)/servingbench check --baseline $(CI_BASELINE) --plan $(CI_PLAN) --out $(CI_RESULTS) --no-report $(CHECK_ARGS)
