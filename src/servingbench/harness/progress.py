@@ -8,6 +8,7 @@ sees twice the time left after its first few runs, not "0s left" for its last th
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Protocol
 
 from rich.console import Console
@@ -17,6 +18,8 @@ __all__ = ["Eta", "PlainReporter", "Reporter", "RichReporter", "format_seconds",
 
 MIN_LEARNED_S = 10.0
 """Seconds of finished work before the measured pace replaces the plan's estimate (the first runs carry start-up)."""
+RECENT_STEPS = 30
+"""Pieces of finished work (runs, server starts) the pace is measured over."""
 
 
 def format_seconds(seconds: float) -> str:
@@ -26,16 +29,22 @@ def format_seconds(seconds: float) -> str:
 
 
 class Eta:
-    """Estimated seconds left: the estimate of the work not done yet, times the pace measured so far (real seconds
-    per estimated second of the work done)."""
+    """Estimated seconds left: the estimate of the work not done yet, times the pace of the recent work (real seconds
+    per estimated second over the last `RECENT_STEPS` pieces of work, so a block of slow runs after a block of fast
+    ones soon shows in the time left)."""
 
     def __init__(self, total_estimate_s: float) -> None:
         self.total_estimate_s = max(0.0, total_estimate_s)
         self.done_estimate_s = 0.0
         self.started = time.monotonic()
+        self._last = self.started
+        self._recent: deque[tuple[float, float]] = deque(maxlen=RECENT_STEPS)
 
-    def advance(self, estimate_s: float) -> None:
+    def advance(self, estimate_s: float, now: float | None = None) -> None:
         """Some work estimated at ``estimate_s`` seconds is done."""
+        now = time.monotonic() if now is None else now
+        self._recent.append((estimate_s, now - self._last))
+        self._last = now
         self.done_estimate_s += estimate_s
         self.total_estimate_s = max(self.total_estimate_s, self.done_estimate_s)
 
@@ -46,9 +55,10 @@ class Eta:
     def seconds_left(self, now: float | None = None) -> float:
         elapsed = (time.monotonic() if now is None else now) - self.started
         remaining = self.total_estimate_s - self.done_estimate_s
-        if elapsed < MIN_LEARNED_S or self.done_estimate_s <= 0:
+        estimated = sum(item[0] for item in self._recent)
+        if elapsed < MIN_LEARNED_S or estimated <= 0:
             return remaining
-        return remaining * elapsed / self.done_estimate_s
+        return remaining * sum(item[1] for item in self._recent) / estimated
 
 
 class Reporter(Protocol):
