@@ -4,12 +4,19 @@ measured against it. Routing and moving bytes only; every decision is the predic
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio.to_thread
 
-from servingbench.shared_model import MAX_DRAIN_BYTES, ROUTES, PredictService, Reply, Settings
+from servingbench.shared_model import (
+    GET_ACTIONS,
+    POST_ACTIONS,
+    ROUTES,
+    PredictService,
+    Reply,
+    Settings,
+)
 
 __all__ = ["create_app"]
 
@@ -19,12 +26,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("servingbench.servers.asgi")
-GET_ROUTES = {
-    "/healthz": PredictService.healthz,
-    "/model": PredictService.model_info,
-    "/openapi.json": PredictService.openapi,
-}
-POST_ROUTES = {"/predict": PredictService.predict, "/predict/batch": PredictService.predict_batch}
 
 
 class _Disconnected(Exception):
@@ -38,25 +39,26 @@ async def _send(send: Send, reply: Reply, *, head: bool = False) -> None:
     await send({"type": "http.response.body", "body": b"" if head else reply.body})
 
 
+async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
+    """The body's chunks as the server delivers them; a client gone before the end is :class:`_Disconnected`."""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        yield message.get("body", b"")
+        more = message.get("more_body", False)
+
+
 async def _body(core: PredictService, scope: Scope, receive: Receive) -> bytes | Reply:
     """Refuse by the headers, else stream the body within the limit (read on the event loop, as FastAPI does)."""
     headers: dict[str, list[str]] = {}
     for name, value in scope["headers"]:
         headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
     first = {name: values[0] for name, values in headers.items()}
-    if early := core.check_post(
-        headers.get("content-type", []), first.get("content-length"), first.get("content-encoding")
-    ):
-        return early
-    buffer = core.new_body()
-    more = True
-    while more and buffer.size <= MAX_DRAIN_BYTES:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        buffer.feed(message.get("body", b""))
-        more = message.get("more_body", False)
-    return core.too_large() if buffer.too_large else buffer.body()
+    return await core.read_body_async(
+        headers.get("content-type", []), first.get("content-length"), first.get("content-encoding"), _chunks(receive)
+    )
 
 
 def create_app(
@@ -69,16 +71,16 @@ def create_app(
 
     async def answer(scope: Scope, receive: Receive) -> Reply:
         method, path = scope["method"], scope["path"]
-        if method in ROUTES.get(path, ()) and path in GET_ROUTES:
-            return GET_ROUTES[path](core)
+        if method in ROUTES.get(path, ()) and path in GET_ACTIONS:
+            return GET_ACTIONS[path](core)
         if method not in ROUTES.get(path, ()):
             return core.method_not_allowed(method, path) if path in ROUTES else core.not_found(path)
         body = await _body(core, scope, receive)
         if isinstance(body, Reply):
             return body
         if in_thread_pool:
-            return await anyio.to_thread.run_sync(POST_ROUTES[path], core, body)
-        return POST_ROUTES[path](core, body)
+            return await anyio.to_thread.run_sync(POST_ACTIONS[path], core, body)
+        return POST_ACTIONS[path](core, body)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # nothing to start or stop: the model is loaded by the factory

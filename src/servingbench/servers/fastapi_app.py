@@ -10,16 +10,9 @@ from fastapi import Depends, FastAPI, Request, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from servingbench.shared_model import MAX_DRAIN_BYTES, PredictService, Reply, Settings
+from servingbench.shared_model import GET_ACTIONS, POST_ACTIONS, PredictService, Reply, Settings
 
 __all__ = ["create_app"]
-
-GET_ROUTES = {
-    "/healthz": PredictService.healthz,
-    "/model": PredictService.model_info,
-    "/openapi.json": PredictService.openapi,
-}
-POST_ROUTES = {"/predict": PredictService.predict, "/predict/batch": PredictService.predict_batch}
 
 
 class _Answer(Exception):
@@ -38,20 +31,16 @@ def _core(request: Request) -> PredictService:
 
 async def _body(request: Request) -> bytes:
     """Read the body on the event loop, within the limit, so a ``def`` route never waits on the network."""
-    core = _core(request)
     headers = request.headers
-    if early := core.check_post(
-        headers.getlist("content-type"), headers.get("content-length"), headers.get("content-encoding")
-    ):
-        raise _Answer(early)
-    buffer = core.new_body()
-    async for chunk in request.stream():
-        buffer.feed(chunk)
-        if buffer.size > MAX_DRAIN_BYTES:
-            break
-    if buffer.too_large:
-        raise _Answer(core.too_large())
-    return buffer.body()
+    body = await _core(request).read_body_async(
+        headers.getlist("content-type"),
+        headers.get("content-length"),
+        headers.get("content-encoding"),
+        request.stream(),
+    )
+    if isinstance(body, Reply):
+        raise _Answer(body)
+    return body
 
 
 def _post_endpoint(action: Callable[[PredictService, bytes], Reply], route: str) -> Callable[..., Any]:
@@ -82,19 +71,30 @@ async def _on_error(request: Request, exc: Exception) -> Response:
     return _send(_core(request).error_reply(status, request.method, request.url.path))
 
 
-def create_app(settings: Settings | None = None, service: PredictService | None = None) -> FastAPI:
-    """The FastAPI app; the model is loaded once, in the lifespan (``settings`` default: from the environment)."""
-    settings = settings or Settings.from_env()
+def core_lifespan(settings: Settings, service: PredictService | None) -> Callable[[FastAPI], Any]:
+    """A FastAPI lifespan that loads the model once, at start-up, into ``app.state.core``."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.core = service or PredictService.from_settings(settings)
         yield
 
-    app = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
-    for path, post in POST_ROUTES.items():
+    return lifespan
+
+
+def create_app(settings: Settings | None = None, service: PredictService | None = None) -> FastAPI:
+    """The FastAPI app; the model is loaded once, in the lifespan (``settings`` default: from the environment)."""
+    settings = settings or Settings.from_env()
+    app = FastAPI(
+        lifespan=core_lifespan(settings, service),
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+    )
+    for path, post in POST_ACTIONS.items():
         app.add_api_route(path, _post_endpoint(post, settings.route), methods=["POST"])
-    for path, get in GET_ROUTES.items():
+    for path, get in GET_ACTIONS.items():
         app.add_api_route(path, _get_endpoint(get), methods=["GET", "HEAD"])
     for exc_class in (_Answer, HTTPException, ClientDisconnect, Exception):
         app.add_exception_handler(exc_class, _on_error)

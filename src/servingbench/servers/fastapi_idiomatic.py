@@ -5,8 +5,6 @@ the prediction only, so what this costs over the equal-work adapter is FastAPI's
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
@@ -14,6 +12,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from servingbench.servers.fastapi_app import core_lifespan
 from servingbench.shared_model import ModelError, PredictService, Settings
 from servingbench.shared_model.schema import BatchRequest, BatchResponse, PredictRequest, PredictResponse
 from servingbench.shared_model.types import Prediction
@@ -34,13 +33,7 @@ def _predict(request: Request, rows: list[list[float]]) -> list[Prediction]:
 def create_app(settings: Settings | None = None, service: PredictService | None = None) -> FastAPI:
     """The FastAPI app; the model is loaded once, in the lifespan (``settings`` default: from the environment)."""
     settings = settings or Settings.from_env()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.core = service or PredictService.from_settings(settings)
-        yield
-
-    app = FastAPI(title="servingbench model server", lifespan=lifespan)
+    app = FastAPI(title="servingbench model server", lifespan=core_lifespan(settings, service))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

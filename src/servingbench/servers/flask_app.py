@@ -7,16 +7,16 @@ from collections.abc import Callable
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from servingbench.shared_model import BODY_CHUNK_BYTES, MAX_DRAIN_BYTES, PredictService, Reply, Settings
+from servingbench.shared_model import (
+    BODY_CHUNK_BYTES,
+    GET_ACTIONS,
+    POST_ACTIONS,
+    PredictService,
+    Reply,
+    Settings,
+)
 
 __all__ = ["create_app"]
-
-GET_ROUTES = {
-    "/healthz": PredictService.healthz,
-    "/model": PredictService.model_info,
-    "/openapi.json": PredictService.openapi,
-}
-POST_ROUTES = {"/predict": PredictService.predict, "/predict/batch": PredictService.predict_batch}
 
 
 def _send(reply: Reply) -> Response:
@@ -26,16 +26,10 @@ def _send(reply: Reply) -> Response:
 def _read_body(core: PredictService) -> bytes | Reply:
     """Stream the body within the limit; never hold more than the limit in memory."""
     headers = request.headers
-    if early := core.check_post(
-        headers.getlist("Content-Type"), headers.get("Content-Length"), headers.get("Content-Encoding")
-    ):
-        return early
-    buffer = core.new_body()
-    for chunk in iter(lambda: request.stream.read(BODY_CHUNK_BYTES), b""):
-        buffer.feed(chunk)
-        if buffer.size > MAX_DRAIN_BYTES:
-            break
-    return core.too_large() if buffer.too_large else buffer.body()
+    chunks = iter(lambda: request.stream.read(BODY_CHUNK_BYTES), b"")
+    return core.read_body(
+        headers.getlist("Content-Type"), headers.get("Content-Length"), headers.get("Content-Encoding"), chunks
+    )
 
 
 def _post_view(core: PredictService, action: Callable[[PredictService, bytes], Reply]) -> Callable[[], Response]:
@@ -55,9 +49,9 @@ def create_app(settings: Settings | None = None, service: PredictService | None 
     core = service or PredictService.from_settings(settings or Settings.from_env())
     app = Flask(__name__)
     app.url_map.merge_slashes = False
-    for path, post in POST_ROUTES.items():
+    for path, post in POST_ACTIONS.items():
         app.add_url_rule(path, path, _post_view(core, post), methods=["POST"], provide_automatic_options=False)
-    for path, get in GET_ROUTES.items():
+    for path, get in GET_ACTIONS.items():
         app.add_url_rule(path, path, _get_view(core, get), methods=["GET"], provide_automatic_options=False)
 
     @app.errorhandler(Exception)

@@ -13,16 +13,10 @@ from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Receive, Scope, Send
 from litestar.utils import normalize_path
 
-from servingbench.shared_model import MAX_DRAIN_BYTES, PredictService, Reply, Settings
+from servingbench.shared_model import GET_ACTIONS, POST_ACTIONS, PredictService, Reply, Settings
 
 __all__ = ["create_app"]
 
-GET_ROUTES = {
-    "/healthz": PredictService.healthz,
-    "/model": PredictService.model_info,
-    "/openapi.json": PredictService.openapi,
-}
-POST_ROUTES = {"/predict": PredictService.predict, "/predict/batch": PredictService.predict_batch}
 AnyRequest = Request[Any, Any, Any]
 UNROUTABLE_PATH = "/\x00"
 
@@ -42,19 +36,16 @@ def _core(request: AnyRequest) -> PredictService:
 
 async def _body(request: AnyRequest) -> bytes:
     """Read the body on the event loop, within the limit, so a ``def`` handler never waits on the network."""
-    core, headers = _core(request), request.headers
-    if early := core.check_post(
-        headers.getall("content-type", []), headers.get("content-length"), headers.get("content-encoding")
-    ):
-        raise _Answer(early)
-    buffer = core.new_body()
-    async for chunk in request.stream():
-        buffer.feed(chunk)
-        if buffer.size > MAX_DRAIN_BYTES:
-            break
-    if buffer.too_large:
-        raise _Answer(core.too_large())
-    return buffer.body()
+    headers = request.headers
+    body = await _core(request).read_body_async(
+        headers.getall("content-type", []),
+        headers.get("content-length"),
+        headers.get("content-encoding"),
+        request.stream(),
+    )
+    if isinstance(body, Reply):
+        raise _Answer(body)
+    return body
 
 
 def _post_handler(path: str, action: Callable[[PredictService, bytes], Reply], style: str) -> Any:
@@ -94,9 +85,9 @@ def create_app(settings: Settings | None = None, service: PredictService | None 
     """The Litestar app; the model is loaded once, here (``settings`` default: from the environment)."""
     settings = settings or Settings.from_env()
     core = service or PredictService.from_settings(settings)
-    handlers = [route([*POST_ROUTES, *GET_ROUTES], http_method="OPTIONS")(_refuse_options)]
-    handlers += [_post_handler(path, post, settings.route) for path, post in POST_ROUTES.items()]
-    handlers += [_get_handler(path, get) for path, get in GET_ROUTES.items()]
+    handlers = [route([*POST_ACTIONS, *GET_ACTIONS], http_method="OPTIONS")(_refuse_options)]
+    handlers += [_post_handler(path, post, settings.route) for path, post in POST_ACTIONS.items()]
+    handlers += [_get_handler(path, get) for path, get in GET_ACTIONS.items()]
     litestar = Litestar(
         handlers,
         dependencies={"raw": Provide(_body)},

@@ -8,7 +8,15 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import IO, Any
 
-from servingbench.shared_model import BODY_CHUNK_BYTES, MAX_DRAIN_BYTES, ROUTES, PredictService, Reply, Settings
+from servingbench.shared_model import (
+    BODY_CHUNK_BYTES,
+    GET_ACTIONS,
+    POST_ACTIONS,
+    ROUTES,
+    PredictService,
+    Reply,
+    Settings,
+)
 
 __all__ = ["create_app"]
 
@@ -17,12 +25,6 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 log = logging.getLogger("servingbench.servers.wsgi")
-GET_ROUTES = {
-    "/healthz": PredictService.healthz,
-    "/model": PredictService.model_info,
-    "/openapi.json": PredictService.openapi,
-}
-POST_ROUTES = {"/predict": PredictService.predict, "/predict/batch": PredictService.predict_batch}
 
 
 def _chunks(environ: Environ) -> Iterable[bytes]:
@@ -42,24 +44,18 @@ def _chunks(environ: Environ) -> Iterable[bytes]:
 def _body(core: PredictService, environ: Environ) -> bytes | Reply:
     """Refuse by the headers, else stream the body within the limit; never hold more than the limit in memory."""
     content_type = [environ["CONTENT_TYPE"]] if environ.get("CONTENT_TYPE") else []
-    if early := core.check_post(content_type, environ.get("CONTENT_LENGTH"), environ.get("HTTP_CONTENT_ENCODING")):
-        return early
-    buffer = core.new_body()
-    for chunk in _chunks(environ):
-        buffer.feed(chunk)
-        if buffer.size > MAX_DRAIN_BYTES:
-            break
-    return core.too_large() if buffer.too_large else buffer.body()
+    length, coding = environ.get("CONTENT_LENGTH"), environ.get("HTTP_CONTENT_ENCODING")
+    return core.read_body(content_type, length, coding, _chunks(environ))
 
 
 def _answer(core: PredictService, environ: Environ) -> Reply:
     method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"
-    if method in ROUTES.get(path, ()) and path in GET_ROUTES:
-        return GET_ROUTES[path](core)
+    if method in ROUTES.get(path, ()) and path in GET_ACTIONS:
+        return GET_ACTIONS[path](core)
     if method not in ROUTES.get(path, ()):
         return core.method_not_allowed(method, path) if path in ROUTES else core.not_found(path)
     body = _body(core, environ)
-    return body if isinstance(body, Reply) else POST_ROUTES[path](core, body)
+    return body if isinstance(body, Reply) else POST_ACTIONS[path](core, body)
 
 
 def create_app(settings: Settings | None = None, service: PredictService | None = None) -> WSGIApp:

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,7 +24,7 @@ from servingbench.shared_model.schema import BatchRequest, PredictRequest, opena
 from servingbench.shared_model.settings import Settings
 from servingbench.shared_model.types import Model, ModelInfo, Prediction
 
-__all__ = ["ROUTES", "BodyBuffer", "PredictService", "Reply"]
+__all__ = ["GET_ACTIONS", "POST_ACTIONS", "ROUTES", "BodyBuffer", "PredictService", "Reply"]
 
 log = logging.getLogger("servingbench.core")
 
@@ -185,6 +185,41 @@ class PredictService:
     def new_body(self) -> BodyBuffer:
         return BodyBuffer(self.settings.max_body_bytes)
 
+    def read_body(
+        self,
+        content_types: list[str],
+        content_length: str | None,
+        content_encoding: str | None,
+        chunks: Iterable[bytes],
+    ) -> bytes | Reply:
+        """The gates of :meth:`check_post`, then the body from ``chunks`` within the limit (past it, drained up to
+        :data:`MAX_DRAIN_BYTES` and never held): the bytes, or the refusal to send."""
+        if early := self.check_post(content_types, content_length, content_encoding):
+            return early
+        buffer = self.new_body()
+        for chunk in chunks:
+            buffer.feed(chunk)
+            if buffer.size > MAX_DRAIN_BYTES:
+                break
+        return self.too_large() if buffer.too_large else buffer.body()
+
+    async def read_body_async(
+        self,
+        content_types: list[str],
+        content_length: str | None,
+        content_encoding: str | None,
+        chunks: AsyncIterable[bytes],
+    ) -> bytes | Reply:
+        """:meth:`read_body` for an ASGI adapter: ``chunks`` arrive on the event loop."""
+        if early := self.check_post(content_types, content_length, content_encoding):
+            return early
+        buffer = self.new_body()
+        async for chunk in chunks:
+            buffer.feed(chunk)
+            if buffer.size > MAX_DRAIN_BYTES:
+                break
+        return self.too_large() if buffer.too_large else buffer.body()
+
     def too_large(self) -> Reply:
         limit = self.settings.max_body_bytes
         return Reply.problem(Problem(413, f"Request body is larger than the limit of {limit} bytes"))
@@ -308,3 +343,16 @@ class PredictService:
             if len(row) != self.info.n_features:
                 return self._count_problem(["instances", i], len(row))
         return np.asarray(request.instances, dtype=np.float64)
+
+
+GET_ACTIONS: dict[str, Callable[[PredictService], Reply]] = {
+    "/healthz": PredictService.healthz,
+    "/model": PredictService.model_info,
+    "/openapi.json": PredictService.openapi,
+}
+"""What each GET route of the contract answers: every adapter routes these paths to these methods."""
+POST_ACTIONS: dict[str, Callable[[PredictService, bytes], Reply]] = {
+    "/predict": PredictService.predict,
+    "/predict/batch": PredictService.predict_batch,
+}
+"""What each POST route of the contract answers, given the body's bytes."""
