@@ -63,7 +63,7 @@ def climb(capacity: float, peak: float | None, *, gross_above: float = math.inf)
     points: list[CurvePoint] = []
     while (rate := next_rate(GRID, points, peak=peak)) is not None:
         points.append(point(rate, rate <= capacity, gross=rate > gross_above))
-        assert len(points) <= len(GRID)
+        assert len(points) <= len(GRID) + 3
     return [item.rate for item in points]
 
 
@@ -83,8 +83,12 @@ def test_a_config_failing_everywhere_ends_at_the_bottom_of_the_grid() -> None:
     assert climb(capacity=10.0, peak=300.0) == [150.0, 100.0]
 
 
-def test_without_a_peak_the_climb_starts_at_the_bottom_and_ends_at_the_top() -> None:
-    assert climb(capacity=10_000.0, peak=None) == list(GRID)
+def test_without_a_peak_the_climb_starts_at_the_bottom_and_goes_past_the_top_by_the_grid_ratio() -> None:
+    assert climb(capacity=10_000.0, peak=None) == [*GRID, 900.0, 1350.0, 2020.0]  # x 1.5 each (3 digits), at most 3
+
+
+def test_past_the_top_the_climb_stops_at_its_failures() -> None:
+    assert climb(capacity=1000.0, peak=1200.0) == [600.0, 900.0, 1350.0]  # past the grid one failure ends it
 
 
 def test_a_generator_limited_step_comes_up_again() -> None:

@@ -59,6 +59,9 @@ START_FRACTION = 0.5
 """Each config's climb starts at the first grid rate at or above this fraction of its own closed-loop peak."""
 RATE_DIGITS = 3
 """Significant digits of a grid rate."""
+MAX_ABOVE_GRID = 3
+"""A config that meets the SLO at the top of the grid climbs on, by the grid's own ratio, at most this many rates
+further (the grid came from closed-loop peaks measured once, perhaps in a slow moment of the machine)."""
 Censored = Literal["below", "above"]
 
 
@@ -199,8 +202,9 @@ def next_rate(
     """The next rate a config's climb measures in this repetition, or None when its curve is done.
 
     It starts at the first grid rate at or above `START_FRACTION` x its own ``peak`` (the lowest without one) and
-    climbs while steps pass; it stops after a gross failure or `FAILURES_TO_STOP` failures in a row, or at the top of
-    the grid. If its first rate fails, it steps down the grid until a rate passes (or the grid ends). Rates in
+    climbs while steps pass; it stops after a gross failure or `FAILURES_TO_STOP` failures in a row. Past the top of
+    the grid it climbs on by the grid's ratio, at most `MAX_ABOVE_GRID` rates. If its first rate fails, it steps
+    down the grid until a rate passes (or the grid ends). Rates in
     ``must`` (the traffic the user expects) are measured too, when below the lowest failure. A generator-limited
     step does not count: its rate comes up again (the caller decides when to give up on the generator).
     """
@@ -217,10 +221,21 @@ def next_rate(
         higher = [rate for rate in grid if rate > highest]
         if higher:
             return higher[0]
+        if (
+            counted[-1].ok
+            and len(grid) >= 2
+            and sum(rate > grid[-1] for rate in measured_rates(counted)) < MAX_ABOVE_GRID
+        ):
+            return _rounded(highest * grid[-1] / grid[-2])
     measured = {point.rate for point in counted}
     top = min((point.rate for point in counted if not point.ok), default=math.inf)
     pending = [rate for rate in sorted(must) if rate not in measured and rate < top]
     return pending[0] if pending else None
+
+
+def measured_rates(points: Sequence[CurvePoint]) -> set[float]:
+    """The offered rates of ``points``."""
+    return {point.rate for point in points}
 
 
 def _start_index(grid: Sequence[float], peak: float | None) -> int:

@@ -523,6 +523,9 @@ class _Bench:
         while (rate := next_rate(grid, points, peak=peak, must=must)) is not None:
             point = self._step(model, measurement, rep, slot, rate, curve_id)
             points.append(point)
+            state = self.curves[(model.name, measurement.scenario)]
+            if state.grid is not None and rate not in state.grid:  # climbed past the grid: later curves share it
+                state.grid = tuple(sorted({*state.grid, rate}))
             if slot.server is None:
                 return slot.down or "the server stopped"
             if (
@@ -597,7 +600,7 @@ class _Bench:
             "slo_p99_ms": self.plan.slo_p99_ms,
             "arrivals": measurement.arrivals,
             "method": "curve",
-            "grid": list(grid or ()),
+            "grid": sorted({*(grid or ()), *(point.rate for point in points)}),
             **fit.to_json(),
             "converged": fit.capacity_rps is not None,
             "stop_reason": stop,
