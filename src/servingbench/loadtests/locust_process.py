@@ -76,6 +76,10 @@ __all__ = ["main"]
 
 logger = logging.getLogger("servingbench.load")
 
+MSG_LISTENING = "servingbench_listening"
+"""Worker -> master, once its handlers are registered: `{}`. Locust acknowledges a worker before the worker can
+register its own message handlers, and a message arriving in between is dropped; so the master hands a run only to
+workers that said they listen."""
 MSG_RUN = "servingbench_run"
 """Master -> worker: `{"protocol", "setup": RunSetup.to_json()}`."""
 MSG_PROGRESS = "servingbench_progress"
@@ -225,7 +229,9 @@ class _Owner:
         self.events = events
         self.expect_workers = expect_workers
         self.current: _Collect | None = None
+        self.listening: set[str] = set()
         if isinstance(runner, MasterRunner):
+            runner.register_message(MSG_LISTENING, self._on_listening)
             runner.register_message(MSG_PROGRESS, self._on_progress)
             runner.register_message(MSG_FINAL, self._on_final)
             _listen(environment.events.worker_report, self._on_worker_report)
@@ -245,12 +251,16 @@ class _Owner:
         deadline = time.monotonic() + timeout_s
         while True:
             clients = self.runner.clients
-            ids = tuple(sorted(node.id for node in clients.ready + clients.spawning + clients.running))
+            joined = clients.ready + clients.spawning + clients.running
+            ids = tuple(sorted(node.id for node in joined if node.id in self.listening))
             if len(ids) == self.expect_workers:
                 return ids
             if time.monotonic() > deadline:
                 raise RunFailedError(f"{len(ids)} of {self.expect_workers} load workers connected")
             gevent.sleep(COLLECT_POLL_S)
+
+    def _on_listening(self, environment: Environment, msg: Any, **_: Any) -> None:
+        self.listening.add(str(msg.node_id))
 
     def serve(self, commands: Iterator[dict[str, Any]]) -> None:
         for command in commands:
@@ -431,6 +441,7 @@ class _Worker:
         runner.register_message(MSG_END, self._on_end)
         runner.register_message(MSG_STOP, self._on_stop, concurrent=True)
         _listen(environment.events.report_to_master, self._on_report_to_master)
+        runner.send_message(MSG_LISTENING, {})
 
     def _on_run(self, environment: Environment, msg: Any, **_: Any) -> None:
         run_id = int(msg.data["setup"]["run"])
