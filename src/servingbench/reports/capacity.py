@@ -49,6 +49,7 @@ from .verdict import (
     plan_margin,
     plan_reference,
     repetitions_text,
+    without_verdict_leader,
 )
 
 __all__ = [
@@ -70,7 +71,6 @@ THEORY_TEXT = {
     "D/D/1": "D/D/1 (evenly spaced arrivals, fixed service time)",
 }
 THEORY_CAVEAT = "an upper bound for servers whose service time varies"
-NO_VERDICT_LEADER = "highest median, no verdict"
 Sign = Literal[-1, 0, 1]
 ViewKey = tuple[str, str, str, float]  # model, scenario, arrivals, SLO p99 (ms)
 
@@ -333,12 +333,7 @@ def _rank(
             advice = f"{against} censored repetition{'s' if against != 1 else ''} point the other way"
         outcomes.append(ConfigOutcome(config, labels[config], estimate, comparison, key, text, advice))
     outcomes.sort(key=lambda item: _order(item, verdict))
-    if named is None and not any(item.comparison is not None and item.comparison.has_interval for item in outcomes):
-        # "best" is a verdict word: with no comparison resting on enough pairs, the leader is only the highest median
-        outcomes = [
-            replace(item, outcome_text=NO_VERDICT_LEADER) if item.outcome == "best" else item for item in outcomes
-        ]
-    return verdict, tuple(outcomes), left_out
+    return verdict, without_verdict_leader(outcomes, spec, named is not None), left_out
 
 
 def _order(outcome: ConfigOutcome, verdict: ArmsVerdict | None) -> tuple[int, float]:

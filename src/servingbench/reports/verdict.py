@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import median
 from typing import Literal
 
@@ -52,6 +52,7 @@ __all__ = [
     "config_order",
     "format_comparison",
     "group_runs",
+    "leader_text",
     "metric_verdict",
     "models_are_arms",
     "outcome_words",
@@ -66,6 +67,7 @@ __all__ = [
     "scenario_info",
     "users_text",
     "verdicts",
+    "without_verdict_leader",
 ]
 
 # Whether predict waits or computes, from the lowest-load runs: its wall time (Server-Timing) over the server's CPU
@@ -271,7 +273,23 @@ def rank_arms(
         key, text, advice = outcome_words(comparison, spec, named)
         outcomes.append(ConfigOutcome(arm, labels.get(arm, arm), estimate, comparison, key, text, advice))
     outcomes.sort(key=lambda item: (item.comparison is not None, _closeness(item, spec)))
+    outcomes = list(without_verdict_leader(outcomes, spec, named))
     return verdict, tuple(outcomes)
+
+
+def leader_text(spec: MetricSpec) -> str:
+    """What the leading arm is called when no comparison rests on enough pairs: "best" is a verdict word."""
+    return f"{'highest' if spec.higher_is_better else 'lowest'} median, no verdict"
+
+
+def without_verdict_leader(
+    outcomes: Sequence[ConfigOutcome], spec: MetricSpec, named: bool
+) -> tuple[ConfigOutcome, ...]:
+    """``outcomes`` with the best arm's text replaced by :func:`leader_text` when no comparison has an interval (a
+    named reference keeps its name: it was not chosen from the data)."""
+    if named or any(item.comparison is not None and item.comparison.has_interval for item in outcomes):
+        return tuple(outcomes)
+    return tuple(replace(item, outcome_text=leader_text(spec)) if item.outcome == "best" else item for item in outcomes)
 
 
 def _metric_headline(outcomes: Sequence[ConfigOutcome], named: bool) -> str:
