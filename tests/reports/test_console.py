@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
+from servingbench.cli import main
 from servingbench.reports import load_bundle, print_summary
 from servingbench.reports.capacity import capacity_views
 from servingbench.reports.numbers import estimate_text
@@ -48,3 +50,21 @@ def test_too_few_repetitions_print_no_verdict_word(tmp_path: Path) -> None:
     assert "no verdict" in text and "(n=2)" in text
     for word in ("slower", "faster", "equivalent"):
         assert word not in text.split("median [interval]")[0]
+
+
+def test_servingbench_report_prints_the_summary_then_the_page(
+    curve_bundle_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(curve_bundle_dir)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == str(curve_bundle_dir / "index.html")
+    text = "\n".join(out)
+    assert "capacity · fast · capacity" in text and "For the model 'fast'" in text
+    assert (curve_bundle_dir / "aggregates.csv").is_file()
+
+
+def test_servingbench_report_of_a_bad_bundle_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and "results.json" in captured.err
+    assert not (tmp_path / "index.html").exists() and not (tmp_path / "aggregates.json").exists()

@@ -363,12 +363,10 @@ def metric_verdict(
 
 
 def config_order(bundle: Bundle) -> list[str]:
-    """Configs in plan order, then any config only seen in runs, in run order."""
-    order = list(bundle.configs)
-    for run in bundle.runs:
-        if run.config not in order:
-            order.append(run.config)
-    return order
+    """Configs in plan order, then any config only seen in runs or capacity entries, in bundle order."""
+    return list(
+        dict.fromkeys([*bundle.configs, *(run.config for run in bundle.runs), *(r.config for r in bundle.capacity)])
+    )
 
 
 def _scenario_sort_key(run: Run) -> tuple[bool, str, int, int, float, str]:
