@@ -214,11 +214,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"servingbench: interrupted; partial results kept in {stop.bundle_dir}", file=sys.stderr)
         _report_quietly(stop.bundle_dir)
         return 130
-    from servingbench.reports import print_summary, render_report
+    from servingbench.reports import BundleError, print_summary, render_report
 
-    print_summary(bundle, console)
-    if not args.no_report:
-        print(f"report: {render_report(bundle)}")
+    try:
+        print_summary(bundle, console)
+        if not args.no_report:
+            print(f"report: {render_report(bundle)}")
+    except BundleError as err:
+        return _fail(str(err))
     return EXIT_OK
 
 
