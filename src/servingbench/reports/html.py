@@ -65,13 +65,13 @@ def format_ratio_cell(comparison: PairedComparison | None) -> Markup:
 
 
 def format_difference(difference: PairedDifference | None) -> Markup:
-    """A paired difference with its sign, e.g. ``+41.2 [+30.1 to +52.3]``, and what the interval is; below the minimum
-    pairs the range of the per-repetition differences."""
+    """A paired difference with its sign, e.g. ``+41.2 [+30.1 to +52.3]``, and what the interval is (its family is in
+    the table's heading); below the minimum pairs the range of the per-repetition differences."""
     if difference is None or difference.mean is None:
         return Markup('<span class="muted">not measured</span>')
     if difference.low is not None and difference.high is not None:
         numbers = f"{difference.mean:+.1f} [{difference.low:+.1f} to {difference.high:+.1f}]"
-        label = f"{difference.family.label} (paired t on differences); {difference.pairs} pairs"
+        label = f"paired t on differences; {difference.pairs} pairs"  # the table's heading names the family
     else:
         numbers = f"{difference.mean:+.1f} (range {difference.range_low:+.1f} to {difference.range_high:+.1f})"
         label = f"range of {difference.pairs} repetition{'' if difference.pairs == 1 else 's'}: no interval"
