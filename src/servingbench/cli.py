@@ -214,10 +214,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"servingbench: interrupted; partial results kept in {stop.bundle_dir}", file=sys.stderr)
         _report_quietly(stop.bundle_dir)
         return 130
-    if not args.no_report:
-        from servingbench.reports import render_report
+    from servingbench.reports import BundleError, print_summary, render_report
 
-        print(f"report: {render_report(bundle)}")
+    try:
+        print_summary(bundle, console)
+        if not args.no_report:
+            print(f"report: {render_report(bundle)}")
+    except BundleError as err:
+        return _fail(str(err))
     return EXIT_OK
 
 
@@ -264,10 +268,14 @@ def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _report(args: argparse.Namespace) -> int:
-    from servingbench.reports import BundleError, render_report
+    from rich.console import Console
+
+    from servingbench.reports import BundleError, print_summary, render_report
 
     try:
-        print(render_report(args.bundle))
+        path = render_report(args.bundle)
+        print_summary(args.bundle, Console())
+        print(path)
     except BundleError as err:
         return _fail(str(err))
     return EXIT_OK

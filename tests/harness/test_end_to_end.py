@@ -164,7 +164,7 @@ def test_capacity_curve_on_real_servers_end_to_end(tmp_path: Path) -> None:
     assert sync["theory"] == "M/D/1" and sync["theory_rps"] > 0 and sync["service_ms"] > 5.0  # sleeps 5 ms
     assert entries["fastapi-uvicorn"]["theory"] is None
     html = render_report(bundle_dir).read_text()
-    assert 'id="capacity"' in html and 'data-metric="capacity_rps"' in html and "chart-open-sleep5" in html
+    assert 'id="capacity"' in html and 'data-metric="capacity_rps"' in html and "chart-capacity-sleep5" in html
     assert psutil.Process().children(recursive=True) == []
 
 

@@ -4,16 +4,22 @@ Each config has a synthetic cost (framework overhead in ms) added to the model's
 time. Two configs with the same overhead get the same samples (in a different repetition order), so a
 correct report must never call them different (equivalent, or not settled where the noise is too large).
 
-A :class:`SearchSpec` adds capacity searches as ``servingbench run`` records them: every step is a run of
-its own (``search``, ``step_ok``, ``step_reason``) and each search a ``capacity`` entry with its steps. The
-steps sit below and above the synthetic capacity at the SLO, and a step meets the SLO exactly when its
-run's p99 does.
+A :class:`CurveSpec` adds capacity curves as ``servingbench run`` records them now: a grid of offered rates
+shared by every config, each config climbing it in every repetition (from about half its own capacity upwards
+until two steps fail, downwards first when its first step fails), every step a run of its own (``search``,
+``step_ok``, ``step_reason``) and each curve a ``capacity`` entry (``method: "curve"``) with its steps, the
+capacity where p99 crosses the SLO (interpolated in log p99) or the side it is censored on. A step meets the SLO
+exactly when its run's p99 does.
+
+A :class:`SearchSpec` adds capacity searches as bundles before curves recorded them (no ``method``; each config
+tried its own rates): the report still reads them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,12 @@ STEP_FACTORS = (0.5, 1.2, 0.85, 1.05, 0.95)  # step rates / capacity at the SLO,
 LATE_SHARE_OVERLOADED = 0.05  # share of a failing step's requests sent late
 THEORY_OPTIMISM = 1.08  # the queueing model's capacity / the synthetic one (theory ignores framework jitter)
 GENERATOR_LIMIT = "load generator"
+CURVE_POINTS = 6
+CURVE_LOW, CURVE_HIGH = 0.5, 1.6  # the grid spans these multiples of the lowest and highest nominal capacity
+CURVE_START = 0.5  # a climb starts at the first rate at or above this multiple of the config's own capacity
+FAILURES_TO_STOP = 2
+GROSS_FACTOR = 4.0
+SHA256 = "2fad07866ee791fdd65a8f1d741362ad2b16f430b4b842d7b41f166cfea39633"
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,9 @@ class ConfigSpec:
     overhead_ms: float
     workers: int = 1
     threads: int | None = None
+    role: str = "equal-work"
+    baseline: str | None = None  # the framework it is measured against (its floor, or a variant's counterpart)
+    inflight: int | None = None  # requests one worker serves at once (default: 40 for ASGI def, else threads or 1)
 
 
 @dataclass(frozen=True)
@@ -75,9 +90,11 @@ class ScenarioSpec:
     endpoint: str = "/predict"
 
 
-FAST_A = ConfigSpec("fastapi-uvicorn", "FastAPI / uvicorn (def)", "fastapi", "uvicorn", "def", 0.30)
-FAST_B = ConfigSpec("flask-gthread", "Flask / gunicorn gthread", "flask", "gunicorn-gthread", "def", 0.30, threads=8)
-SLOW_C = ConfigSpec("flask-sync", "Flask / gunicorn sync", "flask", "gunicorn-sync", "def", 0.55)
+FAST_A = ConfigSpec("fastapi-uvicorn", "FastAPI / uvicorn (def)", "fastapi", "uvicorn", "def", 0.30, baseline="asgi")
+FAST_B = ConfigSpec(
+    "flask-gthread", "Flask / gunicorn gthread", "flask", "gunicorn-gthread", "def", 0.30, threads=8, baseline="wsgi"
+)
+SLOW_C = ConfigSpec("flask-sync", "Flask / gunicorn sync", "flask", "gunicorn-sync", "def", 0.55, baseline="wsgi")
 DEFAULT_CONFIGS = (FAST_A, FAST_B, SLOW_C)
 FAST_MODEL = ModelSpec("fast", validate_ms=0.02, predict_ms=0.05, noise=0.01)
 HEAVY_MODEL = ModelSpec("heavy", validate_ms=0.02, predict_ms=6.0, noise=0.06)
@@ -111,6 +128,26 @@ class SearchSpec:
 
 
 @dataclass(frozen=True)
+class CurveSpec:
+    """A capacity curve of the first model, climbed by every config in every repetition on one shared grid.
+
+    ``theory_configs`` get an M/D/1 theory value; ``limited_configs`` have their first failing step fail on the
+    load generator's account (an invalid run, ``generator_limited``) and re-run at the same rate; ``never_met`` and
+    ``always_met`` list (config, repetition) pairs whose curve met the SLO at no rate (censored below the lowest rate
+    measured) or at every rate (censored above the highest).
+    """
+
+    name: str = "capacity"
+    slo_p99_ms: float = 5.0
+    arrivals: str = "poisson"
+    points: int = CURVE_POINTS
+    theory_configs: tuple[str, ...] = ()
+    limited_configs: tuple[str, ...] = ()
+    never_met: tuple[tuple[str, int], ...] = ()
+    always_met: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class BundleSpec:
     """Everything that varies between fixture bundles."""
 
@@ -121,6 +158,8 @@ class BundleSpec:
     complete: bool = True
     capacity: bool = True
     searches: tuple[SearchSpec, ...] = ()
+    curves: tuple[CurveSpec, ...] = ()
+    traffic_rps: float = 0.0
     invalid_runs: bool = True
     invalid: tuple[tuple[str, int], ...] = ()  # (config, repetition) whose runs are marked invalid
     plan: dict[str, Any] = field(default_factory=dict)  # extra keys of the bundle's plan section
@@ -138,6 +177,29 @@ SEARCH = SearchSpec(
 SEARCH_SPEC = BundleSpec(
     models=(FAST_MODEL,), scenarios=SEARCH_SCENARIOS, repetitions=3, capacity=False, searches=(SEARCH,)
 )
+CURVE = CurveSpec(theory_configs=(SLOW_C.name,), limited_configs=(FAST_A.name,))
+CURVE_SPEC = BundleSpec(
+    models=(FAST_MODEL,), scenarios=SEARCH_SCENARIOS, repetitions=6, capacity=False, curves=(CURVE,)
+)  # six repetitions (intervals at 95 %); the generator limits FastAPI once per curve; theory for the sync worker
+ASGI_FLOOR = ConfigSpec("asgi-uvicorn", "ASGI floor / uvicorn", "asgi", "uvicorn", "def", 0.18, role="floor")
+FAST_IDIOMATIC = ConfigSpec(
+    "fastapi-idiomatic-uvicorn", "FastAPI (idiomatic) / uvicorn", "fastapi-idiomatic", "uvicorn", "def", 0.42,
+    role="variant", baseline="fastapi",
+)  # fmt: skip
+WSGI_FLOOR = ConfigSpec(
+    "wsgi-gthread", "WSGI floor / gunicorn gthread", "wsgi", "gunicorn-gthread", "def", 0.20, threads=8, role="floor"
+)
+FAST_GRANIAN = ConfigSpec(
+    "fastapi-granian", "FastAPI / Granian", "fastapi", "granian", "def", 0.28, baseline="asgi", inflight=8
+)
+FLASK_GRANIAN = ConfigSpec(
+    "flask-granian", "Flask / Granian", "flask", "granian", "def", 0.33, threads=8, baseline="wsgi", inflight=8
+)
+TAX_CONFIGS = (FAST_A, ASGI_FLOOR, FAST_IDIOMATIC, FAST_B, WSGI_FLOOR, FAST_GRANIAN, FLASK_GRANIAN)
+TAX_SPEC = BundleSpec(
+    configs=TAX_CONFIGS, models=(FAST_MODEL,), scenarios=(ScenarioSpec("single-c8", concurrency=8),),
+    repetitions=5, capacity=False, invalid_runs=False,
+)  # fmt: skip
 
 
 def _seed(*parts: object) -> int:
@@ -397,6 +459,127 @@ def _searches(spec: BundleSpec, start: int) -> tuple[list[dict[str, Any]], list[
     return runs, entries
 
 
+def _nominal_capacity(spec: BundleSpec, curve: CurveSpec, config: ConfigSpec) -> float:
+    return _capacity_at_slo(spec, SearchSpec(slo_p99_ms=curve.slo_p99_ms), config, 0)
+
+
+def curve_grid(spec: BundleSpec, curve: CurveSpec) -> tuple[float, ...]:
+    """The grid every config climbs: ``points`` rates from 0.5 x the lowest to 1.6 x the highest nominal capacity,
+    3 significant digits, plus the plan's traffic rate."""
+    capacities = [_nominal_capacity(spec, curve, config) for config in spec.configs]
+    low, high = CURVE_LOW * min(capacities), CURVE_HIGH * max(capacities)
+    ratio = (high / low) ** (1.0 / (curve.points - 1))
+    rates = {float(f"{low * ratio**index:.3g}") for index in range(curve.points)}
+    if spec.traffic_rps > 0:
+        rates.add(spec.traffic_rps)
+    return tuple(sorted(rates))
+
+
+@dataclass
+class _Climb:
+    """One config's climb in one repetition: its step runs and entry steps, as the harness records them."""
+
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _curve_step(
+    spec: BundleSpec, curve: CurveSpec, config: ConfigSpec, rep: int, rate: float, order: int, curve_id: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    run = _step_run(spec, SearchSpec(curve.name, curve.slo_p99_ms), config, rep, rate, order, curve_id)
+    run.update(valid=True, invalid_reason=None, generator_cpu_pct=40.0, wall_s=1.2, session=f"s{rep:03d}")
+    if (config.name, rep) in curve.never_met:
+        run.update(step_ok=False, step_reason=f"error rate 5.0% over 1% (forced at {rate:g} req/s)")
+    if (config.name, rep) in curve.always_met:
+        run.update(step_ok=True, step_reason=None)
+    p99 = run["latency_ms"]["p99"]
+    gross = not run["step_ok"] and p99 > GROSS_FACTOR * curve.slo_p99_ms
+    step = {"rate": rate, "p99_ms": p99, "ok": run["step_ok"], "generator_limited": False, "gross": gross,
+            "run": run["id"], "reason": run["step_reason"]}  # fmt: skip
+    return run, step
+
+
+def _climb(
+    spec: BundleSpec, curve: CurveSpec, config: ConfigSpec, rep: int, grid: tuple[float, ...], start: int, cid: str
+) -> _Climb:
+    """The harness's climb: up from about half the config's capacity while steps pass, down first if the first
+    fails; stop after two failures in a row above the last pass, a gross failure, or the grid's end."""
+    climb = _Climb()
+    own = _nominal_capacity(spec, curve, config)
+    index = next((i for i, rate in enumerate(grid) if rate >= CURVE_START * own), len(grid) - 1)
+    limited_once = config.name in curve.limited_configs
+    direction, failures = 0, 0
+    while 0 <= index < len(grid):
+        run, step = _curve_step(spec, curve, config, rep, grid[index], start + len(climb.runs), cid)
+        if limited_once and not step["ok"]:  # the generator fell behind first: invalid, re-run at the same rate
+            limited_once = False
+            reason = "load generator fell behind: p99 send lag 9.0 ms over 0.5 ms (a tenth of the SLO)"
+            run.update(valid=False, invalid_reason=reason, step_reason=reason)
+            climb.runs.append(run)
+            climb.steps.append({**step, "generator_limited": True, "gross": False, "reason": reason})
+            continue
+        climb.runs.append(run)
+        climb.steps.append(step)
+        if direction == 0:
+            direction = 1 if step["ok"] else -1
+        if direction < 0:
+            if step["ok"]:
+                break
+            index -= 1
+            continue
+        failures = 0 if step["ok"] else failures + 1
+        if failures >= FAILURES_TO_STOP or step["gross"]:
+            break
+        index += 1
+    return climb
+
+
+def _fit(steps: list[dict[str, Any]], slo: float) -> dict[str, Any]:
+    """Where p99 crosses the SLO between the highest passing rate and the next failing one (log p99, linear)."""
+    counted = sorted((step for step in steps if not step["generator_limited"]), key=lambda step: step["rate"])
+    passing = [step for step in counted if step["ok"]]
+    if not passing:
+        return {"capacity_rps": None, "censored": "below", "bound_rps": counted[0]["rate"]}
+    above = [step for step in counted if not step["ok"] and step["rate"] > passing[-1]["rate"]]
+    if not above:
+        return {"capacity_rps": None, "censored": "above", "bound_rps": counted[-1]["rate"]}
+    low, high = passing[-1], above[0]
+    low_p99, high_p99 = math.log(max(low["p99_ms"], 1e-3)), math.log(max(high["p99_ms"], slo * 1.0001))
+    share = (math.log(slo) - low_p99) / (high_p99 - low_p99) if high_p99 > low_p99 else 0.0
+    rate = low["rate"] + min(max(share, 0.0), 1.0) * (high["rate"] - low["rate"])
+    return {"capacity_rps": round(rate, 3), "censored": None, "bound_rps": None}
+
+
+def _curves(spec: BundleSpec, start: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The step runs (orders from ``start``) and capacity entries of every curve, per repetition and config."""
+    runs: list[dict[str, Any]] = []
+    entries: list[dict[str, Any]] = []
+    for curve in spec.curves:
+        grid = curve_grid(spec, curve)
+        for rep in range(spec.repetitions):
+            for config in spec.configs:
+                curve_id = f"c{len(entries) + 1:03d}"
+                climb = _climb(spec, curve, config, rep, grid, start + len(runs), curve_id)
+                runs.extend(climb.runs)
+                fit = _fit(climb.steps, curve.slo_p99_ms)
+                theory = config.name in curve.theory_configs
+                capacity = _capacity_at_slo(spec, SearchSpec(slo_p99_ms=curve.slo_p99_ms), config, rep)
+                entries.append(
+                    {
+                        "id": curve_id, "config": config.name, "model": spec.models[0].name, "scenario": curve.name,
+                        "repetition": rep, "slo_p99_ms": curve.slo_p99_ms, "arrivals": curve.arrivals,
+                        "method": "curve", "grid": list(grid), **fit,
+                        "fitted": [[step["rate"], step["p99_ms"]] for step in climb.steps],
+                        "converged": fit["capacity_rps"] is not None, "stop_reason": "the climb ended",
+                        "limited_by": None, "steps": climb.steps,
+                        "service_ms": round(_service_ms(config, spec.models[0]), 3) if theory else None,
+                        "theory": "M/D/1" if theory else None,
+                        "theory_rps": round(capacity * THEORY_OPTIMISM, 1) if theory else None,
+                    }
+                )  # fmt: skip
+    return runs, entries
+
+
 def _document(spec: BundleSpec, runs: list[dict[str, Any]], searches: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "format": "servingbench-results",
@@ -425,7 +608,14 @@ def _document(spec: BundleSpec, runs: list[dict[str, Any]], searches: list[dict[
             "load_avg_after": [0.9, 0.5, 0.4],
             "blas_threads": 1,
         },
-        "plan": {"preset": "quick", "repetitions": spec.repetitions, **spec.plan},
+        "plan": {
+            "preset": "quick",
+            "repetitions": spec.repetitions,
+            "slo_p99_ms": spec.curves[0].slo_p99_ms if spec.curves else 50.0,
+            "traffic_rps": spec.traffic_rps,
+            "capacity_points": spec.curves[0].points if spec.curves else 8,
+            **spec.plan,
+        },
         "fairness": [
             "production servers only: uvicorn and gunicorn, versions printed",
             "every server config on CPU 0, the load generator on CPU 1",
@@ -439,16 +629,41 @@ def _document(spec: BundleSpec, runs: list[dict[str, Any]], searches: list[dict[
                 "route": config.route,
                 "workers": config.workers,
                 "threads": config.threads,
-                "inflight_per_worker": 40 if config.framework == "fastapi" else (config.threads or 1),
+                "inflight_per_worker": _inflight(config),
                 "keepalive": config.server != "gunicorn-sync",
+                "role": config.role,
+                "interface": "wsgi" if config.framework in WSGI_FRAMEWORKS else "asgi",
+                "baseline": config.baseline,
                 "command": [config.server, "app:app"],
                 "label": config.label,
             }
             for config in spec.configs
         },
+        "models": {model.name: _model_entry(model) for model in spec.models},
+        "sessions": [
+            {"id": f"s{index + 1:03d}", "config": config.name, "model": model.name, "start_s": 1.5, "failed": None}
+            for index, (model, config) in enumerate((m, c) for m in spec.models for c in spec.configs)
+        ],
         "runs": runs,
         **({"capacity": (_capacity(spec) if spec.capacity else []) + searches} if spec.capacity or searches else {}),
     }
+
+
+WSGI_FRAMEWORKS = ("flask", "wsgi", "flask-idiomatic")
+
+
+def _inflight(config: ConfigSpec) -> int:
+    if config.inflight is not None:
+        return config.inflight
+    if config.framework in WSGI_FRAMEWORKS:
+        return config.threads or 1
+    return 40 if config.route == "def" else 1
+
+
+def _model_entry(model: ModelSpec) -> dict[str, Any]:
+    names = [f"x{index}" for index in range(10)]
+    return {"spec": model.name, "name": model.name, "version": "1", "sha256": SHA256, "n_features": len(names),
+            "feature_names": names, "sklearn_version": "1.9.1", "kind": "sklearn"}  # fmt: skip
 
 
 def _write_artifacts(directory: Path, run: dict[str, Any]) -> None:
@@ -473,6 +688,9 @@ def build_bundle(directory: Path, spec: BundleSpec | None = None) -> Path:
                     runs.append(run)
     step_runs, searches = _searches(spec, len(runs) + 1)
     runs.extend(step_runs)
+    curve_runs, curves = _curves(spec, len(runs) + 1)
+    runs.extend(curve_runs)
+    searches += curves
     if spec.invalid_runs:
         runs.extend(_invalid_runs(spec, len(runs) + 1))
     for run in runs:

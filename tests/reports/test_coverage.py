@@ -9,7 +9,8 @@ Checked at the repetition counts plans use (5, 6, 10, 20): the uncorrected paire
 within 2 points of 95 % (lognormal and realistic two-level noise) and is never liberal by more than 2 points under
 any two-level mix; the simultaneous (Bonferroni) family covers every comparison at least 95 % of the time, with a
 named reference and with the best chosen from the data; the order-statistic interval of one arm's median covers
-within 2 points of the level it states, and at least that level with censored values.
+within 2 points of the level it states, and at least that level with censored values (below a bound, above one, or
+both, as capacity curves censor them).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from scipy import optimize
 from scipy import stats as scipy_stats
 
-from servingbench.reports.stats import Family, compare_arms, log_ratio_interval, order_statistic_ranks
+from servingbench.reports.stats import Family, compare_arms, log_ratio_interval, median_interval, order_statistic_ranks
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -183,3 +184,28 @@ def test_the_median_interval_keeps_its_level_with_censored_values(n: int) -> Non
     bound = float(np.quantile(_runs(rng, (200_000,), REALISTIC_SLOW_SHARE, REALISTIC_JITTER), 0.3))
     coverage, level = _median_coverage(sample, _mixture_median(REALISTIC_SLOW_SHARE, REALISTIC_JITTER), bound)
     assert coverage >= level - TOLERANCE / 4
+
+
+CENSORED_SIMULATIONS = 2_000  # median_interval itself, one call per simulated set of repetitions
+
+
+@pytest.mark.parametrize("n", (5, 6, 10))
+def test_the_median_interval_keeps_its_level_censored_on_both_sides(n: int) -> None:
+    """Values below the 25th percentile are censored below it, above the 75th above it (a capacity that met the SLO
+    nowhere, or everywhere), through :func:`median_interval` itself."""
+    rng = np.random.default_rng(SEED + 71 * n)
+    population = _runs(rng, (200_000,), REALISTIC_SLOW_SHARE, REALISTIC_JITTER)
+    low_bound, high_bound = (float(value) for value in np.quantile(population, (0.25, 0.75)))
+    truth = _mixture_median(REALISTIC_SLOW_SHARE, REALISTIC_JITTER)
+    covered, level = 0, 0.0
+    for sample in _runs(rng, (CENSORED_SIMULATIONS, n), REALISTIC_SLOW_SHARE, REALISTIC_JITTER):
+        below, above = sample < low_bound, sample > high_bound
+        estimate = median_interval(
+            sample[~below & ~above], censored_below=[low_bound] * int(below.sum()),
+            censored_above=[high_bound] * int(above.sum()),
+        )  # fmt: skip
+        low = -math.inf if estimate.ci_low is None else estimate.ci_low
+        high = math.inf if estimate.ci_high is None else estimate.ci_high
+        covered += int(low <= truth <= high)
+        level = estimate.level or 0.0
+    assert covered / CENSORED_SIMULATIONS >= level - TOLERANCE / 2

@@ -95,10 +95,15 @@ def test_method_states_the_test_the_correction_the_margin_and_the_limits(html: s
         assert text in method.replace("&#34;", '"'), text
 
 
-def test_capacity_is_the_headline_of_the_verdict(html: str) -> None:
-    verdict = html.index('id="verdict"')
-    assert verdict < html.index('id="capacity"') < html.index('id="recommendation"')
-    capacity = html[html.index('id="capacity"') : html.index('id="recommendation"')]
+def test_capacity_is_the_headline_of_the_report(html: str) -> None:
+    headline = html.index('id="headline"')
+    assert headline < html.index('class="capacity-headline"') < html.index('id="recommendation"')
+    assert html.index('id="recommendation"') < html.index('id="verdict"') < html.index('id="capacity"')
+    first_screen = html[headline : html.index('id="recommendation"')]
+    assert re.search(r"Flask / gunicorn sync</td><td class=\"num\"><span class=\"value\">[\d,.]+</span> "
+                     r"<span class=\"ci\"[^>]*>\[[\d,.]+\u2013[\d,.]+\]</span>", first_screen)  # fmt: skip
+    assert 'o-slower">slower</span>' in first_screen and 'o-equivalent">equivalent within ±5%' in first_screen
+    capacity = html[html.index('id="capacity"') : html.index("<h3>Per model and scenario</h3>")]
     assert 'data-config="flask-sync" data-metric="capacity_rps" data-outcome="slower"' in capacity
     assert 'data-config="flask-gthread" data-metric="capacity_rps" data-outcome="equivalent"' in capacity
 
@@ -200,3 +205,37 @@ def test_missing_or_unsafe_artifacts_are_not_linked(tmp_path: Path) -> None:
     (bundle_dir / "runs" / run.id / "locust.html").unlink()
     html = render_report(bundle_dir).read_text()
     assert "no Locust report" in html
+
+
+def test_the_report_names_each_model_and_an_imported_models_schema(tmp_path: Path) -> None:
+    bundle = build_bundle(tmp_path, SMALL.with_(invalid_runs=False))
+    doc = json.loads((bundle / "results.json").read_text())
+    doc["models"]["fast"].update(
+        spec="models/churn.skops",
+        name="churn",
+        version="3",
+        kind="sklearn",
+        input={"named": True, "columns": [
+            {"name": "age", "kind": "integer", "nullable": False},
+            {"name": "city", "kind": "category", "nullable": True, "categories": ["Oslo", "Lima", "Pune"]},
+        ]},
+        output={"method": "predict_proba", "kind": "probabilities", "classes": ["no", "yes"]},
+        sample_source="model",
+    )  # fmt: skip
+    (bundle / "results.json").write_text(json.dumps(doc))
+    html = render_report(bundle).read_text()
+    models = html[html.index('id="models"') : html.index('id="method"')]
+    assert "churn v3, sha256 2fad07866ee7" in models and "models/churn.skops" in models
+    assert "2 named columns (1 integer, 1 category)" in models
+    assert "<code>city</code>: category, 3 categories, may be null" in models
+    assert "class probabilities over 2 classes (predict_proba)" in models
+    assert "drawn from what the model records" in models and "not real samples" in models
+    headline = html[html.index('id="headline"') : html.index('id="recommendation"')]
+    assert "churn v3, sha256 2fad07866ee7" in headline and "2 named columns" in headline
+
+
+def test_a_bundled_model_is_named_and_its_rows_are_its_own(rendered_report: Path) -> None:
+    html = rendered_report.read_text()
+    models = html[html.index('id="models"') : html.index('id="method"')]
+    assert '<tr data-model="fast">' in models and '<tr data-model="heavy">' in models
+    assert "a list of 10 numbers per row" in models and "the model&#39;s own example rows" in models

@@ -21,6 +21,11 @@ MIN_INK_FRACTION = 0.02  # share of pixels that are not near-white
 MIN_DISTINCT_COLOURS = 4  # after coarse quantisation: axes, text and several series
 NEAR_WHITE = 235
 QUANTUM = 32
+FIRST_SCREEN_PX = 1400  # the headline (capacity and recommendation) fits in the first screen or so
+HEADLINE_JS = """
+(() => { const r = document.querySelector('#recommendation').getBoundingClientRect();
+         return {top: r.top + scrollY, bottom: r.bottom + scrollY}; })()
+"""
 SVG_RECTS_JS = """
 [...document.querySelectorAll('svg')].map(e => {
   const r = e.getBoundingClientRect();
@@ -43,7 +48,7 @@ def _assert_no_network(urls: list[str]) -> None:
     assert remote == [], f"the page requested network resources: {remote}"
 
 
-@pytest.mark.parametrize("report", ["rendered_report", "rendered_search_report"])
+@pytest.mark.parametrize("report", ["rendered_report", "rendered_search_report", "rendered_curve_report"])
 def test_report_renders_cleanly_in_chromium(report: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     rendered: Path = request.getfixturevalue(report)
     url = rendered.resolve().as_uri()
@@ -61,6 +66,8 @@ def test_report_renders_cleanly_in_chromium(report: str, request: pytest.Fixture
             assert colours >= MIN_DISTINCT_COLOURS, f"plot {rect['id']} has only {colours} colours"
         top = page.screenshot({"x": 0, "y": 0, "width": 1400, "height": 2400})
         (tmp_path / "report-top.png").write_bytes(top)
+        headline: dict[str, float] = page.evaluate(HEADLINE_JS)
+        assert headline["bottom"] <= FIRST_SCREEN_PX, f"the headline ends below the first screen: {headline}"
         assert page.console_errors() == []
         _assert_no_network(page.requested_urls())
 

@@ -23,12 +23,14 @@ from servingbench.reports.stats import (
     best_arm,
     coefficient_of_variation,
     compare_arms,
+    compare_difference,
     decode_histogram,
     direction_of,
     median_interval,
     merge_histograms,
     nines,
     order_statistic_ranks,
+    paired_differences,
     paired_log_ratios,
     percentile_ms,
     percentile_spectrum,
@@ -222,6 +224,52 @@ def test_censored_values_leave_the_lower_end_open_and_never_raise_it() -> None:
     assert mostly.median == 100.0 and mostly.median_is_bound  # the median is censored: only "at most 100"
     overlapping = median_interval([50.0, 60.0, 70.0, 80.0, 90.0], censored_below=[75.0])
     assert overlapping.median_is_bound and overlapping.median == 72.5
+
+
+def test_values_censored_above_leave_the_upper_end_open_and_never_lower_it() -> None:
+    observed = [200.0, 220.0, 240.0, 260.0, 280.0]
+    estimate = median_interval(observed, censored_above=[300.0])  # one repetition: at least the highest rate
+    assert estimate.n == 6 and estimate.censored == 1 and estimate.censored_above == 1
+    assert estimate.ci_high is None and estimate.open_above and estimate.ci_low == 200.0
+    assert estimate.median == 250.0 and not estimate.median_at_least and not estimate.median_is_bound
+    mostly = median_interval([200.0, 220.0], censored_above=[500.0, 500.0, 500.0])
+    assert mostly.median == 500.0 and mostly.median_at_least  # only "at least 500"
+    both = median_interval([100.0, 110.0, 120.0, 130.0], censored_below=[50.0], censored_above=[200.0])
+    assert both.open_below and both.open_above and both.censored_below == 1 and both.median == 115.0
+    unknown = median_interval([], censored_below=[50.0], censored_above=[200.0])
+    assert not unknown.median_known
+
+
+def test_censored_bounds_bracket_every_order_statistic() -> None:
+    """Replacing each censored value by any value beyond its bound never moves the interval's ends past the true
+    order statistics: lower ends only go down, upper ends only go up."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        true = rng.lognormal(5.0, 0.3, 8)
+        low_bound, high_bound = np.quantile(true, 0.2), np.quantile(true, 0.8)
+        below, above = true[true < low_bound], true[true > high_bound]
+        middle = true[(true >= low_bound) & (true <= high_bound)]
+        estimate = median_interval(
+            middle, censored_below=[low_bound] * below.size, censored_above=[high_bound] * above.size
+        )
+        exact = median_interval(true)
+        assert estimate.ci_low is None or estimate.ci_low <= exact.ci_low  # type: ignore[operator]
+        assert estimate.ci_high is None or estimate.ci_high >= exact.ci_high  # type: ignore[operator]
+
+
+def test_paired_differences_have_a_t_interval_on_the_differences() -> None:
+    arm = {rep: 300.0 + value for rep, value in enumerate([12.0, 9.0, 11.0, 14.0, 10.0, 13.0])}
+    reference = {rep: 300.0 for rep in range(6)} | {9: 1.0}
+    differences = paired_differences(arm, reference)
+    assert differences.tolist() == [12.0, 9.0, 11.0, 14.0, 10.0, 13.0]
+    family = Family(0.95, 2, "shown")
+    result = compare_difference("arm", "ref", differences, family=family)
+    expected: Any = scipy_stats.ttest_1samp(differences, 0.0).confidence_interval(confidence_level=family.level)
+    assert result.mean == pytest.approx(11.5) and result.pairs == 6 and result.excludes_zero
+    assert result.low == pytest.approx(expected.low) and result.high == pytest.approx(expected.high)
+    assert family.label == "95% simultaneous, Bonferroni over 2 pairs shown"
+    few = compare_difference("arm", "ref", differences[:3], family=family)
+    assert not few.has_interval and (few.range_low, few.range_high) == (9.0, 12.0)
 
 
 def test_wide_spread_is_labelled_unstable() -> None:

@@ -24,8 +24,11 @@ __all__ = [
     "BundleError",
     "CapacityResult",
     "CapacityStep",
+    "ColumnInfo",
     "ConfigInfo",
+    "ModelInfo",
     "Run",
+    "SessionInfo",
     "load_bundle",
 ]
 
@@ -35,6 +38,9 @@ RESULTS_FILE = "results.json"
 # What a capacity entry written before these fields existed meant: the plan's one search, Poisson arrivals.
 DEFAULT_CAPACITY_SCENARIO = "capacity"
 DEFAULT_ARRIVALS = "poisson"
+CURVE_METHOD = "curve"
+SEARCH_METHOD = "search"  # what a capacity entry without "method" is: a search, before curves
+CENSORED_SIDES = ("below", "above")
 
 
 class BundleError(Exception):
@@ -55,6 +61,66 @@ class ConfigInfo:
     inflight_per_worker: int | None = None
     keepalive: bool | None = None
     command: tuple[str, ...] = ()
+    role: str | None = None
+    """ "equal-work", "variant" or "floor" (see ``servers/registry.py``); ``None`` in older bundles."""
+    interface: str | None = None
+    baseline: str | None = None
+    """The framework this config's framework is measured against: its floor, or a variant's counterpart."""
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """One input column of a model with named columns: its ``kind`` (number, integer, boolean, category, string)
+    and, for a category, how many categories the model knows."""
+
+    name: str
+    kind: str
+    nullable: bool = False
+    categories: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What one of the plan's models is, from its server's ``GET /model``: ``spec`` is what the plan asked for.
+
+    ``columns`` is empty for a model that takes a list of numbers; ``output_kind`` ("value", "label",
+    "probabilities") and ``sample_source`` ("model": rows drawn from what the model records; "file NAME": real
+    rows) are set for imported models only.
+    """
+
+    name: str
+    spec: str | None = None
+    model_name: str | None = None
+    version: str | None = None
+    sha256: str | None = None
+    n_features: int | None = None
+    kind: str | None = None
+    columns: tuple[ColumnInfo, ...] = ()
+    output_kind: str | None = None
+    output_method: str | None = None
+    classes: int | None = None
+    sample_source: str | None = None
+
+    @property
+    def imported(self) -> bool:
+        """True for a model imported with ``servingbench import-model`` (it records its output and sample rows)."""
+        return self.output_kind is not None
+
+    @property
+    def samples_from_model(self) -> bool:
+        """True when the load's rows were drawn from what the model records, not from real samples."""
+        return self.sample_source == "model"
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One server start: which config and model, seconds until ready, or why it failed."""
+
+    id: str
+    config: str
+    model: str
+    start_s: float | None = None
+    failed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +170,15 @@ class Run:
     search: str | None = None
     step_ok: bool | None = None
     step_reason: str | None = None
+    session: str | None = None
+    wall_s: float | None = None
+    target_requests: int | None = None
+    ended_by: str | None = None
+
+    @property
+    def counted(self) -> bool:
+        """True when the run counts: valid and finished ``ok``."""
+        return self.valid and self.status == "ok"
 
     @property
     def is_step(self) -> bool:
@@ -129,16 +204,23 @@ class CapacityStep:
     dropped: int | None = None
     requests: int | None = None
     reason: str | None = None
+    generator_limited: bool = False
+    """It failed only because the load generator fell behind: re-run, and not counted as the server's."""
+    gross: bool = False
 
 
 @dataclass(frozen=True)
 class CapacityResult:
-    """The highest offered rate (requests/s) at which p99 stayed under ``slo_p99_ms`` for one config, model, rep.
+    """The capacity at the p99 SLO of one config, model and repetition (req/s).
 
-    ``capacity_rps`` is ``None`` when no rate met the SLO. It is only a lower bound of the server's capacity when
-    the search did not converge or when ``limited_by`` names what failed first instead of the server (e.g.
-    "load generator"). ``theory_rps`` is what the queueing model ``theory`` (e.g. "M/D/1") predicts from the
-    measured ``service_ms``; both are ``None`` where the model does not apply.
+    ``method`` "curve": every config climbed ``grid`` (rates shared by every config) and ``capacity_rps`` is where
+    a monotone fit of p99 against the offered rate crosses ``slo_p99_ms``; ``censored`` "below" when no rate met the
+    SLO (the capacity lies below ``bound_rps``, the lowest rate measured) or "above" when every rate measured met it
+    (at least ``bound_rps``, the highest). ``method`` "search" (bundles before curves): ``capacity_rps`` is the
+    highest rate that met the SLO, ``None`` when none did; it is only a lower bound when the search did not
+    converge or ``limited_by`` names what failed first instead of the server (e.g. "load generator").
+    :attr:`censoring`, :attr:`bound` and :attr:`measured_rps` read both the same way. ``theory_rps`` is what the
+    queueing model ``theory`` (e.g. "M/D/1") predicts from the measured ``service_ms``.
     """
 
     config: str
@@ -156,11 +238,26 @@ class CapacityResult:
     service_ms: float | None = None
     theory: str | None = None
     theory_rps: float | None = None
+    method: str = SEARCH_METHOD
+    grid: tuple[float, ...] = ()
+    censored: str | None = None
+    bound_rps: float | None = None
+    fitted: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def is_curve(self) -> bool:
+        """True for a measured curve on a shared grid; False for a search (bundles before curves)."""
+        return self.method == CURVE_METHOD
 
     @property
     def outcome(self) -> str:
-        """What became of the search, in words: "capacity", "lower bound", "unsettled", "not measured" (no step ran:
-        the server failed first) or "never met" (every rate measured missed the SLO)."""
+        """What became of it, in words: "capacity", "lower bound" (at least a rate: a curve that met the SLO
+        everywhere, or a search stopped early), "never met" (no rate measured met the SLO), "not measured" (no step
+        ran: the server failed first) or, for a search, "unsettled" (a rate met the SLO, but not when re-measured)."""
+        if self.is_curve:
+            if self.capacity_rps is not None:
+                return "capacity"
+            return {"below": "never met", "above": "lower bound"}.get(self.censored or "", "not measured")
         if self.capacity_rps is not None:
             return "lower bound" if self.lower_bound else "capacity"
         if not self.steps:
@@ -168,24 +265,51 @@ class CapacityResult:
         return "unsettled" if self.unsettled else "never met"
 
     @property
+    def censoring(self) -> str | None:
+        """ "below" (the capacity is under :attr:`bound`), "above" (at least :attr:`bound`), or ``None``."""
+        return {"never met": "below", "lower bound": "above"}.get(self.outcome)
+
+    @property
+    def bound(self) -> float | None:
+        """The rate a censored capacity is censored at: for a curve its ``bound_rps``; for a search, the lowest rate
+        tried ("below") or the capacity that is only a lower bound ("above")."""
+        side = self.censoring
+        if side is None:
+            return None
+        if self.is_curve:
+            return self.bound_rps
+        if side == "above":
+            return self.capacity_rps
+        return min(step.rate for step in self.steps)
+
+    @property
+    def measured_rps(self) -> float | None:
+        """The capacity when it is a value, not a bound (``None`` when censored or not measured)."""
+        return self.capacity_rps if self.outcome == "capacity" else None
+
+    @property
     def unsettled(self) -> bool:
-        """True when no capacity was found although some rate met the SLO: it missed when re-measured, and the search
-        ran out of steps before a lower rate passed consistently (noise at the knee), so "never met" would be wrong."""
-        return self.capacity_rps is None and any(step.ok for step in self.steps)
+        """A search only: no capacity although some rate met the SLO (it missed when re-measured, and the search ran
+        out of steps before a lower rate passed consistently), so "never met" would be wrong."""
+        return not self.is_curve and self.capacity_rps is None and any(step.ok for step in self.steps)
 
     @property
     def passed_above(self) -> bool:
-        """True when some rate above ``capacity_rps`` met the SLO too but failed when re-measured (noise at the knee,
-        or a disturbed step): the confirmed capacity is then a conservative figure."""
+        """A search only: some rate above ``capacity_rps`` met the SLO too but failed when re-measured (noise at the
+        knee, or a disturbed step), so the confirmed capacity is a conservative figure. A curve's fit uses every
+        step, so this never applies to it."""
         floor = self.capacity_rps
-        return floor is not None and any(step.ok and step.rate > floor for step in self.steps)
+        return not self.is_curve and floor is not None and any(step.ok and step.rate > floor for step in self.steps)
 
     @property
     def lower_bound(self) -> bool:
-        """True when ``capacity_rps`` is a rate that passed but the server may take more: the generator limited the
-        search, the search did not converge, or a higher rate passed once and was not confirmed."""
-        return self.capacity_rps is not None and (
-            self.limited_by is not None or not self.converged or self.passed_above
+        """True when ``capacity_rps`` is a rate that passed but the server may take more (a search that the generator
+        limited, that did not converge, or where a higher rate passed once unconfirmed). A curve censored above has
+        no ``capacity_rps``: see :attr:`censoring`."""
+        return (
+            not self.is_curve
+            and self.capacity_rps is not None
+            and (self.limited_by is not None or not self.converged or self.passed_above)
         )
 
 
@@ -206,6 +330,16 @@ class Bundle:
     configs: Mapping[str, ConfigInfo]
     runs: tuple[Run, ...]
     capacity: tuple[CapacityResult, ...]
+    models: Mapping[str, ModelInfo] = field(default_factory=dict)
+    sessions: tuple[SessionInfo, ...] = ()
+
+    @property
+    def traffic_rps(self) -> float | None:
+        """The traffic the user expects (the plan's ``traffic_rps``, req/s), or ``None`` when not given (0)."""
+        value = self.plan.get("traffic_rps")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 and math.isfinite(value):
+            return float(value)
+        return None
 
     @property
     def fingerprint(self) -> str | None:
@@ -221,7 +355,7 @@ class Bundle:
     @property
     def valid_runs(self) -> tuple[Run, ...]:
         """Runs that count: valid and finished ``ok``."""
-        return tuple(run for run in self.runs if run.valid and run.status == "ok")
+        return tuple(run for run in self.runs if run.counted)
 
     @property
     def scenario_runs(self) -> tuple[Run, ...]:
@@ -270,6 +404,8 @@ def load_bundle(bundle_dir: Path | str) -> Bundle:
         configs=_parse_configs(doc.get("configs", {}), where),
         runs=_parse_runs(doc.get("runs"), where),
         capacity=_parse_capacities(doc.get("capacity"), where),
+        models=_parse_models(doc.get("models"), where),
+        sessions=_parse_sessions(doc.get("sessions"), where),
     )
 
 
@@ -314,8 +450,64 @@ def _parse_configs(raw: object, where: str) -> dict[str, ConfigInfo]:
             inflight_per_worker=_opt_int(item.get("inflight_per_worker"), "inflight_per_worker", where),
             keepalive=None if item.get("keepalive") is None else _bool(item.get("keepalive"), "keepalive", where),
             command=tuple(str(part) for part in _list(item.get("command") or [], "command", where)),
+            role=_opt_str(item.get("role"), "role", where),
+            interface=_opt_str(item.get("interface"), "interface", where),
+            baseline=_opt_str(item.get("baseline"), "baseline", where),
         )
     return configs
+
+
+def _parse_models(raw: object, where: str) -> dict[str, ModelInfo]:
+    models: dict[str, ModelInfo] = {}
+    for name, value in _mapping(raw or {}, "models", where).items():
+        item = _mapping(value, f"models.{name}", where)
+        at = f"{where}: models.{name}"
+        schema = _mapping(item.get("input") or {}, "input", at)
+        output = _mapping(item.get("output") or {}, "output", at)
+        classes = output.get("classes")
+        models[name] = ModelInfo(
+            name=name,
+            spec=_opt_str(item.get("spec"), "spec", at),
+            model_name=_opt_str(item.get("name"), "name", at),
+            version=_opt_str(item.get("version"), "version", at),
+            sha256=_opt_str(item.get("sha256"), "sha256", at),
+            n_features=_opt_int(item.get("n_features"), "n_features", at),
+            kind=_opt_str(item.get("kind"), "kind", at),
+            columns=tuple(_parse_column(column, at) for column in _list(schema.get("columns") or [], "columns", at)),
+            output_kind=_opt_str(output.get("kind"), "output.kind", at),
+            output_method=_opt_str(output.get("method"), "output.method", at),
+            classes=len(_list(classes, "output.classes", at)) if classes is not None else None,
+            sample_source=_opt_str(item.get("sample_source"), "sample_source", at),
+        )
+    return models
+
+
+def _parse_column(raw: object, where: str) -> ColumnInfo:
+    column = _mapping(raw, "input.columns[]", where)
+    categories = column.get("categories")
+    return ColumnInfo(
+        name=_str(column.get("name"), "input.columns[].name", where),
+        kind=_str(column.get("kind"), "input.columns[].kind", where),
+        nullable=bool(column.get("nullable", False)),
+        categories=len(_list(categories, "categories", where)) if categories is not None else None,
+    )
+
+
+def _parse_sessions(raw: object, where: str) -> tuple[SessionInfo, ...]:
+    sessions: list[SessionInfo] = []
+    for index, value in enumerate(_list(raw or [], "sessions", where)):
+        item = _mapping(value, f"sessions[{index}]", where)
+        at = f"{where}: sessions[{index}]"
+        sessions.append(
+            SessionInfo(
+                id=_str(item.get("id"), "id", at),
+                config=_str(item.get("config"), "config", at),
+                model=_str(item.get("model"), "model", at),
+                start_s=_opt_float(item.get("start_s"), "start_s", at),
+                failed=_opt_str(item.get("failed"), "failed", at),
+            )
+        )
+    return tuple(sessions)
 
 
 def _parse_runs(raw: object, where: str) -> tuple[Run, ...]:
@@ -379,6 +571,10 @@ def _parse_run(raw: object, where: str) -> Run:
         search=_opt_str(item.get("search"), "search", where),
         step_ok=None if item.get("step_ok") is None else _bool(item.get("step_ok"), "step_ok", where),
         step_reason=_opt_str(item.get("step_reason"), "step_reason", where),
+        session=_opt_str(item.get("session"), "session", where),
+        wall_s=_opt_float(item.get("wall_s"), "wall_s", where),
+        target_requests=_opt_int(item.get("target_requests"), "target_requests", where),
+        ended_by=_opt_str(item.get("ended_by"), "ended_by", where),
     )
 
 
@@ -399,6 +595,9 @@ def _parse_capacity(raw: object, where: str) -> CapacityResult:
             raise BundleError(f"{where}: missing required key {key!r}")
     steps = tuple(_parse_step(step, where) for step in _list(item.get("steps") or [], "steps", where))
     converged = item.get("converged")
+    censored = _opt_str(item.get("censored"), "censored", where)
+    if censored is not None and censored not in CENSORED_SIDES:
+        raise _fail("censored", '"below", "above" or null', censored, where)
     return CapacityResult(
         config=_str(item["config"], "config", where),
         model=_str(item["model"], "model", where),
@@ -415,7 +614,19 @@ def _parse_capacity(raw: object, where: str) -> CapacityResult:
         service_ms=_opt_float(item.get("service_ms"), "service_ms", where),
         theory=_opt_str(item.get("theory"), "theory", where),
         theory_rps=_opt_float(item.get("theory_rps"), "theory_rps", where),
+        method=_opt_str(item.get("method"), "method", where) or SEARCH_METHOD,
+        grid=tuple(sorted(_float(rate, "grid[]", where) for rate in _list(item.get("grid") or [], "grid", where))),
+        censored=censored,
+        bound_rps=_opt_float(item.get("bound_rps"), "bound_rps", where),
+        fitted=tuple(_parse_fitted(pair, where) for pair in _list(item.get("fitted") or [], "fitted", where)),
     )
+
+
+def _parse_fitted(raw: object, where: str) -> tuple[float, float]:
+    pair = _list(raw, "fitted[]", where)
+    if len(pair) != 2:
+        raise _fail("fitted[]", "a [rate, p99 ms] pair", raw, where)
+    return _float(pair[0], "fitted[][0]", where), _float(pair[1], "fitted[][1]", where)
 
 
 def _parse_step(raw: object, where: str) -> CapacityStep:
@@ -431,6 +642,8 @@ def _parse_step(raw: object, where: str) -> CapacityStep:
         dropped=_opt_int(step.get("dropped"), "dropped", where),
         requests=_opt_int(step.get("requests"), "requests", where),
         reason=_opt_str(step.get("reason"), "reason", where),
+        generator_limited=_bool(step.get("generator_limited", False), "generator_limited", where),
+        gross=_bool(step.get("gross", False), "gross", where),
     )
 
 

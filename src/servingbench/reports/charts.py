@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
@@ -26,12 +25,22 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.typing import LineStyleType, RcKeyType
 
-from .bundle import Bundle, BundleError, CapacityResult, Run
-from .metrics import LATENCY_METRICS, METRICS, metric_samples, metric_value
-from .stats import decode_histogram, median_interval, merge_histograms, nines, percentile_spectrum
-from .verdict import arrivals_text, config_order, users_text
+from .bundle import Bundle, BundleError, Run
+from .capacity import CURVE_METRICS, THEORY_CAVEAT, CapacityView
+from .metrics import LATENCY_METRICS, METRICS, metric_samples
+from .stats import Estimate, decode_histogram, median_interval, merge_histograms, nines, percentile_spectrum
+from .verdict import config_order, users_text
 
-__all__ = ["OKABE_ITO", "Chart", "ConfigStyle", "config_styles", "render_charts"]
+__all__ = [
+    "OKABE_ITO",
+    "Chart",
+    "ConfigStyle",
+    "capacity_chart",
+    "config_styles",
+    "open_loop_chart",
+    "render_charts",
+    "time_breakdown_chart",
+]
 
 # Okabe & Ito (2008), ordered so the first configs get the most distinct hues; yellow last (weak on white).
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -49,9 +58,12 @@ BREAKDOWN_HATCHES = {"predict": "", "validate": "//", "framework + network": "..
 LOG_TICK_SUBS = (1.0, 2.0, 5.0)
 OPEN_LOOP_METRICS = ("p50", "p99", "p999")
 FIXED_RATES = "fixed offered rates"
-HOLLOW_FACE = "white"  # marker face of a search step that failed the SLO
+HOLLOW_FACE = "white"  # marker face of a median that is only a bound
 REFERENCE_GREY = "#555555"  # SLO lines and legend keys that belong to no config
-CAPACITY_MARK: dict[str, Any] = {"linestyle": (0, (1, 2)), "linewidth": 1.3}
+CAPACITY_BAR_WIDTH = 3.0  # points: a capacity's interval drawn along the SLO line
+CURVE_HEADROOM = 1.6  # a latency axis reaches this far above the highest figure (open band ends run to it)
+CURVE_ROW_HEIGHT_IN = 3.6
+RATE_MARGIN = 1.15  # a log rate axis reaches this factor beyond the lowest and highest rate
 # What an interval band is, for captions: order statistics of the repetitions (stats.median_interval).
 BAND_TEXT = (
     "(between two order statistics of the repetitions: min to max of 5 covers 93.75%, from 6 repetitions at least "
@@ -486,95 +498,171 @@ def resources_chart(bundle: Bundle, styles: Mapping[str, ConfigStyle]) -> Chart 
     return Chart(chart_id, "CPU and memory", caption, svg)
 
 
-@dataclass(frozen=True)
-class _OpenRow:
-    """One row of the open-loop chart: the steps of the searches under one arrival process, or fixed-rate runs."""
-
-    title: str
-    fixed: tuple[Run, ...]
-    steps: tuple[Run, ...]
-    capacity: tuple[CapacityResult, ...]
-
-
-def _open_rows(bundle: Bundle, model: str) -> list[_OpenRow]:
-    """Search steps by the arrival process of their search (one row each), then the fixed-rate scenarios."""
-    runs = [run for run in bundle.valid_runs if run.kind == "open" and run.model == model and run.target_rps]
-    entries = {result.id: result for result in bundle.capacity if result.id is not None}
-    mine = [result for result in bundle.capacity if result.model == model]
-    steps: dict[str | None, list[Run]] = {}
-    for run in runs:
-        if run.is_step:
-            entry = entries.get(run.search or "")
-            steps.setdefault(entry.arrivals if entry is not None else None, []).append(run)
-    rows = [
-        _OpenRow(
-            f"capacity search, {arrivals_text(arrivals)}" if arrivals else "capacity search, not finished",
-            (),
-            tuple(members),
-            tuple(result for result in mine if result.arrivals == arrivals),
-        )
-        for arrivals, members in steps.items()
+def _fixed_open_runs(bundle: Bundle, model: str) -> list[Run]:
+    """Valid open-loop runs at the plan's fixed rates (capacity steps excluded: the capacity chart draws those)."""
+    return [
+        run
+        for run in bundle.scenario_runs
+        if run.kind == "open" and run.model == model and run.target_rps and not run.is_step
     ]
-    fixed = tuple(run for run in runs if not run.is_step)
-    if fixed:
-        rows.append(_OpenRow(FIXED_RATES, fixed, (), tuple(r for r in mine if r.arrivals not in steps)))
-    return rows
 
 
-def _plot_steps(axis: Axes, runs: Sequence[Run], metric: str, style: ConfigStyle, gid: str) -> bool:
-    """One point per step run (hollow when it failed the SLO), a line through the median at each rate."""
-    points: list[tuple[float, float, bool]] = []
-    for run in runs:
-        value = metric_value(run, metric)
-        if value is not None and value > 0.0 and run.target_rps:
-            points.append((run.target_rps, value, run.step_ok is not False))
+def open_loop_chart(bundle: Bundle, styles: Mapping[str, ConfigStyle], model: str) -> Chart | None:
+    """Open-loop p50, p99 and p99.9 latency (ms, log) at the plan's fixed offered rates (req/s), one line per config:
+    the median over repetitions with its interval band."""
+    runs = _fixed_open_runs(bundle, model)
+    if not runs:
+        return None
+    chart_id = f"chart-open-{_slug(model)}"
+    with _figure(chart_id, 1, len(OPEN_LOOP_METRICS)) as figure:
+        drawn: list[str] = []
+        for axis, metric in zip(figure.subplots(1, len(OPEN_LOOP_METRICS)), OPEN_LOOP_METRICS, strict=True):
+            for config, config_runs in _by_config(runs, config_order(bundle)).items():
+                if _plot_series(axis, config_runs, lambda run: run.target_rps, metric, styles[config]):
+                    drawn.append(config)
+            _log_latency_axis(axis)
+            axis.set_title(f"{METRICS[metric].label}\n{FIXED_RATES}", fontsize=9)
+            axis.set_xlabel("offered rate (req/s)")
+            axis.set_ylabel("latency (ms, log)")
+            axis.set_xlim(left=0)
+        figure.suptitle(f"Open loop, model {model}: latency at fixed offered rates (no coordinated omission)")
+        _legend(figure, styles, list(dict.fromkeys(drawn)))
+        svg = _to_svg(figure, chart_id)
+    caption = (
+        "Each request is timed from its intended send time, so queueing shows up as latency (log scale). Median over "
+        f"repetitions, the band its interval {BAND_TEXT}."
+    )
+    return Chart(chart_id, f"Open loop at fixed rates: {model}", caption, svg)
+
+
+# --- capacity curves -------------------------------------------------------------------------------------------
+
+
+def _curve_points(view: CapacityView, config: str, metric: str) -> list[tuple[float, Estimate]]:
+    """(rate, estimate) where the config's median at that rate is known, in rate order."""
+    points = []
+    for row in view.rows:
+        cell = row.cells.get(config)
+        estimate = cell.estimates.get(metric) if cell is not None else None
+        if estimate is not None and estimate.median_known:
+            points.append((row.rate, estimate))
+    return points
+
+
+def _y_top(view: CapacityView, metric: str) -> float:
+    """The top of a latency axis: above every known median and interval end, and the SLO."""
+    values = [view.slo_p99_ms]
+    for row in view.rows:
+        for cell in row.cells.values():
+            estimate = cell.estimates.get(metric)
+            if estimate is not None and estimate.median_known:
+                values += [estimate.median, *(end for end in (estimate.ci_high,) if end is not None)]
+    return max(values) * CURVE_HEADROOM
+
+
+def _draw_curve(axis: Axes, view: CapacityView, config: str, metric: str, style: ConfigStyle, gid: str) -> bool:
+    """The median line with its interval band through the rates where the median is a value; where it is only a
+    lower bound (past the SLO), a hollow marker at the bound with a dotted line up to the top of the axis."""
+    points = _curve_points(view, config, metric)
     if not points:
         return False
-    by_rate: dict[float, list[float]] = {}
-    for rate, value, _ in points:
-        by_rate.setdefault(rate, []).append(value)
-    rates = sorted(by_rate)
-    axis.plot(rates, [float(np.median(by_rate[rate])) for rate in rates], color=style.colour, linestyle=style.linestyle)
-    for met, face, suffix in ((True, style.colour, "met"), (False, HOLLOW_FACE, "failed")):
-        chosen = [(rate, value) for rate, value, ok in points if ok is met]
-        if chosen:
-            xs, ys = zip(*chosen, strict=True)
-            (line,) = axis.plot(
-                xs, ys, linestyle="none", marker=style.marker, color=style.colour, markerfacecolor=face, markersize=5
-            )
-            line.set_gid(f"{gid}-{suffix}")
+    top = _y_top(view, metric)
+    exact = [(rate, estimate) for rate, estimate in points if not _is_bound(estimate)]
+    if exact:
+        rates = [rate for rate, _ in exact]
+        lows = [estimate.ci_low if estimate.ci_low is not None else _band_floor(estimate) for _, estimate in exact]
+        highs = [_band_top(estimate, top) for _, estimate in exact]
+        (line,) = axis.plot(
+            rates, [estimate.median for _, estimate in exact], color=style.colour, linestyle=style.linestyle,
+            marker=style.marker, markersize=5,
+        )  # fmt: skip
+        line.set_gid(f"{gid}-median")
+        axis.fill_between(rates, lows, highs, color=style.colour, alpha=BAND_ALPHA, linewidth=0)
+    bounds = [(rate, estimate.median) for rate, estimate in points if _is_bound(estimate)]
+    if bounds:
+        xs, ys = zip(*bounds, strict=True)
+        axis.vlines(xs, ys, top, color=style.colour, linestyle=":", linewidth=1)
+        (marks,) = axis.plot(
+            xs, ys, linestyle="none", marker=style.marker, color=style.colour, markerfacecolor=HOLLOW_FACE, markersize=6
+        )
+        marks.set_gid(f"{gid}-bound")
     return True
 
 
-def _mark_capacity(axis: Axes, row: _OpenRow, styles: Mapping[str, ConfigStyle], gid: str) -> bool:
-    """A dotted vertical line in each config's colour at its median capacity (req/s) per SLO; False if none."""
-    values: dict[tuple[str, float], list[float]] = {}
-    for result in row.capacity:
-        if result.capacity_rps is not None and result.config in styles:
-            values.setdefault((result.config, result.slo_p99_ms), []).append(result.capacity_rps)
-    for (config, slo), capacities in values.items():
-        line = axis.axvline(float(np.median(capacities)), color=styles[config].colour, **CAPACITY_MARK)
-        line.set_gid(f"{gid}-capacity-{_slug(config)}-{_slug(f'{slo:g}')}")
-    return bool(values)
+def _is_bound(estimate: Estimate) -> bool:
+    return estimate.median_is_bound or estimate.median_at_least
 
 
-def _open_panel(
-    axis: Axes, row: _OpenRow, metric: str, styles: Mapping[str, ConfigStyle], order: Sequence[str], gid: str
-) -> list[str]:
-    """Draw one metric of one row; return the configs drawn."""
-    drawn: list[str] = []
-    for config, config_runs in _by_config(row.fixed, order).items():
-        if _plot_series(axis, config_runs, lambda run: run.target_rps, metric, styles[config]):
-            drawn.append(config)
-    for config, config_runs in _by_config(row.steps, order).items():
-        if _plot_steps(axis, config_runs, metric, styles[config], f"{gid}-{_slug(config)}-{metric}"):
-            drawn.append(config)
+def _band_floor(estimate: Estimate) -> float:
+    return estimate.median if not estimate.has_interval else estimate.median / CURVE_HEADROOM
+
+
+def _band_top(estimate: Estimate, top: float) -> float:
+    if not estimate.has_interval:
+        return estimate.median
+    return estimate.ci_high if estimate.ci_high is not None else top
+
+
+def _mark_capacities(axis: Axes, view: CapacityView, styles: Mapping[str, ConfigStyle], gid: str) -> bool:
+    """Each config's median capacity as its marker on the SLO line, its interval as a bar along it; queueing theory
+    as a cross. False when nothing was marked."""
+    marked = False
+    left, right = axis.get_xlim()
+    for outcome in view.outcomes:
+        estimate, style = outcome.estimate, styles[outcome.config]
+        if not estimate.median_known:
+            continue
+        low = estimate.ci_low if estimate.ci_low is not None else left if estimate.has_interval else estimate.median
+        high = estimate.ci_high if estimate.ci_high is not None else right if estimate.has_interval else estimate.median
+        slug = _slug(outcome.config)
+        segment = axis.hlines(view.slo_p99_ms, low, high, color=style.colour, linewidth=CAPACITY_BAR_WIDTH)
+        segment.set_gid(f"{gid}-capacity-interval-{slug}")
+        face = HOLLOW_FACE if _is_bound(estimate) else style.colour
+        (mark,) = axis.plot(
+            [estimate.median], [view.slo_p99_ms], marker=style.marker, markersize=9, color=style.colour,
+            markerfacecolor=face, markeredgecolor=REFERENCE_GREY, linestyle="none",
+        )  # fmt: skip
+        mark.set_gid(f"{gid}-capacity-{slug}")
+        marked = True
+        theory = view.theory.get(outcome.config)
+        if theory is not None:
+            (cross,) = axis.plot([theory.rps], [view.slo_p99_ms], marker="x", markersize=8, color=style.colour)
+            cross.set_gid(f"{gid}-theory-{slug}")
+    axis.set_xlim(left, right)
+    return marked
+
+
+def _rate_axis(axis: Axes, view: CapacityView) -> None:
+    """A log rate axis labelled at the grid's rates."""
+    rates = [row.rate for row in view.rows]
+    axis.set_xscale("log")
+    axis.set_xticks(rates, [f"{rate:g}" for rate in rates], fontsize=8, rotation=45)
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    axis.set_xlim(min(rates) / RATE_MARGIN, max(rates) * RATE_MARGIN)
+    axis.set_xlabel("offered rate (req/s, log)")
+
+
+def _curve_panel(
+    axis: Axes, view: CapacityView, metric: str, styles: Mapping[str, ConfigStyle], gid: str
+) -> tuple[list[str], bool]:
+    drawn = [
+        config
+        for config in view.configs
+        if _draw_curve(axis, view, config, metric, styles[config], f"{gid}-{_slug(config)}-{metric}")
+    ]
+    _rate_axis(axis, view)
     _log_latency_axis(axis)
-    axis.set_title(f"{METRICS[metric].label}\n{row.title}", fontsize=9)
-    axis.set_xlabel("offered rate (req/s)")
-    axis.set_ylabel("latency (ms, log)")
-    axis.set_xlim(left=0)
-    return drawn
+    axis.set_ylim(top=_y_top(view, metric))
+    axis.set_ylabel(f"{METRICS[metric].label} (ms, log)")
+    axis.set_title(f"{METRICS[metric].label}: {view.arrivals_text}, scenario {view.scenario}", fontsize=9)
+    marked = False
+    if metric == "p99":
+        _slo_lines(axis, [view.slo_p99_ms])
+        marked = _mark_capacities(axis, view, styles, gid)
+    if view.traffic_rps is not None:
+        axis.axvline(view.traffic_rps, color=REFERENCE_GREY, linestyle="--", linewidth=1)
+        axis.annotate("your traffic", (view.traffic_rps, 0.97), xycoords=("data", "axes fraction"), fontsize=8)
+    return drawn, marked
 
 
 def _slo_lines(axis: Axes, slos: Sequence[float]) -> None:
@@ -583,75 +671,81 @@ def _slo_lines(axis: Axes, slos: Sequence[float]) -> None:
         axis.annotate(f"SLO {slo:g} ms", (0.02, slo), xycoords=("axes fraction", "data"), fontsize=8)
 
 
-def _open_legend_extras(has_steps: bool, has_marks: bool) -> list[Line2D]:
+def _curve_legend_extras(marked: bool, theory: bool, bounds: bool) -> list[Line2D]:
     extras: list[Line2D] = []
-    if has_steps:
-        extras.append(Line2D([], [], color=REFERENCE_GREY, marker="o", linestyle="none", label="step met the SLO"))
+    if bounds:
         extras.append(
-            Line2D(
-                [],
-                [],
-                color=REFERENCE_GREY,
-                marker="o",
-                markerfacecolor=HOLLOW_FACE,
-                linestyle="none",
-                label="step failed the SLO",
-            )
-        )
-    if has_marks:
-        extras.append(Line2D([], [], color=REFERENCE_GREY, label="median capacity", **CAPACITY_MARK))
+            Line2D([], [], color=REFERENCE_GREY, marker="o", markerfacecolor=HOLLOW_FACE, linestyle=":",
+                   label="at least this (past the SLO)")
+        )  # fmt: skip
+    if marked:
+        extras.append(
+            Line2D([], [], color=REFERENCE_GREY, marker="o", markersize=8, linewidth=CAPACITY_BAR_WIDTH,
+                   label="capacity: median, interval")
+        )  # fmt: skip
+    if theory:
+        extras.append(Line2D([], [], color=REFERENCE_GREY, marker="x", linestyle="none", label="queueing theory"))
     return extras
 
 
-def open_loop_chart(bundle: Bundle, styles: Mapping[str, ConfigStyle], model: str) -> Chart | None:
-    """Open-loop p50, p99 and p99.9 latency (ms, log) against the offered rate (req/s), one line per config.
-
-    Fixed-rate scenarios: median over repetitions with its interval band. Capacity-search steps: one point per
-    step run, hollow where the step failed the SLO; each config's median capacity is marked on the p99 panel.
-    """
-    rows = _open_rows(bundle, model)
-    if not rows:
+def capacity_chart(
+    bundle: Bundle, styles: Mapping[str, ConfigStyle], model: str, views: Sequence[CapacityView]
+) -> Chart | None:
+    """p99 and p50 (ms, log) against the offered rate (req/s, log), all configs on one chart: one row per capacity
+    scenario, arrival process and SLO of ``model``. Lines are medians over repetitions, bands their intervals; the p99
+    panel has the SLO line and each config's capacity on it (median and interval), with queueing theory's value."""
+    mine = [view for view in views if view.model == model and view.rows]
+    if not mine:
         return None
-    chart_id = f"chart-open-{_slug(model)}"
-    all_slos = sorted({result.slo_p99_ms for result in bundle.capacity if result.model == model})
-    order = config_order(bundle)
-    with _figure(chart_id, len(rows), len(OPEN_LOOP_METRICS)) as figure:
-        grid = figure.subplots(len(rows), len(OPEN_LOOP_METRICS), squeeze=False)
-        drawn: list[str] = []
-        marked = False
-        for index, (axes, row) in enumerate(zip(grid, rows, strict=True)):
-            gid = f"{chart_id}-{index}"
-            for axis, metric in zip(axes, OPEN_LOOP_METRICS, strict=True):
-                drawn += _open_panel(axis, row, metric, styles, order, gid)
-                if metric == "p99":
-                    _slo_lines(axis, sorted({result.slo_p99_ms for result in row.capacity}) or all_slos)
-                    marked = _mark_capacity(axis, row, styles, gid) or marked
-        figure.suptitle(f"Open loop, model {model}: latency vs offered rate (no coordinated omission)")
-        extras = _open_legend_extras(any(row.steps for row in rows), marked)
-        _legend(figure, styles, list(dict.fromkeys(drawn)), extra=extras)
+    chart_id = f"chart-capacity-{_slug(model)}"
+    drawn: list[str] = []
+    marked = bounds = False
+    with _figure(chart_id, len(mine), len(CURVE_METRICS), height_per_row=CURVE_ROW_HEIGHT_IN) as figure:
+        grid = figure.subplots(len(mine), len(CURVE_METRICS), squeeze=False)
+        for index, (axes, view) in enumerate(zip(grid, mine, strict=True)):
+            for axis, metric in zip(axes, CURVE_METRICS, strict=True):
+                found, has_marks = _curve_panel(axis, view, metric, styles, f"{chart_id}-{index}")
+                drawn += found
+                marked = marked or has_marks
+            bounds = bounds or any(
+                _is_bound(estimate)
+                for row in view.rows
+                for cell in row.cells.values()
+                if (estimate := cell.estimates.get("p99")) is not None
+            )
+        figure.suptitle(f"Capacity, model {model}: latency against offered rate (median of repetitions, bands)")
+        theory = any(view.theory for view in mine)
+        _legend(figure, styles, list(dict.fromkeys(drawn)), extra=_curve_legend_extras(marked, theory, bounds))
         svg = _to_svg(figure, chart_id)
-    return Chart(chart_id, f"Open loop: {model}", _open_caption(rows), svg)
+    return Chart(chart_id, f"Capacity curves: {model}", _curve_caption(mine), svg)
 
 
-def _open_caption(rows: Sequence[_OpenRow]) -> str:
-    parts = ["Each request is timed from its intended send time, so queueing shows up as latency (log scale)."]
-    if any(row.fixed for row in rows):
-        parts.append(f"Fixed offered rates: median over repetitions, the band its interval {BAND_TEXT}.")
-    if any(row.steps for row in rows):
-        parts.append(
-            "Capacity-search steps: one point per step run (filled: met the SLO; hollow: failed it), the line "
-            "through the median at each rate. The knee is where p99 crosses the SLO line; the dotted vertical "
-            "line in a config's colour marks its median capacity."
-        )
+def _curve_caption(views: Sequence[CapacityView]) -> str:
+    parts = [
+        "Open loop, each request timed from its intended send time (no coordinated omission). Lines: the median over "
+        f"repetitions at each offered rate of the shared grid; bands: its interval {BAND_TEXT}.",
+        "A rate a config's climb did not reach, because it failed at a lower rate, counts as past the SLO: where that "
+        "leaves the median only a lower bound it is a hollow marker with a dotted line up (at least this much), not "
+        "joined to the line.",
+        "On the p99 panel, each config's marker on the SLO line is its median capacity and the bar along the line its "
+        "interval (open ends run to the edge).",
+    ]
+    if any(view.theory for view in views):
+        parts.append(f"A cross marks queueing theory's capacity for a fixed service time, {THEORY_CAVEAT}.")
+    if any(view.traffic_rps is not None for view in views):
+        parts.append("The dashed line is the traffic you expect (the plan's traffic_rps).")
     return " ".join(parts)
 
 
 def render_charts(bundle: Bundle) -> list[Chart]:
-    """Every plot the bundle has data for, in report order."""
+    """The plots section: closed-loop throughput and latency, latency spectra, CPU and memory, fixed-rate open loop.
+
+    The capacity curves (:func:`capacity_chart`) and the time breakdown (:func:`time_breakdown_chart`) are drawn in
+    their own sections."""
     styles = config_styles(bundle)
     models = list(dict.fromkeys(run.model for run in bundle.valid_runs))
     candidates = [throughput_chart(bundle, styles), latency_chart(bundle, styles)]
     candidates += [spectrum_chart(bundle, styles, model) for model in models]
-    candidates += [time_breakdown_chart(bundle), resources_chart(bundle, styles)]
+    candidates += [resources_chart(bundle, styles)]
     candidates += [open_loop_chart(bundle, styles, model) for model in models]
     return [chart for chart in candidates if chart is not None]

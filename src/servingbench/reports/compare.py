@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from servingbench.files import write_atomic
+
 from .bundle import Bundle, Run, load_bundle
-from .html import environment, write_atomic
+from .html import environment
 from .metrics import COMPARED_METRICS, METRICS, metric_samples
 from .stats import (
     CONFIDENCE,
@@ -261,4 +263,6 @@ def compare_bundles(a: Path | str, b: Path | str, out: Path | str) -> Path:
             min_pairs=MIN_REPETITIONS_FOR_INTERVAL,
         )
     )
-    return write_atomic(_output_path(Path(out)), html)
+    target = _output_path(Path(out))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(target, html)

@@ -2,55 +2,55 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from functools import cache
-from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from .stats import CONFIDENCE, Estimate, PairedComparison
-from .verdict import DASH, NO_INTERVAL, comparison_label, comparison_numbers
+from servingbench.files import write_atomic
 
-__all__ = ["environment", "format_estimate", "format_number", "format_ratio_cell", "write_atomic"]
+from .numbers import format_number, interval_text, median_text
+from .stats import CONFIDENCE, Estimate, PairedComparison, PairedDifference
+from .verdict import NO_INTERVAL, comparison_label, comparison_numbers
 
-READABLE_FILE_MODE = 0o644
-
-
-def format_number(value: float | None) -> str:
-    """Four significant figures or so, without scientific notation: 1234, 123.4, 12.34, 0.731."""
-    if value is None:
-        return "n/a"
-    magnitude = abs(value)
-    if magnitude >= 1000:
-        return f"{value:,.0f}"
-    if magnitude >= 100:
-        return f"{value:.1f}"
-    if magnitude >= 10:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
+# write_atomic is re-exported for reports/regression.py until the CI gate moves into a package of its own.
+__all__ = [
+    "environment",
+    "format_compact",
+    "format_difference",
+    "format_estimate",
+    "format_number",
+    "format_ratio_cell",
+    "write_atomic",
+]
 
 
 def format_estimate(estimate: Estimate | None) -> Markup:
-    """Median with its interval, e.g. ``0.731 [0.72-0.74]``, the interval's level and method in its title;
-    "≤" where censored values leave only an upper bound; flagged "unstable" when the spread is wide."""
+    """Median with its interval, e.g. ``0.731 [0.72-0.74]``, the interval's level and method in its title; "≤" or
+    "≥" where censored values leave only a bound, "below"/"above" for an open end; flagged "unstable" when the
+    spread is wide."""
     if estimate is None:
         return Markup('<span class="muted">not recorded</span>')
-    bound = "\N{LESS-THAN OR EQUAL TO} " if estimate.median_is_bound else ""
-    text = Markup('<span class="value">{}{}</span>').format(bound, format_number(estimate.median))
-    if estimate.has_interval:
-        low = "below" if estimate.ci_low is None else format_number(estimate.ci_low)
-        interval = f"[{low}{DASH}{format_number(estimate.ci_high)}]"
-        text += Markup(' <span class="ci" title="{}">{}</span>').format(estimate.label, interval)
-    else:
-        text += Markup(' <span class="ci" title="{}">(n={})</span>').format(NO_INTERVAL, estimate.n)
+    text = Markup('<span class="value">{}</span>').format(median_text(estimate))
+    title = estimate.label if estimate.has_interval else NO_INTERVAL
+    text += Markup(' <span class="ci" title="{}">{}</span>').format(title, interval_text(estimate))
     if estimate.censored:
         text += Markup(' <span class="muted">({} censored)</span>').format(estimate.censored)
     if estimate.unstable and estimate.cv is not None:
         text += Markup(' <span class="badge unstable" title="coefficient of variation {}">unstable</span>').format(
             f"{estimate.cv:.0%}"
         )
+    return text
+
+
+def format_compact(estimate: Estimate | None) -> Markup:
+    """The median and, when there is one, its interval, without the repetition count or the censored count (a table
+    that states those elsewhere); an em dash for None."""
+    if estimate is None:
+        return Markup('<span class="muted">\N{EM DASH}</span>')
+    text = Markup('<span class="value">{}</span>').format(median_text(estimate))
+    if estimate.has_interval:
+        text += Markup(' <span class="ci" title="{}">{}</span>').format(estimate.label, interval_text(estimate))
     return text
 
 
@@ -62,6 +62,20 @@ def format_ratio_cell(comparison: PairedComparison | None) -> Markup:
     return Markup('<span class="ratio">{}</span><span class="pairs">{}</span>').format(
         comparison_numbers(comparison), comparison_label(comparison)
     )
+
+
+def format_difference(difference: PairedDifference | None) -> Markup:
+    """A paired difference with its sign, e.g. ``+41.2 [+30.1 to +52.3]``, and what the interval is (its family is in
+    the table's heading); below the minimum pairs the range of the per-repetition differences."""
+    if difference is None or difference.mean is None:
+        return Markup('<span class="muted">not measured</span>')
+    if difference.low is not None and difference.high is not None:
+        numbers = f"{difference.mean:+.1f} [{difference.low:+.1f} to {difference.high:+.1f}]"
+        label = f"paired t on differences; {difference.pairs} pairs"  # the table's heading names the family
+    else:
+        numbers = f"{difference.mean:+.1f} (range {difference.range_low:+.1f} to {difference.range_high:+.1f})"
+        label = f"range of {difference.pairs} repetition{'' if difference.pairs == 1 else 's'}: no interval"
+    return Markup('<span class="ratio">{}</span><span class="pairs">{}</span>').format(numbers, label)
 
 
 @cache
@@ -77,22 +91,9 @@ def environment() -> Environment:
     )
     env.filters["num"] = format_number
     env.filters["estimate"] = format_estimate
+    env.filters["compact"] = format_compact
     env.filters["ratio"] = format_ratio_cell
+    env.filters["difference"] = format_difference
     env.globals["confidence"] = f"{CONFIDENCE:.0%}"
     env.globals["no_interval"] = NO_INTERVAL
     return env
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to a temporary file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, READABLE_FILE_MODE)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path

@@ -40,6 +40,8 @@ from hdrh.histogram import HdrHistogram
 from scipy import special
 from scipy import stats as scipy_stats
 
+from servingbench.units import US_PER_MS
+
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
     "CONFIDENCE",
@@ -60,12 +62,14 @@ __all__ = [
     "Family",
     "Outcome",
     "PairedComparison",
+    "PairedDifference",
     "RatioEstimate",
     "ReferenceKind",
     "UnpairedRatio",
     "best_arm",
     "coefficient_of_variation",
     "compare_arms",
+    "compare_difference",
     "compare_pair",
     "decode_histogram",
     "direction_of",
@@ -75,6 +79,7 @@ __all__ = [
     "new_histogram",
     "nines",
     "order_statistic_ranks",
+    "paired_differences",
     "paired_log_ratios",
     "percentile_ms",
     "percentile_spectrum",
@@ -99,11 +104,10 @@ HDR_HIGHEST_US = 60_000_000
 HDR_SIGNIFICANT_DIGITS = 3
 SPECTRUM_MAX_NINES = 4.0  # 99.99 %
 SPECTRUM_POINTS = 160
-US_PER_MS = 1000.0
 
 Direction = Literal["better", "worse", "same"]
 Outcome = Literal["better", "worse", "equivalent", "inconclusive", "too-few"]
-ReferenceKind = Literal["named", "best"]
+ReferenceKind = Literal["named", "best", "shown"]
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -115,9 +119,12 @@ class Estimate:
     """The median of ``n`` repetitions with a distribution-free interval between two order statistics.
 
     ``level`` is the interval's exact coverage (e.g. 0.9375 for min..max of 5; at least :data:`CONFIDENCE` from 6
-    values); ``None``, with no interval, below :data:`MIN_REPETITIONS_FOR_INTERVAL`. ``censored`` values are only
-    known to lie below a bound: ``ci_low`` is ``None`` (``open_below``) when the lower order statistic may be one of
-    them, and ``median_is_bound`` when the median itself is only known to be at most ``median``.
+    values); ``None``, with no interval, below :data:`MIN_REPETITIONS_FOR_INTERVAL`. ``censored`` counts the values
+    only known to lie beyond a bound, ``censored_above`` of them above one (e.g. a capacity "at least the highest rate
+    measured"), the rest below one ("below the lowest rate measured"). ``ci_low`` is ``None`` (``open_below``) when
+    the lower order statistic may be a value censored below, ``ci_high`` ``None`` (``open_above``) when the upper one
+    may be a value censored above. ``median_is_bound``: the median is only known to be at most ``median``;
+    ``median_at_least``: only known to be at least ``median``; ``median`` is NaN when censoring leaves it unknown.
     """
 
     median: float
@@ -130,6 +137,8 @@ class Estimate:
     censored: int = 0
     median_is_bound: bool = False
     rank: int | None = None
+    censored_above: int = 0
+    median_at_least: bool = False
 
     @property
     def has_interval(self) -> bool:
@@ -140,6 +149,21 @@ class Estimate:
     def open_below(self) -> bool:
         """True when the interval has no lower end because censored values may sit below it."""
         return self.has_interval and self.ci_low is None
+
+    @property
+    def open_above(self) -> bool:
+        """True when the interval has no upper end because censored values may sit above it."""
+        return self.has_interval and self.ci_high is None
+
+    @property
+    def censored_below(self) -> int:
+        """How many values are only known to lie below a bound."""
+        return self.censored - self.censored_above
+
+    @property
+    def median_known(self) -> bool:
+        """False when censored values on both sides leave the median undetermined."""
+        return math.isfinite(self.median)
 
     @property
     def label(self) -> str:
@@ -187,40 +211,67 @@ def order_statistic_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, 
     return rank, float(coverage[rank - 1])
 
 
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _central(lower_median: float, upper_median: float) -> tuple[float, bool, bool]:
+    """(the median to show, only an upper bound, only a lower bound) from the medians of the two bracketing sets."""
+    if lower_median == upper_median:
+        return upper_median, False, False
+    if math.isfinite(upper_median):
+        return upper_median, True, False
+    if math.isfinite(lower_median):
+        return lower_median, False, True
+    return math.nan, False, False
+
+
 def median_interval(
-    values: Iterable[float], *, censored_below: Iterable[float] = (), confidence: float = CONFIDENCE
+    values: Iterable[float],
+    *,
+    censored_below: Iterable[float] = (),
+    censored_above: Iterable[float] = (),
+    confidence: float = CONFIDENCE,
 ) -> Estimate:
     """Median of one arm's per-repetition values with an order-statistic interval (see :class:`Estimate`).
 
     ``censored_below`` holds, for each left-censored repetition, the bound its value is known to lie below (e.g. a
-    capacity "below the lowest rate tried"). Upper ends treat a censored value as its bound (the true order
-    statistic can only be lower); lower ends treat it as below everything (the true one can only be higher), so the
-    interval covers at least its stated level. No interval below :data:`MIN_REPETITIONS_FOR_INTERVAL` values.
+    capacity "below the lowest rate measured"); ``censored_above``, for each right-censored one, the bound its value
+    is known to lie above (a capacity "at least the highest rate measured", a p99 past the SLO at a rate never
+    reached). Upper ends treat a value censored below as its bound and one censored above as above everything; lower
+    ends the other way round, so the interval covers at least its stated level. No interval below
+    :data:`MIN_REPETITIONS_FOR_INTERVAL` values.
     """
-    observed, bounds = np.sort(_as_array(values)), _as_array(censored_below)
-    n = observed.size + bounds.size
+    observed, below, above = np.sort(_as_array(values)), _as_array(censored_below), _as_array(censored_above)
+    n = observed.size + below.size + above.size
     if n == 0:
         raise ValueError("median_interval needs at least one value")
-    upper = np.sort(np.concatenate([observed, bounds]))  # censored values at their bound: upper ends
-    lower = np.concatenate([np.full(bounds.size, -math.inf), observed])  # censored values below all: lower ends
-    median_high, median_low = float(np.median(upper)), float(np.median(lower))
+    # Each order statistic is bracketed: the true one lies between its value in `lower` and in `upper`.
+    upper = np.sort(np.concatenate([observed, below, np.full(above.size, math.inf)]))
+    lower = np.sort(np.concatenate([np.full(below.size, -math.inf), observed, above]))
+    median, at_most, at_least = _central(float(np.median(lower)), float(np.median(upper)))
     cv = coefficient_of_variation(observed)
     estimate = Estimate(
-        median_high,
+        median,
         None,
         None,
         n,
         cv,
         cv is not None and cv > UNSTABLE_CV,
-        censored=int(bounds.size),
-        median_is_bound=median_low != median_high,
+        censored=int(below.size + above.size),
+        median_is_bound=at_most,
+        censored_above=int(above.size),
+        median_at_least=at_least,
     )
     if n < MIN_REPETITIONS_FOR_INTERVAL:
         return estimate
     rank, level = order_statistic_ranks(n, confidence)
-    low = float(lower[rank - 1])
     return replace(
-        estimate, ci_low=low if math.isfinite(low) else None, ci_high=float(upper[n - rank]), level=level, rank=rank
+        estimate,
+        ci_low=_finite_or_none(float(lower[rank - 1])),
+        ci_high=_finite_or_none(float(upper[n - rank])),
+        level=level,
+        rank=rank,
     )
 
 
@@ -231,8 +282,9 @@ def median_interval(
 class Family:
     """The comparisons one verdict could make, sharing ``confidence`` (Bonferroni): ``size`` of them.
 
-    ``reference`` is "named" (``size`` = k - 1 comparisons with a reference the plan names) or "best" (``size`` =
-    k (k - 1) / 2 pairs, because the reference was chosen from the same data).
+    ``reference`` is "named" (``size`` = k - 1 comparisons with a reference the plan names), "best" (``size`` =
+    k (k - 1) / 2 pairs, because the reference was chosen from the same data) or "shown" (``size`` = the pairs a
+    table shows, each pair fixed in advance, e.g. a framework against its floor).
     """
 
     confidence: float
@@ -249,7 +301,7 @@ class Family:
         """What the intervals are, e.g. "95% simultaneous, Bonferroni over 10 pairs"."""
         if self.size <= 1:
             return f"{_percent(self.confidence)} paired t interval"
-        what = "pairs" if self.reference == "best" else "comparisons with the reference"
+        what = {"best": "pairs", "named": "comparisons with the reference", "shown": "pairs shown"}[self.reference]
         return f"{_percent(self.confidence)} simultaneous, Bonferroni over {self.size} {what}"
 
 
@@ -458,6 +510,61 @@ def compare_arms(
         if arm != chosen and any(_positive(value) for value in by_rep.values())
     )
     return ArmsVerdict(chosen, family, comparisons, higher_is_better, margin)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``arm`` - ``reference`` over the ``pairs`` repetitions where both were measured, in the metric's own unit.
+
+    ``mean`` is the mean per-repetition difference; ``low``/``high`` a paired t interval on the differences at the
+    family's level (``None`` below :data:`MIN_REPETITIONS_FOR_INTERVAL` pairs, where ``range_low``/``range_high``
+    are the smallest and largest difference). Differences are not ratios: use :func:`compare_arms` for those.
+    """
+
+    arm: str
+    reference: str
+    pairs: int
+    mean: float | None
+    low: float | None
+    high: float | None
+    range_low: float | None
+    range_high: float | None
+    family: Family
+
+    @property
+    def has_interval(self) -> bool:
+        """True when the difference rests on enough pairs for an interval."""
+        return self.low is not None and self.high is not None
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True when the interval exists and lies wholly above or below zero."""
+        return self.low is not None and self.high is not None and (self.low > 0.0 or self.high < 0.0)
+
+
+def paired_differences(arm: Mapping[int, float], reference: Mapping[int, float]) -> FloatArray:
+    """arm - reference per repetition where both have a finite value, in repetition order."""
+    shared = sorted(
+        rep for rep in arm.keys() & reference.keys() if math.isfinite(arm[rep]) and math.isfinite(reference[rep])
+    )
+    return np.asarray([arm[rep] - reference[rep] for rep in shared], dtype=np.float64)
+
+
+def compare_difference(arm: str, reference: str, differences: FloatArray, *, family: Family) -> PairedDifference:
+    """The paired t interval of the mean difference (arm - reference) at ``family.level``; below the minimum pairs
+    only the range. A zero spread gives a zero-width interval."""
+    pairs = int(differences.size)
+    if pairs == 0:
+        return PairedDifference(arm, reference, 0, None, None, None, None, None, family)
+    mean = float(np.mean(differences))
+    span = (float(np.min(differences)), float(np.max(differences)))
+    if pairs < MIN_REPETITIONS_FOR_INTERVAL:
+        return PairedDifference(arm, reference, pairs, mean, None, None, *span, family)
+    if float(np.std(differences)) < ZERO_SPREAD * max(1.0, abs(mean)):
+        return PairedDifference(arm, reference, pairs, mean, mean, mean, *span, family)
+    half = scipy_stats.t.ppf(1.0 - (1.0 - family.level) / 2.0, pairs - 1) * float(np.std(differences, ddof=1))
+    half /= math.sqrt(pairs)
+    return PairedDifference(arm, reference, pairs, mean, mean - half, mean + half, *span, family)
 
 
 # --- two independent sets of repetitions (two bundles) ----------------------------------------------------------

@@ -8,7 +8,7 @@ from itertools import pairwise
 from pathlib import PurePosixPath
 from typing import Any
 
-from .bundle import Bundle, CapacityResult, CapacityStep, Run
+from .bundle import Bundle, CapacityResult, CapacityStep, ModelInfo, Run
 from .metrics import metric_samples
 from .stats import (
     CONFIDENCE,
@@ -34,6 +34,7 @@ __all__ = [
     "SUMMARY_METRICS",
     "ErrorRow",
     "Measurement",
+    "ModelFacts",
     "RunRow",
     "SearchRow",
     "StepRow",
@@ -41,6 +42,7 @@ __all__ = [
     "artifact_link",
     "error_rows",
     "measurement",
+    "model_facts",
     "run_rows",
     "search_rows",
     "statistics_text",
@@ -65,6 +67,16 @@ ENVIRONMENT_KEYS = (
     "load_avg_before",
     "load_avg_after",
     "fingerprint",
+)
+SHA_PREFIX = 12  # hex digits of a model's sha256 the report shows
+OUTPUT_TEXT = {
+    "value": "a value (regression)",
+    "label": "a class label",
+    "probabilities": "class probabilities",
+}
+SAMPLES_FROM_MODEL = (
+    "rows drawn from what the model records (its categories and value ranges), not real samples: the load may take "
+    "other paths through the model than your traffic does"
 )
 
 
@@ -106,10 +118,12 @@ class RunRow:
 
 @dataclass(frozen=True)
 class StepRow:
-    """One measured step of a capacity search. Rates in req/s, p99 in ms, ``error_rate`` a fraction (0.01 = 1 %).
+    """One measured step of a capacity curve (or search). Rates in req/s, p99 in ms, ``error_rate`` a fraction.
 
     ``ok`` says whether the step met the SLO (``None``: not recorded); ``run`` is the step's run id, ``linked``
     whether the bundle holds that run, ``counted`` whether its measurement was valid (``None`` without a run).
+    ``generator_limited``: it failed only because the load generator fell behind, so it was re-run and does not
+    count as the server's; ``requests`` and ``wall_s`` come from the step's run.
     """
 
     rate: float
@@ -123,6 +137,9 @@ class StepRow:
     run: str | None
     linked: bool
     counted: bool | None
+    generator_limited: bool = False
+    requests: int | None = None
+    wall_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +183,96 @@ class Measurement:
     order: str
     searches: str | None = None
     statistics: tuple[str, ...] = ()
+    sessions: str = "not recorded"
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What one of the plan's models is, in words: ``identity`` (name, version, sha256 prefix, kind), ``spec`` (what
+    the plan asked for), ``input`` (the request shape and, for named columns, each column's kind), ``output`` and
+    ``samples`` (where the load's rows came from; ``synthetic_rows`` when drawn from the model, not real samples)."""
+
+    name: str
+    identity: str
+    spec: str | None
+    input: str
+    columns: tuple[tuple[str, str], ...]
+    output: str
+    samples: str | None
+    synthetic_rows: bool
+
+
+def _identity(info: ModelInfo) -> str:
+    parts = [f"{info.model_name or info.name}" + (f" v{info.version}" if info.version else "")]
+    if info.sha256:
+        parts.append(f"sha256 {info.sha256[:SHA_PREFIX]}\N{HORIZONTAL ELLIPSIS}")
+    if info.kind:
+        parts.append(info.kind)
+    return ", ".join(parts)
+
+
+def _input_text(info: ModelInfo) -> str:
+    if not info.columns:
+        count = f"{info.n_features} " if info.n_features is not None else ""
+        return f"a list of {count}numbers per row"
+    kinds = ", ".join(f"{count} {kind}" for kind, count in _kind_counts(info).items())
+    return f"{len(info.columns)} named columns ({kinds}), one record per row"
+
+
+def _kind_counts(info: ModelInfo) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for column in info.columns:
+        counts[column.kind] = counts.get(column.kind, 0) + 1
+    return counts
+
+
+def _column_text(kind: str, categories: int | None, nullable: bool) -> str:
+    known = f", {categories} categories" if categories is not None else ""
+    return f"{kind}{known}{', may be null' if nullable else ''}"
+
+
+def _output_text(info: ModelInfo) -> str:
+    if info.output_kind is None:
+        return "what the model predicts (not recorded for a bundled or synthetic model)"
+    text = OUTPUT_TEXT.get(info.output_kind, info.output_kind)
+    classes = f" over {info.classes} classes" if info.classes and info.output_kind != "value" else ""
+    return f"{text}{classes} ({info.output_method or 'predict'})"
+
+
+def _samples_text(info: ModelInfo) -> str | None:
+    if info.sample_source is None:
+        return None
+    if info.samples_from_model:
+        return SAMPLES_FROM_MODEL
+    return f"real rows, from {info.sample_source.removeprefix('file ')}"
+
+
+def model_facts(bundle: Bundle) -> list[ModelFacts]:
+    """Every model the bundle measured, with what ``GET /model`` said it is (name only in bundles that lack it)."""
+    names = list(dict.fromkeys([*bundle.models, *(run.model for run in bundle.runs)]))
+    facts = []
+    for name in names:
+        info = bundle.models.get(name)
+        if info is None:
+            facts.append(ModelFacts(name, "not recorded in this bundle", None, "not recorded", (), "not recorded", None,
+                                    False))  # fmt: skip
+            continue
+        columns = tuple(
+            (column.name, _column_text(column.kind, column.categories, column.nullable)) for column in info.columns
+        )
+        facts.append(
+            ModelFacts(
+                name=name,
+                identity=_identity(info),
+                spec=info.spec,
+                input=_input_text(info),
+                columns=columns,
+                output=_output_text(info),
+                samples=_samples_text(info),
+                synthetic_rows=info.samples_from_model,
+            )
+        )
+    return facts
 
 
 def summary_rows(bundle: Bundle) -> list[SummaryRow]:
@@ -177,7 +284,7 @@ def summary_rows(bundle: Bundle) -> list[SummaryRow]:
     rows: list[SummaryRow] = []
     for by_config in group_runs(bundle.all_scenario_runs, order).values():
         for config, runs in by_config.items():
-            valid = [run for run in runs if run.valid and run.status == "ok"]
+            valid = [run for run in runs if run.counted]
             estimates: dict[str, Estimate | None] = {}
             for metric in SUMMARY_METRICS:
                 samples = metric_samples(valid, metric)
@@ -240,10 +347,6 @@ def run_rows(bundle: Bundle) -> list[RunRow]:
     ]
 
 
-def _counted(run: Run) -> bool:
-    return run.valid and run.status == "ok"
-
-
 def _step_from_run(run: Run) -> StepRow:
     return StepRow(
         rate=run.target_rps if run.target_rps is not None else run.offered_rps or 0.0,
@@ -256,7 +359,9 @@ def _step_from_run(run: Run) -> StepRow:
         reason=run.step_reason,
         run=run.id,
         linked=True,
-        counted=_counted(run),
+        counted=run.counted,
+        requests=run.requests,
+        wall_s=run.wall_s,
     )
 
 
@@ -279,6 +384,8 @@ def _step_row(step: CapacityStep, run: Run | None) -> StepRow:
             run=step.run,
             linked=False,
             counted=None,
+            generator_limited=step.generator_limited,
+            requests=step.requests,
         )
     from_run = _step_from_run(run)
     return StepRow(
@@ -292,7 +399,10 @@ def _step_row(step: CapacityStep, run: Run | None) -> StepRow:
         reason=step.reason or run.step_reason,
         run=run.id,
         linked=True,
-        counted=from_run.counted,
+        counted=from_run.counted and not step.generator_limited,
+        generator_limited=step.generator_limited,
+        requests=_or(step.requests, from_run.requests),
+        wall_s=run.wall_s,
     )
 
 
@@ -354,14 +464,16 @@ def search_rows(bundle: Bundle) -> list[SearchRow]:
 
 
 def _searches_text(bundle: Bundle) -> str | None:
-    """e.g. "6 searches, 41 measured steps; Poisson arrivals; p99 SLO 50 ms"; ``None`` without a search."""
+    """e.g. "6 curves, 41 measured steps; Poisson arrivals; p99 SLO 50 ms"; ``None`` without capacity entries."""
     if not bundle.capacity and not bundle.step_runs:
         return None
     count = len(bundle.capacity)
+    curves = all(result.is_curve for result in bundle.capacity)
+    noun = ("curve", "curves") if curves else ("search", "searches")
     steps = sum(len(result.steps) for result in bundle.capacity) or len(bundle.step_runs)
     kinds = ", ".join(arrivals_text(name) for name in dict.fromkeys(result.arrivals for result in bundle.capacity))
     slos = ", ".join(f"{slo:g} ms" for slo in dict.fromkeys(result.slo_p99_ms for result in bundle.capacity))
-    text = f"{count} search{'es' if count != 1 else ''}, {steps} measured steps"
+    text = f"{count} {noun[count != 1]}, {steps} measured steps"
     return text + (f"; {kinds}; p99 SLO {slos}" if kinds else "")
 
 
@@ -389,7 +501,7 @@ def _repetitions(runs: Sequence[Run]) -> str:
     for run in runs:
         key = (run.config, run.model, run.scenario)
         total[key] = total.get(key, 0) + 1
-        valid[key] = valid.get(key, 0) + (1 if run.valid and run.status == "ok" else 0)
+        valid[key] = valid.get(key, 0) + (1 if run.counted else 0)
     if not total:
         return "no runs"
     text = _span(sorted(set(valid.values())), "valid per config x model x scenario")
@@ -431,7 +543,22 @@ def measurement(bundle: Bundle) -> Measurement:
         order=_order_text(bundle.runs),
         searches=_searches_text(bundle),
         statistics=statistics_text(bundle),
+        sessions=_sessions_text(bundle),
     )
+
+
+def _sessions_text(bundle: Bundle) -> str:
+    """e.g. "5 server starts (one per config and model), 0 failed; ready after 10.9 to 11.6 s"."""
+    if not bundle.sessions:
+        return "not recorded"
+    failed = [session for session in bundle.sessions if session.failed]
+    ready = [session.start_s for session in bundle.sessions if session.start_s is not None]
+    text = f"{len(bundle.sessions)} server start{'s' if len(bundle.sessions) != 1 else ''}, {len(failed)} failed"
+    if ready:
+        text += f"; ready after {_span([round(value, 1) for value in ready], 's')}"
+    if failed:
+        text += "; " + "; ".join(f"{session.config}: {session.failed}" for session in failed)
+    return text
 
 
 def statistics_text(bundle: Bundle) -> tuple[str, ...]:
@@ -464,8 +591,15 @@ def statistics_text(bundle: Bundle) -> tuple[str, ...]:
         "interval and no verdict, only the range of the per-repetition ratios, labelled as such.",
         "One arm's figures: the median over valid repetitions with a distribution-free interval between two order "
         f"statistics, exact for any noise shape and labelled with its level (min to max of 5 covers 93.75%; from 6 "
-        f"repetitions at least 95%); censored values (a capacity below the lowest rate tried) count as below "
-        f'their bound. "Unstable" marks a coefficient of variation over {UNSTABLE_CV:.0%}.',
+        "repetitions at least 95%); censored values (a capacity below the lowest rate measured, or at least the "
+        "highest; a p99 past the SLO at a rate a climb never reached) count as beyond their bound, which leaves that "
+        f'end of the interval open. "Unstable" marks a coefficient of variation over {UNSTABLE_CV:.0%}.',
+        "Capacity comparisons: the paired t interval on log ratios over the repetitions where both configs have a "
+        "measured capacity; a repetition censored on either side is left out of that pair (the count is shown) and "
+        "checked against the verdict: where its bounds decide which config is higher (e.g. below 100 req/s against "
+        "150 measured) and that contradicts a faster or slower call, or where any pair is left out of an "
+        "equivalence, the outcome becomes not settled. A sign-only test of the censored pairs cannot reach 95% with "
+        "5 or 6 repetitions, and dropping them silently would favour the config that failed more often.",
         f"What a figure cannot show: a difference smaller than its interval (equivalent rules out only differences "
         f"beyond {margin}; not settled rules out nothing and is no evidence that the stacks are alike); why a "
         "difference arises (a causal note appears only where server CPU per request and the Server-Timing predict "

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import median
 from typing import Literal
 
-from .bundle import DEFAULT_ARRIVALS, DEFAULT_CAPACITY_SCENARIO, Bundle, CapacityResult, Run
+from servingbench.units import US_PER_MS
+
+from .bundle import Bundle, Run
 from .metrics import METRICS, VERDICT_METRICS, MetricSpec, metric_by_repetition
+from .numbers import DASH
 from .stats import (
     DEFAULT_EQUIVALENCE_MARGIN,
     MAX_SUGGESTED_REPETITIONS,
@@ -37,8 +40,6 @@ __all__ = [
     "NO_INTERVAL",
     "WAITING_RATIO",
     "ArmKind",
-    "CapacityTable",
-    "CapacityTheory",
     "ConfigOutcome",
     "GroupVerdict",
     "MetricVerdict",
@@ -46,14 +47,15 @@ __all__ = [
     "ScenarioInfo",
     "arm_values",
     "arrivals_text",
-    "capacity_tables",
     "comparison_label",
     "comparison_numbers",
     "config_order",
     "format_comparison",
     "group_runs",
+    "leader_text",
     "metric_verdict",
     "models_are_arms",
+    "outcome_words",
     "plan_margin",
     "plan_reference",
     "predict_kind",
@@ -61,9 +63,11 @@ __all__ = [
     "predict_wall_over_cpu",
     "rank_arms",
     "recommendations",
+    "repetitions_text",
     "scenario_info",
     "users_text",
     "verdicts",
+    "without_verdict_leader",
 ]
 
 # Whether predict waits or computes, from the lowest-load runs: its wall time (Server-Timing) over the server's CPU
@@ -74,16 +78,13 @@ WAITING_RATIO = 2.0
 CPU_BOUND_MIN_RATIO = 0.5
 CPU_BOUND_MAX_RATIO = 1.25
 TIMES = "\N{MULTIPLICATION SIGN}"
-DASH = "\N{EN DASH}"
 PLUS_MINUS = "\N{PLUS-MINUS SIGN}"
-US_PER_MS = 1000.0
 NO_INTERVAL = f"fewer than {MIN_REPETITIONS_FOR_INTERVAL} repetitions: no interval"
 OPEN_LOOP_VERDICT_METRICS = ("p50", "p99")
 
 ArmKind = Literal["configs", "models"]
 PredictKind = Literal["waiting", "cpu-bound"]
 GroupKey = tuple[str, str]
-CapacityKey = tuple[str, str, str, float]  # model, scenario, arrivals, SLO p99 (ms)
 ARRIVALS_TEXT = {"poisson": "Poisson arrivals", "constant": "constant-rate arrivals"}
 
 
@@ -92,7 +93,7 @@ def arrivals_text(arrivals: str) -> str:
     return ARRIVALS_TEXT.get(arrivals, f"{arrivals} arrivals")
 
 
-def _repetitions_text(count: int) -> str:
+def repetitions_text(count: int) -> str:
     """ "1 rep", "3 reps"."""
     return f"{count} rep{'' if count == 1 else 's'}"
 
@@ -224,9 +225,9 @@ def _settle_text(comparison: PairedComparison) -> str:
     return f"run about {comparison.more_repetitions} more repetitions"
 
 
-def _outcome_words(comparison: PairedComparison | None, spec: MetricSpec, named: bool) -> tuple[str, str, str]:
-    """(key, text, advice) of one cell, e.g. ("slower", "slower", ""), ("inconclusive", "not settled", "run about 12
-    more repetitions"), ("range", "no verdict", "run at least 2 more repetitions")."""
+def outcome_words(comparison: PairedComparison | None, spec: MetricSpec, named: bool) -> tuple[str, str, str]:
+    """The words of one cell, (key, text, advice), e.g. ("slower", "slower", ""), ("inconclusive", "not settled",
+    "run about 12 more repetitions"), ("range", "no verdict", "run at least 2 more repetitions")."""
     if comparison is None:
         return ("reference", "reference", "") if named else ("best", "best", "")
     margin = f"{PLUS_MINUS}{comparison.margin:.0%}"
@@ -254,27 +255,41 @@ def rank_arms(
     *,
     reference: str | None = None,
     margin: float = DEFAULT_EQUIVALENCE_MARGIN,
-    censored: Mapping[str, Sequence[float]] | None = None,
 ) -> tuple[ArmsVerdict, tuple[ConfigOutcome, ...]]:
     """Every arm with values against the reference (``None``: the best), reference first, then closest first.
 
-    ``censored``: per arm, bounds of left-censored repetitions, used for the arm's median and interval only.
+    (Capacity, whose repetitions may be censored, is ranked by :mod:`servingbench.reports.capacity`.)
     """
     verdict = compare_arms(values, reference=reference, higher_is_better=spec.higher_is_better, margin=margin)
     named = reference is not None
     outcomes = []
     for arm, by_rep in values.items():
-        bounds = (censored or {}).get(arm, ())
-        if not by_rep and not bounds:
+        if not by_rep:
             continue
         comparison = verdict.of(arm)
         if comparison is None and arm != verdict.reference:
             continue  # an arm without any positive value: nothing to compare
-        estimate = median_interval(by_rep.values(), censored_below=bounds)
-        key, text, advice = _outcome_words(comparison, spec, named)
+        estimate = median_interval(by_rep.values())
+        key, text, advice = outcome_words(comparison, spec, named)
         outcomes.append(ConfigOutcome(arm, labels.get(arm, arm), estimate, comparison, key, text, advice))
     outcomes.sort(key=lambda item: (item.comparison is not None, _closeness(item, spec)))
+    outcomes = list(without_verdict_leader(outcomes, spec, named))
     return verdict, tuple(outcomes)
+
+
+def leader_text(spec: MetricSpec) -> str:
+    """What the leading arm is called when no comparison rests on enough pairs: "best" is a verdict word."""
+    return f"{'highest' if spec.higher_is_better else 'lowest'} median, no verdict"
+
+
+def without_verdict_leader(
+    outcomes: Sequence[ConfigOutcome], spec: MetricSpec, named: bool
+) -> tuple[ConfigOutcome, ...]:
+    """``outcomes`` with the best arm's text replaced by :func:`leader_text` when no comparison has an interval (a
+    named reference keeps its name: it was not chosen from the data)."""
+    if named or any(item.comparison is not None and item.comparison.has_interval for item in outcomes):
+        return tuple(outcomes)
+    return tuple(replace(item, outcome_text=leader_text(spec)) if item.outcome == "best" else item for item in outcomes)
 
 
 def _metric_headline(outcomes: Sequence[ConfigOutcome], named: bool) -> str:
@@ -347,58 +362,11 @@ def metric_verdict(
     return MetricVerdict(spec, first.config, first.label, named, verdict.family, outcomes, decided, headline, margin)
 
 
-@dataclass(frozen=True)
-class CapacityTheory:
-    """What queueing theory predicts for one config: the median over repetitions of ``rps`` (req/s) from the
-    model ``model`` (e.g. "M/D/1") and of the measured ``service_ms``. ``gap`` is measured capacity / theory - 1
-    (0.05: 5 % above theory), ``None`` when no repetition met the SLO."""
-
-    rps: float
-    model: str
-    service_ms: float | None
-    gap: float | None
-
-
-@dataclass(frozen=True)
-class CapacityTable:
-    """Capacity at the p99 SLO for one model, scenario and arrival process: the highest offered rate (req/s)
-    each config sustained, best first. ``notes`` says per config why its figure is only a lower bound and how
-    often the SLO was never met; ``theory`` holds the configs a queueing model applies to."""
-
-    model: str
-    slo_p99_ms: float
-    outcomes: tuple[ConfigOutcome, ...]
-    never_met: Mapping[str, int]  # repetitions without a capacity: no rate met the SLO, or the search is unsettled
-    headline: str
-    scenario: str = DEFAULT_CAPACITY_SCENARIO
-    arrivals: str = DEFAULT_ARRIVALS
-    notes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    theory: Mapping[str, CapacityTheory] = field(default_factory=dict)
-
-    @property
-    def arrivals_text(self) -> str:
-        """e.g. "Poisson arrivals"."""
-        return arrivals_text(self.arrivals)
-
-    @property
-    def named_scenario(self) -> str | None:
-        """The search's scenario name, or ``None`` for the plan's default one (not worth a mention)."""
-        return None if self.scenario == DEFAULT_CAPACITY_SCENARIO else self.scenario
-
-    @property
-    def unranked(self) -> list[str]:
-        """Configs without a capacity in any repetition (see their notes why), so with nothing to rank."""
-        ranked = {outcome.config for outcome in self.outcomes}
-        return [config for config in self.never_met if config not in ranked]
-
-
 def config_order(bundle: Bundle) -> list[str]:
-    """Configs in plan order, then any config only seen in runs, in run order."""
-    order = list(bundle.configs)
-    for run in bundle.runs:
-        if run.config not in order:
-            order.append(run.config)
-    return order
+    """Configs in plan order, then any config only seen in runs or capacity entries, in bundle order."""
+    return list(
+        dict.fromkeys([*bundle.configs, *(run.config for run in bundle.runs), *(r.config for r in bundle.capacity)])
+    )
 
 
 def _scenario_sort_key(run: Run) -> tuple[bool, str, int, int, float, str]:
@@ -510,127 +478,6 @@ def verdicts(bundle: Bundle) -> list[GroupVerdict]:
         for (model, _scenario), by_config in group_runs(bundle.scenario_runs, config_order(bundle)).items()
         if by_config
     ]
-
-
-def _capacity_notes(results: Sequence[CapacityResult]) -> tuple[str, ...]:
-    """Why one config's capacity is only a lower bound, and how often no rate met the SLO."""
-    notes: list[str] = []
-    limits = list(dict.fromkeys(result.limited_by for result in results if result.limited_by is not None))
-    if limits:
-        notes.append(f"lower bound: {_join(limits)} limit")
-    unconverged = sum(1 for result in results if not result.converged and result.capacity_rps is not None)
-    if unconverged:
-        notes.append(f"not converged in {_repetitions_text(unconverged)}: lower bound")
-    above = sum(1 for result in results if result.passed_above and result.converged and result.limited_by is None)
-    if above:
-        notes.append(f"a higher rate passed once but was not confirmed in {_repetitions_text(above)}: lower bound")
-    never = sum(1 for result in results if result.outcome == "never met")
-    if never:
-        notes.append(f"never met the SLO in {_repetitions_text(never)}")
-    unsettled = [result for result in results if result.outcome == "unsettled"]
-    if unsettled:
-        why = "; ".join(dict.fromkeys(result.stop_reason or "stopped" for result in unsettled))
-        notes.append(
-            f"unsettled in {_repetitions_text(len(unsettled))}: the SLO was met at some rate but missed when "
-            f"re-measured, and the search stopped before a lower rate passed twice ({why})"
-        )
-    unmeasured = [result for result in results if result.outcome == "not measured"]
-    if unmeasured:
-        why = "; ".join(dict.fromkeys(result.stop_reason or "no step ran" for result in unmeasured))
-        notes.append(f"not measured in {_repetitions_text(len(unmeasured))} ({why})")
-    return tuple(notes)
-
-
-def _bound_reason(results: Sequence[CapacityResult]) -> str | None:
-    """Why a config's capacity figures are lower bounds: what limited the search, else how often it did not converge."""
-    limits = list(dict.fromkeys(result.limited_by for result in results if result.lower_bound and result.limited_by))
-    if limits:
-        return f"{_join(limits)} limit"
-    unconverged = sum(1 for result in results if result.lower_bound and not result.converged)
-    if unconverged:
-        return f"the search did not converge in {_repetitions_text(unconverged)}"
-    above = sum(1 for result in results if result.lower_bound)
-    return f"a higher rate passed but was not confirmed in {_repetitions_text(above)}" if above else None
-
-
-def _capacity_theory(results: Sequence[CapacityResult], measured: float | None) -> CapacityTheory | None:
-    with_theory = [result for result in results if result.theory_rps is not None]
-    if not with_theory:
-        return None
-    rps = median(result.theory_rps for result in with_theory if result.theory_rps is not None)
-    models = ", ".join(dict.fromkeys(result.theory or "queueing model" for result in with_theory))
-    services = [result.service_ms for result in with_theory if result.service_ms is not None]
-    gap = measured / rps - 1.0 if measured is not None and rps > 0.0 else None
-    return CapacityTheory(rps, models, median(services) if services else None, gap)
-
-
-def _capacity_headline(
-    outcomes: Sequence[ConfigOutcome], by_config: Mapping[str, Sequence[CapacityResult]], named: bool
-) -> str:
-    """The metric headline, and whether the winner's figure is only a lower bound (the others say so in notes)."""
-    winner = outcomes[0]
-    reason = _bound_reason(by_config[winner.config])
-    headline = _metric_headline(outcomes, named)
-    return headline if reason is None else f"{headline}; but {winner.label}'s figure is only a lower bound ({reason})"
-
-
-def _censored_bound(result: CapacityResult) -> float | None:
-    """For a repetition whose search met the SLO at no rate tried: the lowest rate tried (capacity lies below it)."""
-    if result.outcome != "never met":
-        return None
-    return min(step.rate for step in result.steps)
-
-
-def _capacity_table(
-    key: CapacityKey, results: Sequence[CapacityResult], labels: Mapping[str, str], reference: str | None, margin: float
-) -> CapacityTable:
-    model, scenario, arrivals, slo = key
-    spec = MetricSpec("capacity_rps", f"capacity at p99 ≤ {slo:g} ms", "req/s", True)
-    by_config: dict[str, list[CapacityResult]] = {}
-    for result in sorted(results, key=lambda item: item.repetition):
-        by_config.setdefault(result.config, []).append(result)
-    values = {
-        config: {result.repetition: result.capacity_rps for result in mine if result.capacity_rps is not None}
-        for config, mine in by_config.items()
-    }
-    censored = {
-        config: [bound for result in mine if (bound := _censored_bound(result)) is not None]
-        for config, mine in by_config.items()
-    }
-    never_met = {
-        config: count for config, mine in by_config.items() if (count := sum(r.capacity_rps is None for r in mine))
-    }
-    ranked = {config: by_rep for config, by_rep in values.items() if by_rep}
-    named = reference if reference in ranked else None
-    outcomes = rank_arms(ranked, labels, spec, reference=named, margin=margin, censored=censored)[1] if ranked else ()
-    measured = {outcome.config: outcome.estimate.median for outcome in outcomes}
-    theory = {
-        config: found
-        for config, mine in by_config.items()
-        if (found := _capacity_theory(mine, measured.get(config))) is not None
-    }
-    headline = (
-        _capacity_headline(outcomes, by_config, named is not None)
-        if outcomes
-        else f"no config met p99 ≤ {slo:g} ms at any offered rate"
-    )
-    notes = {config: _capacity_notes(mine) for config, mine in by_config.items()}
-    return CapacityTable(model, slo, outcomes, never_met, headline, scenario, arrivals, notes, theory)
-
-
-def capacity_tables(bundle: Bundle) -> list[CapacityTable]:
-    """Capacity at the SLO per model, scenario, arrival process and SLO, in bundle order; reference first.
-
-    Configs are ranked by the paired engine over the repetitions where both have a capacity; a repetition that met
-    the SLO at no rate tried is censored at the lowest rate tried in the config's median and interval.
-    """
-    labels = {name: bundle.label(name) for name in config_order(bundle)}
-    grouped: dict[CapacityKey, list[CapacityResult]] = {}
-    for result in bundle.capacity:
-        key = (result.model, result.scenario, result.arrivals, result.slo_p99_ms)
-        grouped.setdefault(key, []).append(result)
-    reference, margin = plan_reference(bundle), plan_margin(bundle)
-    return [_capacity_table(key, results, labels, reference, margin) for key, results in grouped.items()]
 
 
 @dataclass(frozen=True)

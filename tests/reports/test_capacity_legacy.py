@@ -1,4 +1,8 @@
-"""Capacity searches inside `servingbench run`: steps are runs, but never scenarios; the report shows every step."""
+"""Capacity searches, as bundles before capacity curves recorded them: still read, ranked and shown step by step.
+
+Steps are runs, but never scenarios. A search's capacity that is only a lower bound counts as censored above it, one
+that never met the SLO as censored below the lowest rate it tried.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ import pytest
 
 from servingbench.reports import BundleError, Comparison, compare_metrics, load_bundle, render_report
 from servingbench.reports.bundle import Bundle
+from servingbench.reports.capacity import CapacityView, capacity_views
 from servingbench.reports.tables import error_rows, search_rows, summary_rows
-from servingbench.reports.verdict import capacity_tables, verdicts
+from servingbench.reports.verdict import verdicts
 
 from .builders import (
     FAST_A,
@@ -30,7 +35,7 @@ from .builders import (
 
 SVG = "{http://www.w3.org/2000/svg}"
 OPEN_CHART = "chart-open-fast"
-SEARCH_ROW = 0  # the Poisson search is the first row of the open-loop chart, fixed rates the second
+CAPACITY_CHART = "chart-capacity-fast"
 
 
 def _edit(bundle: Path, change: Any) -> Path:
@@ -42,7 +47,7 @@ def _edit(bundle: Path, change: Any) -> Path:
 
 
 def _capacity_section(html: str) -> str:
-    return html[html.index('id="capacity"') : html.index('id="recommendation"')]
+    return html[html.index('id="capacity"') : html.index("<h3>Per model and scenario</h3>")]
 
 
 def _capacity_row(html: str, config: str) -> str:
@@ -139,46 +144,53 @@ def test_steps_are_no_compared_figures(search_bundle_dir: Path, without_searches
     assert all(c.ratio == 1.0 for c in compare_metrics(search_bundle_dir, without_searches))
 
 
+def _view(bundle: Bundle) -> CapacityView:
+    (view,) = capacity_views(bundle)
+    return view
+
+
 def test_capacity_table_shows_theory_gap_and_lower_bounds(bundle: Bundle, html: str) -> None:
-    (table,) = capacity_tables(bundle)
-    assert (table.model, table.scenario, table.arrivals, table.slo_p99_ms) == ("fast", "capacity", "poisson", 5.0)
-    assert set(table.theory) == {SLOW_C.name}
-    gap = table.theory[SLOW_C.name].gap
+    view = _view(bundle)
+    assert (view.model, view.scenario, view.arrivals, view.slo_p99_ms) == ("fast", "capacity", "poisson", 5.0)
+    assert not view.curve and view.grid == ()
+    assert set(view.theory) == {SLOW_C.name}
+    gap = view.theory[SLOW_C.name].gap
     assert gap is not None and -0.2 < gap < 0.0  # the synthetic theory is 8 % optimistic, the search stops below
-    assert table.notes[FAST_A.name] == ("lower bound: load generator limit",)
-    assert table.notes[FAST_B.name] == ("not converged in 1 rep: lower bound",)
-    assert table.notes[SLOW_C.name] == ()
+    assert view.notes[FAST_A.name] == ("lower bound in 3 reps: load generator limit",)
+    assert view.notes[FAST_B.name] == ("lower bound in 1 rep: the search did not converge",)
+    assert view.notes[SLOW_C.name] == ()
+    limited = view.estimate(FAST_A.name)  # every repetition a lower bound: censored above
+    assert limited is not None and limited.censored_above == 3 and limited.median_at_least
     section = _capacity_section(html)
     assert "Poisson arrivals" in section and "queueing theory" in section
+    assert "an upper bound for servers whose service time varies" in section
     sync = _capacity_row(html, SLOW_C.name)
-    assert "req/s (M/D/1)" in sync and f"{gap * 100:+.1f}%" in sync
-    assert 'data-metric="capacity_rps" data-outcome="range"' in sync  # 3 repetitions: a range, no verdict
-    assert "range of 3 repetitions" in sync and "95%" not in sync
-    assert "lower bound: load generator limit" in _capacity_row(html, FAST_A.name)
-    assert "does not apply" in _capacity_row(html, FAST_A.name)
-    assert "not converged in 1 rep: lower bound" in _capacity_row(html, FAST_B.name)
+    assert "req/s" in sync and "M/D/1" in sync and f"{gap * 100:+.1f}%" in sync
+    assert 'data-metric="capacity_rps" data-outcome="range"' in sync  # 2 measured pairs: a range, no verdict
+    assert "range of 2 repetitions" in sync and "1 censored pair left out" in sync and "95%" not in sync
+    fast = _capacity_row(html, FAST_A.name)
+    assert "lower bound in 3 reps: load generator limit" in fast and "\u2265" in fast
+    assert 'data-outcome="censored"' in fast  # no repetition measured a value: nothing to pair
+    assert "does not apply" in fast
+    assert "lower bound in 1 rep: the search did not converge" in _capacity_row(html, FAST_B.name)
+    assert 'class="rates"' not in section  # searches share no grid: no p99-by-rate table
 
 
 def test_theory_columns_only_when_some_entry_has_theory(rendered_report: Path) -> None:
     section = _capacity_section(rendered_report.read_text(encoding="utf-8"))
     assert 'data-metric="capacity_rps"' in section
-    assert "queueing theory" not in section and "lower bound:" not in section
+    assert "queueing theory" not in section and "lower bound in" not in section
 
 
-def _headline(tmp_path: Path, search: SearchSpec) -> str:
+def test_the_headline_shows_a_winner_that_is_only_a_lower_bound_as_at_least(tmp_path: Path) -> None:
     spec = BundleSpec(
         configs=(FAST_A, SLOW_C), models=(FAST_MODEL,), scenarios=SEARCH_SCENARIOS[:1], repetitions=3,
-        capacity=False, invalid_runs=False, searches=(search,),
+        capacity=False, invalid_runs=False, searches=(SearchSpec(limited_configs=(FAST_A.name,)),),
     )  # fmt: skip
-    (table,) = capacity_tables(load_bundle(build_bundle(tmp_path, spec)))
-    assert table.outcomes[0].config == FAST_A.name
-    return table.headline
-
-
-def test_headline_says_when_the_winners_figure_is_a_lower_bound(tmp_path: Path) -> None:
-    headline = _headline(tmp_path / "winner", SearchSpec(limited_configs=(FAST_A.name,)))
-    assert headline.endswith("but FastAPI / uvicorn (def)'s figure is only a lower bound (load generator limit)")
-    assert "lower bound" not in _headline(tmp_path / "other", SearchSpec(limited_configs=(SLOW_C.name,)))
+    html = render_report(build_bundle(tmp_path, spec)).read_text()
+    headline = html[html.index('id="headline"') : html.index('id="recommendation"')]
+    row = re.search(rf'<tr data-config="{FAST_A.name}">(.*?)</tr>', headline, re.S)
+    assert row is not None and "\u2265" in row.group(1)  # "at least": the generator stopped it, not the server
 
 
 def test_a_config_that_never_met_the_slo_says_so(tmp_path: Path) -> None:
@@ -191,7 +203,8 @@ def test_a_config_that_never_met_the_slo_says_so(tmp_path: Path) -> None:
 
     html = render_report(_edit(build_bundle(tmp_path, SEARCH_SPEC), never)).read_text()
     row = _capacity_row(html, SLOW_C.name)
-    assert "no capacity found" in row and "never met the SLO in 3 reps" in row
+    assert "met the SLO at no rate measured in 3 reps: below" in row
+    assert "\u2264" in row and 'data-outcome="censored"' in row and "no measured capacity" in row
     assert "unsettled" not in row and 'data-outcome="slower"' not in row
 
 
@@ -204,7 +217,7 @@ def test_a_search_that_met_the_slo_once_but_found_no_capacity_is_unsettled_not_n
     html = render_report(_edit(build_bundle(tmp_path, SEARCH_SPEC), unsettled)).read_text()
     row = _capacity_row(html, SLOW_C.name)
     assert "no capacity found" in row and "unsettled in 3 reps" in row
-    assert "never met" not in row
+    assert "met the SLO at no rate" not in row
 
 
 def test_step_by_step_table_lists_every_step(bundle: Bundle, html: str) -> None:
@@ -220,7 +233,7 @@ def test_step_by_step_table_lists_every_step(bundle: Bundle, html: str) -> None:
     for _, run_id, _ in rows:
         assert f'href="#run-{run_id}"' in table and f'id="run-{run_id}"' in html
     assert "p99 " in table and "over the SLO 5 ms" in table
-    assert "load generator fell behind" in table and "(run invalid)" in table
+    assert "load generator fell behind" in table and "(run invalid: not counted)" in table
 
 
 def test_unfinished_search_is_still_listed(tmp_path: Path) -> None:
@@ -228,7 +241,7 @@ def test_unfinished_search_is_still_listed(tmp_path: Path) -> None:
     rows = search_rows(load_bundle(bundle_dir))
     unfinished = [row for row in rows if row.result is None]
     assert len(unfinished) == 1 and len(unfinished[0].steps) == len(SEARCH.factors)
-    assert "search not finished" in render_report(bundle_dir).read_text()
+    assert "not finished (no capacity entry)" in render_report(bundle_dir).read_text()
 
 
 def test_invalid_steps_are_listed_with_the_invalid_runs(bundle: Bundle, html: str) -> None:
@@ -238,30 +251,18 @@ def test_invalid_steps_are_listed_with_the_invalid_runs(bundle: Bundle, html: st
     assert all(f'data-run="{run.id}"' in listed for run in invalid_steps)
 
 
-def test_open_loop_chart_draws_every_valid_step(bundle: Bundle, html: str) -> None:
-    svg = _svg(html, OPEN_CHART)
-    for config in (FAST_A.name, FAST_B.name, SLOW_C.name):
-        steps = [run for run in bundle.step_runs if run.config == config and run.valid]
-        met = sum(1 for run in steps if run.step_ok)
-        gid = f"{OPEN_CHART}-{SEARCH_ROW}-{config}-p99"
-        assert _points(svg, f"{gid}-met") == met > 0
-        assert _points(svg, f"{gid}-failed") == len(steps) - met
-    assert _points(svg, f"{OPEN_CHART}-{SEARCH_ROW}-{SLOW_C.name}-p99-failed") > 0  # hollow markers are drawn
-    assert _points(svg, f"{OPEN_CHART}-{SEARCH_ROW}-{FAST_A.name}-p99-failed") == 0  # its failures were invalid
-    marks = {element.get("id") for element in svg.iter(f"{SVG}g")}
-    assert {f"{OPEN_CHART}-{SEARCH_ROW}-capacity-{config.name}-5" for config in SEARCH_SPEC.configs} <= marks
-    text = "".join(svg.itertext())
-    assert "capacity search, Poisson arrivals" in text and "fixed offered rates" in text
-    assert "latency (ms, log)" in text and "step failed the SLO" in text
-    caption = html[html.index(f'id="figure-{OPEN_CHART}"') :]
-    caption = caption[caption.index("<figcaption>") : caption.index("</figcaption>")]
-    assert "hollow" in caption and "p99 crosses the SLO" in caption
-
-
-def test_open_loop_chart_without_searches_has_no_step_points(rendered_report: Path) -> None:
-    svg = _svg(rendered_report.read_text(encoding="utf-8"), OPEN_CHART)
-    assert not [element for element in svg.iter(f"{SVG}g") if (element.get("id") or "").endswith(("-met", "-failed"))]
-    assert "fixed offered rates" in "".join(svg.itertext())
+def test_search_steps_are_drawn_on_the_capacity_chart_and_not_the_fixed_rate_one(bundle: Bundle, html: str) -> None:
+    svg = _svg(html, CAPACITY_CHART)
+    groups = {element.get("id") for element in svg.iter(f"{SVG}g")}
+    for config in SEARCH_SPEC.configs:
+        assert f"{CAPACITY_CHART}-0-{config.name}-p99-median" in groups or (
+            f"{CAPACITY_CHART}-0-{config.name}-p99-bound" in groups
+        )
+        assert f"{CAPACITY_CHART}-0-capacity-{config.name}" in groups
+    assert f"{CAPACITY_CHART}-0-theory-{SLOW_C.name}" in groups
+    fixed = _svg(html, OPEN_CHART)
+    assert "fixed offered rates" in "".join(fixed.itertext())
+    assert not [element for element in fixed.iter(f"{SVG}g") if "capacity" in (element.get("id") or "")]
 
 
 def test_a_search_whose_server_never_started_says_not_measured(tmp_path: Path) -> None:
@@ -273,7 +274,7 @@ def test_a_search_whose_server_never_started_says_not_measured(tmp_path: Path) -
     html = render_report(_edit(build_bundle(tmp_path, SEARCH_SPEC), unmeasured)).read_text()
     row = _capacity_row(html, SLOW_C.name)
     assert "no capacity found" in row and "not measured in 3 reps (server failed to start: exit 3)" in row
-    assert "never met" not in row and "unsettled" not in row
+    assert "met the SLO at no rate" not in row and "unsettled" not in row
 
 
 def test_a_capacity_below_a_rate_that_passed_once_is_a_lower_bound(tmp_path: Path) -> None:
@@ -286,9 +287,9 @@ def test_a_capacity_below_a_rate_that_passed_once_is_a_lower_bound(tmp_path: Pat
 
     built = _edit(build_bundle(tmp_path, SEARCH_SPEC), passed_above)
     slow = [entry for entry in load_bundle(built).capacity if entry.config == SLOW_C.name]
-    assert slow and all(entry.passed_above and entry.lower_bound for entry in slow)
+    assert slow and all(entry.passed_above and entry.lower_bound and entry.censoring == "above" for entry in slow)
     row = _capacity_row(render_report(built).read_text(), SLOW_C.name)
-    assert "a higher rate passed once but was not confirmed in 3 reps: lower bound" in row
+    assert "lower bound in 3 reps: a higher rate passed once but was not confirmed" in row
 
 
 def test_capacity_is_ranked_by_pairs_and_a_never_met_repetition_is_censored(tmp_path: Path) -> None:
@@ -300,9 +301,9 @@ def test_capacity_is_ranked_by_pairs_and_a_never_met_repetition_is_censored(tmp_
                     step["ok"] = False
 
     spec = SEARCH_SPEC.with_(repetitions=6, searches=(SearchSpec(),))
-    (table,) = capacity_tables(load_bundle(_edit(build_bundle(tmp_path, spec), never_once)))
-    slow = next(outcome for outcome in table.outcomes if outcome.config == SLOW_C.name)
-    assert slow.comparison is not None and slow.comparison.pairs == 5  # the never-met repetition drops out
+    view = _view(load_bundle(_edit(build_bundle(tmp_path, spec), never_once)))
+    slow = next(outcome for outcome in view.outcomes if outcome.config == SLOW_C.name)
+    assert slow.comparison is not None and slow.comparison.pairs == 5  # the never-met repetition drops out...
+    assert view.left_out[SLOW_C.name] == 1  # ...and is counted; its bound agrees with "slower", so that stands
     assert slow.outcome == "slower" and "Bonferroni over 3 pairs; 5 pairs" in slow.interval_text
     assert slow.estimate.n == 6 and slow.estimate.censored == 1 and slow.estimate.open_below
-    assert table.never_met == {SLOW_C.name: 1}
