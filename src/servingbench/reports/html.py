@@ -7,13 +7,10 @@ from functools import cache
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from servingbench.files import write_atomic
-
 from .numbers import format_number, interval_text, median_text
 from .stats import CONFIDENCE, Estimate, PairedComparison, PairedDifference
 from .verdict import NO_INTERVAL, comparison_label, comparison_numbers
 
-# write_atomic is re-exported for reports/regression.py until the CI gate moves into a package of its own.
 __all__ = [
     "environment",
     "format_compact",
@@ -21,7 +18,6 @@ __all__ = [
     "format_estimate",
     "format_number",
     "format_ratio_cell",
-    "write_atomic",
 ]
 
 
