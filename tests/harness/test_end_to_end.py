@@ -140,6 +140,9 @@ def test_capacity_curve_on_real_servers_end_to_end(tmp_path: Path) -> None:
         allow_shared_cores=len(os.sched_getaffinity(0)) < 2,
     )
     data = json.loads((bundle_dir / RESULTS_FILE).read_text())
+    ceiling = data["environment"]["load_generator_ceiling"]  # measured before the curves, whatever it found
+    assert ceiling["steps"] and ceiling["max_send_lag_ms"] == 5.0
+    assert [step["rate"] for step in ceiling["steps"]] == sorted(step["rate"] for step in ceiling["steps"])
     entries = {entry["config"]: entry for entry in data["capacity"]}
     assert set(entries) == {"fastapi-uvicorn", "flask-gunicorn-sync"}
     runs = {run["id"]: run for run in data["runs"]}

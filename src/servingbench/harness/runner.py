@@ -40,7 +40,7 @@ from servingbench.harness.curve import (
 )
 from servingbench.harness.environment import collect_environment, load_average
 from servingbench.harness.fairness import fairness_rules
-from servingbench.harness.loadgen import LoadSession
+from servingbench.harness.loadgen import LoadgenError, LoadSession, generator_ceiling
 from servingbench.harness.measure import (
     Gates,
     Load,
@@ -96,6 +96,11 @@ MIN_SERVICE_PROBE_USERS = 2  # closed-loop runs with at least this many users ke
 SEED_SPAN = 1_000_003
 PILOT_USERS = 32
 """Closed-loop users of the pilot run that sets a curve's grid when the plan measures no closed-loop peak first."""
+CEILING_FRAMEWORK, CEILING_SERVER, CEILING_MODEL, CEILING_FEATURES = "asgi", "uvicorn", "synthetic:cpu_us=0", 10
+"""The server the load generator's ceiling is measured against: the bare ASGI floor on its event loop, a model
+that does nothing; what it takes to answer is as little as this harness can serve."""
+CEILING_RATES = (300.0, 600.0, 1200.0, 2400.0)
+"""Offered rates (req/s) of the ceiling probe, taken in increasing order; the first missed ends it."""
 GENERATOR_RETRIES = 1
 """A curve step whose load generator fell behind is run again this many times before the rate counts as beyond
 what this generator can offer."""
@@ -228,6 +233,7 @@ class _Bench:
     starters: Mapping[str, ServerStarter]
     target_mode: bool
     costs: RunCosts = field(default_factory=RunCosts)
+    ceiling_starter: ServerStarter | None = None
     order: int = 0
     sessions: int = 0
     curves: dict[tuple[str, str], _Curves] = field(default_factory=dict)
@@ -251,8 +257,44 @@ class _Bench:
             window_share=self.costs.window_share,
         )
         self.reporter.start(runs, estimate)
+        if self.ceiling_starter is not None and any(
+            item.kind == "capacity" for model in models for item in self.plan.measurements(model)
+        ):
+            self._measure_ceiling(self.ceiling_starter)
         for model in models:
             self._model_block(model, targets)
+
+    def _measure_ceiling(self, starter: ServerStarter) -> None:
+        """How fast this load generator can offer open-loop arrivals on time, measured against a bare ASGI server
+        doing nothing, before any curve: recorded in the bundle's environment and printed."""
+        if not isinstance(self.load, LoadSession):
+            return
+        self.reporter.begin("the load generator's own ceiling")
+        config = ServerConfig(CEILING_FRAMEWORK, CEILING_SERVER, 1, None, "async")
+        log_path = self.writer.dir / "servers" / "ceiling" / "server.log"
+        body = json.dumps({"features": [0.0] * CEILING_FEATURES}).encode()
+        try:
+            with starter.start(config, model_spec=CEILING_MODEL, session_id="ceiling", log_path=log_path) as server:
+                ceiling = generator_ceiling(
+                    server.base_url,
+                    rates=CEILING_RATES,
+                    payloads=(body,),
+                    out_dir=self.writer.dir / "ceiling",
+                    session=self.load,
+                )
+        except (ServerStartError, LoadgenError) as exc:
+            self.reporter.note(f"load generator ceiling: not measured ({str(exc).splitlines()[0]})")
+            return
+        entry = ceiling.to_json()
+        self.writer.document["environment"]["load_generator_ceiling"] = entry
+        self.writer.save()
+        found = entry["ceiling_rps"]
+        limit = f"up to {found:g} req/s" if found else "not even at the lowest rate tried"
+        more = " (the highest rate tried)" if found and not entry["limited"] else ""
+        self.reporter.note(
+            f"load generator ceiling on this machine: it keeps its open-loop schedule (p99 send lag <= "
+            f"{entry['max_send_lag_ms']:g} ms) {limit}{more}, against a bare ASGI server"
+        )
 
     # --- servers -------------------------------------------------------------------------------------------------
 
@@ -824,8 +866,16 @@ def run_benchmark(
                         locust_html=locust_html,
                     )
                 )
+            local = LocalStarter(allocation.server, plan.blas_threads, plan.startup_timeout_s)
             bench = _Bench(
-                plan, load, writer, reporter, starters or _starters(plan, allocation, chosen), target_mode, costs
+                plan,
+                load,
+                writer,
+                reporter,
+                starters or _starters(plan, allocation, chosen),
+                target_mode,
+                costs,
+                ceiling_starter=None if target_mode else local,
             )
             bench.run_all(chosen)
     except BaseException as exc:

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from statistics import median
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -221,7 +221,7 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
         rows=rows,
         notes={config: _notes(mine) for config, mine in by_config.items()},
         theory=theory,
-        limits=_limits(grid, curve, results, runs),
+        limits=_limits(grid, curve, results, runs, bundle.environment.get("load_generator_ceiling")),
         repetitions=len({result.repetition for result in results}),
         named=named,
         verdict=verdict,
@@ -490,11 +490,31 @@ def grid_spacing(grid: Sequence[float]) -> float | None:
     return float(np.median(steps)) if steps else None
 
 
+def _ceiling_text(ceiling: Mapping[str, Any]) -> str:
+    """The load generator's own ceiling, as measured before the curves."""
+    found, bound = ceiling.get("ceiling_rps"), ceiling.get("max_send_lag_ms")
+    tried = [float(step["rate"]) for step in ceiling.get("steps", []) if isinstance(step, Mapping) and "rate" in step]
+    if isinstance(found, int | float):
+        above = "" if ceiling.get("limited") or not tried else f" (the highest rate tried, {max(tried):g} req/s)"
+        return (
+            f"The load generator kept its open-loop schedule (p99 send lag within {bound:g} ms) up to {found:g} req/s "
+            f"against a bare ASGI server on this machine{above}; a step above that which failed only on the "
+            "generator's account was re-run, and a rate it still could not keep leaves the capacity a lower bound."
+        )
+    return "The load generator could not keep its schedule even at the lowest rate of its ceiling probe."
+
+
 def _limits(
-    grid: Sequence[float], curve: bool, results: Sequence[CapacityResult], runs: Mapping[str, Run]
+    grid: Sequence[float],
+    curve: bool,
+    results: Sequence[CapacityResult],
+    runs: Mapping[str, Run],
+    ceiling: object = None,
 ) -> tuple[str, ...]:
     """What these capacity figures cannot show."""
     limits: list[str] = []
+    if isinstance(ceiling, Mapping):
+        limits.append(_ceiling_text(ceiling))
     spacing = grid_spacing(grid)
     if spacing is not None:
         limits.append(
