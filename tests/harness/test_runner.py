@@ -341,3 +341,15 @@ def test_a_terminal_gets_a_progress_bar(
     bundle, output = bench(plan_file, tmp_path, load, starter, terminal=True)
     assert "fastapi-uvicorn-async" in output
     assert str(bundle) in output
+
+
+def test_a_config_too_slow_for_min_requests_gets_longer_windows_next_repetition(
+    tmp_path: Path, plan_file: Path, starter: TinyStarter
+) -> None:
+    load = ScriptedLoad(closed_rps=20.0)  # 4 requests in a 0.2 s window: under min_requests = 10
+    bundle, _ = bench(plan_file, tmp_path, load, starter)
+    runs = document(bundle)["runs"]
+    first = [spec.duration_s for spec, run in zip(load.calls, runs, strict=True) if run["repetition"] == 0]
+    second = [spec.duration_s for spec, run in zip(load.calls, runs, strict=True) if run["repetition"] == 1]
+    assert set(first) == {0.2}
+    assert second == pytest.approx([0.6] * len(second))  # 1.5 x 10 requests at 20 req/s = 0.75 s, capped at 0.6 s

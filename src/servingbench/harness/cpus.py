@@ -178,6 +178,16 @@ def read_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SELF_CGROU
     return min(quotas) if quotas else None
 
 
+NO_PINNING = (
+    "servingbench pins the server and the load generator to separate cores, which needs Linux "
+    "(sched_setaffinity); on macOS or Windows, run it in the containers (docs/containers.md)"
+)
+
+
 def detect_cpus(*, server_cpus: int = DEFAULT_SERVER_CPUS, allow_shared: bool = False) -> CpuAllocation:
-    """Allocate this machine's usable cores (affinity of this process and the cgroup quota)."""
+    """Allocate this machine's usable cores (affinity of this process and the cgroup quota).
+
+    Raises :class:`CpuAllocationError` (one line) where CPU pinning does not exist (not Linux)."""
+    if not hasattr(os, "sched_getaffinity") or not hasattr(os, "sched_setaffinity"):
+        raise CpuAllocationError(NO_PINNING)
     return allocate_cpus(os.sched_getaffinity(0), read_cpu_quota(), server_cpus=server_cpus, allow_shared=allow_shared)

@@ -94,6 +94,10 @@ COMMAND_PORT_PLACEHOLDER = 0  # configs[].command shows port 0: each start picks
 TARGET_MODEL_NAME = "target"
 MIN_SERVICE_PROBE_USERS = 2  # closed-loop runs with at least this many users keep a one-at-a-time server busy
 SEED_SPAN = 1_000_003
+WINDOW_STRETCH = 3.0
+"""A closed-loop window stretches to at most this many times ``duration_s`` to reach ``min_requests``."""
+WINDOW_MARGIN = 1.5
+"""...aiming at this many times ``min_requests`` from the previous repetition's rate (rates move between runs)."""
 PILOT_USERS = 32
 """Closed-loop users of the pilot run that sets a curve's grid when the plan measures no closed-loop peak first."""
 CEILING_FRAMEWORK, CEILING_SERVER, CEILING_MODEL, CEILING_FEATURES = "asgi", "uvicorn", "synthetic:cpu_us=0", 10
@@ -415,7 +419,10 @@ class _Bench:
             return RunRecord(identity).failed(slot.down or "server not running", log_tail=slot.log_tail)
         seed = run_seed(self.plan.seed, model.name, rep, shape.scenario)
         payloads = build_payloads(shape, slot.model_doc, seed)
-        window_s = self._step_window_s(shape.target_rps) if step and shape.target_rps else self.plan.duration_s
+        if step and shape.target_rps:
+            window_s = self._step_window_s(shape.target_rps)
+        else:
+            window_s = self._window_cap_s(model, shape, slot.target.name, rep)
         by_count = not step and shape.kind == "closed" and self.plan.window_requests > 0
 
         def spec() -> LoadSpec:
@@ -439,6 +446,24 @@ class _Bench:
         if server.died():
             slot.fail(f"server died earlier in this model's runs ({identity.id})", server.tail())
         return record
+
+    def _window_cap_s(self, model: ModelPlan, shape: Measurement, config: str, rep: int) -> float:
+        """The longest this run's window may last: ``duration_s``, stretched (at most `WINDOW_STRETCH` times) when
+        the same config and scenario ran too slowly in the previous repetition to reach ``min_requests`` within it,
+        so a slower machine gets longer windows rather than invalid runs."""
+        cap = self.plan.duration_s
+        earlier = [
+            float(run["rps"])
+            for run in self.writer.runs
+            if (run["model"], run["scenario"], run["config"]) == (model.name, shape.scenario, config)
+            and run["repetition"] < rep
+            and isinstance(run.get("rps"), int | float)
+            and run["rps"] > 0
+        ]
+        if not earlier:
+            return cap
+        wanted = WINDOW_MARGIN * self.plan.min_requests / earlier[-1]
+        return min(WINDOW_STRETCH * cap, max(cap, wanted))
 
     def _step_window_s(self, rate: float) -> float:
         """A step's window: about `capacity_step_requests` requests, within [duration_s, capacity_max_step_s]."""
