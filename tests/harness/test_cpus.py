@@ -109,7 +109,7 @@ def test_read_cpu_quota_without_cgroups(tmp_path: Path) -> None:
 def test_without_cpu_pinning_the_error_says_linux_or_containers(monkeypatch: pytest.MonkeyPatch) -> None:
     from servingbench.harness import cpus
 
-    monkeypatch.delattr(cpus.os, "sched_getaffinity")
+    monkeypatch.delattr("os.sched_getaffinity")
     with pytest.raises(cpus.CpuAllocationError, match="needs Linux") as caught:
         cpus.detect_cpus()
     assert "containers" in str(caught.value) and "\n" not in str(caught.value)
