@@ -63,7 +63,7 @@ def climb(capacity: float, peak: float | None, *, gross_above: float = math.inf)
     points: list[CurvePoint] = []
     while (rate := next_rate(GRID, points, peak=peak)) is not None:
         points.append(point(rate, rate <= capacity, gross=rate > gross_above))
-        assert len(points) <= len(GRID) + 3
+        assert len(points) <= len(GRID) + 6
     return [item.rate for item in points]
 
 
@@ -79,8 +79,12 @@ def test_a_failing_start_steps_down_until_a_rate_passes() -> None:
     assert climb(capacity=120.0, peak=800.0) == [400.0, 300.0, 200.0, 150.0, 100.0]
 
 
-def test_a_config_failing_everywhere_ends_at_the_bottom_of_the_grid() -> None:
-    assert climb(capacity=10.0, peak=300.0) == [150.0, 100.0]
+def test_a_config_failing_everywhere_steps_below_the_grid_at_most_three_rates() -> None:
+    assert climb(capacity=10.0, peak=300.0) == [150.0, 100.0, 66.7, 44.5, 29.7]  # x 2/3 each, 3 digits
+
+
+def test_below_the_grid_the_first_pass_ends_the_climb() -> None:
+    assert climb(capacity=50.0, peak=300.0) == [150.0, 100.0, 66.7, 44.5]
 
 
 def test_without_a_peak_the_climb_starts_at_the_bottom_and_goes_past_the_top_by_the_grid_ratio() -> None:

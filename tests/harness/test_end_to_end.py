@@ -23,7 +23,7 @@ from rich.console import Console
 
 from servingbench.harness import run_benchmark
 from servingbench.harness.bundle import RESULTS_FILE, SUMMARY_COLUMNS, SUMMARY_FILE
-from servingbench.harness.curve import MAX_ABOVE_GRID
+from servingbench.harness.curve import MAX_ABOVE_GRID, MAX_BELOW_GRID
 from servingbench.harness.runner import GENERATOR_RETRIES
 from servingbench.reports import render_report
 from servingbench.reports.bundle import load_bundle
@@ -149,7 +149,7 @@ def test_capacity_curve_on_real_servers_end_to_end(tmp_path: Path) -> None:
     for entry in entries.values():
         # Whatever the machine's speed: a grid of 3 shared rates, a climb over them (a rate the generator could not
         # keep is run once more), and a capacity or a censored bound read off what was measured.
-        assert 3 <= len(entry["grid"]) <= 3 + MAX_ABOVE_GRID and entry["grid"] == sorted(entry["grid"])
+        assert 3 <= len(entry["grid"]) <= 3 + MAX_ABOVE_GRID + MAX_BELOW_GRID and entry["grid"] == sorted(entry["grid"])
         assert 1 <= len(entry["steps"]) <= len(entry["grid"]) * (1 + GENERATOR_RETRIES)
         for rate in entry["grid"]:
             assert sum(step["rate"] == rate for step in entry["steps"]) <= 1 + GENERATOR_RETRIES

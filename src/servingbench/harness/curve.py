@@ -26,6 +26,8 @@ from servingbench.units import US_PER_MS
 
 __all__ = [
     "GENERATOR_LIMIT",
+    "MAX_ABOVE_GRID",
+    "MAX_BELOW_GRID",
     "CurveFit",
     "CurvePoint",
     "StepJudgement",
@@ -61,7 +63,10 @@ RATE_DIGITS = 3
 """Significant digits of a grid rate."""
 MAX_ABOVE_GRID = 3
 """A config that meets the SLO at the top of the grid climbs on, by the grid's own ratio, at most this many rates
-further (the grid came from closed-loop peaks measured once, perhaps in a slow moment of the machine)."""
+further (the grid came from closed-loop peaks measured once, perhaps in a slow moment of the machine)..."""
+MAX_BELOW_GRID = 3
+"""...and one that fails at the bottom steps down, by the same ratio, at most this many rates below it (a server
+serving one request at a time meets a p99 target well below half its closed-loop peak)."""
 Censored = Literal["below", "above"]
 
 
@@ -204,7 +209,7 @@ def next_rate(
     It starts at the first grid rate at or above `START_FRACTION` x its own ``peak`` (the lowest without one) and
     climbs while steps pass; it stops after a gross failure or `FAILURES_TO_STOP` failures in a row. Past the top of
     the grid it climbs on by the grid's ratio, at most `MAX_ABOVE_GRID` rates. If its first rate fails, it steps
-    down the grid until a rate passes (or the grid ends). Rates in
+    down the grid until a rate passes, and below the grid by the same ratio, at most `MAX_BELOW_GRID` rates. Rates in
     ``must`` (the traffic the user expects) are measured too, when below the lowest failure. A generator-limited
     step does not count: its rate comes up again (the caller decides when to give up on the generator).
     """
@@ -217,6 +222,9 @@ def next_rate(
             lower = [rate for rate in grid if rate < lowest]
             if lower:
                 return lower[-1]
+            below = sum(rate < grid[0] for rate in measured_rates(counted))
+            if len(grid) >= 2 and below < MAX_BELOW_GRID:
+                return _rounded(lowest * grid[0] / grid[1])
     elif not _climb_over(counted):
         higher = [rate for rate in grid if rate > highest]
         if higher:
