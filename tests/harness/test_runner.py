@@ -353,3 +353,21 @@ def test_a_config_too_slow_for_min_requests_gets_longer_windows_next_repetition(
     second = [spec.duration_s for spec, run in zip(load.calls, runs, strict=True) if run["repetition"] == 1]
     assert set(first) == {0.2}
     assert second == pytest.approx([0.6] * len(second))  # 1.5 x 10 requests at 20 req/s = 0.75 s, capped at 0.6 s
+
+
+def test_every_repetition_measures_every_model_while_all_servers_are_up(
+    tmp_path: Path, load: ScriptedLoad, starter: TinyStarter
+) -> None:
+    plan = tmp_path / "models.toml"
+    plan.write_text(
+        PLAN.replace(
+            'scenarios = ["single"]\n',
+            'scenarios = ["single"]\n[models.other]\nspec = "synthetic:sleep_ms=2"\nscenarios = ["single"]\n',
+        )
+    )
+    bundle, _ = bench(plan, tmp_path / "out", load, starter)
+    runs = document(bundle)["runs"]
+    assert len(starter.started) == 6  # 3 configs x 2 models, started once and up together
+    reps = [(run["repetition"], run["model"]) for run in runs]
+    assert reps == sorted(reps, key=lambda item: item[0])  # repetition by repetition...
+    assert [model for rep, model in dict.fromkeys(reps)] == ["tiny", "other", "tiny", "other"]  # ...every model in each

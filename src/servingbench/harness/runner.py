@@ -94,6 +94,9 @@ COMMAND_PORT_PLACEHOLDER = 0  # configs[].command shows port 0: each start picks
 TARGET_MODEL_NAME = "target"
 MIN_SERVICE_PROBE_USERS = 2  # closed-loop runs with at least this many users keep a one-at-a-time server busy
 SEED_SPAN = 1_000_003
+MAX_SERVERS_UP = 16
+"""Up to this many servers (configs x models) stay up at once, so every repetition measures every model, interleaved;
+a larger plan runs its models one after another (each model's configs still interleaved)."""
 WINDOW_STRETCH = 3.0
 """A closed-loop window stretches to at most this many times ``duration_s`` to reach ``min_requests``."""
 WINDOW_MARGIN = 1.5
@@ -265,8 +268,9 @@ class _Bench:
             item.kind == "capacity" for model in models for item in self.plan.measurements(model)
         ):
             self._measure_ceiling(self.ceiling_starter)
-        for model in models:
-            self._model_block(model, targets)
+        together = len(models) * len(targets) <= MAX_SERVERS_UP or len(targets) == 1
+        for group in [models] if together else [[model] for model in models]:
+            self._block(group, targets)
 
     def _measure_ceiling(self, starter: ServerStarter) -> None:
         """How fast this load generator can offer open-loop arrivals on time, measured against a bare ASGI server
@@ -353,17 +357,20 @@ class _Bench:
 
     # --- the block ------------------------------------------------------------------------------------------------
 
-    def _model_block(self, model: ModelPlan, targets: Sequence[Target]) -> None:
-        measurements = self.plan.measurements(model)
+    def _block(self, models: Sequence[ModelPlan], targets: Sequence[Target]) -> None:
+        """Every repetition of ``models`` with all their servers up at once: each repetition measures every model on
+        every config (so two models on one stack compare as pairs too); servers restart every `restart_every`."""
         restart = self.plan.restart_every
         repetition = 0
         while repetition < self.plan.repetitions:
             last = min(self.plan.repetitions, repetition + restart) if restart else self.plan.repetitions
-            with self._servers(model, targets) as slots:
+            with contextlib.ExitStack() as stack:
+                slots = {model.name: stack.enter_context(self._servers(model, targets)) for model in models}
                 for rep in range(repetition, last):
-                    for index, measurement in enumerate(measurements):
-                        if rep < self.plan.repetitions_of(measurement):
-                            self._measure_all(model, measurement, index, rep, slots)
+                    for model in models:
+                        for index, measurement in enumerate(self.plan.measurements(model)):
+                            if rep < self.plan.repetitions_of(measurement):
+                                self._measure_all(model, measurement, index, rep, slots[model.name])
             repetition = last
 
     def _measure_all(
