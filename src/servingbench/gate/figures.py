@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from servingbench.reports.bundle import Bundle, Run
 from servingbench.reports.metrics import metric_value
+from servingbench.reports.stats import MIN_REPETITIONS_FOR_INTERVAL
 
 __all__ = [
     "GATE_METRICS",
@@ -28,8 +29,9 @@ __all__ = [
     "run_value",
 ]
 
-MIN_UNITS = 5
-"""Fewest independent units (paired repetitions, blocks, or calibration runs) behind any interval or verdict word."""
+MIN_UNITS = MIN_REPETITIONS_FOR_INTERVAL
+"""Fewest independent units (paired repetitions, blocks, or calibration runs) behind any interval or verdict word:
+the report's own minimum."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The gate's two-arm paired test: head against base, paired by repetition (or by block of repetitions).
 
-Same semantics as the paired comparison of ``reports/stats.py`` on the ``verdicts`` branch (the lead unifies the
-two at merge; until then this module stays self-contained and pure):
+The interval is the one the report's verdicts use (``reports.stats.log_ratio_interval``); what the gate adds is the
+unit (a repetition, or a block of repetitions on one server start), the p-value and the correction over figures:
 
 - each unit (a repetition, or the block of repetitions one server start served) gives one log ratio head / base;
 - the estimate is the mean log ratio, i.e. the geometric mean of the per-unit ratios;
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as scipy_stats
+
+from servingbench.reports.stats import log_ratio_interval
 
 from .figures import MIN_UNITS, positive
 
@@ -128,10 +130,9 @@ def paired_test(logs: Sequence[float], *, level: float) -> PairedTest:
         return PairedTest(n, level, mean, sd, None, None, None, *span)
     if sd < ZERO_SPREAD:
         return PairedTest(n, level, mean, 0.0, mean, mean, 1.0 if mean == 0.0 else 0.0, *span)
-    se = sd / math.sqrt(n)
-    half = float(scipy_stats.t.ppf(1.0 - (1.0 - level) / 2.0, n - 1)) * se
-    p_value = float(2.0 * scipy_stats.t.sf(abs(mean) / se, n - 1))
-    return PairedTest(n, level, mean, sd, mean - half, mean + half, p_value, *span)
+    low, high = log_ratio_interval(values, level)
+    p_value = float(2.0 * scipy_stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    return PairedTest(n, level, mean, sd, float(low), float(high), p_value, *span)
 
 
 def units_for_margin(sd: float, n: int, level: float, margin_log: float) -> int | None:
