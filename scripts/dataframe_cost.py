@@ -99,9 +99,7 @@ def _arms(args: argparse.Namespace) -> list[Arm]:
     for name, estimator, named in (("dataframe", on_frame, True), ("list", on_array, False)):
         service = _service(estimator, names)
         call = service.predict if args.endpoint == SINGLE else service.predict_batch
-        bodies = _bodies(
-            rows, names, named=named, endpoint=args.endpoint, batch=args.batch_size, count=args.requests
-        )
+        bodies = _bodies(rows, names, named=named, endpoint=args.endpoint, batch=args.batch_size, count=args.requests)
         reply = call(bodies[0])
         if reply.status != 200:
             raise SystemExit(f"{name}: the core answered {reply.status}: {reply.body[:200]!r}")
