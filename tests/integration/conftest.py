@@ -5,6 +5,7 @@ served here as soon as it has its entry."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -39,7 +40,8 @@ KINDS: dict[str, ServerConfig] = {
 }
 #: The idiomatic variants on every server kind they run on: held to no 5xx, not to the contract's bytes.
 VARIANT_KINDS: dict[str, ServerConfig] = _kinds(variants=True)
-STARTUP_TIMEOUT_S = 60.0
+STARTUP_TIMEOUT_S = 120.0
+PARALLEL_STARTS = 3
 
 
 @pytest.fixture(scope="session")
@@ -48,19 +50,21 @@ def live_servers(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     at the end of the session."""
     logs = tmp_path_factory.mktemp("server-logs")
     settings = Settings(models_dir=str(models_dir))
+
+    def start(stack: ExitStack, name: str, config: ServerConfig) -> str:
+        port = free_port()
+        command = launch_command(config, host="127.0.0.1", port=port, model="fast", settings=settings)
+        log_path = logs / f"{name}.log"
+        server = stack.enter_context(
+            running_server(command.argv, command.env, port=port, log_path=log_path, startup_timeout_s=STARTUP_TIMEOUT_S)
+        )
+        return server.base_url
+
     with ExitStack() as stack:
-        urls = {}
-        for name, config in {**KINDS, **VARIANT_KINDS}.items():
-            port = free_port()
-            command = launch_command(config, host="127.0.0.1", port=port, model="fast", settings=settings)
-            server = stack.enter_context(
-                running_server(
-                    command.argv,
-                    command.env,
-                    port=port,
-                    log_path=logs / f"{name}.log",
-                    startup_timeout_s=STARTUP_TIMEOUT_S,
-                )
-            )
-            urls[name] = server.base_url
+        # Started a few at a time: a server's start is mostly imports, and the cores would otherwise sit idle.
+        with ThreadPoolExecutor(max_workers=PARALLEL_STARTS) as pool:
+            futures = {
+                name: pool.submit(start, stack, name, config) for name, config in {**KINDS, **VARIANT_KINDS}.items()
+            }
+            urls = {name: future.result() for name, future in futures.items()}
         yield urls

@@ -8,15 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from servingbench.commands import (
-    EXIT_INTERRUPTED,
-    EXIT_NOTHING_VALID,
-    EXIT_OK,
-    EXIT_STATUS_TEXT,
-    Subparsers,
-    fail,
-    parser_options,
-)
+from servingbench import commands
+from servingbench.commands import Subparsers
 
 __all__ = ["add", "curve_lines"]
 
@@ -33,7 +26,7 @@ examples:
   servingbench capacity --framework fastapi --server uvicorn --model fast --slo-ms 20 --traffic-rps 300
   servingbench capacity --framework fastapi --model fast --rates 500 1000 1500 --json
 
-{EXIT_STATUS_TEXT}"""
+{commands.EXIT_STATUS_TEXT}"""
 
 
 def add(sub: Subparsers[argparse.ArgumentParser]) -> None:
@@ -42,7 +35,7 @@ def add(sub: Subparsers[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "capacity",
         help="p99 against offered open-loop rate for one server config, and its capacity at the SLO",
-        **parser_options(DESCRIPTION, EPILOG),
+        **commands.parser_options(DESCRIPTION, EPILOG),
     )
     p.add_argument("--framework", choices=tuple(FRAMEWORKS), default="flask", help="the framework")
     p.add_argument("--server", choices=tuple(SERVERS), default="gunicorn-sync", help="the server kind")
@@ -119,10 +112,10 @@ def _capacity(args: argparse.Namespace) -> int:
             allow_shared_cores=args.allow_shared_cores,
         )
     except (HarnessError, PlanError) as err:
-        return fail(str(err))
+        return commands.fail(str(err))
     except BenchmarkInterrupted as stop:
         print(f"servingbench: interrupted; partial results kept in {stop.bundle_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return commands.EXIT_INTERRUPTED
     document = json.loads((bundle / "results.json").read_text(encoding="utf-8"))
     if args.json:
         print(json.dumps(_json(document, bundle), indent=1))
@@ -132,7 +125,7 @@ def _capacity(args: argparse.Namespace) -> int:
         print("\n".join(curve_lines(document)))
         print_summary(bundle, console)
         print(f"report: {render_report(bundle)}")
-    return EXIT_OK if any_valid(bundle) else EXIT_NOTHING_VALID
+    return commands.EXIT_OK if any_valid(bundle) else commands.EXIT_NOTHING_VALID
 
 
 def _json(document: dict[str, Any], bundle: Path) -> dict[str, Any]:

@@ -9,14 +9,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from servingbench.shared_model import (
-    GET_ACTIONS,
-    POST_ACTIONS,
-    ROUTES,
-    PredictService,
-    Reply,
-    Settings,
-)
+from servingbench.shared_model import GET_ACTIONS, POST_ACTIONS, ROUTES, PredictService, Reply, Settings
 
 __all__ = ["create_app"]
 
@@ -55,10 +48,7 @@ async def _body(core: PredictService, scope: Scope, receive: Receive) -> bytes |
     headers: dict[str, list[str]] = {}
     for name, value in scope["headers"]:
         headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
-    first = {name: values[0] for name, values in headers.items()}
-    return await core.read_body_async(
-        headers.get("content-type", []), first.get("content-length"), first.get("content-encoding"), _chunks(receive)
-    )
+    return await core.read_body_async(lambda name: headers.get(name, []), _chunks(receive))
 
 
 def create_app(

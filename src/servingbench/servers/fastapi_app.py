@@ -31,13 +31,7 @@ def _core(request: Request) -> PredictService:
 
 async def _body(request: Request) -> bytes:
     """Read the body on the event loop, within the limit, so a ``def`` route never waits on the network."""
-    headers = request.headers
-    body = await _core(request).read_body_async(
-        headers.getlist("content-type"),
-        headers.get("content-length"),
-        headers.get("content-encoding"),
-        request.stream(),
-    )
+    body = await _core(request).read_body_async(request.headers.getlist, request.stream())
     if isinstance(body, Reply):
         raise _Answer(body)
     return body

@@ -7,14 +7,7 @@ from collections.abc import Callable
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from servingbench.shared_model import (
-    BODY_CHUNK_BYTES,
-    GET_ACTIONS,
-    POST_ACTIONS,
-    PredictService,
-    Reply,
-    Settings,
-)
+from servingbench.shared_model import BODY_CHUNK_BYTES, GET_ACTIONS, POST_ACTIONS, PredictService, Reply, Settings
 
 __all__ = ["create_app"]
 
@@ -25,11 +18,7 @@ def _send(reply: Reply) -> Response:
 
 def _read_body(core: PredictService) -> bytes | Reply:
     """Stream the body within the limit; never hold more than the limit in memory."""
-    headers = request.headers
-    chunks = iter(lambda: request.stream.read(BODY_CHUNK_BYTES), b"")
-    return core.read_body(
-        headers.getlist("Content-Type"), headers.get("Content-Length"), headers.get("Content-Encoding"), chunks
-    )
+    return core.read_body(request.headers.getlist, iter(lambda: request.stream.read(BODY_CHUNK_BYTES), b""))
 
 
 def _post_view(core: PredictService, action: Callable[[PredictService, bytes], Reply]) -> Callable[[], Response]:

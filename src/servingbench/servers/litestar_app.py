@@ -37,15 +37,10 @@ def _core(request: AnyRequest) -> PredictService:
 async def _body(request: AnyRequest) -> bytes:
     """Read the body on the event loop, within the limit, so a ``def`` handler never waits on the network."""
     headers = request.headers
-    body = await _core(request).read_body_async(
-        headers.getall("content-type", []),
-        headers.get("content-length"),
-        headers.get("content-encoding"),
-        request.stream(),
-    )
-    if isinstance(body, Reply):
-        raise _Answer(body)
-    return body
+    reply = await _core(request).read_body_async(lambda name: headers.getall(name, []), request.stream())
+    if not isinstance(reply, Reply):
+        return reply
+    raise _Answer(reply)
 
 
 def _post_handler(path: str, action: Callable[[PredictService, bytes], Reply], style: str) -> Any:

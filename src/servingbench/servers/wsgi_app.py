@@ -17,6 +17,7 @@ from servingbench.shared_model import (
     Reply,
     Settings,
 )
+from servingbench.shared_model.service import HeaderValues
 
 __all__ = ["create_app"]
 
@@ -41,11 +42,20 @@ def _chunks(environ: Environ) -> Iterable[bytes]:
         yield chunk
 
 
+def _headers(environ: Environ) -> HeaderValues:
+    """The request's headers as the core reads them: PEP 3333 keeps one value each, under CGI names."""
+
+    def values(name: str) -> list[str]:
+        key = name.upper().replace("-", "_")
+        value = environ.get(key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}")
+        return [value] if value else []
+
+    return values
+
+
 def _body(core: PredictService, environ: Environ) -> bytes | Reply:
     """Refuse by the headers, else stream the body within the limit; never hold more than the limit in memory."""
-    content_type = [environ["CONTENT_TYPE"]] if environ.get("CONTENT_TYPE") else []
-    length, coding = environ.get("CONTENT_LENGTH"), environ.get("HTTP_CONTENT_ENCODING")
-    return core.read_body(content_type, length, coding, _chunks(environ))
+    return core.read_body(_headers(environ), _chunks(environ))
 
 
 def _answer(core: PredictService, environ: Environ) -> Reply:

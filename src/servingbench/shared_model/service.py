@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -29,6 +29,8 @@ __all__ = ["GET_ACTIONS", "POST_ACTIONS", "ROUTES", "BodyBuffer", "PredictServic
 log = logging.getLogger("servingbench.core")
 
 JSON_MEDIA_TYPE = "application/json"
+HeaderValues = Callable[[str], Sequence[str]]
+"""An adapter's view of the request headers: every value of the named header (the name in lower case)."""
 #: The routes of the contract and the methods each allows (what a 405 names in ``Allow``).
 ROUTES: dict[str, tuple[str, ...]] = {
     "/predict": ("POST",),
@@ -185,16 +187,11 @@ class PredictService:
     def new_body(self) -> BodyBuffer:
         return BodyBuffer(self.settings.max_body_bytes)
 
-    def read_body(
-        self,
-        content_types: list[str],
-        content_length: str | None,
-        content_encoding: str | None,
-        chunks: Iterable[bytes],
-    ) -> bytes | Reply:
-        """The gates of :meth:`check_post`, then the body from ``chunks`` within the limit (past it, drained up to
+    def read_body(self, headers: HeaderValues, chunks: Iterable[bytes]) -> bytes | Reply:
+        """The gates of :meth:`check_post` on the request's headers (``headers(name)``: every value of that header,
+        any case of the name), then the body from ``chunks`` within the limit (past it, drained up to
         :data:`MAX_DRAIN_BYTES` and never held): the bytes, or the refusal to send."""
-        if early := self.check_post(content_types, content_length, content_encoding):
+        if early := self._check_headers(headers):
             return early
         buffer = self.new_body()
         for chunk in chunks:
@@ -203,15 +200,9 @@ class PredictService:
                 break
         return self.too_large() if buffer.too_large else buffer.body()
 
-    async def read_body_async(
-        self,
-        content_types: list[str],
-        content_length: str | None,
-        content_encoding: str | None,
-        chunks: AsyncIterable[bytes],
-    ) -> bytes | Reply:
+    async def read_body_async(self, headers: HeaderValues, chunks: AsyncIterable[bytes]) -> bytes | Reply:
         """:meth:`read_body` for an ASGI adapter: ``chunks`` arrive on the event loop."""
-        if early := self.check_post(content_types, content_length, content_encoding):
+        if early := self._check_headers(headers):
             return early
         buffer = self.new_body()
         async for chunk in chunks:
@@ -219,6 +210,12 @@ class PredictService:
             if buffer.size > MAX_DRAIN_BYTES:
                 break
         return self.too_large() if buffer.too_large else buffer.body()
+
+    def _check_headers(self, headers: HeaderValues) -> Reply | None:
+        length, coding = headers("content-length"), headers("content-encoding")
+        return self.check_post(
+            list(headers("content-type")), length[0] if length else None, coding[0] if coding else None
+        )
 
     def too_large(self) -> Reply:
         limit = self.settings.max_body_bytes
