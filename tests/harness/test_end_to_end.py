@@ -175,6 +175,7 @@ INTERRUPT_PLAN = """
 seed = 5
 warmup_s = 0.5
 duration_s = 30.0
+window_requests = 0  # windows of duration_s: the run is still measuring when Ctrl-C comes
 repetitions = 1
 [configs.fastapi-gunicorn-uvicorn]
 framework = "fastapi"
@@ -187,7 +188,8 @@ endpoint = "/predict"
 concurrency = [2, 4]
 """
 HARNESS_SCRIPT = """
-import sys
+import faulthandler, signal, sys
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for every thread's stack if Ctrl-C hangs
 from pathlib import Path
 from rich.console import Console
 from servingbench.harness import BenchmarkInterrupted, run_benchmark
@@ -237,16 +239,28 @@ def test_ctrl_c_leaves_no_server_or_locust_behind(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    try:
-        wait_for(lambda: measuring(out_root), MEASURING_DEADLINE_S, "the first measured run")
-        descendants = [child.pid for child in psutil.Process(harness.pid).children(recursive=True)]
-        assert len(descendants) >= 4  # gunicorn master + worker, Locust master + workers
-        harness.send_signal(signal.SIGINT)
-        output, _ = harness.communicate(timeout=EXIT_DEADLINE_S)
-    finally:
-        if harness.poll() is None:
-            harness.kill()
-            harness.wait()
+    descendants: list[int] = []
+    with harness:
+        try:
+            wait_for(lambda: measuring(out_root), MEASURING_DEADLINE_S, "the first measured run")
+            descendants = [child.pid for child in psutil.Process(harness.pid).children(recursive=True)]
+            assert len(descendants) >= 4  # gunicorn master + worker, Locust master + workers
+            harness.send_signal(signal.SIGINT)
+            try:
+                output, _ = harness.communicate(timeout=EXIT_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                harness.send_signal(signal.SIGUSR1)  # every thread's stack, to see where it hung
+                time.sleep(1.0)
+                harness.kill()
+                output, _ = harness.communicate()
+                pytest.fail(f"Ctrl-C did not stop the harness within {EXIT_DEADLINE_S:.0f} s:\n{output}")
+        finally:
+            if harness.poll() is None:
+                harness.kill()
+                harness.wait()
+            for pid in descendants:  # what a hung harness left (each server and load process has its own session)
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    psutil.Process(pid).kill()
     assert harness.returncode == 130, output
     assert alive(descendants) == []
     data = json.loads((out_root / "latest" / RESULTS_FILE).read_text())

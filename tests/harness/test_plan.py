@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -383,3 +384,15 @@ def test_the_queueing_check_example_plan_loads() -> None:
     assert [(m.kind, m.arrivals) for m in runs[1:]] == [("capacity", "poisson"), ("capacity", "constant")]
     assert runs[0].kind == "closed" and (runs[0].concurrency or 0) >= 2  # the service-time probe keeps it busy
     assert [c.server for c in plan.configs] == ["gunicorn-sync"] and plan.workers == 1  # one server: M/D/1 applies
+
+
+def test_the_curves_leave_out_the_first_repetition_after_each_server_start() -> None:
+    default = load_plan()
+    assert default.curve_repetitions() == tuple(range(1, 1 + default.capacity_repetitions))
+    rigorous = replace(load_plan(None, "rigorous"), repetitions=20, restart_every=5, capacity_repetitions=10)
+    assert rigorous.curve_repetitions() == (1, 2, 3, 4, 6, 7, 8, 9, 11, 12)
+    # no room to leave a repetition out: the first ones, as many as asked
+    assert replace(default, repetitions=6, capacity_repetitions=6).curve_repetitions() == tuple(range(6))
+    assert load_plan(None, "quick").curve_repetitions() == (0,)
+    [capacity] = [m for model in default.models for m in default.measurements(model) if m.kind == "capacity"]
+    assert [rep for rep in range(default.repetitions) if default.measures_in(capacity, rep)] == [1, 2, 3, 4, 5, 6]

@@ -369,7 +369,7 @@ class _Bench:
                 for rep in range(repetition, last):
                     for model in models:
                         for index, measurement in enumerate(self.plan.measurements(model)):
-                            if rep < self.plan.repetitions_of(measurement):
+                            if self.plan.measures_in(measurement, rep):
                                 self._measure_all(model, measurement, index, rep, slots[model.name])
             repetition = last
 
