@@ -9,8 +9,8 @@ DataFrame) and once on the array (requests are lists; the core builds a float64 
 ``PredictService.predict`` / ``predict_batch`` with the same row values. Each repetition times both arms in a
 seeded random order (interleaved, so drift hits both alike), ``--requests`` requests each; the unit of comparison is
 the repetition. Prints each arm's median microseconds per request and the median paired difference (DataFrame minus
-list) with a 95% bootstrap interval over repetitions; below 5 repetitions only the range, as the project's rules
-say.
+list) with an order-statistic interval over repetitions (its exact level printed); below 5 repetitions only the
+range, as the project's rules say.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from sklearn.linear_model import Ridge  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from servingbench.reports.stats import median_ci  # noqa: E402
+from servingbench.reports.stats import median_interval  # noqa: E402
 from servingbench.shared_model.artifacts import SklearnModel  # noqa: E402
 from servingbench.shared_model.importer import describe_estimator  # noqa: E402
 from servingbench.shared_model.service import PredictService, Reply  # noqa: E402
@@ -118,8 +118,9 @@ def _us_per_request(arm: Arm) -> float:
 def _describe(label: str, values: Sequence[float]) -> str:
     if len(values) < MIN_REPETITIONS_FOR_INTERVAL:
         return f"{label}: range {min(values):.1f} .. {max(values):.1f} us ({len(values)} repetitions: no interval)"
-    estimate = median_ci(values)
-    return f"{label}: median {estimate.median:.1f} us [95% CI {estimate.ci_low:.1f}, {estimate.ci_high:.1f}]"
+    estimate = median_interval(values)
+    level = f"{estimate.level:.1%}" if estimate.level is not None else "no"
+    return f"{label}: median {estimate.median:.1f} us [{level} interval {estimate.ci_low:.1f}, {estimate.ci_high:.1f}]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,9 +31,10 @@ from .conftest import ENTRYPOINT, SERVER_MODEL, entrypoint_env
 
 STARTUP_TIMEOUT_S = 60.0
 COMMAND_TIMEOUT_S = 60.0
+#: The compose file's two servers by default, and a server kind with a thread knob (SB_THREADS): the entrypoint maps
+#: SB_* to `servingbench serve` options the same way for every kind (tests/integration serves every kind itself).
 SERVER_KINDS = [
     ("fastapi", "uvicorn"),
-    ("fastapi", "gunicorn-uvicorn"),
     ("flask", "gunicorn-sync"),
     ("flask", "gunicorn-gthread"),
 ]

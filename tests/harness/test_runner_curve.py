@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from servingbench.harness import runner as runner_module
 from servingbench.harness.bundle import RESULTS_FILE
 from servingbench.harness.curve import GENERATOR_LIMIT
+from servingbench.harness.progress import PlainReporter
 from servingbench.harness.runner import BenchmarkInterrupted, run_benchmark
 from servingbench.loadtests.scenarios import LoadSpec
 from servingbench.reports.bundle import load_bundle
@@ -196,3 +198,30 @@ def test_the_expected_traffic_is_on_every_curve(tmp_path: Path, load: ScriptedLo
     for entry in entries:
         assert 300.0 in entry["grid"]
         assert 300.0 in [step["rate"] for step in entry["steps"]]
+
+
+def test_the_time_left_charges_each_run_and_curve_what_the_estimate_counted(
+    tmp_path: Path, load: ScriptedLoad, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every curve here takes 2 steps where the estimate counted 6, and closed-loop windows end at their request
+    target: the work charged as it is done still adds up to the plan's estimate, so the time left reaches 0 with the
+    last run, not thirty runs before it (the pace of the recent runs scales it; that part is timing, not tested)."""
+    reporters: list[_Recording] = []
+
+    def recording(console: Console) -> _Recording:
+        reporters.append(_Recording(console))
+        return reporters[-1]
+
+    monkeypatch.setattr(runner_module, "reporter_for", recording)
+    bench(tmp_path, load)
+    [reporter] = reporters
+    assert reporter.planned_s > 0
+    assert reporter.eta.done_estimate_s == pytest.approx(reporter.planned_s)
+
+
+class _Recording(PlainReporter):
+    planned_s = 0.0
+
+    def start(self, total_runs: int, total_estimate_s: float) -> None:
+        self.planned_s = total_estimate_s
+        super().start(total_runs, total_estimate_s)

@@ -51,20 +51,27 @@ def live_servers(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     logs = tmp_path_factory.mktemp("server-logs")
     settings = Settings(models_dir=str(models_dir))
 
-    def start(stack: ExitStack, name: str, config: ServerConfig) -> str:
+    def start(stacks: list[ExitStack], name: str, config: ServerConfig) -> str:
         port = free_port()
         command = launch_command(config, host="127.0.0.1", port=port, model="fast", settings=settings)
         log_path = logs / f"{name}.log"
+        stack = ExitStack()
+        stacks.append(stack)  # before the start: a server that fails to get ready is reaped too
         server = stack.enter_context(
             running_server(command.argv, command.env, port=port, log_path=log_path, startup_timeout_s=STARTUP_TIMEOUT_S)
         )
         return server.base_url
 
-    with ExitStack() as stack:
+    stacks: list[ExitStack] = []
+    try:
         # Started a few at a time: a server's start is mostly imports, and the cores would otherwise sit idle.
         with ThreadPoolExecutor(max_workers=PARALLEL_STARTS) as pool:
             futures = {
-                name: pool.submit(start, stack, name, config) for name, config in {**KINDS, **VARIANT_KINDS}.items()
+                name: pool.submit(start, stacks, name, config) for name, config in {**KINDS, **VARIANT_KINDS}.items()
             }
             urls = {name: future.result() for name, future in futures.items()}
         yield urls
+    finally:
+        # Stopped all at once: each stop waits out its server's graceful shutdown, one after another ~20 s.
+        with ThreadPoolExecutor(max_workers=max(1, len(stacks))) as pool:
+            list(pool.map(ExitStack.close, stacks))

@@ -73,7 +73,7 @@ def test_hundred_megabyte_body_is_413(live_clients: dict[str, httpx.Client], kin
     assert live_clients[kind].get("/healthz").status_code == 200
 
 
-FUZZ_EXAMPLES = "60"
+FUZZ_EXAMPLES = "30"
 
 
 @pytest.mark.parametrize(

@@ -244,6 +244,7 @@ class _Bench:
     order: int = 0
     sessions: int = 0
     curves: dict[tuple[str, str], _Curves] = field(default_factory=dict)
+    _curve_budget_s: float = 0.0
 
     @property
     def gates(self) -> Gates:
@@ -497,12 +498,13 @@ class _Bench:
 
     def _record(self, record: RunRecord, *, estimate_s: float | None = None) -> RunRecord:
         self.writer.add_run(record.to_json(relative_to=self.writer.dir))
-        cost = (
-            estimate_s
-            if estimate_s is not None
-            else self.plan.warmup_s + self.plan.duration_s + self.costs.run_overhead_s
-        )
-        self.reporter.advance(cost, _run_line(record))
+        if estimate_s is None:
+            # The same cost the plan's estimate counted for this run (a closed-loop window sized by request count
+            # ends at a share of `duration_s`): charging the full cap made the time left reach 0 with runs to go.
+            by_count = self.plan.window_requests > 0 and record.identity.kind == "closed"
+            share = self.costs.window_share if by_count else 1.0
+            estimate_s = self.plan.warmup_s + self.plan.duration_s * share + self.costs.run_overhead_s
+        self.reporter.advance(estimate_s, _run_line(record))
         return record
 
     # --- capacity curves ------------------------------------------------------------------------------------------
@@ -571,6 +573,10 @@ class _Bench:
         stop = "the climb ended"
         peak = self._peak(slot.target.name, model, measurement, rep)
         must = (self.plan.traffic_rps,) if self.plan.traffic_rps > 0 else ()
+        # The plan's estimate counted this curve as `expected_runs` steps; its steps are charged against that, the rest
+        # when it ends, so a short or long climb does not shift the time left of the runs still to come.
+        per_step = self.plan.capacity_warmup_s + self.plan.capacity_max_step_s / 2 + self.costs.run_overhead_s
+        self._curve_budget_s = expected_runs(self.plan, measurement) * per_step
         try:
             if grid is None or slot.server is None:
                 stop = slot.down or "no closed-loop peak to place the grid"
@@ -580,6 +586,8 @@ class _Bench:
             self._add_curve(curve_id, model, measurement, rep, slot, grid, points, "interrupted (Ctrl-C)")
             raise
         self._add_curve(curve_id, model, measurement, rep, slot, grid, points, stop)
+        self.reporter.advance(self._curve_budget_s)
+        self._curve_budget_s = 0.0
 
     def _climb(
         self,
@@ -651,7 +659,12 @@ class _Bench:
         )
 
     def _step_estimate(self, rate: float) -> float:
-        return self.plan.capacity_warmup_s + self._step_window_s(rate) + self.costs.run_overhead_s
+        """A step's share of its curve's planned cost: its own estimate, within what is left of the curve's."""
+        charge = min(
+            self._curve_budget_s, self.plan.capacity_warmup_s + self._step_window_s(rate) + self.costs.run_overhead_s
+        )
+        self._curve_budget_s -= charge
+        return charge
 
     def _add_curve(
         self,
