@@ -190,6 +190,9 @@ concurrency = [2, 4]
 HARNESS_SCRIPT = """
 import faulthandler, signal, sys
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for every thread's stack if Ctrl-C hangs
+# A shell without job control starts background jobs with SIGINT ignored, and Python then installs no handler: act as
+# a terminal's foreground process, whatever ran pytest (`make test &` did once, and Ctrl-C looked swallowed).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from rich.console import Console
 from servingbench.harness import BenchmarkInterrupted, run_benchmark
