@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,8 +12,20 @@ from pathlib import Path
 
 import pytest
 
-BURNER = "while True:\n    pass\n"
-BURNERS_KEY = pytest.StashKey[list[subprocess.Popen[bytes]]]()
+BURNER = """
+import os, sys, time
+os.sched_setaffinity(0, [int(sys.argv[1])])
+owner, deadline = int(sys.argv[2]), time.monotonic() + 3 * 3600
+while time.monotonic() < deadline:  # burn, checking once a second that the pytest that started it is still there
+    until = time.monotonic() + 1.0
+    while time.monotonic() < until:
+        pass
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        break
+"""
+BURNERS_KEY = pytest.StashKey[list[int]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -27,21 +40,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("busy", default=False):
         return
+    # Started through a shell that exits at once, so a burner is not pytest's child: the tests that check that a
+    # benchmark left no child process behind would otherwise find the burners. A burner stops by itself when this
+    # pytest is gone (or after 3 hours), so a killed run leaves nothing burning.
     burners = []
     for cpu in sorted(os.sched_getaffinity(0)):
-        burner = subprocess.Popen(
-            [sys.executable, "-c", f"import os; os.sched_setaffinity(0, [{cpu}])\n{BURNER}"],
-            stdin=subprocess.DEVNULL,
+        argv = [sys.executable, "-c", BURNER, str(cpu), str(os.getpid())]
+        started = subprocess.run(
+            ["sh", "-c", '"$@" </dev/null >/dev/null 2>&1 & echo $!', "sh", *argv],
+            capture_output=True,
+            text=True,
+            check=True,
             start_new_session=True,
         )
-        burners.append(burner)
+        burners.append(int(started.stdout.strip()))
     config.stash[BURNERS_KEY] = burners
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for burner in config.stash.get(BURNERS_KEY, []):
-        burner.kill()
-        burner.wait()
+    for pid in config.stash.get(BURNERS_KEY, []):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
