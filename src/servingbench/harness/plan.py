@@ -40,6 +40,7 @@ __all__ = [
     "load_plan",
     "parse_plan",
     "rate_scenario",
+    "run_cost_s",
     "write_model_plan",
 ]
 
@@ -369,14 +370,16 @@ def estimate_seconds(
     for model in plan.models:
         for measurement in plan.measurements(model):
             runs = n_configs * plan.repetitions_of(measurement) * expected_runs(plan, measurement)
-            seconds += runs * (_run_cost(plan, measurement, window_share) + run_overhead_s)
+            seconds += runs * (run_cost_s(plan, measurement.kind, window_share) + run_overhead_s)
     return seconds
 
 
-def _run_cost(plan: Plan, measurement: Measurement, window_share: float) -> float:
-    if measurement.kind == "capacity":
+def run_cost_s(plan: Plan, kind: str, window_share: float) -> float:
+    """Estimated seconds of one run of ``kind`` (a capacity step for "capacity"), overhead not included: what the
+    plan's estimate counts and what progress charges when the run is done."""
+    if kind == "capacity":
         return plan.capacity_warmup_s + plan.capacity_max_step_s / 2
-    share = window_share if plan.window_requests and measurement.kind == "closed" else 1.0
+    share = window_share if plan.window_requests and kind == "closed" else 1.0
     return plan.warmup_s + plan.duration_s * share
 
 

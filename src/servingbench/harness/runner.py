@@ -58,6 +58,7 @@ from servingbench.harness.plan import (
     expected_runs,
     load_plan,
     rate_scenario,
+    run_cost_s,
 )
 from servingbench.harness.processes import LOCALHOST, ServerStartError
 from servingbench.harness.progress import Reporter, reporter_for
@@ -499,11 +500,10 @@ class _Bench:
     def _record(self, record: RunRecord, *, estimate_s: float | None = None) -> RunRecord:
         self.writer.add_run(record.to_json(relative_to=self.writer.dir))
         if estimate_s is None:
-            # The same cost the plan's estimate counted for this run (a closed-loop window sized by request count
-            # ends at a share of `duration_s`): charging the full cap made the time left reach 0 with runs to go.
-            by_count = self.plan.window_requests > 0 and record.identity.kind == "closed"
-            share = self.costs.window_share if by_count else 1.0
-            estimate_s = self.plan.warmup_s + self.plan.duration_s * share + self.costs.run_overhead_s
+            # The cost the plan's estimate counted for this run: charging the window's cap instead made the time left
+            # reach 0 with runs to go.
+            kind = record.identity.kind
+            estimate_s = run_cost_s(self.plan, kind, self.costs.window_share) + self.costs.run_overhead_s
         self.reporter.advance(estimate_s, _run_line(record))
         return record
 
@@ -575,7 +575,7 @@ class _Bench:
         must = (self.plan.traffic_rps,) if self.plan.traffic_rps > 0 else ()
         # The plan's estimate counted this curve as `expected_runs` steps; its steps are charged against that, the rest
         # when it ends, so a short or long climb does not shift the time left of the runs still to come.
-        per_step = self.plan.capacity_warmup_s + self.plan.capacity_max_step_s / 2 + self.costs.run_overhead_s
+        per_step = run_cost_s(self.plan, "capacity", self.costs.window_share) + self.costs.run_overhead_s
         self._curve_budget_s = expected_runs(self.plan, measurement) * per_step
         try:
             if grid is None or slot.server is None:
