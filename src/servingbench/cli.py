@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 import shtab
 
@@ -26,6 +29,9 @@ from servingbench.commands import (
 )
 
 __all__ = ["build_parser", "main"]
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop a command the way Ctrl-C does (a CI timeout, `kill`, `timeout`, a closed terminal)."""
 
 DESCRIPTION = """\
 servingbench: should you serve your scikit-learn model with FastAPI or with Flask, and under which server? It runs
@@ -74,16 +80,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stop:
+    """The stop signal received, if any: the first one raises ``KeyboardInterrupt`` where the program is, so every
+    server and load process is stopped and what was measured is kept, as after Ctrl-C; later ones are ignored so
+    that the clean-up is not cut short (SIGKILL still ends everything at once)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (documented in ``servingbench --help``)."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    stop = _Stop()
     try:
-        result: int = args.func(args)
+        with stop.installed():
+            result: int = args.func(args)
     except CommandError as err:
         return fail(str(err))
     except KeyboardInterrupt:
-        print("servingbench: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        if stop.signum is None:
+            print("servingbench: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        result = EXIT_INTERRUPTED
+    if stop.signum is not None and result == EXIT_INTERRUPTED:  # the command stopped cleanly on the signal
+        print(f"servingbench: stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
+        return 128 + stop.signum
     return result
 
 

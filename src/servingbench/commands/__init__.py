@@ -35,6 +35,7 @@ exit status:
   3    check: no verdict (the reason says why: too few valid repetitions, another machine than the baseline's...)
   4    run, capacity: nothing valid was measured (every run invalid or failed; the bundle says why)
   130  interrupted (Ctrl-C): every process stopped, what was measured kept (complete: false)
+  143  stopped by SIGTERM (129 by SIGHUP): the same clean stop as Ctrl-C
 """
 
 Subparsers = argparse._SubParsersAction  # the type `add_subparsers` returns, for the modules' `add` functions
