@@ -32,7 +32,7 @@ format: $(STAMP)
 test: $(STAMP)  ## the whole suite: unit, contract, integration, end-to-end (slow ones included)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)  ## unit and contract tests only
+test-fast: $(STAMP)  ## unit and contract tests: no server, load, subprocess or whole report (under a minute)
 	$(BIN)/pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
 test-busy: $(STAMP)  ## the whole suite with a CPU-bound process pinned to every core (a busy CI machine)

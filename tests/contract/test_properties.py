@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 
 import httpx2 as httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.contract.cases import N_FEATURES
 from tests.contract.checks import signature
 from tests.contract.conftest import ADAPTERS
+
+# slow: 150 generated cases (hypothesis) per test against every adapter; the fixed cases of test_contract.py stay in
+# make test-fast
+pytestmark = pytest.mark.slow
 
 PATHS = st.sampled_from(["/predict", "/predict/batch"])
 MEDIA = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", "", "application/xml"])

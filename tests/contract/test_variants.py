@@ -43,6 +43,7 @@ def test_every_variant_is_in_the_suite() -> None:
     assert VARIANTS, "the registry lists the idiomatic variants"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 @_SETTINGS
 @given(row=_row)
@@ -54,6 +55,7 @@ def test_variant_predicts_like_its_counterpart(
     assert ours == _predictions(clients[_counterpart(variant)], "/predict", doc)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 @_SETTINGS
 @given(rows=st.lists(_row, min_size=1, max_size=5))

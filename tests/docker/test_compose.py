@@ -102,7 +102,8 @@ def _services(version: str, files: tuple[Path, ...] = (), **overrides: str) -> d
     return services
 
 
-@pytest.fixture(params=["v2", "v1"], scope="module")
+# v1 is a Python program that takes about half a second to start: its half runs in make test, not make test-fast.
+@pytest.fixture(params=["v2", pytest.param("v1", marks=pytest.mark.slow)], scope="module")
 def compose(request: pytest.FixtureRequest) -> str:
     """Each test runs with every Compose installed here."""
     version: str = request.param

@@ -29,6 +29,9 @@ from servingbench.servers import ServerConfig, launch_command
 
 from .conftest import ENTRYPOINT, SERVER_MODEL, entrypoint_env
 
+# slow: each test runs the container entrypoint in a subprocess (make test runs it; make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 STARTUP_TIMEOUT_S = 60.0
 COMMAND_TIMEOUT_S = 60.0
 #: The compose file's two servers by default, and a server kind with a thread knob (SB_THREADS): the entrypoint maps

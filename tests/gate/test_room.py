@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_neither_the_harness_nor_the_reports_import_the_gate() -> None:
     code = (
         "import sys, servingbench.harness, servingbench.harness.runner, servingbench.reports\n"

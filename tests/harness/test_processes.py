@@ -19,6 +19,9 @@ from servingbench.harness.processes import (
 )
 from servingbench.harness.resources import ServerMonitor, sample_memory, tree_cpu_seconds
 
+# slow: each test starts and reaps real processes (make test runs it; make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 TINY_SERVER = Path(__file__).with_name("tiny_server.py")
 STARTUP_TIMEOUT_S = 30.0
 NOT_READY_TIMEOUT_S = 1.0

@@ -34,6 +34,9 @@ from servingbench.harness.runner import (
 from servingbench.harness.servers import ServerStarter
 from tests.harness.fakes import TINY_SERVER, ScriptedLoad, TinyStarter, tiny_server_pids
 
+# slow: each test runs the harness on real tiny servers (make test runs it; make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 PLAN = """
 seed = 3
 warmup_s = 0.1

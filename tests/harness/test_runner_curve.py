@@ -26,6 +26,9 @@ from servingbench.loadtests.scenarios import LoadSpec
 from servingbench.reports.bundle import load_bundle
 from tests.harness.fakes import PASS_P99_US, ScriptedLoad, TinyStarter, open_result, tiny_server_pids
 
+# slow: each test runs the harness on real tiny servers and renders the report (make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 CLOSED_RPS = 1000.0
 CAPACITY = 600.0
 GRID = [500.0, 623.0, 776.0, 967.0, 1200.0, 1500.0]  # 0.5 to 1.5 x the peak, 6 points

@@ -14,6 +14,9 @@ import pytest
 
 from servingbench.harness.servers import wait_until_idle
 
+# slow: each test watches a real process burn or idle (make test runs it; make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 BURN_AND_REST = """
 import pathlib, sys, time
 end = time.monotonic() + float(sys.argv[2])

@@ -151,6 +151,7 @@ def test_the_cycle_repeats_the_seeded_order() -> None:
         PayloadCycle([], seed=1)
 
 
+@pytest.mark.slow
 def test_importing_the_packages_pulls_in_neither_locust_nor_gevent() -> None:
     code = (
         "import sys, servingbench.loadtests, servingbench.loadtests.protocol, servingbench.harness.loadgen, "

@@ -20,6 +20,9 @@ from servingbench.reports.verdict import verdicts
 from .builders import CURVE_SPEC as SPEC
 from .builders import FAST_A, SLOW_C, CurveSpec, build_bundle
 
+# slow: each test renders a whole report (make test runs it; make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def document(rendered_curve_report: Path) -> dict[str, Any]:

@@ -109,6 +109,7 @@ def test_capacity_is_the_median_with_an_interval_and_the_slower_config_is_called
     assert view.left_out == {FAST_B.name: 0, SLOW_C.name: 0} or set(view.left_out.values()) == {0}
 
 
+@pytest.mark.slow
 def test_censored_repetitions_count_below_and_above(tmp_path: Path) -> None:
     curve = CurveSpec(never_met=((SLOW_C.name, 2),), always_met=((FAST_B.name, 2),))  # one repetition: 5 pairs left
     bundle = load_bundle(build_bundle(tmp_path, CURVE_SPEC.with_(curves=(curve,))))
@@ -204,6 +205,7 @@ def test_the_chart_draws_every_config_its_capacity_and_theory(html: str) -> None
     assert "an upper bound for servers whose service time varies" in caption and "hollow" in caption
 
 
+@pytest.mark.slow
 def test_the_expected_traffic_gets_its_own_row_and_line(tmp_path: Path) -> None:
     spec = CURVE_SPEC.with_(traffic_rps=1000.0, repetitions=2)
     bundle = load_bundle(build_bundle(tmp_path, spec))

@@ -33,6 +33,9 @@ from .builders import (
     build_bundle,
 )
 
+# slow: each test renders a whole report with its plots (make test runs it; make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 SVG = "{http://www.w3.org/2000/svg}"
 OPEN_CHART = "chart-open-fast"
 CAPACITY_CHART = "chart-capacity-fast"

@@ -52,6 +52,7 @@ def test_too_few_repetitions_print_no_verdict_word(tmp_path: Path) -> None:
         assert word not in text.split("median [interval]")[0]
 
 
+@pytest.mark.slow
 def test_servingbench_report_prints_the_summary_then_the_page(
     curve_bundle_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -142,6 +142,7 @@ def test_tables_link_each_runs_locust_report(bundle_dir: Path, html: str) -> Non
     assert "HTTP 503" in errors and ">100<" in errors
 
 
+@pytest.mark.slow
 def test_rendering_again_gives_the_same_file(bundle_dir: Path, rendered_report: Path) -> None:
     before = rendered_report.read_bytes()
     assert render_report(bundle_dir).read_bytes() == before
@@ -162,6 +163,7 @@ def test_one_repetition_is_not_enough_for_an_interval(tmp_path: Path) -> None:
     assert "None: every run was valid." in html
 
 
+@pytest.mark.slow
 def test_heavy_model_twins_are_not_settled_and_say_what_would_settle_them(tmp_path: Path) -> None:
     spec = BundleSpec(models=(HEAVY_MODEL,), scenarios=SMALL.scenarios, repetitions=5, capacity=False)
     html = render_report(build_bundle(tmp_path, spec)).read_text()

@@ -120,6 +120,7 @@ FAKE_BENCH = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_run_past_its_deadline_is_stopped_with_everything_it_started(tmp_path: Path) -> None:
     script = tmp_path / "fake_bench.py"
     script.write_text(FAKE_BENCH)

@@ -82,6 +82,7 @@ def test_a_bad_plan_is_one_line_and_a_usage_error(tmp_path: Path, capsys: pytest
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_shell_completion_is_printed() -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "servingbench.cli", "--print-completion", "bash"],

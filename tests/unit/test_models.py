@@ -157,6 +157,7 @@ print(json.dumps([json.loads(manifest_path(p).read_text())["sha256"] for p in pa
 """
 
 
+@pytest.mark.slow
 def test_default_models_train_once_under_concurrency_and_predict(tmp_path: Path) -> None:
     models_dir = tmp_path / "models"
     cmd = [sys.executable, "-c", _TRAIN_AND_REPORT, str(models_dir)]
@@ -177,6 +178,7 @@ def test_default_models_train_once_under_concurrency_and_predict(tmp_path: Path)
         assert len(prediction) == 1 and type(prediction[0]) is float
 
 
+@pytest.mark.slow
 def test_shared_model_imports_no_web_framework() -> None:
     code = (
         "import sys\n"
@@ -187,6 +189,7 @@ def test_shared_model_imports_no_web_framework() -> None:
     assert _run_python(code).strip() == "[]"
 
 
+@pytest.mark.slow
 def test_limit_native_threads_sets_env_and_loaded_pools() -> None:
     code = (
         "import json, sys\n"

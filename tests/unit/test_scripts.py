@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# slow: each test runs a script in a Python subprocess (make test runs it; make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
