@@ -14,6 +14,9 @@ from servingbench.reports.tables import artifact_link
 
 from .builders import FAST_MODEL, HEAVY_MODEL, BundleSpec, ScenarioSpec, build_bundle
 
+# slow: each test renders a whole report with its plots (make test-fast leaves it out)
+pytestmark = pytest.mark.slow
+
 MAX_REPORT_BYTES = 3_000_000
 NETWORK_LOAD = re.compile(r"""(?:src|href|action|poster|data)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
 SMALL = BundleSpec(
@@ -142,7 +145,6 @@ def test_tables_link_each_runs_locust_report(bundle_dir: Path, html: str) -> Non
     assert "HTTP 503" in errors and ">100<" in errors
 
 
-@pytest.mark.slow
 def test_rendering_again_gives_the_same_file(bundle_dir: Path, rendered_report: Path) -> None:
     before = rendered_report.read_bytes()
     assert render_report(bundle_dir).read_bytes() == before
@@ -163,7 +165,6 @@ def test_one_repetition_is_not_enough_for_an_interval(tmp_path: Path) -> None:
     assert "None: every run was valid." in html
 
 
-@pytest.mark.slow
 def test_heavy_model_twins_are_not_settled_and_say_what_would_settle_them(tmp_path: Path) -> None:
     spec = BundleSpec(models=(HEAVY_MODEL,), scenarios=SMALL.scenarios, repetitions=5, capacity=False)
     html = render_report(build_bundle(tmp_path, spec)).read_text()
