@@ -231,24 +231,19 @@ def alive(pids: list[int]) -> list[str]:
     return left
 
 
-@pytest.mark.slow
-def test_ctrl_c_leaves_no_server_or_locust_behind(tmp_path: Path) -> None:
-    plan = tmp_path / "plan.toml"
-    plan.write_text(INTERRUPT_PLAN)
-    out_root = tmp_path / "results"
-    harness = subprocess.Popen(
-        [sys.executable, "-c", HARNESS_SCRIPT, str(plan), str(out_root)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def stop_mid_run(command: list[str], out_root: Path, *signals: signal.Signals) -> tuple[int, str, list[int]]:
+    """Start the harness ``command``, send ``signals`` once its first run is measuring, and wait for it to end:
+    (exit status, output, the pids of every process it had started). Whatever happens, nothing is left running."""
+    what = " then ".join(sig.name for sig in signals)
+    harness = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     descendants: list[int] = []
     with harness:
         try:
             wait_for(lambda: measuring(out_root), MEASURING_DEADLINE_S, "the first measured run")
             descendants = [child.pid for child in psutil.Process(harness.pid).children(recursive=True)]
             assert len(descendants) >= 4  # gunicorn master + worker, Locust master + workers
-            harness.send_signal(signal.SIGINT)
+            for sig in signals:
+                harness.send_signal(sig)
             try:
                 output, _ = harness.communicate(timeout=EXIT_DEADLINE_S)
             except subprocess.TimeoutExpired:
@@ -256,7 +251,7 @@ def test_ctrl_c_leaves_no_server_or_locust_behind(tmp_path: Path) -> None:
                 time.sleep(1.0)
                 harness.kill()
                 output, _ = harness.communicate()
-                pytest.fail(f"Ctrl-C did not stop the harness within {EXIT_DEADLINE_S:.0f} s:\n{output}")
+                pytest.fail(f"{what} did not stop the harness within {EXIT_DEADLINE_S:.0f} s:\n{output}")
         finally:
             if harness.poll() is None:
                 harness.kill()
@@ -264,51 +259,39 @@ def test_ctrl_c_leaves_no_server_or_locust_behind(tmp_path: Path) -> None:
             for pid in descendants:  # what a hung harness left (each server and load process has its own session)
                 with contextlib.suppress(psutil.NoSuchProcess):
                     psutil.Process(pid).kill()
-    assert harness.returncode == 130, output
-    assert alive(descendants) == []
+    return harness.returncode, output, descendants
+
+
+def assert_partial_bundle(out_root: Path) -> None:
     data = json.loads((out_root / "latest" / RESULTS_FILE).read_text())
     assert data["complete"] is False
     assert [run["status"] for run in data["runs"]] == ["interrupted"]
 
 
 @pytest.mark.slow
+def test_ctrl_c_leaves_no_server_or_locust_behind(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(INTERRUPT_PLAN)
+    out_root = tmp_path / "results"
+    command = [sys.executable, "-c", HARNESS_SCRIPT, str(plan), str(out_root)]
+    returncode, output, descendants = stop_mid_run(command, out_root, signal.SIGINT)
+    assert returncode == 130, output
+    assert alive(descendants) == []
+    assert_partial_bundle(out_root)
+
+
+@pytest.mark.slow
 def test_sigterm_stops_the_command_like_ctrl_c(tmp_path: Path) -> None:
     """A CI timeout or `kill` sends SIGTERM to `servingbench run`: no server or Locust process outlives it, the
-    partial bundle is kept, and the exit status says which signal stopped it."""
+    partial bundle is kept, and the exit status says which signal stopped it. A second SIGTERM must not cut the
+    clean-up short."""
     plan = tmp_path / "plan.toml"
     plan.write_text(INTERRUPT_PLAN)
     out_root = tmp_path / "results"
     command = [sys.executable, "-m", "servingbench.cli", "run", "--plan", str(plan), "--out", str(out_root)]
-    harness = subprocess.Popen(
-        [*command, "--load-workers", "2", "--allow-shared-cores"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    descendants: list[int] = []
-    with harness:
-        try:
-            wait_for(lambda: measuring(out_root), MEASURING_DEADLINE_S, "the first measured run")
-            descendants = [child.pid for child in psutil.Process(harness.pid).children(recursive=True)]
-            assert len(descendants) >= 4  # gunicorn master + worker, Locust master + workers
-            harness.send_signal(signal.SIGTERM)
-            harness.send_signal(signal.SIGTERM)  # a second one must not cut the clean-up short
-            try:
-                output, _ = harness.communicate(timeout=EXIT_DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                harness.kill()
-                output, _ = harness.communicate()
-                pytest.fail(f"SIGTERM did not stop the harness within {EXIT_DEADLINE_S:.0f} s:\n{output}")
-        finally:
-            if harness.poll() is None:
-                harness.kill()
-                harness.wait()
-            for pid in descendants:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    psutil.Process(pid).kill()
-    assert harness.returncode == 128 + signal.SIGTERM, output
+    command += ["--load-workers", "2", "--allow-shared-cores"]
+    returncode, output, descendants = stop_mid_run(command, out_root, signal.SIGTERM, signal.SIGTERM)
+    assert returncode == 128 + signal.SIGTERM, output
     assert "stopped by SIGTERM" in output
     assert alive(descendants) == []
-    data = json.loads((out_root / "latest" / RESULTS_FILE).read_text())
-    assert data["complete"] is False
-    assert [run["status"] for run in data["runs"]] == ["interrupted"]
+    assert_partial_bundle(out_root)
