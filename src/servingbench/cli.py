@@ -113,10 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as err:
         return fail(str(err))
     except KeyboardInterrupt:
+        result = EXIT_INTERRUPTED
         if stop.signum is None:
             print("servingbench: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        result = EXIT_INTERRUPTED
     if stop.signum is not None and result == EXIT_INTERRUPTED:  # the command stopped cleanly on the signal
         print(f"servingbench: stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
         return 128 + stop.signum

@@ -95,7 +95,6 @@ def _serve_env(framework: str, server: str, port: int, models_dir: Path) -> dict
     )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("framework", "server"), SERVER_KINDS)
 def test_serve_runs_every_server_kind(models_dir: Path, tmp_path: Path, framework: str, server: str) -> None:
     port = free_port()
@@ -114,7 +113,6 @@ def _can_bind_read_only() -> bool:
     return probe.returncode == 0
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not _can_bind_read_only(), reason="needs `unshare --mount` (root) to bind the models read-only")
 def test_serve_from_read_only_models(models_dir: Path, tmp_path: Path) -> None:
     """Compose mounts ./models read-only: serving must not write into the models directory."""
@@ -131,7 +129,6 @@ def test_serve_from_read_only_models(models_dir: Path, tmp_path: Path) -> None:
     assert sorted(path.name for path in source.iterdir()) == sorted(MODEL_FILES)
 
 
-@pytest.mark.slow
 def test_train_writes_the_default_models(tmp_path: Path) -> None:
     done = _entrypoint("train", SB_MODELS_DIR=str(tmp_path))
     assert done.returncode == 0, done.stderr
