@@ -17,7 +17,7 @@ Ctrl-C or SIGTERM stops every server and load generator and prints what was meas
 ``/tmp/servingbench-bench.lock`` (as ``flock`` does), so it never shares the machine with another benchmark.
 ``trials.json`` under ``--out`` is rewritten after every trial::
 
-    .venv/bin/python scripts/ci_gate_trials.py                         # 20 A/A, 10 per effect (~2.5 min a trial)
+    .venv/bin/python scripts/ci_gate_trials.py                         # 20 A/A, 10 per effect (~50 s a trial)
     .venv/bin/python scripts/ci_gate_trials.py --aa 2 --per-effect 1 --effects 0.3 \\
         --repetitions 5 --duration 0.5 --min-requests 20 --out /tmp/gate-smoke      # a smoke run, ~2 min
 """
@@ -63,7 +63,7 @@ DEFAULT_PER_EFFECT = 10
 DEFAULT_EFFECTS = (0.05, 0.10, 0.15, 0.30)
 DEFAULT_BASE_CPU_US = 300
 DEFAULT_OUT = Path("/tmp/ci-gate-trials")
-DEFAULT_TRIAL_TIMEOUT_S = 600.0  # a CI-plan trial takes ~2.5 min; four times that means something hangs
+DEFAULT_TRIAL_TIMEOUT_S = 600.0  # a CI-plan trial takes ~50 s; ten times that means something hangs
 DEFAULT_MAX_MINUTES = 240.0
 AA_PER_ROUND = 2  # A/A trials per round (20 A/A beside 10 of each effect)
 CONFIDENCE = 0.95

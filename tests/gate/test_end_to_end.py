@@ -1,7 +1,8 @@
 """One real A/B check: a base commit built into its own environment, real servers for base and head, real load.
 
 The base is a commit of a throwaway repository holding a copy of this project whose FastAPI adapter prints a marker
-when imported, so the test can tell which code each arm served. Two repetitions are fewer than a verdict needs: the
+when imported; the head is that repository's working tree, where an uncommitted edit prints another marker. So the
+test can tell which code each arm served. Two repetitions are fewer than a verdict needs: the
 status is "no verdict" whatever the machine's speed; the test asserts that, the files, and which code ran where,
 never a timing.
 """
@@ -22,6 +23,7 @@ from servingbench.gate.command import run_check
 from .gitrepo import PROJECT, commit_files
 
 MARKER = "servingbench-test-base-marker"
+HEAD_MARKER = "servingbench-test-head-marker"
 TINY_PLAN = """
 seed = 3
 warmup_s = 0.2
@@ -41,13 +43,21 @@ concurrency = [2]
 """
 
 
+ADAPTER = "src/servingbench/servers/fastapi_app.py"
+
+
+def _marked(marker: str) -> str:
+    return (PROJECT / ADAPTER).read_text() + f'\nprint("{marker}", flush=True)\n'
+
+
 def _base_repo(repo: Path) -> str:
-    """A commit of this project with a marker printed by the base's FastAPI adapter at import."""
-    adapter = "src/servingbench/servers/fastapi_app.py"
-    text = (PROJECT / adapter).read_text() + f'\nprint("{MARKER}", flush=True)\n'
+    """A commit of this project with a marker printed by the base's FastAPI adapter at import; the working tree then
+    prints the head's marker instead (not committed: the head serves the checkout as it is)."""
     copies = {"src": PROJECT / "src", "requirements.lock": PROJECT / "requirements.lock"}
     commit_files(repo, {}, copies)
-    return commit_files(repo, {adapter: text, "ci.toml": TINY_PLAN})
+    commit = commit_files(repo, {ADAPTER: _marked(MARKER), "ci.toml": TINY_PLAN})
+    (repo / ADAPTER).write_text(_marked(HEAD_MARKER))
+    return commit
 
 
 def _server_log(bundle: Path, config: str) -> str:
@@ -87,6 +97,7 @@ def test_a_real_ab_check_serves_each_arm_its_own_code(tmp_path: Path, monkeypatc
         ("base", 0), ("base", 1), ("head", 0), ("head", 1)
     ]  # fmt: skip
     assert all(run["status"] == "ok" and run["requests"] > 0 for run in runs)
-    assert MARKER in _server_log(bundle, "base")
-    assert MARKER not in _server_log(bundle, "head")
+    base_log, head_log = _server_log(bundle, "base"), _server_log(bundle, "head")
+    assert MARKER in base_log and HEAD_MARKER not in base_log
+    assert HEAD_MARKER in head_log and MARKER not in head_log
     assert not psutil.Process().children(recursive=True)

@@ -17,6 +17,7 @@ from servingbench.gate.environments import (
     lock_pins,
     map_model_spec,
     prepare_base,
+    prepare_head,
     repo_root,
     resolve_commit,
 )
@@ -109,6 +110,44 @@ def test_the_base_is_exported_and_served_by_its_own_code(tmp_path: Path) -> None
     assert done.stdout.startswith("base commit " + str(base.source / "src"))
     again = prepare_base(repo, commit, cache)
     assert again.built == () and again.launcher == base.launcher
+
+
+def _served(launcher: Path) -> str:
+    code = "import servingbench; print(servingbench.WHICH, servingbench.__file__)"
+    return subprocess.run([str(launcher), "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def test_the_head_is_served_from_a_snapshot_the_way_the_base_is(tmp_path: Path) -> None:
+    repo, cache = tmp_path / "repo", tmp_path / "cache"
+    commit = commit_files(repo, PACKAGE, {"requirements.lock": PROJECT / "requirements.lock"})
+    base = prepare_base(repo, commit, cache)
+    # The head is the working tree: an uncommitted edit is what it serves, from a copy in the cache.
+    (repo / "src/servingbench/__init__.py").write_text('WHICH = "head edit"\n')
+    (repo / "src/servingbench/__pycache__").mkdir()
+    (repo / "src/servingbench/__pycache__/stale.pyc").write_bytes(b"not code")
+    launcher = prepare_head(repo, cache, base.lock_key)
+    served = _served(launcher)
+    assert served.startswith("head edit " + str(cache / "current"))
+    snapshot = Path(served.split()[-1]).parent.parent.parent
+    assert not (snapshot / "src/servingbench/__pycache__/stale.pyc").exists()
+    # Same form as the base's: a launcher whose path and PYTHONPATH have the base's lengths, the same interpreter.
+    assert len(str(launcher)) == len(str(base.launcher)) and len(str(snapshot)) == len(str(base.source))
+    head_script, base_script = launcher.read_text().splitlines(), base.launcher.read_text().splitlines()
+    assert [len(line) for line in head_script] == [len(line) for line in base_script]
+    assert head_script[-1] == base_script[-1]
+    # The same tree reuses its snapshot; an edit makes a new one, and the checkout is never touched.
+    assert prepare_head(repo, cache, base.lock_key) == launcher
+    (repo / "src/servingbench/__init__.py").write_text('WHICH = "second edit"\n')
+    second = prepare_head(repo, cache, base.lock_key)
+    assert second != launcher and _served(second).startswith("second edit ")
+    assert _served(launcher).startswith("head edit ")
+    assert (repo / "src/servingbench/__pycache__/stale.pyc").read_bytes() == b"not code"
+
+
+def test_a_head_without_src_cannot_be_served(tmp_path: Path) -> None:
+    (tmp_path / "repo").mkdir()
+    with pytest.raises(BaseBuildError, match="has no src/"):
+        prepare_head(tmp_path / "repo", tmp_path / "cache", "key")
 
 
 def test_a_base_without_a_lock_cannot_be_built(tmp_path: Path) -> None:

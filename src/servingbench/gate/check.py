@@ -13,6 +13,7 @@ Three ways in:
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from .environments import (
     default_cache_dir,
     map_model_spec,
     prepare_base,
+    prepare_head,
     repo_root,
 )
 from .noise import NOISE_FILE, NoiseError, NoiseModel, load_noise
@@ -106,18 +108,25 @@ def run_ab(
     console: Console,
     head_spec: Callable[[str], str] | None = None,
     allow_shared_cores: bool = False,
+    seed: int | None = None,
 ) -> Path:
     """One benchmark of ``plan`` as base vs head (see :func:`ab_plan`); returns the bundle directory.
 
-    ``base``'s servers run its launcher with the plan's model files mapped into its tree; ``head``'s run this
-    interpreter. Raises what :func:`~servingbench.harness.run_benchmark` raises (``HarnessError``,
-    ``BenchmarkInterrupted``).
+    ``base``'s servers run its launcher with the plan's model files mapped into its tree; ``head``'s run a launcher
+    of the same form on a snapshot of ``head_root``'s src (:func:`~servingbench.gate.environments.prepare_head`).
+    ``seed`` orders the servers' starts and each repetition (default: a fresh one). Raises what
+    :func:`~servingbench.harness.run_benchmark` raises (``HarnessError``, ``BenchmarkInterrupted``).
     """
-    plan = ab_plan(plan)
+    # A fresh seed per check (recorded in the bundle's plan): which server starts first and the order within each
+    # repetition then differ from check to check, so no fixed position favours one arm in every check.
+    plan = dataclasses.replace(ab_plan(plan), seed=secrets.randbits(63) if seed is None else seed)
     try:
         cores = detect_cpus(server_cpus=plan.server_cpus, allow_shared=allow_shared_cores).server
+        head_launcher = prepare_head(head_root, base.cache, base.lock_key)
     except CpuAllocationError as exc:
         raise HarnessError(str(exc)) from exc
+    except BaseBuildError as exc:
+        raise HarnessError(f"the head could not be prepared: {exc}") from exc
     starters: dict[str, ServerStarter] = {
         BASE: LocalStarter(
             cores,
@@ -126,7 +135,9 @@ def run_ab(
             python=str(base.launcher),
             model_spec=lambda spec: map_model_spec(spec, head_root, base.source),
         ),
-        HEAD: LocalStarter(cores, plan.blas_threads, plan.startup_timeout_s, model_spec=head_spec),
+        HEAD: LocalStarter(
+            cores, plan.blas_threads, plan.startup_timeout_s, python=str(head_launcher), model_spec=head_spec
+        ),
     }
     return run_benchmark(
         plan_path=plan,

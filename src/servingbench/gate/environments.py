@@ -13,6 +13,12 @@
    base's ``src`` first on ``PYTHONPATH``, so ``import servingbench`` in the base's servers is the base's code, in
    place, as an editable install would give it.
 
+``prepare_head(repo, cache, lock_key)`` gives the head the same shape: its ``src`` (uncommitted changes included) is
+copied to ``<cache>/current/<digest of its content>/src`` and served by a launcher of the same form. Both arms then
+start the same way (a shell script that sets ``PYTHONPATH`` to a path of the same length and execs the same kind of
+interpreter), so nothing in how a server is started differs between base and head but the code it serves (A/A
+trials with the head served from the checkout instead measured it cheaper in 15 of 20: docs/bench-ci.md).
+
 The cache directory (``--cache``, ``$SERVINGBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/servingbench`` or
 ``~/.cache/servingbench``) is what CI should cache. Old exports and environments are pruned (most recently used
 kept). Building is serialised by a lock file, so two checks on one machine never build the same thing at once.
@@ -49,6 +55,7 @@ __all__ = [
     "lock_pins",
     "map_model_spec",
     "prepare_base",
+    "prepare_head",
     "repo_root",
     "resolve_commit",
 ]
@@ -60,6 +67,8 @@ GIT_TIMEOUT_S = 120.0
 VENV_BUILD_TIMEOUT_S = 1800.0  # a cold pip install of the whole lock on a slow runner
 KEEP_SOURCES = 8  # most recently used commit exports kept in the cache
 KEEP_VENVS = 3  # most recently used lock environments kept
+KEEP_HEADS = 4  # most recently used snapshots of the head's src kept
+HEADS_SUBDIR = "current"  # head snapshots: as long a name as "sources", so both arms' paths have one length
 HASH_CHARS = 16
 LOG_TAIL_CHARS = 2000
 # A pinned line of a lock file: name, optional extras, ==version, optional environment marker.
@@ -87,6 +96,11 @@ class BaseEnvironment:
     launcher: Path
     lock_key: str
     built: tuple[str, ...]
+
+    @property
+    def cache(self) -> Path:
+        """The cache directory the environment lives in (``source`` is ``<cache>/sources/<commit>``)."""
+        return self.source.parent.parent
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -271,10 +285,10 @@ def _venv(lock: Path, log: Path) -> Callable[[Path], None]:
 
 
 def _launcher(path: Path, python: Path, source: Path) -> None:
-    """A shell script that runs ``python`` on the base's code (its src first on PYTHONPATH, nothing else there)."""
+    """A shell script that runs ``python`` on ``source``'s code (its src first on PYTHONPATH, nothing else there)."""
     script = (
         "#!/bin/sh\n"
-        "# servingbench: serve the base commit's code. Written by servingbench.gate.environments.\n"
+        "# servingbench: serve this tree's code in a check. Written by servingbench.gate.environments.\n"
         f"PYTHONPATH={shlex.quote(str(source / SOURCE_SUBDIR))}\n"
         "export PYTHONPATH\n"
         f'exec {shlex.quote(str(python))} "$@"\n'
@@ -328,6 +342,41 @@ def prepare_base(repo: Path, ref: str, cache: Path, *, say: Callable[[str], None
         _prune(cache / "sources", KEEP_SOURCES, source)
         _prune(cache / "venvs", KEEP_VENVS, venv or cache)
     return BaseEnvironment(ref, commit, source, python, venv, launcher, key, tuple(built))
+
+
+def _head_digest(src: Path) -> str:
+    """A 40-hex digest of ``src``'s files (paths and contents; bytecode caches left out): a commit's length."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for path in sorted(src.rglob("*")):
+        if path.is_dir() or "__pycache__" in path.parts or path.suffix == ".pyc":
+            continue
+        digest.update(path.relative_to(src).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _copy_src(src: Path) -> Callable[[Path], None]:
+    def build(scratch: Path) -> None:
+        shutil.copytree(src, scratch / SOURCE_SUBDIR, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+    return build
+
+
+def prepare_head(repo: Path, cache: Path, key: str) -> Path:
+    """A launcher that serves a snapshot of ``repo``'s ``src`` (as it is now, uncommitted changes included) with
+    this interpreter, in the same form as the base's (see the module docstring); ``key`` names it like the base's
+    launcher (pass the base's lock key), so the two launchers' paths have one length too."""
+    src = repo / SOURCE_SUBDIR
+    if not src.is_dir():
+        raise BaseBuildError(f"{repo} has no {SOURCE_SUBDIR}/ to serve the head from")
+    digest = _head_digest(src)
+    with _locked(cache):
+        snapshot = cache / HEADS_SUBDIR / digest
+        _publish(_copy_src(src), snapshot)
+        launcher = cache / "launchers" / f"{digest}-{key}"
+        _launcher(launcher, Path(sys.executable), snapshot)
+        _prune(cache / HEADS_SUBDIR, KEEP_HEADS, snapshot)
+    return launcher
 
 
 def map_model_spec(spec: str, head_root: Path, base_root: Path) -> str:

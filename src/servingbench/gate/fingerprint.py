@@ -27,6 +27,8 @@ PLAN_KNOBS = (
     "blas_threads",
     "warmup_s",
     "duration_s",
+    "window_requests",
+    "min_duration_s",
     "repetitions",
     "error_rate_limit",
     "min_requests",
