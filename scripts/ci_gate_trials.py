@@ -208,10 +208,16 @@ def report_lines(rates: Sequence[Rate]) -> list[str]:
 
 
 @contextlib.contextmanager
-def bench_lock(path: Path = LOCK_FILE) -> Iterator[None]:
-    """Hold the machine-wide benchmark lock (flock(2), the same lock as ``flock /tmp/servingbench-bench.lock``)."""
+def bench_lock(path: Path = LOCK_FILE, say: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold the machine-wide benchmark lock (flock(2), the same lock as ``flock /tmp/servingbench-bench.lock``);
+    when another process holds it, say so before waiting (a ``flock`` on that file around this script would be
+    waited for for ever: the script takes the lock per trial itself)."""
     with path.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for {path}: another benchmark holds it (do not wrap this script in flock on that file)")
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from scripts.ci_gate_trials import (
     STOP,
     Trial,
     TrialTimeout,
+    bench_lock,
     clopper_pearson,
     head_cpu_us,
     judge_trial,
@@ -102,3 +104,25 @@ def test_once_stopped_the_time_limit_raises_keyboard_interrupt() -> None:
             time.sleep(30)
     finally:
         STOP.clear()
+
+
+def test_the_benchmark_lock_says_who_it_waits_for(tmp_path: Path) -> None:
+    lock = tmp_path / "bench.lock"
+    said: list[str] = []
+    got = threading.Event()
+
+    def wait_for_it() -> None:
+        with bench_lock(lock, said.append):
+            got.set()
+
+    with bench_lock(lock, said.append):
+        assert said == []  # free: taken without a word
+        waiter = threading.Thread(target=wait_for_it, daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert said and "another benchmark holds it" in said[0]
+        assert not got.is_set()
+    waiter.join(timeout=10)
+    assert got.is_set()  # it got the lock once this one let go
