@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from servingbench.gate.environments import (
+    KEEP_HEADS,
     BaseBuildError,
     RefError,
     default_cache_dir,
@@ -142,6 +144,21 @@ def test_the_head_is_served_from_a_snapshot_the_way_the_base_is(tmp_path: Path) 
     assert second != launcher and _served(second).startswith("second edit ")
     assert _served(launcher).startswith("head edit ")
     assert (repo / "src/servingbench/__pycache__/stale.pyc").read_bytes() == b"not code"
+
+
+def test_old_head_snapshots_and_their_launchers_are_pruned(tmp_path: Path) -> None:
+    repo, cache = tmp_path / "repo", tmp_path / "cache"
+    commit = commit_files(repo, PACKAGE, {"requirements.lock": PROJECT / "requirements.lock"})
+    base = prepare_base(repo, commit, cache)
+    launchers = []
+    for edit in range(KEEP_HEADS + 2):
+        (repo / "src/servingbench/__init__.py").write_text(f'WHICH = "edit {edit}"\n')
+        launchers.append(prepare_head(repo, cache, base.lock_key))
+        digest = launchers[-1].name.split("-")[0]
+        os.utime(cache / "current" / digest, (edit, edit))  # used in this order, however coarse the clock
+    assert len(list((cache / "current").iterdir())) == KEEP_HEADS
+    assert [launcher.exists() for launcher in launchers] == [False] * 2 + [True] * KEEP_HEADS
+    assert base.launcher.exists()  # the base's tree is still there, so is its launcher
 
 
 def test_a_head_without_src_cannot_be_served(tmp_path: Path) -> None:

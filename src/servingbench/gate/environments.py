@@ -314,6 +314,21 @@ def _prune(directory: Path, keep: int, current: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def _prune_launchers(cache: Path) -> None:
+    """Remove the launchers whose tree (``sources/<commit>`` or ``current/<digest>``) was pruned."""
+    launchers = cache / "launchers"
+    if not launchers.is_dir():
+        return
+    for launcher in launchers.iterdir():
+        name = launcher.name.split("-", 1)[0]
+        if (
+            launcher.is_file()
+            and not name.startswith(".")
+            and not any((cache / kind / name).is_dir() for kind in ("sources", HEADS_SUBDIR))
+        ):
+            launcher.unlink(missing_ok=True)
+
+
 def prepare_base(repo: Path, ref: str, cache: Path, *, say: Callable[[str], None] = lambda _: None) -> BaseEnvironment:
     """The base commit ``ref`` of ``repo`` ready to serve (see the module docstring); cached under ``cache``.
 
@@ -341,6 +356,7 @@ def prepare_base(repo: Path, ref: str, cache: Path, *, say: Callable[[str], None
         _launcher(launcher, python, source)
         _prune(cache / "sources", KEEP_SOURCES, source)
         _prune(cache / "venvs", KEEP_VENVS, venv or cache)
+        _prune_launchers(cache)
     return BaseEnvironment(ref, commit, source, python, venv, launcher, key, tuple(built))
 
 
@@ -376,6 +392,7 @@ def prepare_head(repo: Path, cache: Path, key: str) -> Path:
         launcher = cache / "launchers" / f"{digest}-{key}"
         _launcher(launcher, Path(sys.executable), snapshot)
         _prune(cache / HEADS_SUBDIR, KEEP_HEADS, snapshot)
+        _prune_launchers(cache)
     return launcher
 
 
