@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from servingbench.gate import EXIT_NO_VERDICT, EXIT_PASS, EXIT_REGRESSION, NoiseModel, judge_baseline, measure_noise
-from servingbench.reports.bundle import load_bundle
+from servingbench.reports.bundle import Bundle, load_bundle
 
 from .canned import OTHER_MACHINE, Shape, calibration_bundles, single_bundle
 
@@ -65,3 +65,31 @@ def test_a_dependency_bump_is_judged_and_listed(tmp_path: Path, noise: NoiseMode
     result = judge_baseline(noise, load_bundle(_current(tmp_path, bumped)))
     assert result.exit_code == EXIT_PASS
     assert any("fastapi 0.115.0 -> 0.116.0" in note for note in result.notes)
+
+
+NOISY_RUNS = (1.0, 1.05, 0.95, 1.03, 0.97)  # about 4 % run-to-run: a noisy VM
+SPREAD = (1.02, 0.98, 1.0, 1.01, 0.99)  # five new runs of one version
+
+
+def test_the_mean_of_several_runs_sees_what_one_run_cannot(tmp_path: Path) -> None:
+    noise = measure_noise([load_bundle(path) for path in calibration_bundles(tmp_path / "cal", QUIET, NOISY_RUNS)])
+
+    def runs(name: str, factor: float, count: int) -> list[Bundle]:
+        shapes = [QUIET.with_(run_factor=factor * spread, seed=50 + index) for index, spread in enumerate(SPREAD)]
+        return [load_bundle(single_bundle(tmp_path / f"{name}{index}", shapes[index])) for index in range(count)]
+
+    # A request 15 % costlier: one run's interval (t(4) at the family level * sd * sqrt(1 + 1/5), about +/-20 %)
+    # holds it; the mean of five runs has an interval sqrt(5/2) times narrower and shows it.
+    one = judge_baseline(noise, runs("one", 1.15, 1))
+    assert one.exit_code == EXIT_PASS
+    five = judge_baseline(noise, runs("five", 1.15, 5))
+    assert five.exit_code == EXIT_REGRESSION
+    row = next(row for row in five.rows if row.key.metric == "cpu_us_per_request")
+    assert row.cost_change == pytest.approx(0.15, abs=0.02)
+    one_row = next(row for row in one.rows if row.key.metric == "cpu_us_per_request")
+    assert row.high == pytest.approx(one_row.high * (2 / 6) ** 0.5)  # sqrt(1/5 + 1/5) / sqrt(1 + 1/5)
+    assert any("the mean of 5 new runs" in note for note in five.notes)
+    # Five runs of unchanged code pass; one of them from another machine makes it no verdict.
+    assert judge_baseline(noise, runs("same", 1.0, 5)).exit_code == EXIT_PASS
+    mixed = [*runs("mixed", 1.0, 4), load_bundle(_current(tmp_path, QUIET.with_(machine_id=OTHER_MACHINE)))]
+    assert judge_baseline(noise, mixed).exit_code == EXIT_NO_VERDICT

@@ -64,7 +64,13 @@ def test_usage_errors_exit_2_and_differ_from_no_verdict(tmp_path: Path) -> None:
     assert _run("check")[0] == EXIT_USAGE  # no mode
     assert _run("check", "--base", "HEAD", "--bundle", "x")[0] == EXIT_USAGE  # two modes
     code, _, err = _run("check", "--bundle", str(tmp_path), "extra")
-    assert code == EXIT_USAGE and "CURRENT applies to --baseline only" in err
+    assert code == EXIT_USAGE and "CURRENT and --runs apply to --baseline only" in err
+    code, _, err = _run("check", "--base", "HEAD", "--runs", "3")
+    assert code == EXIT_USAGE and "CURRENT and --runs apply to --baseline only" in err
+    code, _, err = _run("check", "--baseline", str(tmp_path), str(tmp_path), "--runs", "3")
+    assert code == EXIT_USAGE and "not both" in err
+    code, _, err = _run("check", "--baseline", str(tmp_path), "--runs", "0")
+    assert code == EXIT_USAGE and "--runs must be at least 1" in err
     code, _, err = _run("check", "--bundle", str(tmp_path), "--noise", str(tmp_path / "missing.json"))
     assert code == EXIT_USAGE and "no noise file" in err
     code, _, err = _run("check", "--baseline", str(tmp_path / "nothing"), str(tmp_path))
@@ -95,4 +101,9 @@ def test_calibrate_then_check_against_the_baseline(tmp_path: Path) -> None:
     assert _run("check", "--baseline", str(baseline), str(same), "--out", out_dir)[0] == EXIT_PASS
     assert _run("check", "--baseline", str(baseline), str(slower), "--out", out_dir)[0] == EXIT_REGRESSION
     code, out, _ = _run("check", "--baseline", str(baseline), str(elsewhere), "--out", out_dir)
+    assert code == EXIT_NO_VERDICT and "absolute figures from two machines do not compare" in out
+    # Several finished runs are judged together: one from another machine spoils them all.
+    code, out, _ = _run("check", "--baseline", str(baseline), str(same), str(slower), "--out", out_dir)
+    assert code == EXIT_REGRESSION and "the mean of 2 new runs" in out
+    code, out, _ = _run("check", "--baseline", str(baseline), str(same), str(elsewhere), "--out", out_dir)
     assert code == EXIT_NO_VERDICT and "absolute figures from two machines do not compare" in out

@@ -37,6 +37,11 @@ def test_each_run_gives_its_median_and_the_interval_is_t_with_sqrt_one_plus_one_
     expected = scipy_stats.t.ppf(0.975, 4) * np.std(logs, ddof=1) * math.sqrt(1 + 1 / 5)
     assert entry.half_width(0.95) == pytest.approx(expected)
     assert prediction_half_width(0.1, 5, 0.95) == pytest.approx(scipy_stats.t.ppf(0.975, 4) * 0.1 * math.sqrt(1.2))
+    # The mean of 5 new runs against 5 calibration runs: sqrt(1/5 + 1/5) instead of sqrt(1 + 1/5).
+    five = prediction_half_width(0.1, 5, 0.95, runs=5)
+    assert five == pytest.approx(scipy_stats.t.ppf(0.975, 4) * 0.1 * math.sqrt(0.4))
+    with pytest.raises(ValueError, match="at least 1 new run"):
+        prediction_half_width(0.1, 5, 0.95, runs=0)
 
 
 def test_calibration_needs_five_runs_of_one_plan_on_one_machine(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ examples:
   servingbench check --base origin/main                  the head against main's merge base, interleaved in one run
   servingbench check --base HEAD                         an A/A check: must pass
   servingbench check --base "$BASE_SHA" --summary        in a GitHub Actions job: the verdict in the job summary
-  servingbench check --baseline baselines/ci             against a committed baseline (the same machine only)
+  servingbench check --baseline baselines/ci             against a committed baseline (the same machine only), 5 runs
+  servingbench check --baseline baselines/ci results/ci/2026*/   the same, judging runs already made
   servingbench check --bundle results/ci/latest --json   judge a run already made, as JSON
 """
 CALIBRATE_DESCRIPTION = """\
@@ -32,13 +33,14 @@ exit status: 0 baseline written, 2 usage error, 3 the runs gave no baseline (the
 CHECK_DESCRIPTION = """\
 The CI performance gate. --base REF: build REF into its own environment on this machine, run ONE benchmark of the
 CI plan serving base and head side by side (interleaved repetition by repetition), and judge head against base with
-paired statistics. --baseline DIR [CURRENT]: judge CURRENT (default: a run made now) against a committed baseline,
-only on the machine that made it. --bundle DIR: judge an A/B run already made. Writes check.md, check.json and
-check.html into OUT/check/. See docs/bench-ci.md."""
+paired statistics. --baseline DIR [CURRENT ...]: judge CURRENT (default: --runs runs made now) by their mean against
+a committed baseline, only on the machine that made it. --bundle DIR: judge an A/B run already made. Writes
+check.md, check.json and check.html into OUT/check/. See docs/bench-ci.md."""
 _FROM_ENV = Path("$GITHUB_STEP_SUMMARY")  # what --summary without FILE stands for
 
 
 def add(sub: Subparsers[argparse.ArgumentParser]) -> None:
+    from servingbench.gate.baseline import DEFAULT_RUNS as BASELINE_RUNS
     from servingbench.gate.command import EXIT_STATUS_HELP
 
     p = sub.add_parser(
@@ -52,7 +54,19 @@ def add(sub: Subparsers[argparse.ArgumentParser]) -> None:
         "--baseline", type=Path, metavar="DIR", help="a committed baseline (noise.json), e.g. baselines/ci"
     )
     mode.add_argument("--bundle", type=Path, metavar="DIR", help="judge an A/B results bundle already measured")
-    p.add_argument("current", type=Path, nargs="?", help="with --baseline: a finished run (default: run the plan now)")
+    p.add_argument(
+        "current",
+        type=Path,
+        nargs="*",
+        help="with --baseline: finished runs, judged by their mean (default: --runs runs of the plan made now)",
+    )
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help=f"with --baseline: runs of the plan made now (default {BASELINE_RUNS}; the mean of several "
+        "is judged, against an interval sqrt(runs) narrower)",
+    )
     p.add_argument("--plan", type=Path, default=None, help="default: the built-in CI plan (harness/ci_plan.toml)")
     p.add_argument("--out", type=Path, default=Path("results/ci"), help="results root; outputs in OUT/check/")
     p.add_argument(
@@ -94,15 +108,21 @@ def add(sub: Subparsers[argparse.ArgumentParser]) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     from servingbench.gate import CheckRequest
+    from servingbench.gate.baseline import DEFAULT_RUNS as BASELINE_RUNS
     from servingbench.gate.command import run_check
 
-    if args.current is not None and args.baseline is None:
-        raise CommandError("CURRENT applies to --baseline only")
+    if (args.current or args.runs is not None) and args.baseline is None:
+        raise CommandError("CURRENT and --runs apply to --baseline only")
+    if args.current and args.runs is not None:
+        raise CommandError("give finished runs (CURRENT) or --runs to make them now, not both")
+    if args.runs is not None and args.runs < 1:
+        raise CommandError(f"--runs must be at least 1, got {args.runs}")
     request = CheckRequest(
         base=args.base,
         baseline=args.baseline,
         bundle=args.bundle,
-        current=args.current,
+        current=tuple(args.current),
+        runs=BASELINE_RUNS if args.runs is None else args.runs,
         plan=args.plan,
         out=args.out,
         noise=args.noise,

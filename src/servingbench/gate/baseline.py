@@ -1,16 +1,20 @@
-"""Judge one run against a committed baseline, on the machine that made the baseline and nowhere else.
+"""Judge runs against a committed baseline, on the machine that made the baseline and nowhere else.
 
-The baseline is the calibration's ``noise.json``: per figure, the values of N >= 5 A/A runs of the plan. This run's
-value (its median over repetitions, as each calibration run's) is a **regression** when it lies beyond the A/A
-prediction interval on the more-expensive side (the interval at the family level: Bonferroni over the figures)
-**and** its cost change exceeds the metric's material threshold. On another machine, with another plan, or from an
-incomplete run there is no verdict (exit 3), never a pass or a fail: absolute figures from two machines do not
-compare, and no ratio to a yardstick makes them comparable.
+The baseline is the calibration's ``noise.json``: per figure, the values of N >= 5 A/A runs of the plan. Each new
+run's value is its median over repetitions, as each calibration run's; the M new runs' value is the geometric mean
+of theirs. It is a **regression** when it lies beyond the A/A prediction interval for the mean of M runs on the
+more-expensive side (t(N - 1) * sd * sqrt(1/M + 1/N), at the family level: Bonferroni over the figures) **and** its
+cost change exceeds the metric's material threshold. One run carries its whole run-to-run noise, so with M = 1 the
+interval is about as wide as 2.5 run-to-run sds even for a large N; M runs narrow it by sqrt(M). On another machine,
+with another plan, or from an incomplete run there is no verdict (exit 3), never a pass or a fail: absolute figures
+from two machines do not compare, and no ratio to a yardstick makes them comparable.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
 
 from scipy import stats as scipy_stats
 
@@ -22,23 +26,27 @@ from .noise import NoiseEntry, NoiseModel
 from .paired import FAMILY_CONFIDENCE, family_level
 from .result import CheckResult, GateRow, classify, decide, no_verdict
 
-__all__ = ["judge_baseline"]
+__all__ = ["DEFAULT_RUNS", "judge_baseline"]
+
+DEFAULT_RUNS = 5  # runs a baseline check makes now: ~2 min of the CI plan on 2 cores, an interval ~half one run's
 
 ANOTHER_MACHINE_HINT = "compare base and head on one machine instead (`make bench-ci`)"
 
 
-def _prediction_p(log_change: float, entry: NoiseEntry) -> float:
-    """Two-sided p-value of a new run this far from the calibration mean, under "same code" (t, n - 1)."""
-    scale = entry.log_sd * math.sqrt(1.0 + 1.0 / entry.n)
+def _prediction_p(log_change: float, entry: NoiseEntry, runs: int) -> float:
+    """Two-sided p-value of the mean of ``runs`` new runs this far from the calibration mean, under "same code"
+    (t, n - 1)."""
+    scale = entry.log_sd * math.sqrt(1.0 / runs + 1.0 / entry.n)
     if scale == 0.0:
         return 1.0 if log_change == 0.0 else 0.0
     return float(2.0 * scipy_stats.t.sf(abs(log_change) / scale, entry.n - 1))
 
 
-def _row(entry: NoiseEntry, value: float, level: float, family: int) -> GateRow:
+def _row(entry: NoiseEntry, values: Sequence[float], level: float, family: int) -> GateRow:
     key = entry.key
-    change = cost_log(math.log(value) - entry.log_mean, key.metric)
-    half = entry.half_width(level)
+    mean_log = statistics.fmean(math.log(value) for value in values)
+    change = cost_log(mean_log - entry.log_mean, key.metric)
+    half = entry.half_width(level, len(values))
     threshold = GATE_METRICS[key.metric].default_threshold
     verdict = classify(
         change,
@@ -49,23 +57,28 @@ def _row(entry: NoiseEntry, value: float, level: float, family: int) -> GateRow:
         settled=-half <= change <= half,
         baseline=True,
     )
-    p_adjusted = min(1.0, _prediction_p(change, entry) * family)
+    p_adjusted = min(1.0, _prediction_p(change, entry, len(values)) * family)
+    value = math.exp(mean_log)
     return GateRow(
         key, math.exp(entry.log_mean), value, entry.n, change, -half, half, p_adjusted, threshold, "default", verdict
     )
 
 
-def _current_values(noise: NoiseModel, current: Bundle) -> tuple[dict[tuple[str, FigureKey], float], list[str]]:
-    """This run's value of every baseline figure, and the figures it has too few valid repetitions of."""
-    values: dict[tuple[str, FigureKey], float] = {}
+def _current_values(
+    noise: NoiseModel, currents: Sequence[Bundle]
+) -> tuple[dict[tuple[str, FigureKey], list[float]], list[str]]:
+    """Every run's value of every baseline figure, and the figures a run has too few valid repetitions of."""
+    values: dict[tuple[str, FigureKey], list[float]] = {item: [] for item in noise.entries}
     short = []
-    per_config = {config: arm_values(current, config) for config, _ in noise.entries}
-    for (config, key), _ in noise.entries.items():
-        reps = per_config[config].get(key, {})
-        if len(reps) < MIN_UNITS:
-            short.append(f"{key.label()} has {len(reps)} valid repetitions (need {MIN_UNITS})")
-        else:
-            values[(config, key)] = run_value(reps.values())
+    for current in currents:
+        which = f"{current.path}: " if len(currents) > 1 else ""
+        per_config = {config: arm_values(current, config) for config, _ in noise.entries}
+        for config, key in noise.entries:
+            reps = per_config[config].get(key, {})
+            if len(reps) < MIN_UNITS:
+                short.append(f"{which}{key.label()} has {len(reps)} valid repetitions (need {MIN_UNITS})")
+            else:
+                values[(config, key)].append(run_value(reps.values()))
     return values, short
 
 
@@ -81,31 +94,40 @@ def _refusal(noise: NoiseModel, current: Bundle) -> str | None:
     return None
 
 
-def judge_baseline(noise: NoiseModel, current: Bundle, *, confidence: float = FAMILY_CONFIDENCE) -> CheckResult:
-    """Judge ``current`` against the committed baseline ``noise``. Pure. Python and package versions that differ from
-    the calibration's are listed: a dependency bump is part of the change judged, not an excuse."""
+def judge_baseline(
+    noise: NoiseModel, current: Bundle | Sequence[Bundle], *, confidence: float = FAMILY_CONFIDENCE
+) -> CheckResult:
+    """Judge ``current`` (one run, or several judged by their mean) against the committed baseline ``noise``. Pure.
+    Python and package versions that differ from the calibration's are listed: a dependency bump is part of the
+    change judged, not an excuse."""
+    currents = [current] if isinstance(current, Bundle) else list(current)
+    if not currents:
+        raise ValueError("judge_baseline needs at least one run")
+    first = currents[0]
     context = {
-        "bundle": str(current.path),
+        "bundle": ", ".join(str(bundle.path) for bundle in currents),
         "baseline": str(noise.path) if noise.path else None,
-        "machine": Machine.of(current.environment).to_json(),
+        "machine": Machine.of(first.environment).to_json(),
         "baseline_machine": noise.machine.to_json(),
     }
-    refusal = _refusal(noise, current)
+    refusal = next((reason for reason in (_refusal(noise, bundle) for bundle in currents) if reason), None)
     if refusal is not None:
         return no_verdict("baseline", refusal, **context)
-    values, short = _current_values(noise, current)
-    invalid = invalid_summary(current.runs, {config: config for config, _ in noise.entries})
+    values, short = _current_values(noise, currents)
+    configs = {config: config for config, _ in noise.entries}
+    invalid = [line for bundle in currents for line in invalid_summary(bundle.runs, configs)]
     if short:
         return no_verdict("baseline", "; ".join([*short, *invalid]), **context)
     level = family_level(len(values), confidence)
-    rows = tuple(_row(noise.entries[item], value, level, len(values)) for item, value in values.items())
+    rows = tuple(_row(noise.entries[item], runs, level, len(values)) for item, runs in values.items())
     status, reason = decide("baseline", rows)
+    what = "one new run" if len(currents) == 1 else f"the mean of {len(currents)} new runs"
     notes = [
-        f"baseline: {noise.runs} A/A runs on this machine; prediction interval for one new run at the family level "
+        f"baseline: {noise.runs} A/A runs on this machine; prediction interval for {what} at the family level "
         f"{level:.2%} (Bonferroni over {len(rows)} figures)",
         *invalid,
     ]
-    changes = software_changes(noise.software, current.environment) if noise.software else []
+    changes = software_changes(noise.software, first.environment) if noise.software else []
     if changes:
         notes.append(f"software differs from the baseline's (judged as part of the change): {', '.join(changes)}")
     return CheckResult("baseline", status, reason, rows, tuple(notes), "run", level, context)

@@ -18,6 +18,7 @@ from servingbench.files import dumps_finite, write_atomic
 from servingbench.harness import HarnessError, Plan, PlanError, load_plan, run_benchmark
 from servingbench.reports.bundle import BundleError, load_bundle
 
+from .baseline import DEFAULT_RUNS as CHECK_RUNS
 from .check import CI_PLAN
 from .noise import MIN_CALIBRATION_RUNS, NOISE_FILE, NoiseError, NoiseModel, measure_noise
 from .paired import FAMILY_CONFIDENCE, family_level
@@ -68,13 +69,14 @@ def calibrate(*, plan: Plan, runs: int, out_root: Path, console: Console) -> lis
     return bundles
 
 
-def wide_figures(noise: NoiseModel, confidence: float = FAMILY_CONFIDENCE) -> list[str]:
-    """Figures whose prediction interval at the check's family level reaches past :data:`WIDE_INTERVAL`."""
+def wide_figures(noise: NoiseModel, confidence: float = FAMILY_CONFIDENCE, runs: int = CHECK_RUNS) -> list[str]:
+    """Figures whose prediction interval for the mean of ``runs`` new runs (what the baseline check judges) at the
+    check's family level reaches past :data:`WIDE_INTERVAL`."""
     level = family_level(len(noise.entries), confidence)
     return [
-        f"{entry.key.label()} +/-{math.expm1(entry.half_width(level)):.0%}"
+        f"{entry.key.label()} +/-{math.expm1(entry.half_width(level, runs)):.0%}"
         for entry in noise.entries.values()
-        if math.expm1(entry.half_width(level)) > WIDE_INTERVAL
+        if math.expm1(entry.half_width(level, runs)) > WIDE_INTERVAL
     ]
 
 
@@ -91,7 +93,8 @@ def _print(console: Console, noise: NoiseModel) -> None:
     wide = wide_figures(noise)
     if wide:
         console.print(
-            f"warning: {'; '.join(wide)}: the baseline check cannot show a regression smaller than that on this "
+            f"warning: {'; '.join(wide)} for the mean of {CHECK_RUNS} runs: the baseline check cannot show a "
+            "regression smaller than that on this "
             "machine; calibrate with more runs on a quiet machine, or rely on the A/B check (make bench-ci)",
             highlight=False,
             markup=False,

@@ -70,7 +70,9 @@ class CheckRequest:
     base: str | None = None
     baseline: Path | None = None
     bundle: Path | None = None
-    current: Path | None = None
+    current: tuple[Path, ...] = ()
+    """With ``baseline``: finished runs to judge (by their mean); none: ``runs`` runs of the plan made now."""
+    runs: int = 1
     plan: Path | None = None
     preset: str = "default"
     out: Path = DEFAULT_OUT
@@ -225,23 +227,34 @@ def _check_baseline(request: CheckRequest, console: Console) -> CheckResult:
     assert request.baseline is not None
     noise = _noise(request.noise or request.baseline / NOISE_FILE, required=True)
     assert noise is not None
-    current = request.current
-    if current is None:
+    currents = list(request.current)
+    if not currents:
         plan = _load_plan(request.plan, request.preset)
+        for run in range(1, request.runs + 1):
+            if request.runs > 1:
+                console.print(f"servingbench check: run {run} of {request.runs} against the baseline", highlight=False)
+            try:
+                currents.append(
+                    run_benchmark(
+                        plan_path=plan,
+                        preset=plan.preset,
+                        out_root=request.out,
+                        targets=[],
+                        load_workers=None,
+                        console=console,
+                        allow_shared_cores=request.allow_shared_cores,
+                    )
+                )
+            except HarnessError as exc:
+                return no_verdict("baseline", f"the benchmark could not run: {exc}", baseline=str(request.baseline))
+        _report(request, currents[-1], console)
+    bundles = []
+    for path in currents:
         try:
-            current = run_benchmark(
-                plan_path=plan,
-                preset=plan.preset,
-                out_root=request.out,
-                targets=[],
-                load_workers=None,
-                console=console,
-                allow_shared_cores=request.allow_shared_cores,
-            )
-        except HarnessError as exc:
-            return no_verdict("baseline", f"the benchmark could not run: {exc}", baseline=str(request.baseline))
-        _report(request, current, console)
-    return _bundle_result(current, lambda bundle: judge_baseline(noise, bundle), "baseline")
+            bundles.append(load_bundle(path))
+        except BundleError as exc:
+            return no_verdict("baseline", str(exc), bundle=str(path))
+    return judge_baseline(noise, bundles)
 
 
 def _report(request: CheckRequest, bundle_dir: Path, console: Console) -> None:

@@ -51,12 +51,15 @@ class NoiseError(Exception):
     """Calibration cannot measure the noise, or a noise file is unusable. ``str(err)`` is one line."""
 
 
-def prediction_half_width(sd: float, n: int, level: float) -> float:
-    """Half-width (log scale) of the two-sided ``level`` prediction interval for one new run, from ``n`` runs with
-    log standard deviation ``sd``: t(1 - (1 - level) / 2, n - 1) * sd * sqrt(1 + 1 / n)."""
+def prediction_half_width(sd: float, n: int, level: float, runs: int = 1) -> float:
+    """Half-width (log scale) of the two-sided ``level`` prediction interval for the mean (of logs) of ``runs`` new
+    runs, from ``n`` runs with log standard deviation ``sd``: t(1 - (1 - level) / 2, n - 1) * sd * sqrt(1 / runs +
+    1 / n). One new run carries its whole run-to-run noise; the mean of several carries less of it."""
     if n < 2:
         raise ValueError(f"a prediction interval needs at least 2 runs, got {n}")
-    return float(scipy_stats.t.ppf(1.0 - (1.0 - level) / 2.0, n - 1)) * sd * math.sqrt(1.0 + 1.0 / n)
+    if runs < 1:
+        raise ValueError(f"a prediction interval is for at least 1 new run, got {runs}")
+    return float(scipy_stats.t.ppf(1.0 - (1.0 - level) / 2.0, n - 1)) * sd * math.sqrt(1.0 / runs + 1.0 / n)
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,9 @@ class NoiseEntry:
     def log_sd(self) -> float:
         return float(np.std(np.log(self.run_values), ddof=1))
 
-    def half_width(self, level: float) -> float:
-        """The prediction interval's half-width on the log scale at two-sided ``level``."""
-        return prediction_half_width(self.log_sd, self.n, level)
+    def half_width(self, level: float, runs: int = 1) -> float:
+        """The prediction interval's half-width on the log scale at two-sided ``level``, for the mean of ``runs``."""
+        return prediction_half_width(self.log_sd, self.n, level, runs)
 
     def to_json(self) -> dict[str, Any]:
         half = self.half_width(PREDICTION_LEVEL)
