@@ -108,7 +108,6 @@ def add(sub: Subparsers[argparse.ArgumentParser]) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     from servingbench.gate import CheckRequest
-    from servingbench.gate.baseline import DEFAULT_RUNS as BASELINE_RUNS
     from servingbench.gate.command import run_check
 
     if (args.current or args.runs is not None) and args.baseline is None:
@@ -122,7 +121,7 @@ def _check(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         bundle=args.bundle,
         current=tuple(args.current),
-        runs=BASELINE_RUNS if args.runs is None else args.runs,
+        runs=CheckRequest.runs if args.runs is None else args.runs,
         plan=args.plan,
         out=args.out,
         noise=args.noise,

@@ -22,7 +22,7 @@ from servingbench.reports.bundle import Bundle
 
 from .figures import GATE_METRICS, MIN_UNITS, FigureKey, arm_values, cost_log, invalid_summary, run_value
 from .fingerprint import Machine, machine_mismatch, plan_identity, plan_mismatch, software_changes
-from .noise import NoiseEntry, NoiseModel
+from .noise import NoiseEntry, NoiseModel, prediction_scale
 from .paired import FAMILY_CONFIDENCE, family_level
 from .result import CheckResult, GateRow, classify, decide, no_verdict
 
@@ -36,7 +36,7 @@ ANOTHER_MACHINE_HINT = "compare base and head on one machine instead (`make benc
 def _prediction_p(log_change: float, entry: NoiseEntry, runs: int) -> float:
     """Two-sided p-value of the mean of ``runs`` new runs this far from the calibration mean, under "same code"
     (t, n - 1)."""
-    scale = entry.log_sd * math.sqrt(1.0 / runs + 1.0 / entry.n)
+    scale = prediction_scale(entry.log_sd, entry.n, runs)
     if scale == 0.0:
         return 1.0 if log_change == 0.0 else 0.0
     return float(2.0 * scipy_stats.t.sf(abs(log_change) / scale, entry.n - 1))

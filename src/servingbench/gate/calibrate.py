@@ -15,11 +15,11 @@ from typing import TextIO
 from rich.console import Console
 
 from servingbench.files import dumps_finite, write_atomic
-from servingbench.harness import HarnessError, Plan, PlanError, load_plan, run_benchmark
+from servingbench.harness import HarnessError, Plan, PlanError, load_plan
 from servingbench.reports.bundle import BundleError, load_bundle
 
 from .baseline import DEFAULT_RUNS as CHECK_RUNS
-from .check import CI_PLAN
+from .check import CI_PLAN, run_times
 from .noise import MIN_CALIBRATION_RUNS, NOISE_FILE, NoiseError, NoiseModel, measure_noise
 from .paired import FAMILY_CONFIDENCE, family_level
 from .result import EXIT_NO_VERDICT, EXIT_PASS, EXIT_USAGE
@@ -58,15 +58,7 @@ def build_baseline(bundle_dirs: Sequence[Path], baseline_dir: Path) -> NoiseMode
 
 def calibrate(*, plan: Plan, runs: int, out_root: Path, console: Console) -> list[Path]:
     """Run ``plan`` ``runs`` times back to back; the bundle directories (raises ``HarnessError``)."""
-    bundles = []
-    for index in range(runs):
-        console.print(f"servingbench calibrate: A/A run {index + 1} of {runs}", highlight=False)
-        bundles.append(
-            run_benchmark(
-                plan_path=plan, preset=plan.preset, out_root=out_root, targets=[], load_workers=None, console=console
-            )
-        )
-    return bundles
+    return run_times(plan, runs, out_root=out_root, console=console, label="servingbench calibrate: A/A run")
 
 
 def wide_figures(noise: NoiseModel, confidence: float = FAMILY_CONFIDENCE, runs: int = CHECK_RUNS) -> list[str]:

@@ -29,7 +29,7 @@ from servingbench.harness.servers import LocalStarter, ServerStarter
 from servingbench.reports.bundle import Bundle, BundleError, load_bundle
 
 from .ab import BASE, HEAD, judge_ab
-from .baseline import judge_baseline
+from .baseline import DEFAULT_RUNS, judge_baseline
 from .environments import (
     BaseBuildError,
     BaseEnvironment,
@@ -52,6 +52,7 @@ __all__ = [
     "ab_plan",
     "check",
     "run_ab",
+    "run_times",
 ]
 
 CI_PLAN = Path(__file__).resolve().parent.parent / "harness" / "ci_plan.toml"
@@ -72,7 +73,7 @@ class CheckRequest:
     bundle: Path | None = None
     current: tuple[Path, ...] = ()
     """With ``baseline``: finished runs to judge (by their mean); none: ``runs`` runs of the plan made now."""
-    runs: int = 1
+    runs: int = DEFAULT_RUNS
     plan: Path | None = None
     preset: str = "default"
     out: Path = DEFAULT_OUT
@@ -153,6 +154,28 @@ def run_ab(
     )
 
 
+def run_times(
+    plan: Plan, runs: int, *, out_root: Path, console: Console, label: str, allow_shared_cores: bool = False
+) -> list[Path]:
+    """Run ``plan`` ``runs`` times back to back (calibration, a baseline check); the bundle directories. Raises
+    what :func:`~servingbench.harness.run_benchmark` raises."""
+    bundles = []
+    for index in range(runs):
+        console.print(f"{label} {index + 1} of {runs}", highlight=False)
+        bundles.append(
+            run_benchmark(
+                plan_path=plan,
+                preset=plan.preset,
+                out_root=out_root,
+                targets=[],
+                load_workers=None,
+                console=console,
+                allow_shared_cores=allow_shared_cores,
+            )
+        )
+    return bundles
+
+
 def _noise(path: Path | None, *, required: bool) -> NoiseModel | None:
     """The calibration at ``path`` (default: the committed baseline's, when there is one)."""
     chosen = path or DEFAULT_BASELINE_DIR / NOISE_FILE
@@ -230,23 +253,17 @@ def _check_baseline(request: CheckRequest, console: Console) -> CheckResult:
     currents = list(request.current)
     if not currents:
         plan = _load_plan(request.plan, request.preset)
-        for run in range(1, request.runs + 1):
-            if request.runs > 1:
-                console.print(f"servingbench check: run {run} of {request.runs} against the baseline", highlight=False)
-            try:
-                currents.append(
-                    run_benchmark(
-                        plan_path=plan,
-                        preset=plan.preset,
-                        out_root=request.out,
-                        targets=[],
-                        load_workers=None,
-                        console=console,
-                        allow_shared_cores=request.allow_shared_cores,
-                    )
-                )
-            except HarnessError as exc:
-                return no_verdict("baseline", f"the benchmark could not run: {exc}", baseline=str(request.baseline))
+        try:
+            currents = run_times(
+                plan,
+                request.runs,
+                out_root=request.out,
+                console=console,
+                label="servingbench check: run against the baseline",
+                allow_shared_cores=request.allow_shared_cores,
+            )
+        except HarnessError as exc:
+            return no_verdict("baseline", f"the benchmark could not run: {exc}", baseline=str(request.baseline))
         _report(request, currents[-1], console)
     bundles = []
     for path in currents:

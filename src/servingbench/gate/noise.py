@@ -37,6 +37,7 @@ __all__ = [
     "load_noise",
     "measure_noise",
     "prediction_half_width",
+    "prediction_scale",
 ]
 
 NOISE_FILE = "noise.json"
@@ -51,15 +52,21 @@ class NoiseError(Exception):
     """Calibration cannot measure the noise, or a noise file is unusable. ``str(err)`` is one line."""
 
 
+def prediction_scale(sd: float, n: int, runs: int = 1) -> float:
+    """The standard error (log scale) of the mean of ``runs`` new runs around the mean of ``n`` calibration runs with
+    log standard deviation ``sd``: sd * sqrt(1 / runs + 1 / n)."""
+    if runs < 1:
+        raise ValueError(f"a prediction interval is for at least 1 new run, got {runs}")
+    return sd * math.sqrt(1.0 / runs + 1.0 / n)
+
+
 def prediction_half_width(sd: float, n: int, level: float, runs: int = 1) -> float:
     """Half-width (log scale) of the two-sided ``level`` prediction interval for the mean (of logs) of ``runs`` new
     runs, from ``n`` runs with log standard deviation ``sd``: t(1 - (1 - level) / 2, n - 1) * sd * sqrt(1 / runs +
     1 / n). One new run carries its whole run-to-run noise; the mean of several carries less of it."""
     if n < 2:
         raise ValueError(f"a prediction interval needs at least 2 runs, got {n}")
-    if runs < 1:
-        raise ValueError(f"a prediction interval is for at least 1 new run, got {runs}")
-    return float(scipy_stats.t.ppf(1.0 - (1.0 - level) / 2.0, n - 1)) * sd * math.sqrt(1.0 / runs + 1.0 / n)
+    return float(scipy_stats.t.ppf(1.0 - (1.0 - level) / 2.0, n - 1)) * prediction_scale(sd, n, runs)
 
 
 @dataclass(frozen=True)
