@@ -11,6 +11,7 @@ import pytest
 from sklearn.linear_model import Ridge
 
 from servingbench.harness.plan import (
+    FIRST_STEP_WARMUP_FACTOR,
     PRESET_NAMES,
     RUN_OVERHEAD_S,
     Plan,
@@ -268,7 +269,8 @@ def test_the_estimate_counts_a_capacity_curve_as_several_runs(tmp_path: Path) ->
     closed = load_plan(write(tmp_path, MINIMAL + CAPACITY))
     curve = load_plan(write(tmp_path, MINIMAL.replace('scenarios = ["s"]', 'scenarios = ["s", "cap"]') + CAPACITY))
     per_step = curve.capacity_warmup_s + curve.capacity_max_step_s / 2 + RUN_OVERHEAD_S
-    extra = 6 * per_step * min(curve.repetitions, curve.capacity_repetitions)
+    first_step_extra = (FIRST_STEP_WARMUP_FACTOR - 1) * curve.capacity_warmup_s
+    extra = (4 * per_step + first_step_extra) * min(curve.repetitions, curve.capacity_repetitions)
     assert estimate_seconds(curve) - estimate_seconds(closed) == pytest.approx(extra)
 
 
@@ -395,4 +397,4 @@ def test_the_curves_leave_out_the_first_repetition_after_each_server_start() -> 
     assert replace(default, repetitions=6, capacity_repetitions=6).curve_repetitions() == tuple(range(6))
     assert load_plan(None, "quick").curve_repetitions() == (0,)
     [capacity] = [m for model in default.models for m in default.measurements(model) if m.kind == "capacity"]
-    assert [rep for rep in range(default.repetitions) if default.measures_in(capacity, rep)] == [1, 2, 3, 4, 5, 6]
+    assert [rep for rep in range(default.repetitions) if default.measures_in(capacity, rep)] == list(range(1, 10))

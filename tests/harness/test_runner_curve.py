@@ -20,6 +20,7 @@ from rich.console import Console
 from servingbench.harness import runner as runner_module
 from servingbench.harness.bundle import RESULTS_FILE
 from servingbench.harness.curve import GENERATOR_LIMIT
+from servingbench.harness.plan import FIRST_STEP_WARMUP_FACTOR
 from servingbench.harness.progress import PlainReporter
 from servingbench.harness.runner import BenchmarkInterrupted, run_benchmark
 from servingbench.loadtests.scenarios import LoadSpec
@@ -114,7 +115,10 @@ def test_every_config_climbs_the_shared_grid_in_every_repetition(tmp_path: Path,
     assert all(run["kind"] == "open" and run["valid"] for run in steps)  # a failed step is a valid measurement
     assert {run["scenario"] for run in steps} == {"cap-r500", "cap-r623"}
     assert all(run["step_ok"] is (run["target_rps"] <= CAPACITY) for run in steps)
-    assert all(run["warmup_s"] == 0.1 for run in steps)
+    runs = {run["id"]: run for run in steps}
+    for entry in entries:  # a curve's first step warms up longer: its server sat idle while the others climbed
+        warmups = [runs[step["run"]]["warmup_s"] for step in entry["steps"]]
+        assert warmups == [pytest.approx(0.1 * FIRST_STEP_WARMUP_FACTOR), 0.1]
     for entry in entries:  # a step is a run of the entry's config and repetition
         runs = {run["id"]: run for run in data["runs"]}
         assert {runs[step["run"]]["config"] for step in entry["steps"]} == {entry["config"]}
@@ -201,6 +205,16 @@ def test_the_expected_traffic_is_on_every_curve(tmp_path: Path, load: ScriptedLo
     for entry in entries:
         assert 300.0 in entry["grid"]
         assert 300.0 in [step["rate"] for step in entry["steps"]]
+
+
+def test_a_steps_window_is_its_request_count_not_the_closed_loop_duration(tmp_path: Path, load: ScriptedLoad) -> None:
+    """capacity_step_requests / rate, within [min_duration_s, capacity_max_step_s]: at 500 and 623 req/s 50
+    requests take 0.1 and 0.08 s, shorter than duration_s (0.2 s, what closed-loop windows still get)."""
+    plan = PLAN.replace("capacity_step_requests = 10", "capacity_step_requests = 50\nmin_duration_s = 0.09")
+    bench(tmp_path, load, plan=plan)
+    steps = {spec.rate: spec.duration_s for spec in load.calls if spec.kind == "open"}
+    assert steps == {500.0: pytest.approx(0.1), 623.0: pytest.approx(0.09)}  # 50 / 623 = 0.080 is under the floor
+    assert {spec.duration_s for spec in load.calls if spec.kind == "closed"} == {0.2}
 
 
 def test_the_time_left_charges_each_run_and_curve_what_the_estimate_counted(

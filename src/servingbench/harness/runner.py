@@ -50,6 +50,7 @@ from servingbench.harness.measure import (
     saturation_problems,
 )
 from servingbench.harness.plan import (
+    FIRST_STEP_WARMUP_FACTOR,
     Measurement,
     ModelPlan,
     Plan,
@@ -57,6 +58,7 @@ from servingbench.harness.plan import (
     estimate_seconds,
     expected_runs,
     load_plan,
+    measurement_cost_s,
     rate_scenario,
     run_cost_s,
 )
@@ -418,9 +420,13 @@ class _Bench:
         """Measure one closed- or open-loop run of ``slot``'s config and record it."""
         return self._record(self._measured(model, measurement, rep, slot, step=False))
 
-    def _measured(self, model: ModelPlan, shape: Measurement, rep: int, slot: _Slot, *, step: bool) -> RunRecord:
-        """Measure one run of ``slot``'s config (a curve step when ``step``) without writing it."""
-        warmup_s = self.plan.capacity_warmup_s if step else self.plan.warmup_s
+    def _measured(
+        self, model: ModelPlan, shape: Measurement, rep: int, slot: _Slot, *, step: bool, warmup_s: float | None = None
+    ) -> RunRecord:
+        """Measure one run of ``slot``'s config (a curve step when ``step``) without writing it; ``warmup_s`` replaces
+        the plan's warm-up for this run."""
+        if warmup_s is None:
+            warmup_s = self.plan.capacity_warmup_s if step else self.plan.warmup_s
         identity = self._identity(model, shape, rep, slot, warmup_s)
         self.reporter.begin(f"{slot.target.name} · {model.name} · {shape.scenario} · rep {rep + 1}")
         server = slot.server
@@ -475,9 +481,13 @@ class _Bench:
         return min(WINDOW_STRETCH * cap, max(cap, wanted))
 
     def _step_window_s(self, rate: float) -> float:
-        """A step's window: about `capacity_step_requests` requests, within [duration_s, capacity_max_step_s]."""
+        """A step's window: about `capacity_step_requests` requests, within [min_duration_s, capacity_max_step_s].
+
+        A count, not seconds: the p99 needs the requests, and a longer window near the knee only samples more of the
+        machine's speed swings in the same step (a floor of ``duration_s`` made most steps twice as long as their
+        request count needed, time that now buys more repetitions)."""
         wanted = self.plan.capacity_step_requests / rate
-        return min(self.plan.capacity_max_step_s, max(self.plan.duration_s, wanted))
+        return min(self.plan.capacity_max_step_s, max(self.plan.min_duration_s, wanted))
 
     def _measure(
         self, identity: RunIdentity, spec: Callable[[], LoadSpec], server: StartedServer, *, step: bool
@@ -573,10 +583,10 @@ class _Bench:
         stop = "the climb ended"
         peak = self._peak(slot.target.name, model, measurement, rep)
         must = (self.plan.traffic_rps,) if self.plan.traffic_rps > 0 else ()
-        # The plan's estimate counted this curve as `expected_runs` steps; its steps are charged against that, the rest
+        # The plan's estimate counted this curve as `measurement_cost_s`; its steps are charged against that, the rest
         # when it ends, so a short or long climb does not shift the time left of the runs still to come.
         per_step = run_cost_s(self.plan, "capacity", self.costs.window_share) + self.costs.run_overhead_s
-        self._curve_budget_s = expected_runs(self.plan, measurement) * per_step
+        self._curve_budget_s = measurement_cost_s(self.plan, measurement, per_step)
         try:
             if grid is None or slot.server is None:
                 stop = slot.down or "no closed-loop peak to place the grid"
@@ -603,7 +613,7 @@ class _Bench:
     ) -> str:
         """Measure the config's steps until :func:`next_rate` says the curve is done; returns why it stopped."""
         while (rate := next_rate(grid, points, peak=peak, must=must)) is not None:
-            point = self._step(model, measurement, rep, slot, rate, curve_id)
+            point = self._step(model, measurement, rep, slot, rate, curve_id, first=not points)
             points.append(point)
             state = self.curves[(model.name, measurement.scenario)]
             if state.grid is not None and rate not in state.grid:  # climbed past the grid: later curves share it
@@ -628,8 +638,20 @@ class _Bench:
         slot.fail(f"the server did not drain within {IDLE_TIMEOUT_S:g} s", server.tail())
         return False
 
+    def _step_warmup_s(self, *, first: bool) -> float:
+        """A step's open-loop warm-up: `capacity_warmup_s`, times `FIRST_STEP_WARMUP_FACTOR` on a curve's first step."""
+        return self.plan.capacity_warmup_s * (FIRST_STEP_WARMUP_FACTOR if first else 1.0)
+
     def _step(
-        self, model: ModelPlan, measurement: Measurement, rep: int, slot: _Slot, rate: float, curve_id: str
+        self,
+        model: ModelPlan,
+        measurement: Measurement,
+        rep: int,
+        slot: _Slot,
+        rate: float,
+        curve_id: str,
+        *,
+        first: bool = False,
     ) -> CurvePoint:
         shape = replace(
             measurement,
@@ -638,11 +660,12 @@ class _Bench:
             target_rps=rate,
             users=inflight_cap(rate, self.plan.slo_p99_ms),
         )
-        record = self._measured(model, shape, rep, slot, step=True)
+        warmup_s = self._step_warmup_s(first=first)
+        record = self._measured(model, shape, rep, slot, step=True, warmup_s=warmup_s)
         result = record.result
         if result is None or record.status != "ok":
             verdict = StepVerdict(curve_id, False, record.invalid_reason, generator_limited=False)
-            self._record(record.with_step(verdict), estimate_s=self._step_estimate(rate))
+            self._record(record.with_step(verdict), estimate_s=self._step_estimate(rate, warmup_s))
             return CurvePoint(rate, None, False, run=record.identity.id, reason=record.invalid_reason)
         judged = judge_step(
             rate,
@@ -653,16 +676,14 @@ class _Bench:
             generator_problems=saturation_problems(result.generator_cpu_pct),
         )
         verdict = StepVerdict(curve_id, judged.ok, judged.reason, judged.generator_limited)
-        self._record(record.with_step(verdict), estimate_s=self._step_estimate(rate))
+        self._record(record.with_step(verdict), estimate_s=self._step_estimate(rate, warmup_s))
         return CurvePoint(
             rate, judged.p99_ms, judged.ok, judged.generator_limited, judged.gross, record.identity.id, judged.reason
         )
 
-    def _step_estimate(self, rate: float) -> float:
+    def _step_estimate(self, rate: float, warmup_s: float) -> float:
         """A step's share of its curve's planned cost: its own estimate, within what is left of the curve's."""
-        charge = min(
-            self._curve_budget_s, self.plan.capacity_warmup_s + self._step_window_s(rate) + self.costs.run_overhead_s
-        )
+        charge = min(self._curve_budget_s, warmup_s + self._step_window_s(rate) + self.costs.run_overhead_s)
         self._curve_budget_s -= charge
         return charge
 
