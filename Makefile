@@ -110,7 +110,7 @@ workflows-lint: $(STAMP)  ## check .github/workflows against the GitHub workflow
 CI_PLAN     := src/servingbench/harness/ci_plan.toml
 CI_RESULTS  := results/ci
 CI_BASELINE := baselines/ci
-CALIBRATION_RUNS ?= 5
+CALIBRATION_RUNS ?= 20
 CHECK_ARGS ?=
 # The commit to compare with: the merge base with origin/main when that ref exists, else HEAD (an A/A check).
 BASE ?= $(shell git rev-parse -q --verify origin/main >/dev/null 2>&1 && git merge-base origin/main HEAD 2>/dev/null || echo HEAD)

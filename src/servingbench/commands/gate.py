@@ -25,7 +25,7 @@ committed baseline's noise.json. The same-machine baseline check and the materia
 it. Only meaningful on the machine that will run the checks."""
 CALIBRATE_EPILOG = """\
 examples:
-  servingbench calibrate --runs 5
+  servingbench calibrate --runs 20
   servingbench calibrate --from results/calibrate/*/    from runs already made
 
 exit status: 0 baseline written, 2 usage error, 3 the runs gave no baseline (the reason says why)
@@ -41,6 +41,7 @@ _FROM_ENV = Path("$GITHUB_STEP_SUMMARY")  # what --summary without FILE stands f
 
 def add(sub: Subparsers[argparse.ArgumentParser]) -> None:
     from servingbench.gate.baseline import DEFAULT_RUNS as BASELINE_RUNS
+    from servingbench.gate.calibrate import DEFAULT_RUNS as CALIBRATION_RUNS
     from servingbench.gate.command import EXIT_STATUS_HELP
 
     p = sub.add_parser(
@@ -91,7 +92,9 @@ def add(sub: Subparsers[argparse.ArgumentParser]) -> None:
         **parser_options(CALIBRATE_DESCRIPTION, CALIBRATE_EPILOG),
     )
     c.add_argument("--plan", type=Path, default=None, help="default: the built-in CI plan (harness/ci_plan.toml)")
-    c.add_argument("--runs", type=int, default=5, help="A/A runs (at least 5)")
+    c.add_argument(
+        "--runs", type=int, default=CALIBRATION_RUNS, help=f"A/A runs (at least 5; default {CALIBRATION_RUNS})"
+    )
     c.add_argument("--out", type=Path, default=Path("results/calibrate"), help="where the A/A bundles go")
     c.add_argument("--baseline", type=Path, default=Path("baselines/ci"), help="where noise.json is written")
     c.add_argument(

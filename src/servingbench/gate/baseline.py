@@ -28,7 +28,7 @@ from .result import CheckResult, GateRow, classify, decide, no_verdict
 
 __all__ = ["DEFAULT_RUNS", "judge_baseline"]
 
-DEFAULT_RUNS = 5  # runs a baseline check makes now: ~2 min of the CI plan on 2 cores, an interval ~half one run's
+DEFAULT_RUNS = 10  # runs a baseline check makes now: ~4 min of the CI plan on 2 cores (docs/bench-ci.md: what 5 missed)
 
 ANOTHER_MACHINE_HINT = "compare base and head on one machine instead (`make bench-ci`)"
 
