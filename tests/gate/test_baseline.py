@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from servingbench.gate import EXIT_NO_VERDICT, EXIT_PASS, EXIT_REGRESSION, NoiseModel, judge_baseline, measure_noise
+from servingbench.gate.baseline import DRIFT_THRESHOLD
 from servingbench.reports.bundle import Bundle, load_bundle
 
 from .canned import OTHER_MACHINE, Shape, calibration_bundles, single_bundle
@@ -93,3 +94,24 @@ def test_the_mean_of_several_runs_sees_what_one_run_cannot(tmp_path: Path) -> No
     assert judge_baseline(noise, runs("same", 1.0, 5)).exit_code == EXIT_PASS
     mixed = [*runs("mixed", 1.0, 4), load_bundle(_current(tmp_path, QUIET.with_(machine_id=OTHER_MACHINE)))]
     assert judge_baseline(noise, mixed).exit_code == EXIT_NO_VERDICT
+
+
+STEADY_RUNS = (1.0, 1.004, 0.996, 1.002, 0.998)  # a very steady machine: an interval of about +/-1 %
+
+
+def test_a_significant_change_below_the_drift_floor_passes(tmp_path: Path) -> None:
+    """A baseline check's material threshold is at least DRIFT_THRESHOLD: unchanged code drifted by up to 9 % between
+    a calibration and a later check on this VM, however narrow the calibration's interval."""
+    noise = measure_noise([load_bundle(path) for path in calibration_bundles(tmp_path / "cal", QUIET, STEADY_RUNS)])
+
+    def runs(name: str, factor: float) -> list[Bundle]:
+        shapes = [QUIET.with_(run_factor=factor * spread, seed=60 + index) for index, spread in enumerate(SPREAD)]
+        return [load_bundle(single_bundle(tmp_path / f"{name}{index}", shape)) for index, shape in enumerate(shapes)]
+
+    drifted = judge_baseline(noise, runs("drift", 1.07))
+    assert drifted.exit_code == EXIT_PASS
+    row = next(row for row in drifted.rows if row.key.metric == "cpu_us_per_request")
+    assert row.cost_log is not None and row.high is not None and row.cost_log > row.high  # significant...
+    assert row.verdict == "below threshold" and row.threshold == DRIFT_THRESHOLD  # ...but within the drift
+    assert row.threshold_source == "drift floor"
+    assert judge_baseline(noise, runs("costlier", 1.15)).exit_code == EXIT_REGRESSION

@@ -35,8 +35,8 @@ __all__ = [
 ]
 
 DEFAULT_RUNS = 20
-"""Calibration runs by default (at least `MIN_CALIBRATION_RUNS`): the family-level t quantile of the prediction
-interval (4 figures) falls from 4.3 at 5 runs to 3.1 at 10 and 2.8 at 20, which is what lets a check see +15 % (~8 min once)."""
+"""Calibration runs by default (at least `MIN_CALIBRATION_RUNS`; about 8 min of the CI plan, once): the family-level
+t quantile of the prediction interval (4 figures) falls from 4.3 at 5 runs to 3.1 at 10 and 2.8 at 20."""
 DEFAULT_OUT_ROOT = Path("results/calibrate")
 WIDE_INTERVAL = 0.25
 """A figure whose family-level prediction interval reaches past +/-25 % cannot show a realistic regression against
