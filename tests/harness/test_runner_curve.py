@@ -220,9 +220,10 @@ def test_a_steps_window_is_its_request_count_not_the_closed_loop_duration(tmp_pa
 def test_the_time_left_charges_each_run_and_curve_what_the_estimate_counted(
     tmp_path: Path, load: ScriptedLoad, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every curve here takes 2 steps where the estimate counted 6, and closed-loop windows end at their request
-    target: the work charged as it is done still adds up to the plan's estimate, so the time left reaches 0 with the
-    last run, not thirty runs before it (the pace of the recent runs scales it; that part is timing, not tested)."""
+    """Every curve here takes 2 steps where the estimate counted EXPECTED_CURVE_STEPS (4), and closed-loop windows end
+    at their request target: the work charged as it is done still adds up to the plan's estimate, so the time left
+    reaches 0 with the last run, not thirty runs before it (the pace of the recent runs scales it; that part is
+    timing, not tested)."""
     reporters: list[_Recording] = []
 
     def recording(console: Console) -> _Recording:

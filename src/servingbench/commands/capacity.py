@@ -58,7 +58,12 @@ def add(sub: Subparsers[argparse.ArgumentParser]) -> None:
     p.add_argument("--repetitions", type=int, default=1, help="curves per arrival process (5+ for an interval)")
     p.add_argument("--step-requests", type=int, default=2000, help="requests in a step's window")
     p.add_argument("--max-step-s", type=float, default=10.0, help="the longest a step's window runs, s")
-    p.add_argument("--warmup-s", type=float, default=2.0, help="open-loop warm-up before each step's window, s")
+    p.add_argument(
+        "--warmup-s",
+        type=float,
+        default=2.0,
+        help="open-loop warm-up before each step's window (3 x on the curve's first), s",
+    )
     p.add_argument("--traffic-rps", type=float, default=0.0, help="the traffic you expect, req/s, measured too")
     p.add_argument(
         "--rates",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from servingbench.harness.cpus import CpuAllocation
 from servingbench.harness.curve import GRID_HIGH_FRACTION, GRID_LOW_FRACTION, START_FRACTION
 from servingbench.harness.measure import GENERATOR_SATURATION_PCT
-from servingbench.harness.plan import Plan
+from servingbench.harness.plan import FIRST_STEP_WARMUP_FACTOR, Plan
 
 if TYPE_CHECKING:
     from servingbench.harness.runner import Target
@@ -77,7 +77,10 @@ def _capacity_rule(plan: Plan) -> str:
         f"capacity at p99 <= {plan.slo_p99_ms:g} ms: open-loop arrivals on a seeded schedule, each request timed from "
         "its intended send time, on a grid of offered rates shared by every config (from "
         f"{GRID_LOW_FRACTION:g} x the lowest to {GRID_HIGH_FRACTION:g} x the highest closed-loop peak); each config "
-        f"climbs it from {START_FRACTION:g} x its own peak in every repetition; a step passes when p99 meets the SLO, "
+        f"climbs it from {START_FRACTION:g} x its own peak in every repetition; each step warms up "
+        f"{plan.capacity_warmup_s:g} s ({FIRST_STEP_WARMUP_FACTOR:g} x that on a curve's first step) and measures "
+        f"about {plan.capacity_step_requests} requests (at most {plan.capacity_max_step_s:g} s); a step passes when "
+        "p99 meets the SLO, "
         f"the error rate is not over {plan.error_rate_limit:.1%}, no arrival is dropped at the in-flight cap and the "
         "load generator keeps its schedule (p99 send lag within a tenth of the SLO); a step the generator could not "
         "keep is re-run, never counted as the server's; after a failed step the server must drain before anything "

@@ -613,6 +613,8 @@ class _Bench:
     ) -> str:
         """Measure the config's steps until :func:`next_rate` says the curve is done; returns why it stopped."""
         while (rate := next_rate(grid, points, peak=peak, must=must)) is not None:
+            # The long warm-up is for the curve's first step only; a generator-limited first step's re-run follows a
+            # warm-up and a window of load already.
             point = self._step(model, measurement, rep, slot, rate, curve_id, first=not points)
             points.append(point)
             state = self.curves[(model.name, measurement.scenario)]
