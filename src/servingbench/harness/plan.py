@@ -43,6 +43,7 @@ __all__ = [
     "parse_plan",
     "rate_scenario",
     "run_cost_s",
+    "step_warmup_s",
     "write_model_plan",
 ]
 
@@ -385,8 +386,13 @@ def measurement_cost_s(plan: Plan, measurement: Measurement, per_run_s: float) -
     runs, and for a curve the longer warm-up of its first step."""
     seconds = expected_runs(plan, measurement) * per_run_s
     if measurement.kind == "capacity":
-        seconds += (FIRST_STEP_WARMUP_FACTOR - 1.0) * plan.capacity_warmup_s
+        seconds += step_warmup_s(plan, first=True) - step_warmup_s(plan, first=False)
     return seconds
+
+
+def step_warmup_s(plan: Plan, *, first: bool) -> float:
+    """A curve step's open-loop warm-up: `capacity_warmup_s`, times `FIRST_STEP_WARMUP_FACTOR` on a curve's first."""
+    return plan.capacity_warmup_s * (FIRST_STEP_WARMUP_FACTOR if first else 1.0)
 
 
 def run_cost_s(plan: Plan, kind: str, window_share: float) -> float:

@@ -50,7 +50,6 @@ from servingbench.harness.measure import (
     saturation_problems,
 )
 from servingbench.harness.plan import (
-    FIRST_STEP_WARMUP_FACTOR,
     Measurement,
     ModelPlan,
     Plan,
@@ -61,6 +60,7 @@ from servingbench.harness.plan import (
     measurement_cost_s,
     rate_scenario,
     run_cost_s,
+    step_warmup_s,
 )
 from servingbench.harness.processes import LOCALHOST, ServerStartError
 from servingbench.harness.progress import Reporter, reporter_for
@@ -418,15 +418,13 @@ class _Bench:
 
     def _run(self, model: ModelPlan, measurement: Measurement, rep: int, slot: _Slot) -> RunRecord:
         """Measure one closed- or open-loop run of ``slot``'s config and record it."""
-        return self._record(self._measured(model, measurement, rep, slot, step=False))
+        return self._record(self._measured(model, measurement, rep, slot, step=False, warmup_s=self.plan.warmup_s))
 
     def _measured(
-        self, model: ModelPlan, shape: Measurement, rep: int, slot: _Slot, *, step: bool, warmup_s: float | None = None
+        self, model: ModelPlan, shape: Measurement, rep: int, slot: _Slot, *, step: bool, warmup_s: float
     ) -> RunRecord:
-        """Measure one run of ``slot``'s config (a curve step when ``step``) without writing it; ``warmup_s`` replaces
-        the plan's warm-up for this run."""
-        if warmup_s is None:
-            warmup_s = self.plan.capacity_warmup_s if step else self.plan.warmup_s
+        """Measure one run of ``slot``'s config (a curve step when ``step``), after ``warmup_s`` of load, without
+        writing it."""
         identity = self._identity(model, shape, rep, slot, warmup_s)
         self.reporter.begin(f"{slot.target.name} · {model.name} · {shape.scenario} · rep {rep + 1}")
         server = slot.server
@@ -640,10 +638,6 @@ class _Bench:
         slot.fail(f"the server did not drain within {IDLE_TIMEOUT_S:g} s", server.tail())
         return False
 
-    def _step_warmup_s(self, *, first: bool) -> float:
-        """A step's open-loop warm-up: `capacity_warmup_s`, times `FIRST_STEP_WARMUP_FACTOR` on a curve's first step."""
-        return self.plan.capacity_warmup_s * (FIRST_STEP_WARMUP_FACTOR if first else 1.0)
-
     def _step(
         self,
         model: ModelPlan,
@@ -662,7 +656,7 @@ class _Bench:
             target_rps=rate,
             users=inflight_cap(rate, self.plan.slo_p99_ms),
         )
-        warmup_s = self._step_warmup_s(first=first)
+        warmup_s = step_warmup_s(self.plan, first=first)
         record = self._measured(model, shape, rep, slot, step=True, warmup_s=warmup_s)
         result = record.result
         if result is None or record.status != "ok":
