@@ -142,6 +142,18 @@ def run_ab(
             cores, plan.blas_threads, plan.startup_timeout_s, python=str(head_launcher), model_spec=head_spec
         ),
     }
+    return _run_plan(plan, out_root=out_root, console=console, allow_shared_cores=allow_shared_cores, starters=starters)
+
+
+def _run_plan(
+    plan: Plan,
+    *,
+    out_root: Path,
+    console: Console,
+    allow_shared_cores: bool,
+    starters: Mapping[str, ServerStarter] | None = None,
+) -> Path:
+    """One local run of ``plan`` (no remote targets, no distributed load); its bundle directory."""
     return run_benchmark(
         plan_path=plan,
         preset=plan.preset,
@@ -162,17 +174,7 @@ def run_times(
     bundles = []
     for index in range(runs):
         console.print(f"{label} {index + 1} of {runs}", highlight=False)
-        bundles.append(
-            run_benchmark(
-                plan_path=plan,
-                preset=plan.preset,
-                out_root=out_root,
-                targets=[],
-                load_workers=None,
-                console=console,
-                allow_shared_cores=allow_shared_cores,
-            )
-        )
+        bundles.append(_run_plan(plan, out_root=out_root, console=console, allow_shared_cores=allow_shared_cores))
     return bundles
 
 
