@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from scipy import stats as scipy_stats
 
@@ -23,7 +24,7 @@ from servingbench.reports.bundle import Bundle
 
 from .figures import GATE_METRICS, MIN_UNITS, FigureKey, arm_values, cost_log, invalid_summary, run_value
 from .fingerprint import Machine, machine_mismatch, plan_identity, plan_mismatch, software_changes
-from .noise import NoiseEntry, NoiseModel, prediction_scale
+from .noise import NoiseEntry, NoiseModel, prediction_scale, run_speed
 from .paired import FAMILY_CONFIDENCE, family_level
 from .result import CheckResult, GateRow, classify, decide, no_verdict
 
@@ -49,26 +50,92 @@ def _prediction_p(log_change: float, entry: NoiseEntry, runs: int) -> float:
     return float(2.0 * scipy_stats.t.sf(abs(log_change) / scale, entry.n - 1))
 
 
-def _row(entry: NoiseEntry, values: Sequence[float], level: float, family: int) -> GateRow:
+@dataclass(frozen=True)
+class _Expected:
+    """What unchanged code gives for a figure in the new runs: its log, the interval's half-width, the p-value of a
+    change, and the material threshold (with where it comes from)."""
+
+    log: float
+    half: float
+    p: float
+    threshold: float
+    source: str
+
+
+def _expected(entry: NoiseEntry, values: Sequence[float], level: float, speed_log: float | None) -> _Expected:
+    mean_log = statistics.fmean(math.log(value) for value in values)
+    runs = len(values)
+    default = GATE_METRICS[entry.key.metric].default_threshold
+    fit = entry.speed_fit
+    if fit is not None and speed_log is not None:
+        expected = fit.expected(speed_log)
+        change = mean_log - expected
+        return _Expected(
+            expected, fit.half_width(level, speed_log, runs), fit.p_value(change, speed_log, runs), default, "default"
+        )
+    threshold, source = (default, "default") if default >= DRIFT_THRESHOLD else (DRIFT_THRESHOLD, "drift floor")
+    change = mean_log - entry.log_mean
+    return _Expected(
+        entry.log_mean, entry.half_width(level, runs), _prediction_p(change, entry, runs), threshold, source
+    )
+
+
+def _row(entry: NoiseEntry, values: Sequence[float], level: float, family: int, speed_log: float | None) -> GateRow:
     key = entry.key
     mean_log = statistics.fmean(math.log(value) for value in values)
-    change = cost_log(mean_log - entry.log_mean, key.metric)
-    half = entry.half_width(level, len(values))
-    default = GATE_METRICS[key.metric].default_threshold
-    threshold, source = (default, "default") if default >= DRIFT_THRESHOLD else (DRIFT_THRESHOLD, "drift floor")
+    expected = _expected(entry, values, level, speed_log)
+    change = cost_log(mean_log - expected.log, key.metric)
+    half = expected.half
     verdict = classify(
         change,
         worse=change > half,
         better=change < -half,
         n=entry.n,
-        threshold=threshold,
+        threshold=expected.threshold,
         settled=-half <= change <= half,
         baseline=True,
     )
-    p_adjusted = min(1.0, _prediction_p(change, entry, len(values)) * family)
+    p_adjusted = min(1.0, expected.p * family)
     value = math.exp(mean_log)
     return GateRow(
-        key, math.exp(entry.log_mean), value, entry.n, change, -half, half, p_adjusted, threshold, source, verdict
+        key,
+        math.exp(expected.log),
+        value,
+        entry.n,
+        change,
+        -half,
+        half,
+        p_adjusted,
+        expected.threshold,
+        expected.source,
+        verdict,
+    )
+
+
+def _speed_log(noise: NoiseModel, currents: Sequence[Bundle]) -> tuple[float | None, str | None]:
+    """The new runs' mean probe log, when the baseline and every new run have a speed probe; else ``None`` and, when
+    only the runs lack it, why."""
+    if not any(entry.speed_fit is not None for entry in noise.entries.values()):
+        return None, None
+    config = next(iter(noise.entries))[0]
+    speeds = [run_speed(bundle, config) for bundle in currents]
+    if any(speed is None for speed in speeds):
+        return None, "a new run has no machine-speed probe: judged against the calibration mean, not its speed fit"
+    return statistics.fmean(math.log(speed) for speed in speeds if speed is not None), None
+
+
+def _out_of_range(noise: NoiseModel, speed_log: float) -> str | None:
+    """Why the speed fit cannot judge runs at ``speed_log`` (outside every calibration run's speed), or ``None``."""
+    fits = [entry.speed_fit for entry in noise.entries.values()]
+    fit = next((item for item in fits if item is not None), None)
+    if fit is None or fit.covers(speed_log):
+        return None
+    side, edge = ("slower", fit.x_max) if speed_log > fit.x_max else ("faster", fit.x_min)
+    return (
+        f"the machine ran {abs(math.expm1(speed_log - edge)):.0%} {side} than in any calibration run (speed probe "
+        f"{math.exp(speed_log):.0f} us against {math.exp(fit.x_min):.0f} to {math.exp(fit.x_max):.0f} us): the "
+        f"baseline cannot say what unchanged code gives at this speed; re-run the check, re-make the baseline with "
+        f"`make baseline`, or {ANOTHER_MACHINE_HINT.replace('instead ', '')}"
     )
 
 
@@ -102,6 +169,18 @@ def _refusal(noise: NoiseModel, current: Bundle) -> str | None:
     return None
 
 
+def _speed_summary(noise: NoiseModel, speed_log: float) -> str:
+    fits = [entry.speed_fit for entry in noise.entries.values()]
+    fit = next(item for item in fits if item is not None)
+    change = math.expm1(speed_log - fit.x_mean)
+    word = "slower" if change > 0 else "faster"
+    return (
+        f"adjusted for the machine's speed: the speed probe ran {abs(change):.1%} {word} than the calibration's mean "
+        f"({math.exp(speed_log):.0f} us against {math.exp(fit.x_mean):.0f} us); each figure is judged against what "
+        "unchanged code gives at this speed (its regression on the probe over the calibration runs)"
+    )
+
+
 def judge_baseline(
     noise: NoiseModel, current: Bundle | Sequence[Bundle], *, confidence: float = FAMILY_CONFIDENCE
 ) -> CheckResult:
@@ -126,13 +205,20 @@ def judge_baseline(
     invalid = [line for bundle in currents for line in invalid_summary(bundle.runs, configs)]
     if short:
         return no_verdict("baseline", "; ".join([*short, *invalid]), **context)
+    speed_log, speed_note = _speed_log(noise, currents)
+    if speed_log is not None:
+        far = _out_of_range(noise, speed_log)
+        if far is not None:
+            return no_verdict("baseline", far, **context)
     level = family_level(len(values), confidence)
-    rows = tuple(_row(noise.entries[item], runs, level, len(values)) for item, runs in values.items())
+    rows = tuple(_row(noise.entries[item], runs, level, len(values), speed_log) for item, runs in values.items())
     status, reason = decide("baseline", rows)
     what = "one new run" if len(currents) == 1 else f"the mean of {len(currents)} new runs"
     notes = [
         f"baseline: {noise.runs} A/A runs on this machine; prediction interval for {what} at the family level "
         f"{level:.2%} (Bonferroni over {len(rows)} figures)",
+        *([_speed_summary(noise, speed_log)] if speed_log is not None else []),
+        *([speed_note] if speed_note else []),
         *invalid,
     ]
     changes = software_changes(noise.software, first.environment) if noise.software else []

@@ -5,6 +5,14 @@ repetitions), the mean and standard deviation of their logs, and the prediction 
 same code: ``mean +/- t(n - 1) * sd * sqrt(1 + 1/n)`` on the log scale. The spread of repetitions *inside* one run
 is not the noise that matters between runs (they share the machine's state; two runs minutes apart do not).
 
+Each calibration run also keeps its machine-speed probe (:mod:`servingbench.harness.speed`: the median CPU time of a
+fixed piece of work on the server's cores around every run). Where every calibration run has one, each figure's log
+is regressed on the probe's log across the runs (:class:`SpeedFit`): the machine's speed, not the code, moves most
+of what one run differs from the next on a shared VM, and a check made an hour later on a slower phase of the
+machine is judged against the figure expected *at the speed it ran at*, with the regression's prediction interval
+``t(n - 2) * s * sqrt(1/M + 1/n + (x - mean x)^2 / Sxx)``. The probe does not depend on the code under test, so the
+adjustment cannot hide a change in it; a speed outside the calibration's range is not extrapolated (no verdict).
+
 The committed-baseline check judges a new run against that prediction interval; the A/B check uses the noise only
 for its material threshold.
 """
@@ -28,16 +36,19 @@ from .fingerprint import Machine, plan_identity
 
 __all__ = [
     "MIN_CALIBRATION_RUNS",
+    "MIN_SPEED_RUNS",
     "NOISE_FILE",
     "NOISE_FORMAT",
     "NOISE_VERSION",
     "NoiseEntry",
     "NoiseError",
     "NoiseModel",
+    "SpeedFit",
     "load_noise",
     "measure_noise",
     "prediction_half_width",
     "prediction_scale",
+    "run_speed",
 ]
 
 NOISE_FILE = "noise.json"
@@ -46,6 +57,9 @@ NOISE_VERSION = 2  # 1 was the spread of the old gate (max/min of run medians), 
 MIN_CALIBRATION_RUNS = MIN_UNITS
 SOFTWARE_KEYS = ("python", "python_implementation", "packages")
 PREDICTION_LEVEL = 0.95  # the two-sided level of the interval stored for a reader; the check uses its family level
+MIN_SPEED_RUNS = MIN_UNITS + 1
+"""Calibration runs with a speed probe needed for the speed regression: its residual has n - 2 degrees of freedom,
+so this keeps the t quantile's degrees of freedom at the plain interval's minimum."""
 
 
 class NoiseError(Exception):
@@ -70,12 +84,91 @@ def prediction_half_width(sd: float, n: int, level: float, runs: int = 1) -> flo
 
 
 @dataclass(frozen=True)
+class SpeedFit:
+    """A figure's log regressed on the machine-speed probe's log over the calibration runs (ordinary least squares).
+
+    ``slope``: how much of a change in the probe shows in the figure (1: all of it; the CI plan's server CPU per
+    request measured about 0.4, its synthetic model spinning on the wall clock); ``resid_sd``: the run-to-run noise
+    the probe does not explain (n - 2 degrees of freedom); ``x_*``: the probe logs' mean, sum of squared deviations,
+    and range."""
+
+    n: int
+    slope: float
+    y_mean: float
+    x_mean: float
+    sxx: float
+    resid_sd: float
+    x_min: float
+    x_max: float
+
+    @classmethod
+    def of(cls, speed_logs: Sequence[float], figure_logs: Sequence[float]) -> SpeedFit | None:
+        """The fit, or ``None`` with fewer than :data:`MIN_SPEED_RUNS` runs or a probe that never moved."""
+        x, y = np.asarray(speed_logs, dtype=float), np.asarray(figure_logs, dtype=float)
+        if len(x) != len(y) or len(x) < MIN_SPEED_RUNS:
+            return None
+        sxx = float(np.sum((x - x.mean()) ** 2))
+        if not sxx > 0.0:
+            return None
+        slope = float(np.sum((x - x.mean()) * (y - y.mean())) / sxx)
+        residuals = y - y.mean() - slope * (x - x.mean())
+        resid_sd = float(np.sqrt(np.sum(residuals**2) / (len(x) - 2)))
+        return cls(len(x), slope, float(y.mean()), float(x.mean()), sxx, resid_sd, float(x.min()), float(x.max()))
+
+    def expected(self, speed_log: float) -> float:
+        """The figure's expected log at probe log ``speed_log``."""
+        return self.y_mean + self.slope * (speed_log - self.x_mean)
+
+    def scale(self, speed_log: float, runs: int = 1) -> float:
+        """Standard error (log scale) of the mean of ``runs`` new runs, at mean probe log ``speed_log``, around
+        :meth:`expected`: s * sqrt(1/runs + 1/n + (x - mean x)^2 / Sxx)."""
+        if runs < 1:
+            raise ValueError(f"a prediction interval is for at least 1 new run, got {runs}")
+        leverage = (speed_log - self.x_mean) ** 2 / self.sxx
+        return self.resid_sd * math.sqrt(1.0 / runs + 1.0 / self.n + leverage)
+
+    def half_width(self, level: float, speed_log: float, runs: int = 1) -> float:
+        """Half-width of the two-sided ``level`` prediction interval (t with n - 2 degrees of freedom)."""
+        return float(scipy_stats.t.ppf(1.0 - (1.0 - level) / 2.0, self.n - 2)) * self.scale(speed_log, runs)
+
+    def p_value(self, change_log: float, speed_log: float, runs: int) -> float:
+        """Two-sided p-value of a mean this far (``change_log``) from :meth:`expected` under "same code"."""
+        scale = self.scale(speed_log, runs)
+        if scale == 0.0:
+            return 1.0 if change_log == 0.0 else 0.0
+        return float(2.0 * scipy_stats.t.sf(abs(change_log) / scale, self.n - 2))
+
+    def covers(self, speed_log: float) -> bool:
+        """Whether ``speed_log`` lies within the calibration runs' range (the fit is not extrapolated)."""
+        return self.x_min <= speed_log <= self.x_max
+
+    @property
+    def explained(self) -> float:
+        """The share of the figure's run-to-run variance the probe explains (R^2)."""
+        total = self.slope**2 * self.sxx + self.resid_sd**2 * (self.n - 2)
+        return 0.0 if total == 0.0 else self.slope**2 * self.sxx / total
+
+
+def run_speed(bundle: Bundle, config: str) -> float | None:
+    """A whole run's machine-speed probe: the median over ``config``'s valid scenario runs that recorded one
+    (``None`` with fewer than :data:`MIN_UNITS`, e.g. a bundle made before the probe existed, or target mode)."""
+    values = [
+        run.speed_probe_us
+        for run in bundle.scenario_runs
+        if run.config == config and run.speed_probe_us is not None and run.speed_probe_us > 0.0
+    ]
+    return float(np.median(values)) if len(values) >= MIN_UNITS else None
+
+
+@dataclass(frozen=True)
 class NoiseEntry:
-    """The A/A noise of one figure of one config: each run's value, and the mean and sd of their logs."""
+    """The A/A noise of one figure of one config: each run's value, and the mean and sd of their logs; ``speeds``:
+    each run's machine-speed probe, when every calibration run had one (else empty)."""
 
     config: str
     key: FigureKey
     run_values: tuple[float, ...]
+    speeds: tuple[float, ...] = ()
 
     @property
     def n(self) -> int:
@@ -93,9 +186,16 @@ class NoiseEntry:
         """The prediction interval's half-width on the log scale at two-sided ``level``, for the mean of ``runs``."""
         return prediction_half_width(self.log_sd, self.n, level, runs)
 
+    @property
+    def speed_fit(self) -> SpeedFit | None:
+        """The figure regressed on the speed probe across the calibration runs (``None`` without probes)."""
+        if len(self.speeds) != self.n:
+            return None
+        return SpeedFit.of(np.log(self.speeds).tolist(), np.log(self.run_values).tolist())
+
     def to_json(self) -> dict[str, Any]:
         half = self.half_width(PREDICTION_LEVEL)
-        return {
+        entry: dict[str, Any] = {
             "config": self.config,
             **self.key._asdict(),
             "run_values": list(self.run_values),
@@ -103,6 +203,12 @@ class NoiseEntry:
             "log_sd": self.log_sd,
             "prediction_interval": [math.exp(self.log_mean - half), math.exp(self.log_mean + half)],
         }
+        fit = self.speed_fit
+        if self.speeds:
+            entry["speeds"] = list(self.speeds)
+        if fit is not None:
+            entry["speed_fit"] = {"slope": fit.slope, "resid_log_sd": fit.resid_sd, "explained": fit.explained}
+        return entry
 
 
 @dataclass(frozen=True)
@@ -160,9 +266,12 @@ def measure_noise(bundles: Sequence[Bundle]) -> NoiseModel:
     entries: dict[tuple[str, FigureKey], NoiseEntry] = {}
     for config in configs:
         per_run = [arm_values(bundle, config) for bundle in bundles]
+        speeds = [run_speed(bundle, config) for bundle in bundles]
+        probed = tuple(speed for speed in speeds if speed is not None)
         for key in sorted(per_run[0]):
             if all(len(values.get(key, {})) >= MIN_UNITS for values in per_run):
-                entries[(config, key)] = NoiseEntry(config, key, tuple(run_value(v[key].values()) for v in per_run))
+                values = tuple(run_value(v[key].values()) for v in per_run)
+                entries[(config, key)] = NoiseEntry(config, key, values, probed if len(probed) == len(values) else ())
     if not entries:
         raise NoiseError(f"no figure has {MIN_UNITS} valid repetitions in every calibration run")
     created = tuple(bundle.created or "" for bundle in bundles)
@@ -184,12 +293,15 @@ def _entry(raw: object, path: Path) -> NoiseEntry:
     try:
         key = FigureKey(str(raw["model"]), str(raw["scenario"]), str(raw["metric"]))
         values = tuple(float(value) for value in raw["run_values"])
+        speeds = tuple(float(value) for value in raw.get("speeds") or ())
         config = str(raw["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise _error(path, f"a figure lacks or mistypes {exc}") from exc
     if len(values) < MIN_CALIBRATION_RUNS or not all(math.isfinite(v) and v > 0.0 for v in values):
         raise _error(path, f"{' '.join(key)} needs {MIN_CALIBRATION_RUNS}+ positive run values")
-    return NoiseEntry(config, key, values)
+    if speeds and (len(speeds) != len(values) or not all(math.isfinite(v) and v > 0.0 for v in speeds)):
+        raise _error(path, f"{' '.join(key)}: 'speeds' needs one positive probe per run value")
+    return NoiseEntry(config, key, values, speeds)
 
 
 def load_noise(path: Path) -> NoiseModel:

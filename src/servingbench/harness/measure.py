@@ -8,7 +8,7 @@ It never raises for a run that could not be measured (that is a ``failed`` recor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -16,6 +16,7 @@ from typing import Protocol
 from servingbench.harness.loadgen import LoadResult, WindowCallback
 from servingbench.harness.record import RunIdentity, RunRecord
 from servingbench.harness.servers import StartedServer
+from servingbench.harness.speed import probe_speed_us, run_speed_us
 from servingbench.loadtests.scenarios import LoadSpec, LoadSpecError
 
 __all__ = [
@@ -106,6 +107,7 @@ def measure(
     gates: Gates,
     step: bool = False,
     server_log: dict[str, Path] | None = None,
+    speed_cpus: Collection[int] = (),
 ) -> RunRecord:
     """Measure one run: the load from ``spec()`` (made here, so a bad spec fails the run, not the benchmark) against
     ``server``, the server's CPU and memory over exactly the measured window, then the validity gates.
@@ -113,10 +115,13 @@ def measure(
     ``step``: a capacity-curve step, judged against the SLO by the curve, so its errors, drops and late sends are not
     gates here (past capacity they are the finding); only a measurement problem (a saturated generator, too few
     requests, a dead server) makes it invalid. ``server_log``: the server log artefact to link from the record.
+    ``speed_cpus``: the server's cores, where the machine-speed probe runs just before and just after the load
+    (:mod:`servingbench.harness.speed`; none in target mode).
     """
     record = RunRecord(identity, artifacts=dict(server_log or {}))
     monitor = server.monitor()
     started = time.monotonic()
+    before = probe_speed_us(speed_cpus)
     try:
         load_spec = spec()
         result = load.run(
@@ -130,7 +135,13 @@ def measure(
         raise RunInterrupted(record.failed("interrupted (Ctrl-C)", status="interrupted")) from None
     except (LoadSpecError, NotImplementedError, OSError, RuntimeError, ValueError) as exc:
         return _load_failed(record, server, exc, run_dir, time.monotonic() - started)
-    record = replace(record, result=result, usage=monitor.usage if monitor else None, wall_s=time.monotonic() - started)
+    record = replace(
+        record,
+        result=result,
+        usage=monitor.usage if monitor else None,
+        wall_s=time.monotonic() - started,
+        speed_probe_us=run_speed_us(before, probe_speed_us(speed_cpus)),
+    )
     return _apply_gates(record, server, gates, step=step)
 
 

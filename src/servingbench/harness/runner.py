@@ -244,6 +244,7 @@ class _Bench:
     target_mode: bool
     costs: RunCosts = field(default_factory=RunCosts)
     ceiling_starter: ServerStarter | None = None
+    speed_cpus: tuple[int, ...] = ()
     order: int = 0
     sessions: int = 0
     curves: dict[tuple[str, str], _Curves] = field(default_factory=dict)
@@ -500,6 +501,7 @@ class _Bench:
                 gates=self.gates,
                 step=step,
                 server_log=self._log_artifact(server),
+                speed_cpus=self.speed_cpus,
             )
         except RunInterrupted as stop:
             self.writer.add_run(stop.record.to_json(relative_to=self.writer.dir))
@@ -938,6 +940,7 @@ def run_benchmark(
                 target_mode,
                 costs,
                 ceiling_starter=None if target_mode else local,
+                speed_cpus=() if target_mode else allocation.server,
             )
             bench.run_all(chosen)
     except BaseException as exc:

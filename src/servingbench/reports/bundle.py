@@ -172,6 +172,7 @@ class Run:
     step_reason: str | None = None
     session: str | None = None
     wall_s: float | None = None
+    speed_probe_us: float | None = None
     target_requests: int | None = None
     ended_by: str | None = None
 
@@ -573,6 +574,7 @@ def _parse_run(raw: object, where: str) -> Run:
         step_reason=_opt_str(item.get("step_reason"), "step_reason", where),
         session=_opt_str(item.get("session"), "session", where),
         wall_s=_opt_float(item.get("wall_s"), "wall_s", where),
+        speed_probe_us=_opt_float(item.get("speed_probe_us"), "speed_probe_us", where),
         target_requests=_opt_int(item.get("target_requests"), "target_requests", where),
         ended_by=_opt_str(item.get("ended_by"), "ended_by", where),
     )
