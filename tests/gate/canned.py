@@ -3,7 +3,10 @@
 A request costs ``cost_us`` of server CPU; each repetition the machine runs at a speed drawn once and shared by
 every config of that repetition (the drift pairing removes), and each run adds its own noise. Throughput, p50 and
 p99 follow the cost. ``head_factor`` makes the head arm (or, for a single-config bundle, its one config) that much
-more expensive; ``run_factor`` shifts a whole run (run-to-run noise between bundles).
+more expensive; ``run_factor`` shifts a whole run (run-to-run noise between bundles). ``machine_speed`` is how
+slow the machine ran during a whole run (1.0: as usual; 1.2: 20 % slower): every request's cost grows by
+``machine_speed ** speed_slope`` and, with ``probe``, each run records a speed probe of ``PROBE_US *
+machine_speed`` (with a little noise of its own).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ USERS = 8
 US_PER_S = 1_000_000.0
 US_PER_MS = 1000.0
 P99_OVER_P50 = 2.0
+PROBE_US = 4000.0
+PROBE_NOISE_SD = 0.02
 LAUNCH = {"framework": "fastapi", "server": "uvicorn", "route": "def", "threads": None}
 
 
@@ -44,6 +49,9 @@ class Shape:
     complete: bool = True
     invalid: frozenset[tuple[str, int]] = frozenset()
     packages: tuple[tuple[str, str], ...] = (("fastapi", "0.115.0"),)
+    machine_speed: float = 1.0
+    speed_slope: float = 0.5
+    probe: bool = False
 
     def with_(self, **changes: Any) -> Shape:
         return replace(self, **changes)
@@ -69,7 +77,9 @@ def _plan(configs: Sequence[str], shape: Shape) -> dict[str, Any]:
     }
 
 
-def _run(ident: int, config: str, repetition: int, cost_us: float, p99_noise: float, valid: bool) -> dict[str, Any]:
+def _run(
+    ident: int, config: str, repetition: int, cost_us: float, p99_noise: float, valid: bool, probe_us: float | None
+) -> dict[str, Any]:
     p50_ms = USERS * cost_us / US_PER_MS
     return {
         "id": f"r{ident:04d}",
@@ -89,6 +99,7 @@ def _run(ident: int, config: str, repetition: int, cost_us: float, p99_noise: fl
         "latency_ms": {"p50": p50_ms, "p99": p50_ms * P99_OVER_P50 * p99_noise},
         "server_cpu_us_per_request": cost_us,
         "server_cpu_s": 2.0,
+        "speed_probe_us": probe_us,
     }
 
 
@@ -96,16 +107,20 @@ def document(shape: Shape, configs: Sequence[str] = ("base", "head")) -> dict[st
     """A results.json document: every config measured in every repetition. The last config gets ``head_factor``
     (the head arm of an A/B bundle, or the one config of a single-config bundle)."""
     rng = np.random.default_rng(shape.seed)
+    probe_rng = np.random.default_rng(shape.seed + 10_000)  # its own stream: the cost draws stay as they were
     runs: list[dict[str, Any]] = []
     for repetition in range(shape.repetitions):
         speed = float(np.exp(rng.normal(0.0, shape.drift_sd)))
         for index, config in enumerate(configs):
             factor = shape.head_factor if index == len(configs) - 1 else 1.0
             own = float(np.exp(rng.normal(0.0, shape.noise_sd)))
-            cost = shape.cost_us * shape.run_factor * factor * speed * own
+            slowdown = shape.machine_speed**shape.speed_slope
+            cost = shape.cost_us * shape.run_factor * factor * speed * own * slowdown
             valid = (config, repetition) not in shape.invalid
             p99_noise = float(np.exp(rng.normal(0.0, shape.noise_sd)))
-            runs.append(_run(len(runs) + 1, config, repetition, cost, p99_noise, valid))
+            probe = PROBE_US * shape.machine_speed * float(np.exp(probe_rng.normal(0.0, PROBE_NOISE_SD)))
+            probe_us = probe if shape.probe else None
+            runs.append(_run(len(runs) + 1, config, repetition, cost, p99_noise, valid, probe_us))
     return {
         "format": "servingbench-results",
         "version": 1,
@@ -151,9 +166,19 @@ def single_bundle(directory: Path, shape: Shape = Shape()) -> Path:
 RUN_TO_RUN = (1.0, 1.02, 0.985, 1.01, 0.995)  # five A/A runs: about 1.4 % run-to-run spread
 
 
-def calibration_bundles(root: Path, shape: Shape = Shape(), factors: Sequence[float] = RUN_TO_RUN) -> list[Path]:
-    """Single-config runs of unchanged code, as ``servingbench calibrate`` makes them (one seed each)."""
+def calibration_bundles(
+    root: Path, shape: Shape = Shape(), factors: Sequence[float] = RUN_TO_RUN, speeds: Sequence[float] = ()
+) -> list[Path]:
+    """Single-config runs of unchanged code, as ``servingbench calibrate`` makes them (one seed each); ``speeds``:
+    each run's ``machine_speed`` (default: the shape's)."""
     return [
-        single_bundle(root / f"aa{index}", shape.with_(run_factor=factor, seed=100 + index))
+        single_bundle(
+            root / f"aa{index}",
+            shape.with_(
+                run_factor=factor,
+                seed=100 + index,
+                machine_speed=speeds[index] if speeds else shape.machine_speed,
+            ),
+        )
         for index, factor in enumerate(factors)
     ]

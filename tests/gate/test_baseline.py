@@ -8,6 +8,7 @@ import pytest
 
 from servingbench.gate import EXIT_NO_VERDICT, EXIT_PASS, EXIT_REGRESSION, NoiseModel, judge_baseline, measure_noise
 from servingbench.gate.baseline import DRIFT_THRESHOLD
+from servingbench.gate.figures import FigureKey
 from servingbench.reports.bundle import Bundle, load_bundle
 
 from .canned import OTHER_MACHINE, Shape, calibration_bundles, single_bundle
@@ -115,3 +116,75 @@ def test_a_significant_change_below_the_drift_floor_passes(tmp_path: Path) -> No
     assert row.verdict == "below threshold" and row.threshold == DRIFT_THRESHOLD  # ...but within the drift
     assert row.threshold_source == "drift floor"
     assert judge_baseline(noise, runs("costlier", 1.15)).exit_code == EXIT_REGRESSION
+
+
+# --- the machine-speed probe --------------------------------------------------------------------------------------
+
+PROBED = QUIET.with_(probe=True, speed_slope=0.5)
+CALIBRATION_SPEEDS = (1.0, 1.1, 0.95, 1.2, 1.05, 0.9, 1.15)  # the machine's speed in seven A/A runs
+SEVEN_RUNS = (1.0, 1.01, 0.99, 1.005, 0.995, 1.0, 1.0)
+
+
+def _probed_noise(tmp_path: Path, shape: Shape = PROBED) -> NoiseModel:
+    paths = calibration_bundles(tmp_path / "cal", shape, SEVEN_RUNS, CALIBRATION_SPEEDS)
+    return measure_noise([load_bundle(path) for path in paths])
+
+
+def _runs_at(tmp_path: Path, name: str, shape: Shape, count: int = 5) -> list[Bundle]:
+    return [
+        load_bundle(single_bundle(tmp_path / f"{name}{index}", shape.with_(run_factor=spread, seed=70 + index)))
+        for index, spread in enumerate(SPREAD[:count])
+    ]
+
+
+def test_a_slower_phase_of_the_machine_is_judged_at_its_speed_not_as_a_regression(tmp_path: Path) -> None:
+    """The calibration saw the machine at speeds 0.9 to 1.2; a check made while it runs 18 % slow is judged against
+    what unchanged code gives at that speed (the figure's regression on the probe), so it passes, while a change
+    of the code at that same speed still fails."""
+    noise = _probed_noise(tmp_path)
+    entry = noise.entries[("fastapi-uvicorn", FigureKey("model", "single-c8", "cpu_us_per_request"))]
+    fit = entry.speed_fit
+    assert fit is not None and fit.slope == pytest.approx(0.5, abs=0.1) and fit.explained > 0.8
+    slow = judge_baseline(noise, _runs_at(tmp_path, "slow", PROBED.with_(machine_speed=1.18)))
+    assert slow.exit_code == EXIT_PASS, slow.reason
+    assert any("speed probe ran" in note and "slower" in note for note in slow.notes)
+    cpu = next(row for row in slow.rows if row.key.metric == "cpu_us_per_request")
+    assert cpu.threshold_source == "default" and abs(cpu.cost_change or 1.0) < 0.03
+    costlier = judge_baseline(noise, _runs_at(tmp_path, "costly", PROBED.with_(machine_speed=1.18, head_factor=1.15)))
+    assert costlier.exit_code == EXIT_REGRESSION
+    row = next(row for row in costlier.rows if row.key.metric == "cpu_us_per_request")
+    assert row.verdict == "regression" and row.cost_change == pytest.approx(0.15, abs=0.03)
+
+
+def test_without_the_probe_the_machine_s_speed_swings_widen_the_interval(tmp_path: Path) -> None:
+    """The same calibration and check with no probe in the bundles: the calibration's speed swings are noise to the
+    plain interval, which comes out several times wider than the speed fit's; the fit is what lets a 10-15 %
+    change show on a machine whose speed moves by 20 %."""
+    plain_noise = measure_noise(
+        [load_bundle(path) for path in calibration_bundles(tmp_path / "plain", QUIET, SEVEN_RUNS, CALIBRATION_SPEEDS)]
+    )
+    assert all(entry.speed_fit is None for entry in plain_noise.entries.values())
+    plain = judge_baseline(plain_noise, _runs_at(tmp_path, "plain", QUIET.with_(machine_speed=1.05)))
+    fitted = judge_baseline(_probed_noise(tmp_path), _runs_at(tmp_path, "probed", PROBED.with_(machine_speed=1.05)))
+    assert not any("speed probe ran" in note for note in plain.notes)
+    for metric in ("cpu_us_per_request", "rps"):
+        wide = next(row for row in plain.rows if row.key.metric == metric)
+        narrow = next(row for row in fitted.rows if row.key.metric == metric)
+        assert wide.high is not None and narrow.high is not None and wide.high > 3 * narrow.high
+
+
+def test_a_speed_outside_every_calibration_run_is_no_verdict(tmp_path: Path) -> None:
+    noise = _probed_noise(tmp_path)
+    for speed, word in ((1.5, "slower"), (0.7, "faster")):
+        result = judge_baseline(noise, _runs_at(tmp_path, f"far{speed}", PROBED.with_(machine_speed=speed)))
+        assert result.exit_code == EXIT_NO_VERDICT and not result.rows
+        assert f"% {word} than in any calibration run" in result.reason and "make baseline" in result.reason
+
+
+def test_runs_without_a_probe_are_judged_against_the_plain_interval_with_a_note(tmp_path: Path) -> None:
+    noise = _probed_noise(tmp_path)
+    result = judge_baseline(noise, _runs_at(tmp_path, "old", QUIET))
+    assert result.exit_code in (EXIT_PASS, EXIT_REGRESSION)
+    assert any("has no machine-speed probe" in note for note in result.notes)
+    cpu = next(row for row in result.rows if row.key.metric == "cpu_us_per_request")
+    assert cpu.threshold_source == "drift floor" or cpu.threshold > DRIFT_THRESHOLD

@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 from servingbench.gate import NOISE_FILE, NoiseError, load_noise, measure_noise
 from servingbench.gate.calibrate import build_baseline, wide_figures
 from servingbench.gate.figures import FigureKey
-from servingbench.gate.noise import prediction_half_width
+from servingbench.gate.noise import SpeedFit, prediction_half_width, run_speed
 from servingbench.reports.bundle import load_bundle
 
 from .canned import CONFIG, MODEL, OTHER_MACHINE, SCENARIO, Shape, calibration_bundles, single_bundle
@@ -90,3 +90,54 @@ def test_wide_intervals_are_named(tmp_path: Path) -> None:
     assert any("server CPU per request" in item for item in wide_figures(noise))
     quiet = measure_noise([load_bundle(path) for path in calibration_bundles(tmp_path / "quiet", QUIET)])
     assert wide_figures(quiet) == []
+
+
+def test_the_speed_fit_is_least_squares_with_the_regression_prediction_interval() -> None:
+    x = [0.0, 0.1, -0.05, 0.2, 0.05, -0.1]
+    noise = [0.01, -0.02, 0.015, 0.0, -0.01, 0.005]
+    y = [6.5 + 0.4 * xi + ei for xi, ei in zip(x, noise, strict=True)]
+    fit = SpeedFit.of(x, y)
+    assert fit is not None
+    slope, intercept = np.polyfit(x, y, 1)
+    assert fit.slope == pytest.approx(slope) and fit.expected(0.3) == pytest.approx(intercept + slope * 0.3)
+    residuals = np.asarray(y) - (intercept + slope * np.asarray(x))
+    s = math.sqrt(float(np.sum(residuals**2)) / 4)
+    assert fit.resid_sd == pytest.approx(s)
+    sxx = float(np.sum((np.asarray(x) - np.mean(x)) ** 2))
+    expected = scipy_stats.t.ppf(0.975, 4) * s * math.sqrt(1 / 3 + 1 / 6 + (0.15 - np.mean(x)) ** 2 / sxx)
+    assert fit.half_width(0.95, 0.15, runs=3) == pytest.approx(expected)
+    assert fit.half_width(0.95, 0.2) > fit.half_width(0.95, float(np.mean(x)))  # farther from the mean: wider
+    assert fit.covers(0.2) and fit.covers(-0.1) and not fit.covers(0.21) and not fit.covers(-0.11)
+    assert 0.9 < fit.explained < 1.0
+    assert SpeedFit.of(x[:5], y[:5]) is None  # fewer than MIN_SPEED_RUNS
+    assert SpeedFit.of([0.1] * 6, y) is None  # a probe that never moved explains nothing
+
+
+def test_the_speeds_round_trip_and_a_file_without_them_still_reads(tmp_path: Path) -> None:
+    probed = QUIET.with_(probe=True)
+    speeds = (1.0, 1.1, 0.9, 1.2, 1.05, 0.95)
+    paths = calibration_bundles(tmp_path / "runs", probed, (1.0,) * 6, speeds)
+    noise = build_baseline(paths, tmp_path / "baseline")
+    entry = noise.entries[(CONFIG, CPU)]
+    assert len(entry.speeds) == 6 and entry.speed_fit is not None
+    assert [run_speed(load_bundle(path), CONFIG) for path in paths] == pytest.approx(entry.speeds)
+    loaded = load_noise(tmp_path / "baseline" / NOISE_FILE)
+    assert loaded.entries[(CONFIG, CPU)].speeds == pytest.approx(entry.speeds)
+    doc = json.loads((tmp_path / "baseline" / NOISE_FILE).read_text())
+    figure = next(item for item in doc["figures"] if item["metric"] == "cpu_us_per_request")
+    assert figure["speed_fit"]["slope"] == pytest.approx(0.5, abs=0.15)
+    figure["speeds"] = figure["speeds"][:3]
+    (tmp_path / "broken.json").write_text(json.dumps(doc))
+    with pytest.raises(NoiseError, match="one positive probe per run value"):
+        load_noise(tmp_path / "broken.json")
+    for item in doc["figures"]:
+        item.pop("speeds", None)
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    assert all(item.speed_fit is None for item in load_noise(tmp_path / "old.json").entries.values())
+
+
+def test_a_calibration_where_one_run_lacks_the_probe_keeps_no_speeds(tmp_path: Path) -> None:
+    probed = calibration_bundles(tmp_path / "probed", QUIET.with_(probe=True), (1.0,) * 5)
+    old = single_bundle(tmp_path / "old", QUIET.with_(seed=300))
+    noise = measure_noise([load_bundle(path) for path in [*probed, old]])
+    assert all(entry.speeds == () and entry.speed_fit is None for entry in noise.entries.values())

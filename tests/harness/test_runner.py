@@ -219,6 +219,7 @@ def test_every_repetition_measures_every_config_interleaved(
     assert first["artifacts"]["locust_stats"] == f"runs/{first['id']}/locust_stats.csv"
     assert (bundle / first["artifacts"]["server_log"]).is_file()
     assert first["wall_s"] is not None
+    assert all(run["speed_probe_us"] > 0 for run in runs)  # the machine-speed probe on the server's core
     assert json.loads(load.calls[0].payload) == {"features": [round(0.1 * i, 6) for i in range(10)]}
     assert data["models"]["tiny"]["name"] == "tiny" and data["models"]["tiny"]["spec"] == "synthetic:sleep_ms=1"
     seeds: dict[tuple[int, str], set[int]] = {}
@@ -333,6 +334,7 @@ def test_target_mode_measures_a_running_server_without_server_figures(
     assert len(data["runs"]) == 2 * 2  # repetitions x concurrency levels
     assert all(run["config"] == name and run["model"] == "target" for run in data["runs"])
     assert all(run["server_cpu_us_per_request"] is None for run in data["runs"])
+    assert all(run["speed_probe_us"] is None for run in data["runs"])  # no server core of ours to probe
     assert all(run["valid"] for run in data["runs"])
     assert any(rule.startswith("target mode") for rule in data["fairness"])
     assert all(spec.allow_remote for spec in load.calls)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from servingbench.reports import BundleError, load_bundle, render_report
-from servingbench.reports.tables import artifact_link
+from servingbench.reports.bundle import Run
+from servingbench.reports.tables import artifact_link, speed_text
 
 from .builders import FAST_MODEL, HEAVY_MODEL, BundleSpec, ScenarioSpec, build_bundle
 
@@ -242,3 +243,10 @@ def test_a_bundled_model_is_named_and_its_rows_are_its_own(rendered_report: Path
     models = html[html.index('id="models"') : html.index('id="method"')]
     assert '<tr data-model="fast">' in models and '<tr data-model="heavy">' in models
     assert "a list of 10 numbers per row" in models and "the model&#39;s own example rows" in models
+
+
+def test_the_machine_s_speed_is_stated_where_runs_recorded_it() -> None:
+    runs = [Run(f"r{i}", "c", "m", "s", 0, True, speed_probe_us=value) for i, value in enumerate((100.0, 110.0, 90.0))]
+    text = speed_text([*runs, Run("r9", "c", "m", "s", 0, True)])
+    assert text is not None and text.startswith("speed probe median 100 us over 3 runs") and "higher is slower" in text
+    assert speed_text([Run("r0", "c", "m", "s", 0, True)]) is None

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 from rich.console import Console
 
 from servingbench.files import dumps_finite, write_atomic
@@ -20,7 +21,7 @@ from servingbench.reports.bundle import BundleError, load_bundle
 
 from .baseline import DEFAULT_RUNS as CHECK_RUNS
 from .check import CI_PLAN, run_times
-from .noise import MIN_CALIBRATION_RUNS, NOISE_FILE, NoiseError, NoiseModel, measure_noise
+from .noise import MIN_CALIBRATION_RUNS, NOISE_FILE, NoiseEntry, NoiseError, NoiseModel, measure_noise
 from .paired import FAMILY_CONFIDENCE, family_level
 from .result import EXIT_NO_VERDICT, EXIT_PASS, EXIT_USAGE
 
@@ -67,11 +68,15 @@ def wide_figures(noise: NoiseModel, confidence: float = FAMILY_CONFIDENCE, runs:
     """Figures whose prediction interval for the mean of ``runs`` new runs (what the baseline check judges) at the
     check's family level reaches past :data:`WIDE_INTERVAL`."""
     level = family_level(len(noise.entries), confidence)
-    return [
-        f"{entry.key.label()} +/-{math.expm1(entry.half_width(level, runs)):.0%}"
-        for entry in noise.entries.values()
-        if math.expm1(entry.half_width(level, runs)) > WIDE_INTERVAL
-    ]
+    widths = {entry.key.label(): math.expm1(_check_half_width(entry, level, runs)) for entry in noise.entries.values()}
+    return [f"{label} +/-{width:.0%}" for label, width in widths.items() if width > WIDE_INTERVAL]
+
+
+def _check_half_width(entry: NoiseEntry, level: float, runs: int) -> float:
+    """The half-width a check of ``runs`` runs gets: the speed fit's at the calibration's mean speed when there is
+    one, else the plain prediction interval's."""
+    fit = entry.speed_fit
+    return entry.half_width(level, runs) if fit is None else fit.half_width(level, fit.x_mean, runs)
 
 
 def _print(console: Console, noise: NoiseModel) -> None:
@@ -83,6 +88,26 @@ def _print(console: Console, noise: NoiseModel) -> None:
             f"[{low:.4g}, {high:.4g}]",
             highlight=False,
             markup=False,
+        )
+    fits = [(entry, entry.speed_fit) for entry in noise.entries.values()]
+    probed = [(entry, fit) for entry, fit in fits if fit is not None]
+    if probed:
+        spread = math.expm1(float(np.std(np.log(probed[0][0].speeds), ddof=1)))
+        console.print(
+            f"  machine-speed probe: sd {spread:.1%} between runs; run-to-run sd left once each figure is regressed "
+            "on it (what a check is judged against):",
+            highlight=False,
+        )
+        for entry, fit in probed:
+            console.print(
+                f"    {entry.key.label()}: {math.expm1(fit.resid_sd):.1%} (slope {fit.slope:.2f}, the probe explains "
+                f"{fit.explained:.0%} of the variance)",
+                highlight=False,
+                markup=False,
+            )
+    else:
+        console.print(
+            "  no machine-speed probe in every run: checks are judged against the plain interval", highlight=False
         )
     wide = wide_figures(noise)
     if wide:

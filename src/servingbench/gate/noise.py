@@ -107,9 +107,9 @@ class SpeedFit:
         x, y = np.asarray(speed_logs, dtype=float), np.asarray(figure_logs, dtype=float)
         if len(x) != len(y) or len(x) < MIN_SPEED_RUNS:
             return None
-        sxx = float(np.sum((x - x.mean()) ** 2))
-        if not sxx > 0.0:
+        if not float(np.ptp(x)) > 1e-9:  # logs: a probe that moved by less than a millionth never moved
             return None
+        sxx = float(np.sum((x - x.mean()) ** 2))
         slope = float(np.sum((x - x.mean()) * (y - y.mean())) / sxx)
         residuals = y - y.mean() - slope * (x - x.mean())
         resid_sd = float(np.sqrt(np.sum(residuals**2) / (len(x) - 2)))

@@ -8,6 +8,8 @@ from itertools import pairwise
 from pathlib import PurePosixPath
 from typing import Any
 
+import numpy as np
+
 from .bundle import Bundle, CapacityResult, CapacityStep, ModelInfo, Run
 from .metrics import metric_samples
 from .stats import (
@@ -518,6 +520,19 @@ def _order_text(runs: Sequence[Run]) -> str:
     return f"{len(ordered)} runs in recorded order; the config changed {switches} times between consecutive runs"
 
 
+def speed_text(runs: Sequence[Run]) -> str | None:
+    """The machine's speed over the run as its speed probe saw it (``harness.speed``: CPU microseconds of a fixed
+    piece of work on the server's cores around every run; higher = slower), or ``None`` when no run recorded it."""
+    values = [run.speed_probe_us for run in runs if run.speed_probe_us is not None and run.speed_probe_us > 0.0]
+    if not values:
+        return None
+    low, mid, high = (float(value) for value in np.percentile(values, [10, 50, 90]))
+    return (
+        f"speed probe median {mid:.0f} us over {len(values)} runs (P10 {low:.0f}, P90 {high:.0f}): higher is slower; "
+        "compare it between runs on one machine to see how fast the machine was for each"
+    )
+
+
 def measurement(bundle: Bundle) -> Measurement:
     """The measurement conditions stated by the bundle: fairness rules, environment, versions, timing, order."""
     env: Mapping[str, Any] = bundle.environment
@@ -525,6 +540,9 @@ def measurement(bundle: Bundle) -> Measurement:
     extra = tuple(
         (key, _display(value)) for key, value in env.items() if key not in ENVIRONMENT_KEYS and key != "packages"
     )
+    speed = speed_text(bundle.runs)
+    if speed is not None:
+        extra += (("machine_speed", speed),)
     packages_raw = env.get("packages")
     packages = (
         tuple(sorted((str(k), str(v)) for k, v in packages_raw.items())) if isinstance(packages_raw, dict) else ()
