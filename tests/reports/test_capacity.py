@@ -170,6 +170,25 @@ def test_the_report_shows_p99_at_each_rate_and_what_the_figures_cannot_show(view
     assert "M/D/1" in section and "an upper bound for servers whose service time varies" in section
 
 
+def test_each_config_is_compared_with_the_one_ranked_just_above(view: CapacityView, html: str) -> None:
+    """Two configs below the best can swap places between runs while both differ from it: the report says, for
+    every neighbouring pair, whether their order is settled (in the family of all three pairs)."""
+    first, second, third = (outcome.config for outcome in view.outcomes)
+    assert first not in view.above and set(view.above) == {second, third}
+    assert third == SLOW_C.name
+    neighbour = view.above[third]
+    assert neighbour.comparison is not None and neighbour.comparison.reference == second
+    assert neighbour.outcome == "slower" and "Bonferroni over 3 pairs; 6 pairs" in neighbour.interval_text
+    close = view.above[second]
+    assert close.comparison is not None and close.comparison.reference == first
+    assert close.outcome in ("equivalent", "inconclusive", "slower")
+    headline = html[html.index('id="headline"') : html.index('id="recommendation"')]
+    rows = dict(re.findall(r'<tr data-config="([^"]+)">(.*?)</tr>', headline, re.S))
+    assert "vs the row above" in headline
+    assert 'class="above" data-outcome="slower"' in rows[third]
+    assert 'class="above" data-outcome=""' in rows[first]
+
+
 def test_the_headline_gives_capacity_with_intervals_and_verdict_words(html: str) -> None:
     headline = html[html.index('id="headline"') : html.index('id="recommendation"')]
     rows = dict(re.findall(r'<tr data-config="([^"]+)">(.*?)</tr>', headline, re.S))

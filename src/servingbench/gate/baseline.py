@@ -1,14 +1,25 @@
 """Judge runs against a committed baseline, on the machine that made the baseline and nowhere else.
 
-The baseline is the calibration's ``noise.json``: per figure, the values of N >= 5 A/A runs of the plan. Each new
-run's value is its median over repetitions, as each calibration run's; the M new runs' value is the geometric mean
-of theirs. It is a **regression** when it lies beyond the A/A prediction interval for the mean of M runs on the
-more-expensive side (t(N - 1) * sd * sqrt(1/M + 1/N), at the family level: Bonferroni over the figures) **and** its
-cost change exceeds the material threshold (the metric's, at least `DRIFT_THRESHOLD`: the machine's drift since the
-calibration). One run carries its whole run-to-run noise, so with M = 1 the
-interval is about as wide as 2.5 run-to-run sds even for a large N; M runs narrow it by sqrt(M). On another machine,
-with another plan, or from an incomplete run there is no verdict (exit 3), never a pass or a fail: absolute figures
-from two machines do not compare, and no ratio to a yardstick makes them comparable.
+The baseline is the calibration's ``noise.json``: per figure, the values of N >= 5 A/A runs of the plan and each
+run's machine-speed probe. Each new run's value is its median over repetitions, as each calibration run's; the M new
+runs' value is the geometric mean of theirs.
+
+With the probe (every calibration run and every new run recorded one): each figure's log is regressed on the
+probe's log over the calibration runs, and the new runs are judged against the figure expected at the speed *they*
+ran at, with the regression's prediction interval ``t(N - 2) * s * sqrt(1/M + 1/N + (x - mean x)^2 / Sxx)`` at the
+family level (Bonferroni over the figures). The machine's speed, which moved unchanged code by up to 15 % between a
+calibration and a check on this VM, is then part of the expectation rather than of the verdict, so the material
+threshold is the metric's own (5 %, p99 10 %). A new speed outside every calibration run's is no verdict: the fit
+is not extrapolated.
+
+Without it (a baseline or run made before the probe, target mode): against the calibration mean, with the plain
+prediction interval ``t(N - 1) * sd * sqrt(1/M + 1/N)``, and a material threshold of at least `DRIFT_THRESHOLD`.
+
+It is a **regression** when the new value lies beyond the interval on the more-expensive side **and** its cost
+change exceeds the material threshold. One run carries its whole run-to-run noise, so M runs narrow the interval
+by about sqrt(M). On another machine, with another plan, or from an incomplete run there is no verdict (exit 3),
+never a pass or a fail: absolute figures from two machines do not compare, and no ratio to a yardstick makes them
+comparable.
 """
 
 from __future__ import annotations
@@ -32,11 +43,12 @@ __all__ = ["DEFAULT_RUNS", "DRIFT_THRESHOLD", "judge_baseline"]
 
 DEFAULT_RUNS = 10  # runs a baseline check makes now: ~4 min of the CI plan on 2 cores (docs/bench-ci.md: what 5 missed)
 DRIFT_THRESHOLD = 0.10
-"""The smallest material threshold of a baseline check. Calibration runs back to back see the noise between runs
-minutes apart, not the machine's drift between the calibration and a later check: unchanged code judged by the mean
-of 5 runs moved by -8.8 % to +4.6 % on this VM (docs/bench-ci.md), so a change below 10 % cannot be told from that
-drift, however narrow the interval (one A/A group drifted +15.2 %: no floor that still sees +15 % holds that). The
-A/B check measures both versions minutes apart and keeps 5 %."""
+"""The smallest material threshold of a baseline check judged without the speed probe. Calibration runs back to
+back see the noise between runs minutes apart, not the machine's drift between the calibration and a later check:
+unchanged code judged by the mean of 5 runs moved by -8.8 % to +4.6 % on this VM (docs/bench-ci.md), so a change
+below 10 % cannot be told from that drift, however narrow the interval (one A/A group drifted +15.2 %: no floor that
+still sees +15 % holds that). The speed probe models that drift; the A/B check measures both versions minutes apart.
+Both keep the metric's own threshold."""
 
 ANOTHER_MACHINE_HINT = "compare base and head on one machine instead (`make bench-ci`)"
 

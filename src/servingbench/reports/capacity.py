@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from statistics import median
 from typing import Any, Literal
@@ -34,12 +34,16 @@ from .bundle import Bundle, CapacityResult, CapacityStep, Run
 from .metrics import MetricSpec
 from .numbers import format_number
 from .stats import (
+    CONFIDENCE,
     MIN_REPETITIONS_FOR_INTERVAL,
     ArmsVerdict,
     Estimate,
+    Family,
     PairedComparison,
     compare_arms,
+    compare_pair,
     median_interval,
+    paired_log_ratios,
 )
 from .verdict import (
     ConfigOutcome,
@@ -157,6 +161,9 @@ class CapacityView:
     named: bool
     verdict: ArmsVerdict | None
     left_out: Mapping[str, int]
+    above: Mapping[str, ConfigOutcome] = field(default_factory=dict)
+    """Each ranked config after the first against the config ranked just above it (paired over repetitions, the
+    censored guard applied, in a family of every pair): whether the order of two neighbours is settled."""
 
     @property
     def arrivals_text(self) -> str:
@@ -201,7 +208,8 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
     grid = tuple(sorted({rate for result in results for rate in result.grid}))
     traffic = bundle.traffic_rps
     reference = plan_reference(bundle)
-    verdict, outcomes, left_out = _rank(by_config, labels, slo, reference, plan_margin(bundle))
+    margin = plan_margin(bundle)
+    verdict, outcomes, left_out = _rank(by_config, labels, slo, reference, margin)
     measured = {item.config: item.estimate for item in outcomes}
     theory = {config: found for config, mine in by_config.items() if (found := _theory(mine, measured.get(config)))}
     # Entries before curves share no grid: their rows (drawn, not tabled) are the rates their steps tried.
@@ -226,6 +234,7 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
         named=named,
         verdict=verdict,
         left_out=left_out,
+        above=_neighbours(outcomes, by_config, slo, margin),
     )
 
 
@@ -334,6 +343,36 @@ def _rank(
         outcomes.append(ConfigOutcome(config, labels[config], estimate, comparison, key, text, advice))
     outcomes.sort(key=lambda item: _order(item, verdict))
     return verdict, without_verdict_leader(outcomes, spec, named is not None), left_out
+
+
+def _neighbours(
+    outcomes: Sequence[ConfigOutcome],
+    by_config: Mapping[str, Sequence[CapacityResult]],
+    slo: float,
+    margin: float,
+) -> dict[str, ConfigOutcome]:
+    """Each config ranked below another against the one just above it. The comparisons with the reference (or the
+    best) settle each config's place against that one only; two neighbours below it can swap between runs while
+    both differ from it. The family is every pair of ranked configs (Bonferroni), so these intervals and the
+    reference's hold together."""
+    spec = capacity_spec(slo)
+    values = {
+        item.config: {result.repetition: value for result in by_config[item.config] if (value := result.measured_rps)}
+        for item in outcomes
+    }
+    ranked = [item for item in outcomes if values[item.config]]
+    size = len(ranked) * (len(ranked) - 1) // 2
+    family = Family(CONFIDENCE, max(size, 1), "best")
+    found: dict[str, ConfigOutcome] = {}
+    for upper, lower in pairwise(ranked):
+        logs = paired_log_ratios(values[lower.config], values[upper.config])
+        comparison = compare_pair(lower.config, upper.config, logs, family=family, higher_is_better=True, margin=margin)
+        comparison, _, against = censored_guard(comparison, by_config[lower.config], by_config[upper.config])
+        key, text, advice = outcome_words(comparison, spec, True)
+        if against:
+            advice = f"{against} censored repetition{'s' if against != 1 else ''} point the other way"
+        found[lower.config] = ConfigOutcome(lower.config, lower.label, lower.estimate, comparison, key, text, advice)
+    return found
 
 
 def _order(outcome: ConfigOutcome, verdict: ArmsVerdict | None) -> tuple[int, float]:
