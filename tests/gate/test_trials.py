@@ -126,3 +126,34 @@ def test_the_benchmark_lock_says_who_it_waits_for(tmp_path: Path) -> None:
         assert not got.is_set()
     waiter.join(timeout=10)
     assert got.is_set()  # it got the lock once this one let go
+
+
+# --- the committed-baseline mode's trial script -------------------------------------------------------------------
+
+
+def test_baseline_trials_judge_each_trial_s_runs_by_their_mean(tmp_path: Path) -> None:
+    from scripts.baseline_trials import judge_runs, parse_args, request_cost_us
+    from servingbench.gate import measure_noise
+
+    from .canned import calibration_bundles, single_bundle
+
+    quiet = Shape(drift_sd=0.02, noise_sd=0.01, probe=True)
+    speeds = (1.0, 1.1, 0.95, 1.05, 0.9, 1.02)
+    calibration = calibration_bundles(tmp_path / "cal", quiet, (1.0, 1.01, 0.99, 1.0, 1.005, 0.995), speeds)
+    noise = measure_noise([load_bundle(path) for path in calibration])
+    assert request_cost_us(noise) == pytest.approx(650.0, rel=0.05)
+
+    def runs(name: str, factor: float) -> list[Path]:
+        return [single_bundle(tmp_path / f"{name}{i}", quiet.with_(head_factor=factor, seed=40 + i)) for i in range(3)]
+
+    same = judge_runs(noise, runs("same", 1.0), 0.0, 1, 300, 1.0)
+    costly = judge_runs(noise, runs("costly", 1.15), 0.15, 2, 398, 1.0)
+    assert same.exit_code == EXIT_PASS and same.kind == "A/A"
+    assert costly.exit_code == EXIT_REGRESSION and costly.measured_cost_change == pytest.approx(0.15, abs=0.03)
+    rates = summarise([same, costly])
+    assert [(rate.kind, rate.failed, rate.total) for rate in rates] == [("A/A", 0, 1), ("+15%", 1, 1)]
+    assert judge_runs(noise, [tmp_path / "missing"], 0.0, 3, 300, 1.0).exit_code == EXIT_NO_VERDICT
+    assert parse_args([]).runs == 10 and parse_args([]).effects == [0.15]
+    for bad in (["--calibration-runs", "4"], ["--runs", "0"], ["--effects", "0"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)

@@ -167,14 +167,26 @@ def _run_plan(
 
 
 def run_times(
-    plan: Plan, runs: int, *, out_root: Path, console: Console, label: str, allow_shared_cores: bool = False
+    plan: Plan,
+    runs: int,
+    *,
+    out_root: Path,
+    console: Console,
+    label: str,
+    allow_shared_cores: bool = False,
+    starters: Mapping[str, ServerStarter] | None = None,
 ) -> list[Path]:
-    """Run ``plan`` ``runs`` times back to back (calibration, a baseline check); the bundle directories. Raises
-    what :func:`~servingbench.harness.run_benchmark` raises."""
+    """Run ``plan`` ``runs`` times back to back (calibration, a baseline check); the bundle directories.
+    ``starters``: per config, how its servers start (default: as the plan says; trials serve a costlier model with
+    the plan unchanged). Raises what :func:`~servingbench.harness.run_benchmark` raises."""
     bundles = []
     for index in range(runs):
         console.print(f"{label} {index + 1} of {runs}", highlight=False)
-        bundles.append(_run_plan(plan, out_root=out_root, console=console, allow_shared_cores=allow_shared_cores))
+        bundles.append(
+            _run_plan(
+                plan, out_root=out_root, console=console, allow_shared_cores=allow_shared_cores, starters=starters
+            )
+        )
     return bundles
 
 

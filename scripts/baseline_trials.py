@@ -1,0 +1,241 @@
+"""Power of the CI gate's committed-baseline mode on this machine: the false-alarm rate over A/A checks and the
+detection rate at +15 % (or other) per-request cost, each with its 95 % Clopper-Pearson interval.
+
+First a calibration: ``--calibration-runs`` N runs of the CI plan (serving ``synthetic:cpu_us=B``) back to back, as
+``servingbench calibrate`` makes them, into ``OUT/baseline/noise.json`` (``--baseline DIR`` reuses one made
+earlier). Then every trial is what ``servingbench check --baseline`` does: ``--runs`` M new runs of the same plan,
+judged by their mean against the calibration. An A/A trial changes nothing; an effect trial serves
+``synthetic:cpu_us=N`` from the same plan (the plan, and so the check's plan identity, stays the calibration's;
+only the server's model is costlier), with N = B + x * C, C the calibration's median server CPU per request (the
+whole request's cost), so the request's server CPU grows by x.
+
+Trials run in rounds (two A/A trials and one of each effect, shuffled), so a drift of the machine over the hour
+hits every kind alike. Each trial is bounded (``--trial-timeout``), the whole run too (``--max-minutes``); Ctrl-C
+or SIGTERM stops every server and load generator and prints what was measured. Each benchmark holds
+``/tmp/servingbench-bench.lock``. ``trials.json`` under ``--out`` is rewritten after every trial::
+
+    .venv/bin/python scripts/baseline_trials.py                              # 20-run calibration, 20 A/A, 10 at +15 %
+    .venv/bin/python scripts/baseline_trials.py --calibration-runs 5 --runs 1 --aa 1 --per-effect 1 \\
+        --repetitions 5 --duration 0.5 --min-requests 20 --out /tmp/baseline-smoke        # a smoke run, ~2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+
+from scripts.ci_gate_trials import (
+    CPU_METRIC,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    STOP,
+    Trial,
+    TrialTimeout,
+    _stop,
+    bench_lock,
+    head_cpu_us,
+    report_lines,
+    schedule,
+    summarise,
+    time_limit,
+    trial_plan,
+)
+from servingbench.gate import EXIT_NO_VERDICT, CheckResult, NoiseModel, judge_baseline, load_noise
+from servingbench.gate.calibrate import build_baseline
+from servingbench.gate.check import run_times
+from servingbench.gate.noise import NOISE_FILE, NoiseError
+from servingbench.harness import BenchmarkInterrupted, HarnessError, Plan, PlanError
+from servingbench.harness.cpus import detect_cpus
+from servingbench.harness.servers import LocalStarter, ServerStarter
+from servingbench.reports.bundle import BundleError, load_bundle
+
+DEFAULT_CALIBRATION_RUNS = 20
+DEFAULT_RUNS = 10
+DEFAULT_AA = 20
+DEFAULT_PER_EFFECT = 10
+DEFAULT_EFFECTS = (0.15,)
+DEFAULT_BASE_CPU_US = 300
+DEFAULT_OUT = Path("/tmp/baseline-trials")
+DEFAULT_TRIAL_TIMEOUT_S = 900.0  # ten runs of the CI plan take ~4 min
+DEFAULT_MAX_MINUTES = 240.0
+
+
+def request_cost_us(noise: NoiseModel) -> float:
+    """C: the calibration's median server CPU per request over its runs (µs)."""
+    entry = next((entry for entry in noise.entries.values() if entry.key.metric == CPU_METRIC), None)
+    if entry is None:
+        raise NoiseError("the calibration recorded no server CPU per request")
+    return float(statistics.median(entry.run_values))
+
+
+def _cpu_change(result: CheckResult) -> float | None:
+    return next((row.cost_change for row in result.rows if row.key.metric == CPU_METRIC), None)
+
+
+def judge_runs(
+    noise: NoiseModel, bundle_dirs: Sequence[Path], effect: float, index: int, cpu_us: int, seconds: float
+) -> Trial:
+    """The baseline check's verdict on one trial's runs (an unreadable bundle is a no-verdict trial)."""
+    try:
+        result = judge_baseline(noise, [load_bundle(path) for path in bundle_dirs])
+    except BundleError as exc:
+        return Trial(effect, index, cpu_us, EXIT_NO_VERDICT, str(exc), None, seconds)
+    where = str(bundle_dirs[0].parent) if bundle_dirs else None
+    return Trial(effect, index, cpu_us, result.exit_code, result.reason, where, seconds, _cpu_change(result))
+
+
+@dataclasses.dataclass
+class Session:
+    """What every trial shares: the plan, the calibration, where bundles go, the log."""
+
+    plan: Plan
+    noise: NoiseModel
+    out: Path
+    log: Console
+    runs: int
+    timeout_s: float
+
+    def starters(self, cpu_us: int) -> dict[str, ServerStarter]:
+        """The plan's one config started as written, serving ``synthetic:cpu_us=cpu_us``."""
+        cores = detect_cpus(server_cpus=self.plan.server_cpus).server
+        spec = f"synthetic:cpu_us={cpu_us}"
+        starter = LocalStarter(cores, self.plan.blas_threads, self.plan.startup_timeout_s, model_spec=lambda _: spec)
+        return {config.name: starter for config in self.plan.configs}
+
+    def run(self, effect: float, index: int, cpu_us: int) -> Trial:
+        started = time.monotonic()
+        out_root = self.out / "runs" / f"t{index:03d}"
+        try:
+            with bench_lock(), time_limit(self.timeout_s):
+                bundles = run_times(
+                    self.plan,
+                    self.runs,
+                    out_root=out_root,
+                    console=self.log,
+                    label=f"trial {index}: run",
+                    starters=self.starters(cpu_us),
+                )
+        except TrialTimeout as exc:
+            return Trial(effect, index, cpu_us, EXIT_NO_VERDICT, f"timeout: {exc}", None, time.monotonic() - started)
+        except HarnessError as exc:
+            return Trial(effect, index, cpu_us, EXIT_NO_VERDICT, f"harness: {exc}", None, time.monotonic() - started)
+        return judge_runs(self.noise, bundles, effect, index, cpu_us, time.monotonic() - started)
+
+
+def calibration(args: argparse.Namespace, plan: Plan, log: Console) -> NoiseModel:
+    """The baseline the trials are judged against: ``--baseline``'s, or N runs made now."""
+    if args.baseline is not None:
+        return load_noise(args.baseline / NOISE_FILE)
+    print(f"calibrating: {args.calibration_runs} A/A runs", flush=True)
+    with bench_lock():
+        bundles = run_times(
+            plan, args.calibration_runs, out_root=args.out / "calibration", console=log, label="calibration run"
+        )
+    return build_baseline(bundles, args.out / "baseline")
+
+
+def _save(out: Path, trials: Sequence[Trial], request_us: float) -> None:
+    document = {
+        "request_cpu_us": request_us,
+        "rates": [asdict(rate) for rate in summarise(trials)],
+        "trials": [asdict(trial) for trial in trials],
+    }
+    (out / "trials.json").write_text(json.dumps(document, indent=1))
+
+
+def run_trials(args: argparse.Namespace) -> list[Trial]:
+    """Every trial of the schedule until done, out of time, or interrupted (then re-raises after saving)."""
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    plan = trial_plan(args)
+    with (out / "benchmarks.log").open("a") as log_file:
+        log = Console(file=log_file, width=160)
+        noise = calibration(args, plan, log)
+        request_us = request_cost_us(noise)
+        spins = ", ".join(f"+{e:.0%}: {head_cpu_us(args.base_cpu_us, request_us, e)}" for e in args.effects)
+        print(f"request CPU C = {request_us:.0f} µs (calibration median); head spin N = B + x * C µs: {spins}")
+        session = Session(plan, noise, out, log, args.runs, args.trial_timeout)
+        deadline = time.monotonic() + args.max_minutes * 60.0
+        trials: list[Trial] = []
+        for index, effect in enumerate(schedule(args.aa, args.per_effect, args.effects, args.seed), start=1):
+            if STOP.is_set():
+                raise KeyboardInterrupt
+            if time.monotonic() > deadline:
+                print(f"stopping: --max-minutes {args.max_minutes:g} reached")
+                break
+            cpu_us = args.base_cpu_us if effect == 0.0 else head_cpu_us(args.base_cpu_us, request_us, effect)
+            trial = session.run(effect, index, cpu_us)
+            trials.append(trial)
+            change = "" if trial.measured_cost_change is None else f", CPU/request {trial.measured_cost_change:+.1%}"
+            what = f"trial {index:3d} {trial.kind:>5} (cpu_us={cpu_us})"
+            print(f"{what}: exit {trial.exit_code}: {trial.reason}{change} ({trial.seconds:.0f} s)", flush=True)
+            _save(out, trials, request_us)
+    return trials
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--calibration-runs", type=int, default=DEFAULT_CALIBRATION_RUNS, help="N (default 20)")
+    parser.add_argument("--baseline", type=Path, default=None, help="reuse this calibration (DIR/noise.json)")
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="M: runs per check (default 10)")
+    parser.add_argument("--aa", type=int, default=DEFAULT_AA, help="A/A trials (default 20)")
+    parser.add_argument("--per-effect", type=int, default=DEFAULT_PER_EFFECT, help="trials per effect (default 10)")
+    parser.add_argument("--effects", type=float, nargs="+", default=list(DEFAULT_EFFECTS), help="cost increases")
+    parser.add_argument("--base-cpu-us", type=int, default=DEFAULT_BASE_CPU_US, help="B: the model's spin (µs)")
+    parser.add_argument("--plan", type=Path, default=None, help="default: the CI plan")
+    parser.add_argument("--repetitions", type=int, default=None, help="override the plan's repetitions")
+    parser.add_argument("--duration", dest="duration_s", type=float, default=None, help="override the window (s)")
+    parser.add_argument("--warmup", dest="warmup_s", type=float, default=None, help="override the warm-up (s)")
+    parser.add_argument("--min-requests", type=int, default=None, help="override the plan's valid-run minimum")
+    parser.add_argument("--trial-timeout", type=float, default=DEFAULT_TRIAL_TIMEOUT_S, help="seconds per trial")
+    parser.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES, help="stop starting trials after")
+    parser.add_argument("--seed", type=int, default=1, help="seeds the order of trials")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    if args.calibration_runs < 5 or args.runs < 1:
+        parser.error("--calibration-runs must be at least 5 and --runs at least 1")
+    if args.aa < 0 or args.per_effect < 0 or any(effect <= 0 for effect in args.effects):
+        parser.error("--aa and --per-effect must not be negative, effects positive")
+    return args
+
+
+def _saved_trials(out: Path) -> list[Trial]:
+    try:
+        document = json.loads((out / "trials.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [Trial(**item) for item in document.get("trials", [])]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _stop)
+    try:
+        trials = run_trials(args)
+    except (PlanError, NoiseError) as exc:
+        print(f"baseline_trials: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (KeyboardInterrupt, BenchmarkInterrupted):
+        print("interrupted: every server and load generator was stopped", file=sys.stderr)
+        trials = _saved_trials(args.out)
+        status = EXIT_INTERRUPTED
+    else:
+        status = 0
+    for line in report_lines(summarise(trials)):
+        print(line)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
