@@ -34,6 +34,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+if not __package__:  # run as a script (scripts/ on sys.path, not the repository): make `scripts` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from scripts.ci_gate_trials import (
     CPU_METRIC,
     EXIT_INTERRUPTED,
