@@ -173,12 +173,15 @@ def test_without_the_probe_the_machine_s_speed_swings_widen_the_interval(tmp_pat
         assert wide.high is not None and narrow.high is not None and wide.high > 3 * narrow.high
 
 
-def test_a_speed_outside_every_calibration_run_is_no_verdict(tmp_path: Path) -> None:
+def test_a_speed_far_outside_the_calibration_s_is_no_verdict(tmp_path: Path) -> None:
     noise = _probed_noise(tmp_path)
     for speed, word in ((1.5, "slower"), (0.7, "faster")):
         result = judge_baseline(noise, _runs_at(tmp_path, f"far{speed}", PROBED.with_(machine_speed=speed)))
         assert result.exit_code == EXIT_NO_VERDICT and not result.rows
-        assert f"% {word} than in any calibration run" in result.reason and "make baseline" in result.reason
+        assert (
+            f"% {word} than any calibration run, too far to extrapolate" in result.reason
+            and "make baseline" in result.reason
+        )
 
 
 def test_runs_without_a_probe_are_judged_against_the_plain_interval_with_a_note(tmp_path: Path) -> None:

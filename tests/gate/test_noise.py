@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 from servingbench.gate import NOISE_FILE, NoiseError, load_noise, measure_noise
 from servingbench.gate.calibrate import build_baseline, wide_figures
 from servingbench.gate.figures import FigureKey
-from servingbench.gate.noise import SpeedFit, prediction_half_width, run_speed
+from servingbench.gate.noise import SPEED_EXTRAPOLATION, SpeedFit, prediction_half_width, run_speed
 from servingbench.reports.bundle import load_bundle
 
 from .canned import CONFIG, MODEL, OTHER_MACHINE, SCENARIO, Shape, calibration_bundles, single_bundle
@@ -107,7 +107,9 @@ def test_the_speed_fit_is_least_squares_with_the_regression_prediction_interval(
     expected = scipy_stats.t.ppf(0.975, 4) * s * math.sqrt(1 / 3 + 1 / 6 + (0.15 - np.mean(x)) ** 2 / sxx)
     assert fit.half_width(0.95, 0.15, runs=3) == pytest.approx(expected)
     assert fit.half_width(0.95, 0.2) > fit.half_width(0.95, float(np.mean(x)))  # farther from the mean: wider
-    assert fit.covers(0.2) and fit.covers(-0.1) and not fit.covers(0.21) and not fit.covers(-0.11)
+    slack = SPEED_EXTRAPOLATION * 0.3  # a quarter of the range (-0.1 to 0.2) past either end
+    assert fit.covers(0.2 + slack) and fit.covers(-0.1 - slack)
+    assert not fit.covers(0.2 + slack + 0.001) and not fit.covers(-0.1 - slack - 0.001)
     assert 0.9 < fit.explained < 1.0
     assert SpeedFit.of(x[:5], y[:5]) is None  # fewer than MIN_SPEED_RUNS
     assert SpeedFit.of([0.1] * 6, y) is None  # a probe that never moved explains nothing

@@ -137,17 +137,18 @@ def _speed_log(noise: NoiseModel, currents: Sequence[Bundle]) -> tuple[float | N
 
 
 def _out_of_range(noise: NoiseModel, speed_log: float) -> str | None:
-    """Why the speed fit cannot judge runs at ``speed_log`` (outside every calibration run's speed), or ``None``."""
+    """Why the speed fit cannot judge runs at ``speed_log`` (too far outside the calibration runs' speeds), or
+    ``None``."""
     fits = [entry.speed_fit for entry in noise.entries.values()]
     fit = next((item for item in fits if item is not None), None)
     if fit is None or fit.covers(speed_log):
         return None
     side, edge = ("slower", fit.x_max) if speed_log > fit.x_max else ("faster", fit.x_min)
     return (
-        f"the machine ran {abs(math.expm1(speed_log - edge)):.0%} {side} than in any calibration run (speed probe "
-        f"{math.exp(speed_log):.0f} us against {math.exp(fit.x_min):.0f} to {math.exp(fit.x_max):.0f} us): the "
-        f"baseline cannot say what unchanged code gives at this speed; re-run the check, re-make the baseline with "
-        f"`make baseline`, or {ANOTHER_MACHINE_HINT.replace('instead ', '')}"
+        f"the machine ran {abs(math.expm1(speed_log - edge)):.0%} {side} than any calibration run, too far to "
+        f"extrapolate (speed probe {math.exp(speed_log):.0f} us; calibration {math.exp(fit.x_min):.0f} to "
+        f"{math.exp(fit.x_max):.0f} us): the baseline cannot say what unchanged code gives at this speed; re-run "
+        f"the check, re-make the baseline with `make baseline`, or {ANOTHER_MACHINE_HINT.replace('instead ', '')}"
     )
 
 

@@ -11,7 +11,8 @@ is regressed on the probe's log across the runs (:class:`SpeedFit`): the machine
 of what one run differs from the next on a shared VM, and a check made an hour later on a slower phase of the
 machine is judged against the figure expected *at the speed it ran at*, with the regression's prediction interval
 ``t(n - 2) * s * sqrt(1/M + 1/n + (x - mean x)^2 / Sxx)``. The probe does not depend on the code under test, so the
-adjustment cannot hide a change in it; a speed outside the calibration's range is not extrapolated (no verdict).
+adjustment cannot hide a change in it; a speed well outside the calibration's range is not extrapolated (no
+verdict).
 
 The committed-baseline check judges a new run against that prediction interval; the A/B check uses the noise only
 for its material threshold.
@@ -40,6 +41,7 @@ __all__ = [
     "NOISE_FILE",
     "NOISE_FORMAT",
     "NOISE_VERSION",
+    "SPEED_EXTRAPOLATION",
     "NoiseEntry",
     "NoiseError",
     "NoiseModel",
@@ -57,6 +59,11 @@ NOISE_VERSION = 2  # 1 was the spread of the old gate (max/min of run medians), 
 MIN_CALIBRATION_RUNS = MIN_UNITS
 SOFTWARE_KEYS = ("python", "python_implementation", "packages")
 PREDICTION_LEVEL = 0.95  # the two-sided level of the interval stored for a reader; the check uses its family level
+SPEED_EXTRAPOLATION = 0.25
+"""How far past the calibration's probe range (as a fraction of its width, on the log scale) the speed fit still
+judges: a short way out the leverage term of its interval covers the fit's uncertainty; further out a straight
+line is a guess. In the first trial (docs/bench-ci.md) two A/A checks ran 2-3 % slower than the slowest
+calibration run and were refused, where the fit, extrapolated, passed them and still caught a costlier head."""
 MIN_SPEED_RUNS = MIN_UNITS + 1
 """Calibration runs with a speed probe needed for the speed regression: its residual has n - 2 degrees of freedom,
 so this keeps the t quantile's degrees of freedom at the plain interval's minimum."""
@@ -139,8 +146,10 @@ class SpeedFit:
         return float(2.0 * scipy_stats.t.sf(abs(change_log) / scale, self.n - 2))
 
     def covers(self, speed_log: float) -> bool:
-        """Whether ``speed_log`` lies within the calibration runs' range (the fit is not extrapolated)."""
-        return self.x_min <= speed_log <= self.x_max
+        """Whether ``speed_log`` lies within the calibration runs' range, widened on each side by
+        :data:`SPEED_EXTRAPOLATION` of its width (the fit is not extrapolated further)."""
+        slack = SPEED_EXTRAPOLATION * (self.x_max - self.x_min)
+        return self.x_min - slack <= speed_log <= self.x_max + slack
 
     @property
     def explained(self) -> float:
