@@ -9,8 +9,8 @@ probe's log over the calibration runs, and the new runs are judged against the f
 ran at, with the regression's prediction interval ``t(N - 2) * s * sqrt(1/M + 1/N + (x - mean x)^2 / Sxx)`` at the
 family level (Bonferroni over the figures). The machine's speed, which moved unchanged code by up to 15 % between a
 calibration and a check on this VM, is then part of the expectation rather than of the verdict, so the material
-threshold is the metric's own (5 %, p99 10 %). A new speed outside every calibration run's is no verdict: the fit
-is not extrapolated.
+threshold is the metric's own (5 %, p99 10 %). A new speed further outside the calibration runs' than
+`SPEED_EXTRAPOLATION` of their range is no verdict: the fit is not extrapolated that far.
 
 Without it (a baseline or run made before the probe, target mode): against the calibration mean, with the plain
 prediction interval ``t(N - 1) * sd * sqrt(1/M + 1/N)``, and a material threshold of at least `DRIFT_THRESHOLD`.
