@@ -353,8 +353,9 @@ def _neighbours(
 ) -> dict[str, ConfigOutcome]:
     """Each config ranked below another against the one just above it. The comparisons with the reference (or the
     best) settle each config's place against that one only; two neighbours below it can swap between runs while
-    both differ from it. The family is every pair of ranked configs (Bonferroni), so these intervals and the
-    reference's hold together."""
+    both differ from it. The family is every pair of ranked configs (Bonferroni): with the best as the reference
+    these pairs are part of the comparisons' own family; a named reference's k - 1 comparisons are a family of their
+    own beside it."""
     spec = capacity_spec(slo)
     values = {
         item.config: {result.repetition: value for result in by_config[item.config] if (value := result.measured_rps)}
