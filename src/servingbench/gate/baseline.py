@@ -35,7 +35,7 @@ from servingbench.reports.bundle import Bundle
 
 from .figures import GATE_METRICS, MIN_UNITS, FigureKey, arm_values, cost_log, invalid_summary, run_value
 from .fingerprint import Machine, machine_mismatch, plan_identity, plan_mismatch, software_changes
-from .noise import NoiseEntry, NoiseModel, prediction_scale, run_speed
+from .noise import NoiseEntry, NoiseModel, SpeedFit, prediction_scale, run_speed
 from .paired import FAMILY_CONFIDENCE, family_level
 from .result import CheckResult, GateRow, classify, decide, no_verdict
 
@@ -127,7 +127,7 @@ def _row(entry: NoiseEntry, values: Sequence[float], level: float, family: int, 
 def _speed_log(noise: NoiseModel, currents: Sequence[Bundle]) -> tuple[float | None, str | None]:
     """The new runs' mean probe log, when the baseline and every new run have a speed probe; else ``None`` and, when
     only the runs lack it, why."""
-    if not any(entry.speed_fit is not None for entry in noise.entries.values()):
+    if noise.speed_fit is None:
         return None, None
     config = next(iter(noise.entries))[0]
     speeds = [run_speed(bundle, config) for bundle in currents]
@@ -139,8 +139,7 @@ def _speed_log(noise: NoiseModel, currents: Sequence[Bundle]) -> tuple[float | N
 def _out_of_range(noise: NoiseModel, speed_log: float) -> str | None:
     """Why the speed fit cannot judge runs at ``speed_log`` (too far outside the calibration runs' speeds), or
     ``None``."""
-    fits = [entry.speed_fit for entry in noise.entries.values()]
-    fit = next((item for item in fits if item is not None), None)
+    fit = noise.speed_fit
     if fit is None or fit.covers(speed_log):
         return None
     side, edge = ("slower", fit.x_max) if speed_log > fit.x_max else ("faster", fit.x_min)
@@ -182,9 +181,7 @@ def _refusal(noise: NoiseModel, current: Bundle) -> str | None:
     return None
 
 
-def _speed_summary(noise: NoiseModel, speed_log: float) -> str:
-    fits = [entry.speed_fit for entry in noise.entries.values()]
-    fit = next(item for item in fits if item is not None)
+def _speed_summary(fit: SpeedFit, speed_log: float) -> str:
     change = math.expm1(speed_log - fit.x_mean)
     word = "slower" if change > 0 else "faster"
     return (
@@ -227,10 +224,11 @@ def judge_baseline(
     rows = tuple(_row(noise.entries[item], runs, level, len(values), speed_log) for item, runs in values.items())
     status, reason = decide("baseline", rows)
     what = "one new run" if len(currents) == 1 else f"the mean of {len(currents)} new runs"
+    fit = noise.speed_fit
     notes = [
         f"baseline: {noise.runs} A/A runs on this machine; prediction interval for {what} at the family level "
         f"{level:.2%} (Bonferroni over {len(rows)} figures)",
-        *([_speed_summary(noise, speed_log)] if speed_log is not None else []),
+        *([_speed_summary(fit, speed_log)] if fit is not None and speed_log is not None else []),
         *([speed_note] if speed_note else []),
         *invalid,
     ]

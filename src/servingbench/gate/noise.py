@@ -24,6 +24,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -195,9 +196,10 @@ class NoiseEntry:
         """The prediction interval's half-width on the log scale at two-sided ``level``, for the mean of ``runs``."""
         return prediction_half_width(self.log_sd, self.n, level, runs)
 
-    @property
+    @cached_property
     def speed_fit(self) -> SpeedFit | None:
-        """The figure regressed on the speed probe across the calibration runs (``None`` without probes)."""
+        """The figure regressed on the speed probe across the calibration runs (``None`` without probes); fitted
+        once per entry (a check reads it for its expectation, interval and the probe's range)."""
         if len(self.speeds) != self.n:
             return None
         return SpeedFit.of(np.log(self.speeds).tolist(), np.log(self.run_values).tolist())
@@ -231,6 +233,12 @@ class NoiseModel:
     entries: Mapping[tuple[str, FigureKey], NoiseEntry] = field(default_factory=dict)
     software: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
+
+    @property
+    def speed_fit(self) -> SpeedFit | None:
+        """A figure's speed fit, for what every figure's shares: the calibration runs' probes (mean and range);
+        ``None`` when no figure has one."""
+        return next((fit for entry in self.entries.values() if (fit := entry.speed_fit) is not None), None)
 
     def figure(self, key: FigureKey) -> NoiseEntry | None:
         """The entry of ``key`` for the plan's config (a CI plan has one); ``None`` when calibration lacks it."""
