@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import signal
 import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
@@ -39,25 +36,23 @@ if not __package__:  # run as a script (scripts/ on sys.path, not the repository
 
 from scripts.ci_gate_trials import (
     CPU_METRIC,
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
     STOP,
     Trial,
-    TrialTimeout,
-    _stop,
     bench_lock,
+    cpu_change,
+    guarded_trial,
     head_cpu_us,
-    report_lines,
+    save_trials,
     schedule,
-    summarise,
-    time_limit,
+    trial_parser,
     trial_plan,
+    trials_main,
 )
-from servingbench.gate import EXIT_NO_VERDICT, CheckResult, NoiseModel, judge_baseline, load_noise
+from servingbench.gate import EXIT_NO_VERDICT, NoiseModel, judge_baseline, load_noise
 from servingbench.gate.calibrate import build_baseline
 from servingbench.gate.check import run_times
 from servingbench.gate.noise import NOISE_FILE, NoiseError
-from servingbench.harness import BenchmarkInterrupted, HarnessError, Plan, PlanError
+from servingbench.harness import Plan, PlanError
 from servingbench.harness.cpus import detect_cpus
 from servingbench.harness.servers import LocalStarter, ServerStarter
 from servingbench.reports.bundle import BundleError, load_bundle
@@ -67,10 +62,8 @@ DEFAULT_RUNS = 10
 DEFAULT_AA = 20
 DEFAULT_PER_EFFECT = 10
 DEFAULT_EFFECTS = (0.15,)
-DEFAULT_BASE_CPU_US = 300
 DEFAULT_OUT = Path("/tmp/baseline-trials")
 DEFAULT_TRIAL_TIMEOUT_S = 900.0  # ten runs of the CI plan take ~4 min
-DEFAULT_MAX_MINUTES = 240.0
 
 
 def request_cost_us(noise: NoiseModel) -> float:
@@ -79,10 +72,6 @@ def request_cost_us(noise: NoiseModel) -> float:
     if entry is None:
         raise NoiseError("the calibration recorded no server CPU per request")
     return float(statistics.median(entry.run_values))
-
-
-def _cpu_change(result: CheckResult) -> float | None:
-    return next((row.cost_change for row in result.rows if row.key.metric == CPU_METRIC), None)
 
 
 def judge_runs(
@@ -94,7 +83,7 @@ def judge_runs(
     except BundleError as exc:
         return Trial(effect, index, cpu_us, EXIT_NO_VERDICT, str(exc), None, seconds)
     where = str(bundle_dirs[0].parent) if bundle_dirs else None
-    return Trial(effect, index, cpu_us, result.exit_code, result.reason, where, seconds, _cpu_change(result))
+    return Trial(effect, index, cpu_us, result.exit_code, result.reason, where, seconds, cpu_change(result))
 
 
 @dataclasses.dataclass
@@ -116,23 +105,20 @@ class Session:
         return {config.name: starter for config in self.plan.configs}
 
     def run(self, effect: float, index: int, cpu_us: int) -> Trial:
-        started = time.monotonic()
-        out_root = self.out / "runs" / f"t{index:03d}"
-        try:
-            with bench_lock(), time_limit(self.timeout_s):
-                bundles = run_times(
-                    self.plan,
-                    self.runs,
-                    out_root=out_root,
-                    console=self.log,
-                    label=f"trial {index}: run",
-                    starters=self.starters(cpu_us),
-                )
-        except TrialTimeout as exc:
-            return Trial(effect, index, cpu_us, EXIT_NO_VERDICT, f"timeout: {exc}", None, time.monotonic() - started)
-        except HarnessError as exc:
-            return Trial(effect, index, cpu_us, EXIT_NO_VERDICT, f"harness: {exc}", None, time.monotonic() - started)
-        return judge_runs(self.noise, bundles, effect, index, cpu_us, time.monotonic() - started)
+        def measure() -> list[Path]:
+            return run_times(
+                self.plan,
+                self.runs,
+                out_root=self.out / "runs" / f"t{index:03d}",
+                console=self.log,
+                label=f"trial {index}: run",
+                starters=self.starters(cpu_us),
+            )
+
+        def judge(bundles: list[Path], seconds: float) -> Trial:
+            return judge_runs(self.noise, bundles, effect, index, cpu_us, seconds)
+
+        return guarded_trial(effect, index, cpu_us, self.timeout_s, measure, judge)
 
 
 def calibration(args: argparse.Namespace, plan: Plan, log: Console) -> NoiseModel:
@@ -145,15 +131,6 @@ def calibration(args: argparse.Namespace, plan: Plan, log: Console) -> NoiseMode
             plan, args.calibration_runs, out_root=args.out / "calibration", console=log, label="calibration run"
         )
     return build_baseline(bundles, args.out / "baseline")
-
-
-def _save(out: Path, trials: Sequence[Trial], request_us: float) -> None:
-    document = {
-        "request_cpu_us": request_us,
-        "rates": [asdict(rate) for rate in summarise(trials)],
-        "trials": [asdict(trial) for trial in trials],
-    }
-    (out / "trials.json").write_text(json.dumps(document, indent=1))
 
 
 def run_trials(args: argparse.Namespace) -> list[Trial]:
@@ -182,28 +159,22 @@ def run_trials(args: argparse.Namespace) -> list[Trial]:
             change = "" if trial.measured_cost_change is None else f", CPU/request {trial.measured_cost_change:+.1%}"
             what = f"trial {index:3d} {trial.kind:>5} (cpu_us={cpu_us})"
             print(f"{what}: exit {trial.exit_code}: {trial.reason}{change} ({trial.seconds:.0f} s)", flush=True)
-            _save(out, trials, request_us)
+            save_trials(out, trials, request_us)
     return trials
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = trial_parser(
+        (__doc__ or "").splitlines()[0],
+        aa=DEFAULT_AA,
+        per_effect=DEFAULT_PER_EFFECT,
+        effects=DEFAULT_EFFECTS,
+        timeout_s=DEFAULT_TRIAL_TIMEOUT_S,
+        out=DEFAULT_OUT,
+    )
     parser.add_argument("--calibration-runs", type=int, default=DEFAULT_CALIBRATION_RUNS, help="N (default 20)")
     parser.add_argument("--baseline", type=Path, default=None, help="reuse this calibration (DIR/noise.json)")
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="M: runs per check (default 10)")
-    parser.add_argument("--aa", type=int, default=DEFAULT_AA, help="A/A trials (default 20)")
-    parser.add_argument("--per-effect", type=int, default=DEFAULT_PER_EFFECT, help="trials per effect (default 10)")
-    parser.add_argument("--effects", type=float, nargs="+", default=list(DEFAULT_EFFECTS), help="cost increases")
-    parser.add_argument("--base-cpu-us", type=int, default=DEFAULT_BASE_CPU_US, help="B: the model's spin (µs)")
-    parser.add_argument("--plan", type=Path, default=None, help="default: the CI plan")
-    parser.add_argument("--repetitions", type=int, default=None, help="override the plan's repetitions")
-    parser.add_argument("--duration", dest="duration_s", type=float, default=None, help="override the window (s)")
-    parser.add_argument("--warmup", dest="warmup_s", type=float, default=None, help="override the warm-up (s)")
-    parser.add_argument("--min-requests", type=int, default=None, help="override the plan's valid-run minimum")
-    parser.add_argument("--trial-timeout", type=float, default=DEFAULT_TRIAL_TIMEOUT_S, help="seconds per trial")
-    parser.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES, help="stop starting trials after")
-    parser.add_argument("--seed", type=int, default=1, help="seeds the order of trials")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.calibration_runs < 5 or args.runs < 1:
         parser.error("--calibration-runs must be at least 5 and --runs at least 1")
@@ -212,32 +183,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _saved_trials(out: Path) -> list[Trial]:
-    try:
-        document = json.loads((out / "trials.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return []
-    return [Trial(**item) for item in document.get("trials", [])]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop_signal, _stop)
-    try:
-        trials = run_trials(args)
-    except (PlanError, NoiseError) as exc:
-        print(f"baseline_trials: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (KeyboardInterrupt, BenchmarkInterrupted):
-        print("interrupted: every server and load generator was stopped", file=sys.stderr)
-        trials = _saved_trials(args.out)
-        status = EXIT_INTERRUPTED
-    else:
-        status = 0
-    for line in report_lines(summarise(trials)):
-        print(line)
-    return status
+    return trials_main("baseline_trials", parse_args(argv), run_trials, (PlanError, NoiseError))
 
 
 if __name__ == "__main__":

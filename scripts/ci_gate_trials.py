@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from rich.console import Console
 from scipy import stats as scipy_stats
@@ -71,6 +72,7 @@ CPU_METRIC = "cpu_us_per_request"
 LOCK_FILE = Path("/tmp/servingbench-bench.lock")
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+T = TypeVar("T")
 
 
 class TrialTimeout(BaseException):
@@ -153,7 +155,8 @@ def schedule(aa: int, per_effect: int, effects: Sequence[float], seed: int) -> l
     return order
 
 
-def _cpu_change(result: CheckResult) -> float | None:
+def cpu_change(result: CheckResult) -> float | None:
+    """The check's server-CPU-per-request cost change (``None`` without that row)."""
     return next((row.cost_change for row in result.rows if row.key.metric == CPU_METRIC), None)
 
 
@@ -163,7 +166,7 @@ def judge_trial(bundle_dir: Path, effect: float, index: int, cpu_us: int, second
         result = judge_ab(load_bundle(bundle_dir))
     except BundleError as exc:
         return Trial(effect, index, cpu_us, EXIT_NO_VERDICT, str(exc), str(bundle_dir), seconds)
-    return Trial(effect, index, cpu_us, result.exit_code, result.reason, str(bundle_dir), seconds, _cpu_change(result))
+    return Trial(effect, index, cpu_us, result.exit_code, result.reason, str(bundle_dir), seconds, cpu_change(result))
 
 
 def summarise(trials: Sequence[Trial]) -> list[Rate]:
@@ -284,24 +287,44 @@ class Session:
     timeout_s: float
 
     def run(self, effect: float, index: int, cpu_us: int) -> Trial:
-        started = time.monotonic()
         spec = f"synthetic:cpu_us={cpu_us}"
         head_spec: Callable[[str], str] | None = None if effect == 0.0 else (lambda _: spec)
-        try:
-            with bench_lock(), time_limit(self.timeout_s):
-                bundle = run_ab(
-                    self.plan,
-                    self.base,
-                    head_root=self.head_root,
-                    out_root=self.out / "runs",
-                    console=self.log,
-                    head_spec=head_spec,
-                )
-        except TrialTimeout as exc:
-            return Trial(effect, index, cpu_us, EXIT_NO_VERDICT, f"timeout: {exc}", None, time.monotonic() - started)
-        except HarnessError as exc:
-            return Trial(effect, index, cpu_us, EXIT_NO_VERDICT, f"harness: {exc}", None, time.monotonic() - started)
-        return judge_trial(bundle, effect, index, cpu_us, time.monotonic() - started)
+
+        def measure() -> Path:
+            return run_ab(
+                self.plan,
+                self.base,
+                head_root=self.head_root,
+                out_root=self.out / "runs",
+                console=self.log,
+                head_spec=head_spec,
+            )
+
+        def judge(bundle: Path, seconds: float) -> Trial:
+            return judge_trial(bundle, effect, index, cpu_us, seconds)
+
+        return guarded_trial(effect, index, cpu_us, self.timeout_s, measure, judge)
+
+
+def guarded_trial(
+    effect: float,
+    index: int,
+    cpu_us: int,
+    timeout_s: float,
+    measure: Callable[[], T],
+    judge: Callable[[T, float], Trial],
+) -> Trial:
+    """One trial: ``measure()`` under the benchmark lock and ``timeout_s``, then ``judge(measured, seconds)``; a
+    timeout or a harness error is a no-verdict trial with its reason."""
+    started = time.monotonic()
+    try:
+        with bench_lock(), time_limit(timeout_s):
+            measured = measure()
+    except TrialTimeout as exc:
+        return Trial(effect, index, cpu_us, EXIT_NO_VERDICT, f"timeout: {exc}", None, time.monotonic() - started)
+    except HarnessError as exc:
+        return Trial(effect, index, cpu_us, EXIT_NO_VERDICT, f"harness: {exc}", None, time.monotonic() - started)
+    return judge(measured, time.monotonic() - started)
 
 
 def _request_cost(bundle_dir: Path) -> float | None:
@@ -312,7 +335,8 @@ def _request_cost(bundle_dir: Path) -> float | None:
         return None
 
 
-def _save(out: Path, trials: Sequence[Trial], request_us: float | None) -> None:
+def save_trials(out: Path, trials: Sequence[Trial], request_us: float | None) -> None:
+    """Rewrite ``out/trials.json``: the request's cost, the rates so far and every trial."""
     rates = summarise(trials)
     document = {"request_cpu_us": request_us, "rates": [asdict(rate) for rate in rates]}
     document["trials"] = [asdict(trial) for trial in trials]
@@ -349,44 +373,66 @@ def run_trials(args: argparse.Namespace) -> list[Trial]:
                 if request_us is not None:
                     spins = ", ".join(f"+{e:.0%}: {head_cpu_us(args.base_cpu_us, request_us, e)}" for e in args.effects)
                     print(f"request CPU C = {request_us:.0f} µs (base arm median); head spin N = B + x * C µs: {spins}")
-            _save(out, trials, request_us)
+            save_trials(out, trials, request_us)
     return trials
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--aa", type=int, default=DEFAULT_AA, help="A/A trials (default 20)")
-    parser.add_argument("--per-effect", type=int, default=DEFAULT_PER_EFFECT, help="trials per effect (default 10)")
-    parser.add_argument("--effects", type=float, nargs="+", default=list(DEFAULT_EFFECTS), help="cost increases")
+def trial_parser(
+    description: str, *, aa: int, per_effect: int, effects: Sequence[float], timeout_s: float, out: Path
+) -> argparse.ArgumentParser:
+    """The arguments every trial script takes: how many trials of which kind, the plan and its overrides, the
+    bounds, the seed and where the results go (defaults: the script's own)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--aa", type=int, default=aa, help=f"A/A trials (default {aa})")
+    parser.add_argument("--per-effect", type=int, default=per_effect, help=f"trials per effect (default {per_effect})")
+    parser.add_argument("--effects", type=float, nargs="+", default=list(effects), help="cost increases")
     parser.add_argument("--base-cpu-us", type=int, default=DEFAULT_BASE_CPU_US, help="B: the model's spin (µs)")
     parser.add_argument("--plan", type=Path, default=None, help="default: the CI plan")
     parser.add_argument("--repetitions", type=int, default=None, help="override the plan's repetitions")
     parser.add_argument("--duration", dest="duration_s", type=float, default=None, help="override the window (s)")
     parser.add_argument("--warmup", dest="warmup_s", type=float, default=None, help="override the warm-up (s)")
     parser.add_argument("--min-requests", type=int, default=None, help="override the plan's valid-run minimum")
-    parser.add_argument("--trial-timeout", type=float, default=DEFAULT_TRIAL_TIMEOUT_S, help="seconds per trial")
+    parser.add_argument("--trial-timeout", type=float, default=timeout_s, help="seconds per trial")
     parser.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES, help="stop starting trials after")
     parser.add_argument("--seed", type=int, default=1, help="seeds the order of trials")
+    parser.add_argument("--out", type=Path, default=out)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = trial_parser(
+        (__doc__ or "").splitlines()[0],
+        aa=DEFAULT_AA,
+        per_effect=DEFAULT_PER_EFFECT,
+        effects=DEFAULT_EFFECTS,
+        timeout_s=DEFAULT_TRIAL_TIMEOUT_S,
+        out=DEFAULT_OUT,
+    )
     parser.add_argument("--cache", type=Path, default=None, help="base environments (default: ~/.cache/servingbench)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.aa < 1 or args.per_effect < 0 or any(effect <= 0 for effect in args.effects):
         parser.error("--aa must be at least 1 (the first trial measures the request), effects positive")
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def trials_main(
+    name: str,
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], list[Trial]],
+    usage_errors: tuple[type[Exception], ...],
+) -> int:
+    """Run a trial script: stop cleanly on Ctrl-C or SIGTERM (printing what was saved), one line for a usage error,
+    the rates at the end. Exit 0, 2 (usage) or 130 (interrupted)."""
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, _stop)
     try:
-        trials = run_trials(args)
-    except (RefError, BaseBuildError, PlanError) as exc:
-        print(f"ci_gate_trials: error: {exc}", file=sys.stderr)
+        trials = run(args)
+    except usage_errors as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (KeyboardInterrupt, BenchmarkInterrupted):
         print("interrupted: every server and load generator was stopped", file=sys.stderr)
-        trials = _saved_trials(args.out)
+        trials = saved_trials(args.out)
         status = EXIT_INTERRUPTED
     else:
         status = 0
@@ -395,7 +441,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _saved_trials(out: Path) -> list[Trial]:
+def main(argv: Sequence[str] | None = None) -> int:
+    return trials_main("ci_gate_trials", parse_args(argv), run_trials, (RefError, BaseBuildError, PlanError))
+
+
+def saved_trials(out: Path) -> list[Trial]:
     """The trials saved so far (after an interrupt, the in-memory list is gone with the frame that held it)."""
     try:
         document = json.loads((out / "trials.json").read_text())
