@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from servingbench.harness.speed import SPEED_PROBE
+
 MACHINE = "0123456789abcdef"
 OTHER_MACHINE = "fedcba9876543210"
 CONFIG = "fastapi-uvicorn"
@@ -138,6 +140,7 @@ def document(shape: Shape, configs: Sequence[str] = ("base", "head")) -> dict[st
             "packages": dict(shape.packages),
             "git_revision": "1" * 40,
             "git_dirty": False,
+            **({"speed_probe": SPEED_PROBE} if shape.probe else {}),
         },
         "plan": _plan(configs, shape),
         "fairness": [],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,15 @@ def test_runs_without_a_probe_are_judged_against_the_plain_interval_with_a_note(
     assert any("has no machine-speed probe" in note for note in result.notes)
     cpu = next(row for row in result.rows if row.key.metric == "cpu_us_per_request")
     assert cpu.threshold_source == "drift floor" or cpu.threshold > DRIFT_THRESHOLD
+
+
+def test_a_baseline_made_with_an_older_probe_is_judged_against_the_plain_interval_with_a_note(tmp_path: Path) -> None:
+    noise = replace(
+        _probed_noise(tmp_path),
+        stale_probe="before/after the load, 20,000 iterations",
+        entries={item: replace(entry, speeds=()) for item, entry in _probed_noise(tmp_path).entries.items()},
+    )
+    result = judge_baseline(noise, _runs_at(tmp_path, "new", PROBED))
+    assert result.exit_code in (EXIT_PASS, EXIT_REGRESSION)
+    assert any("older kind (before/after the load" in note and "re-make the baseline" in note for note in result.notes)
+    assert not any("speed probe ran" in note for note in result.notes)

@@ -14,6 +14,7 @@ from servingbench.gate import NOISE_FILE, NoiseError, load_noise, measure_noise
 from servingbench.gate.calibrate import build_baseline, wide_figures
 from servingbench.gate.figures import FigureKey
 from servingbench.gate.noise import SPEED_EXTRAPOLATION, SpeedFit, prediction_half_width, run_speed
+from servingbench.harness.speed import SPEED_PROBE
 from servingbench.reports.bundle import load_bundle
 
 from .canned import CONFIG, MODEL, OTHER_MACHINE, SCENARIO, Shape, calibration_bundles, single_bundle
@@ -143,3 +144,30 @@ def test_a_calibration_where_one_run_lacks_the_probe_keeps_no_speeds(tmp_path: P
     old = single_bundle(tmp_path / "old", QUIET.with_(seed=300))
     noise = measure_noise([load_bundle(path) for path in [*probed, old]])
     assert all(entry.speeds == () and entry.speed_fit is None for entry in noise.entries.values())
+
+
+def test_speeds_of_another_probe_kind_are_never_fitted(tmp_path: Path) -> None:
+    """The probe's kind travels with the speeds: a noise file made with another probe (the first one wrote no kind)
+    and a bundle of another probe keep their figures but lose the speed fit, so two kinds are never mixed."""
+    paths = calibration_bundles(tmp_path / "runs", QUIET.with_(probe=True), (1.0,) * 6, (1.0, 1.1, 0.9, 1.2, 1.05, 0.95))
+    build_baseline(paths, tmp_path / "baseline")
+    doc = json.loads((tmp_path / "baseline" / NOISE_FILE).read_text())
+    assert doc["speed_probe"] == SPEED_PROBE
+    assert load_noise(tmp_path / "baseline" / NOISE_FILE).stale_probe is None
+    for kind, stale in (("load-9it-9s", "load-9it-9s"), (None, "before/after the load, 20,000 iterations")):
+        if kind is None:
+            doc.pop("speed_probe")
+        else:
+            doc["speed_probe"] = kind
+        (tmp_path / "other.json").write_text(json.dumps(doc))
+        other = load_noise(tmp_path / "other.json")
+        assert other.stale_probe == stale and other.speed_fit is None
+        assert other.entries[(CONFIG, CPU)].run_values == load_noise(tmp_path / "baseline" / NOISE_FILE).entries[
+            (CONFIG, CPU)
+        ].run_values
+    results = paths[0] / "results.json"
+    bundle = json.loads(results.read_text())
+    assert run_speed(load_bundle(results.parent), CONFIG) is not None
+    bundle["environment"]["speed_probe"] = "load-9it-9s"
+    results.write_text(json.dumps(bundle))
+    assert run_speed(load_bundle(results.parent), CONFIG) is None

@@ -127,6 +127,12 @@ def _row(entry: NoiseEntry, values: Sequence[float], level: float, family: int, 
 def _speed_log(noise: NoiseModel, currents: Sequence[Bundle]) -> tuple[float | None, str | None]:
     """The new runs' mean probe log, when the baseline and every new run have a speed probe; else ``None`` and, when
     only the runs lack it, why."""
+    if noise.stale_probe is not None:
+        return None, (
+            f"the baseline's machine-speed probe is of an older kind ({noise.stale_probe}) than this servingbench's: "
+            "judged against the calibration mean, not its speed fit; re-make the baseline to judge at the machine's "
+            "speed"
+        )
     if noise.speed_fit is None:
         return None, None
     config = next(iter(noise.entries))[0]

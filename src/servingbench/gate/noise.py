@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
+from servingbench.harness.speed import SPEED_PROBE
 from servingbench.reports.bundle import Bundle
 
 from .figures import MIN_UNITS, FigureKey, arm_values, run_value
@@ -161,7 +162,10 @@ class SpeedFit:
 
 def run_speed(bundle: Bundle, config: str) -> float | None:
     """A whole run's machine-speed probe: the median over ``config``'s valid scenario runs that recorded one
-    (``None`` with fewer than :data:`MIN_UNITS`, e.g. a bundle made before the probe existed, or target mode)."""
+    (``None`` with fewer than :data:`MIN_UNITS`, e.g. a bundle made before the probe existed, or target mode, and
+    for a bundle whose probe is of another kind than this servingbench's :data:`SPEED_PROBE`)."""
+    if bundle.environment.get("speed_probe") != SPEED_PROBE:
+        return None
     values = [
         run.speed_probe_us
         for run in bundle.scenario_runs
@@ -233,6 +237,9 @@ class NoiseModel:
     entries: Mapping[tuple[str, FigureKey], NoiseEntry] = field(default_factory=dict)
     software: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    stale_probe: str | None = None
+    """The kind of the speed probe a noise file's ``speeds`` were made with, when it is not this servingbench's
+    :data:`SPEED_PROBE` (its speeds are then dropped: the check falls back to the plain interval and says why)."""
 
     @property
     def speed_fit(self) -> SpeedFit | None:
@@ -254,6 +261,7 @@ class NoiseModel:
             "created": list(self.created),
             "software": dict(self.software),
             "prediction_level": PREDICTION_LEVEL,
+            **({"speed_probe": SPEED_PROBE} if self.speed_fit is not None else {}),
             "figures": [entry.to_json() for entry in self.entries.values()],
         }
 
@@ -340,11 +348,16 @@ def load_noise(path: Path) -> NoiseModel:
     if not isinstance(machine, dict) or not isinstance(plan, dict) or not isinstance(figures, list) or not figures:
         raise _error(path, "needs 'machine' and 'plan' objects and a non-empty 'figures' list")
     entries = {(entry.config, entry.key): entry for entry in (_entry(raw, path) for raw in figures)}
+    probe = doc.get("speed_probe")
+    stale = None
+    if any(entry.speeds for entry in entries.values()) and probe != SPEED_PROBE:
+        stale = str(probe or "before/after the load, 20,000 iterations")  # the first probe wrote no kind
+        entries = {item: replace(entry, speeds=()) for item, entry in entries.items()}
     created = tuple(str(item) for item in doc.get("created") or ())
     stored = doc.get("software")
     software: dict[str, Any] = stored if isinstance(stored, dict) else {}
     runs = min(entry.n for entry in entries.values())
-    return NoiseModel(runs, Machine.of(_machine_env(machine)), plan, created, entries, software, path)
+    return NoiseModel(runs, Machine.of(_machine_env(machine)), plan, created, entries, software, path, stale)
 
 
 def _machine_env(machine: Mapping[str, Any]) -> dict[str, Any]:

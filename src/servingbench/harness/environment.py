@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from servingbench.harness.cpus import CpuAllocation
+from servingbench.harness.speed import SPEED_PROBE
 from servingbench.servers.registry import stack_packages
 
 __all__ = [
@@ -146,6 +147,7 @@ def collect_environment(allocation: CpuAllocation, *, blas_threads: int) -> dict
         "load_avg_before": load_average(),
         "load_avg_after": None,
         "blas_threads": blas_threads,
+        "speed_probe": SPEED_PROBE,  # the kind of every run's speed_probe_us (harness/speed.py)
     }
     environment["fingerprint"] = fingerprint(environment)
     return environment

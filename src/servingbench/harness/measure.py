@@ -15,8 +15,9 @@ from typing import Protocol
 
 from servingbench.harness.loadgen import LoadResult, WindowCallback
 from servingbench.harness.record import RunIdentity, RunRecord
+from servingbench.harness.resources import ServerMonitor
 from servingbench.harness.servers import StartedServer
-from servingbench.harness.speed import probe_speed_us, run_speed_us
+from servingbench.harness.speed import SpeedSampler
 from servingbench.loadtests.scenarios import LoadSpec, LoadSpecError
 
 __all__ = [
@@ -115,22 +116,24 @@ def measure(
     ``step``: a capacity-curve step, judged against the SLO by the curve, so its errors, drops and late sends are not
     gates here (past capacity they are the finding); only a measurement problem (a saturated generator, too few
     requests, a dead server) makes it invalid. ``server_log``: the server log artefact to link from the record.
-    ``speed_cpus``: the server's cores, where the machine-speed probe runs just before and just after the load
+    ``speed_cpus``: the server's cores, where the machine-speed probe samples during the measured window
     (:mod:`servingbench.harness.speed`; none in target mode).
     """
     record = RunRecord(identity, artifacts=dict(server_log or {}))
     monitor = server.monitor()
     started = time.monotonic()
-    before = probe_speed_us(speed_cpus)
+    sampler = SpeedSampler(speed_cpus)
+    window_start, window_end = _window_callbacks(monitor, sampler)
     try:
         load_spec = spec()
-        result = load.run(
-            load_spec,
-            out_dir=run_dir,
-            on_window_start=monitor.window_start if monitor else None,
-            on_window_end=monitor.window_end if monitor else None,
-            timeout_s=None,  # the load generator's own deadline: warm-up, window cap, drain and report
-        )
+        with sampler:
+            result = load.run(
+                load_spec,
+                out_dir=run_dir,
+                on_window_start=window_start,
+                on_window_end=window_end,
+                timeout_s=None,  # the load generator's own deadline: warm-up, window cap, drain and report
+            )
     except KeyboardInterrupt:
         raise RunInterrupted(record.failed("interrupted (Ctrl-C)", status="interrupted")) from None
     except (LoadSpecError, NotImplementedError, OSError, RuntimeError, ValueError) as exc:
@@ -140,9 +143,26 @@ def measure(
         result=result,
         usage=monitor.usage if monitor else None,
         wall_s=time.monotonic() - started,
-        speed_probe_us=run_speed_us(before, probe_speed_us(speed_cpus)),
+        speed_probe_us=sampler.value(),
     )
     return _apply_gates(record, server, gates, step=step)
+
+
+def _window_callbacks(monitor: ServerMonitor | None, sampler: SpeedSampler) -> tuple[WindowCallback, WindowCallback]:
+    """The measured window's start and end, told to the server's resource monitor (when there is one) and to the
+    speed probe."""
+
+    def start() -> None:
+        if monitor is not None:
+            monitor.window_start()
+        sampler.window_start()
+
+    def end() -> None:
+        if monitor is not None:
+            monitor.window_end()
+        sampler.window_end()
+
+    return start, end
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,12 +1,23 @@
-"""The machine's speed, measured in every run: a fixed piece of interpreter work timed in CPU time on the server's
-cores, just before and just after the run's load.
+"""The machine's speed, measured in every run: a small fixed piece of interpreter work timed in CPU time on the
+server's cores, every :data:`PROBE_INTERVAL_S` *while the load runs*.
 
-On a shared VM the CPU's speed moves by +/-20 % within seconds and by 10-20 % between runs minutes apart; every
-figure of a run moves with it (server CPU per request, throughput, latency). The probe does not depend on the code
-being measured, so it can stand beside a figure as a covariate: the committed-baseline check regresses each figure
-on it across the calibration runs and judges a new run against the figure *expected at the speed it ran at*
-(:mod:`servingbench.gate.noise`). Measured over 16 A/A runs of the CI plan: the probe's run-level value correlated
-with server CPU per request at r = 0.89 and took its run-to-run sd from 9.4 % to 4.5 % (docs/bench-ci.md).
+On a shared VM the CPU's speed moves by +/-20 % within seconds and by up to 2x between phases minutes apart, and
+each vCPU on its own (measured: the server's core running 1.8x faster for seconds while the other core's probe did
+not move); every figure of a run moves with it (server CPU per request, throughput, latency). The probe does not
+depend on the code being measured, so it can stand beside a figure as a covariate: the committed-baseline check
+regresses each figure on it across the calibration runs and judges a new run against the figure *expected at the
+speed it ran at* (:mod:`servingbench.gate.noise`).
+
+Why during the load and on the server's core: a probe taken only before and after the load, on an idle core,
+explained a third of the run-to-run variance in one phase (R² 0.32 over 20 runs); the same work sampled on the
+server's core during the load correlated with server CPU per request at r = 0.89 (docs/bench-ci.md). An idle core
+also reads about 10 % slower than a busy one (it runs cold), so idle samples would mix two things. The cost: one
+sample of :data:`PROBE_ITERATIONS` (about 0.3-0.6 ms) every 0.1 s, under 1 % of the server's core, the same for every
+config and version measured. A sample's CPU time counts only the time it ran, so waiting behind the server does not
+enter it: with a competing loop on the core at 50, 90 and 100 % duty (/work/bench/s6/small_exp.py), the reading
+moved with the competing loop's own rate, the core's speed (3,040 us while the loop ran 33 M iterations in 6 s, 5,697
+us at 21.9 M), not with the duty; only a near-idle core read about 10 % slower (it runs cold), and the load keeps
+the server's core busy.
 
 What it cannot show: a slowdown the interpreter loop does not feel (memory bandwidth, the network stack) is not in
 it, and its absolute value means nothing across machines (the baseline check never compares two machines).
@@ -19,13 +30,17 @@ import statistics
 import threading
 import time
 from collections.abc import Collection
+from types import TracebackType
 
-__all__ = ["PROBE_ITERATIONS", "PROBE_SAMPLES", "probe_speed_us", "run_speed_us"]
+__all__ = ["PROBE_INTERVAL_S", "PROBE_ITERATIONS", "SPEED_PROBE", "SpeedSampler"]
 
-PROBE_ITERATIONS = 20_000
-"""Loop iterations of one sample: about 2.5-5 ms of CPU on the 2-core VM, short enough to leave the run alone."""
-PROBE_SAMPLES = 3
-"""Samples per probe; the run's value is the median of the samples before and after its load."""
+PROBE_ITERATIONS = 2_000
+"""Loop iterations of one sample: about 0.3-0.6 ms of CPU on the 2-core VM."""
+PROBE_INTERVAL_S = 0.1
+"""Time between samples: a 0.5 s measured window gets about 5."""
+SPEED_PROBE = f"load-{PROBE_ITERATIONS}it-{PROBE_INTERVAL_S}s"
+"""The probe's kind, recorded with every bundle and calibration: values of two kinds are never fitted together (an
+older probe ran 20,000 iterations on the idle core before and after the load)."""
 
 
 def _work(iterations: int) -> int:
@@ -38,38 +53,71 @@ def _work(iterations: int) -> int:
     return total
 
 
-def _samples(iterations: int, samples: int, out: list[float]) -> None:
-    for _ in range(samples):
-        start = time.thread_time_ns()
-        _work(iterations)
-        out.append((time.thread_time_ns() - start) / 1_000.0)
+class SpeedSampler:
+    """Samples the fixed work every ``interval_s`` in a daemon thread pinned to ``cpus`` (the caller's own affinity
+    is untouched), from entering the context to leaving it; :meth:`window_start` / :meth:`window_end` mark the
+    measured window, whose samples make the run's value. Without ``cpus``, or when the platform cannot pin a
+    thread, it takes no samples."""
 
+    def __init__(
+        self, cpus: Collection[int], *, iterations: int = PROBE_ITERATIONS, interval_s: float = PROBE_INTERVAL_S
+    ) -> None:
+        self.cpus = frozenset(cpus)
+        self.iterations = iterations
+        self.interval_s = interval_s
+        self._samples: list[tuple[float, float]] = []  # (monotonic time at the end of the sample, CPU us)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._window: list[float] = []
+        self.error: OSError | None = None
 
-def probe_speed_us(
-    cpus: Collection[int], *, iterations: int = PROBE_ITERATIONS, samples: int = PROBE_SAMPLES
-) -> list[float]:
-    """CPU microseconds of ``samples`` runs of the fixed work, in a short-lived thread pinned to ``cpus`` (the
-    caller's own affinity is untouched). Empty when the platform cannot pin a thread or ``cpus`` is empty."""
-    if not cpus or not hasattr(os, "sched_setaffinity"):
-        return []
-    out: list[float] = []
-    failed: list[OSError] = []
+    def __enter__(self) -> SpeedSampler:
+        if self.cpus and hasattr(os, "sched_setaffinity"):
+            self._thread = threading.Thread(target=self._loop, name="servingbench-speed-probe", daemon=True)
+            self._thread.start()
+        return self
 
-    def pinned() -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self) -> None:
         try:
-            os.sched_setaffinity(0, set(cpus))  # pid 0: the calling thread only
+            os.sched_setaffinity(0, set(self.cpus))  # pid 0: the calling thread only
         except OSError as exc:
-            failed.append(exc)
+            self.error = exc
             return
-        _samples(iterations, samples, out)
+        while not self._stop.wait(self.interval_s):
+            start = time.thread_time_ns()
+            _work(self.iterations)
+            used = (time.thread_time_ns() - start) / 1_000.0
+            self._samples.append((time.monotonic(), used))
 
-    thread = threading.Thread(target=pinned, name="servingbench-speed-probe", daemon=True)
-    thread.start()
-    thread.join()
-    return [] if failed else out
+    def window_start(self) -> None:
+        self._window = [time.monotonic()]
 
+    def window_end(self) -> None:
+        if len(self._window) == 1:
+            self._window.append(time.monotonic())
 
-def run_speed_us(before: Collection[float], after: Collection[float]) -> float | None:
-    """A run's speed probe: the median of its samples before and after the load (``None`` without samples)."""
-    values = [*before, *after]
-    return round(statistics.median(values), 1) if values else None
+    @property
+    def samples(self) -> list[float]:
+        """Every sample's CPU microseconds, in order."""
+        return [used for _, used in list(self._samples)]
+
+    def window_samples(self) -> list[float]:
+        """The samples that ended inside the measured window (all of them when no window was marked)."""
+        samples = list(self._samples)
+        if not self._window:
+            return [used for _, used in samples]
+        start = self._window[0]
+        end = self._window[1] if len(self._window) == 2 else float("inf")
+        return [used for at, used in samples if start <= at <= end]
+
+    def value(self) -> float | None:
+        """The run's probe: the median of the window's samples, else of all samples; ``None`` without any."""
+        values = self.window_samples() or self.samples
+        return round(statistics.median(values), 1) if values else None
