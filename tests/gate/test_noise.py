@@ -149,7 +149,9 @@ def test_a_calibration_where_one_run_lacks_the_probe_keeps_no_speeds(tmp_path: P
 def test_speeds_of_another_probe_kind_are_never_fitted(tmp_path: Path) -> None:
     """The probe's kind travels with the speeds: a noise file made with another probe (the first one wrote no kind)
     and a bundle of another probe keep their figures but lose the speed fit, so two kinds are never mixed."""
-    paths = calibration_bundles(tmp_path / "runs", QUIET.with_(probe=True), (1.0,) * 6, (1.0, 1.1, 0.9, 1.2, 1.05, 0.95))
+    paths = calibration_bundles(
+        tmp_path / "runs", QUIET.with_(probe=True), (1.0,) * 6, (1.0, 1.1, 0.9, 1.2, 1.05, 0.95)
+    )
     build_baseline(paths, tmp_path / "baseline")
     doc = json.loads((tmp_path / "baseline" / NOISE_FILE).read_text())
     assert doc["speed_probe"] == SPEED_PROBE
@@ -162,9 +164,10 @@ def test_speeds_of_another_probe_kind_are_never_fitted(tmp_path: Path) -> None:
         (tmp_path / "other.json").write_text(json.dumps(doc))
         other = load_noise(tmp_path / "other.json")
         assert other.stale_probe == stale and other.speed_fit is None
-        assert other.entries[(CONFIG, CPU)].run_values == load_noise(tmp_path / "baseline" / NOISE_FILE).entries[
-            (CONFIG, CPU)
-        ].run_values
+        assert (
+            other.entries[(CONFIG, CPU)].run_values
+            == load_noise(tmp_path / "baseline" / NOISE_FILE).entries[(CONFIG, CPU)].run_values
+        )
     results = paths[0] / "results.json"
     bundle = json.loads(results.read_text())
     assert run_speed(load_bundle(results.parent), CONFIG) is not None
