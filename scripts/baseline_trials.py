@@ -55,6 +55,7 @@ from servingbench.gate.noise import NOISE_FILE, NoiseError
 from servingbench.harness import Plan, PlanError
 from servingbench.harness.cpus import detect_cpus
 from servingbench.harness.servers import LocalStarter, ServerStarter
+from servingbench.harness.speed import SPEED_PROBE
 from servingbench.reports.bundle import BundleError, load_bundle
 
 DEFAULT_CALIBRATION_RUNS = 20
@@ -124,7 +125,14 @@ class Session:
 def calibration(args: argparse.Namespace, plan: Plan, log: Console) -> NoiseModel:
     """The baseline the trials are judged against: ``--baseline``'s, or N runs made now."""
     if args.baseline is not None:
-        return load_noise(args.baseline / NOISE_FILE)
+        noise = load_noise(args.baseline / NOISE_FILE)
+        if noise.stale_probe is not None:
+            print(
+                f"warning: {args.baseline} was calibrated with another speed probe ({noise.stale_probe}): every trial "
+                f"is judged against the plain interval, not this servingbench's speed fit ({SPEED_PROBE})",
+                flush=True,
+            )
+        return noise
     print(f"calibrating: {args.calibration_runs} A/A runs", flush=True)
     with bench_lock():
         bundles = run_times(
@@ -159,7 +167,7 @@ def run_trials(args: argparse.Namespace) -> list[Trial]:
             change = "" if trial.measured_cost_change is None else f", CPU/request {trial.measured_cost_change:+.1%}"
             what = f"trial {index:3d} {trial.kind:>5} (cpu_us={cpu_us})"
             print(f"{what}: exit {trial.exit_code}: {trial.reason}{change} ({trial.seconds:.0f} s)", flush=True)
-            save_trials(out, trials, request_us)
+            save_trials(out, trials, request_us, speed_probe=SPEED_PROBE if noise.stale_probe is None else None)
     return trials
 
 

@@ -335,10 +335,11 @@ def _request_cost(bundle_dir: Path) -> float | None:
         return None
 
 
-def save_trials(out: Path, trials: Sequence[Trial], request_us: float | None) -> None:
-    """Rewrite ``out/trials.json``: the request's cost, the rates so far and every trial."""
+def save_trials(out: Path, trials: Sequence[Trial], request_us: float | None, **extra: object) -> None:
+    """Rewrite ``out/trials.json``: the request's cost, ``extra`` (e.g. the speed probe's kind), the rates so far and
+    every trial."""
     rates = summarise(trials)
-    document = {"request_cpu_us": request_us, "rates": [asdict(rate) for rate in rates]}
+    document = {"request_cpu_us": request_us, **extra, "rates": [asdict(rate) for rate in rates]}
     document["trials"] = [asdict(trial) for trial in trials]
     (out / "trials.json").write_text(json.dumps(document, indent=1))
 

@@ -11,6 +11,7 @@ import pytest
 
 from servingbench.cli import main
 from servingbench.gate import EXIT_NO_VERDICT, EXIT_PASS, EXIT_REGRESSION, EXIT_USAGE, NOISE_FILE
+from servingbench.harness.speed import SPEED_PROBE
 
 from .canned import OTHER_MACHINE, Shape, ab_bundle, calibration_bundles, single_bundle
 
@@ -94,6 +95,7 @@ def test_calibrate_then_check_against_the_baseline(tmp_path: Path) -> None:
     assert code == EXIT_NO_VERDICT  # four runs are not enough for a prediction interval
     code, out, _ = _run("calibrate", "--baseline", str(baseline), "--from", *map(str, runs))
     assert code == EXIT_PASS and (baseline / NOISE_FILE).is_file() and "prediction interval" in out
+    assert f"of {len(runs)} runs, {len(runs)} made before the probe had a kind" in out  # QUIET bundles: no probe
     same = single_bundle(tmp_path / "same", QUIET.with_(seed=9))
     slower = single_bundle(tmp_path / "slower", QUIET.with_(seed=9, head_factor=1.3))
     elsewhere = single_bundle(tmp_path / "elsewhere", QUIET.with_(seed=9, machine_id=OTHER_MACHINE, head_factor=1.3))
@@ -107,3 +109,18 @@ def test_calibrate_then_check_against_the_baseline(tmp_path: Path) -> None:
     assert code == EXIT_REGRESSION and "the mean of 2 new runs" in out
     code, out, _ = _run("check", "--baseline", str(baseline), str(same), str(elsewhere), "--out", out_dir)
     assert code == EXIT_NO_VERDICT and "absolute figures from two machines do not compare" in out
+
+
+def test_calibrate_says_which_probe_it_fitted_and_why_it_did_not(tmp_path: Path) -> None:
+    speeds = (1.0, 1.1, 0.9, 1.2, 1.05, 0.95)
+    probed = calibration_bundles(tmp_path / "probed", QUIET.with_(probe=True), (1.0,) * 6, speeds)
+    code, out, _ = _run("calibrate", "--baseline", str(tmp_path / "b1"), "--from", *map(str, probed))
+    assert code == EXIT_PASS and f"machine-speed probe ({SPEED_PROBE}): sd" in out
+    code, out, _ = _run("calibrate", "--baseline", str(tmp_path / "b2"), "--from", *map(str, probed[:5]))
+    assert code == EXIT_PASS and "the machine-speed probe's fit needs 6 runs, this calibration has 5" in out
+    for path in probed[:2]:  # two runs of another probe: never fitted with this one's
+        doc = json.loads((path / "results.json").read_text())
+        doc["environment"]["speed_probe"] = "load-9it-9s"
+        (path / "results.json").write_text(json.dumps(doc))
+    code, out, _ = _run("calibrate", "--baseline", str(tmp_path / "b3"), "--from", *map(str, probed))
+    assert code == EXIT_PASS and "of 6 runs, 2 made with another kind of machine-speed probe" in out

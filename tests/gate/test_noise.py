@@ -108,7 +108,7 @@ def test_the_speed_fit_is_least_squares_with_the_regression_prediction_interval(
     expected = scipy_stats.t.ppf(0.975, 4) * s * math.sqrt(1 / 3 + 1 / 6 + (0.15 - np.mean(x)) ** 2 / sxx)
     assert fit.half_width(0.95, 0.15, runs=3) == pytest.approx(expected)
     assert fit.half_width(0.95, 0.2) > fit.half_width(0.95, float(np.mean(x)))  # farther from the mean: wider
-    slack = SPEED_EXTRAPOLATION * 0.3  # a quarter of the range (-0.1 to 0.2) past either end
+    slack = SPEED_EXTRAPOLATION * 0.3  # that share of the range (-0.1 to 0.2) past either end
     assert fit.covers(0.2 + slack) and fit.covers(-0.1 - slack)
     assert not fit.covers(0.2 + slack + 0.001) and not fit.covers(-0.1 - slack - 0.001)
     assert 0.9 < fit.explained < 1.0
@@ -174,3 +174,13 @@ def test_speeds_of_another_probe_kind_are_never_fitted(tmp_path: Path) -> None:
     bundle["environment"]["speed_probe"] = "load-9it-9s"
     results.write_text(json.dumps(bundle))
     assert run_speed(load_bundle(results.parent), CONFIG) is None
+
+
+def test_a_calibration_too_short_for_the_fit_still_names_its_probe(tmp_path: Path) -> None:
+    """Five probed runs keep their speeds but are one short of the fit; the file names the probe's kind, so reading
+    it back does not take its speeds for an older probe's."""
+    paths = calibration_bundles(tmp_path / "runs", QUIET.with_(probe=True), (1.0,) * 5, (1.0, 1.1, 0.9, 1.2, 1.05))
+    noise = build_baseline(paths, tmp_path / "baseline")
+    assert noise.speed_fit is None and all(len(entry.speeds) == 5 for entry in noise.entries.values())
+    loaded = load_noise(tmp_path / "baseline" / NOISE_FILE)
+    assert loaded.stale_probe is None and all(len(entry.speeds) == 5 for entry in loaded.entries.values())

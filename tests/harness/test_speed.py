@@ -6,10 +6,21 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
+from servingbench.harness import speed
+from servingbench.harness.measure import Gates, RunInterrupted, measure
+from servingbench.harness.record import RunIdentity
+from servingbench.harness.servers import StartedServer
 from servingbench.harness.speed import SpeedSampler
+from servingbench.loadtests.scenarios import LoadSpec
+
+from .fakes import fake_result
 
 
 def _wait_for(sampler: SpeedSampler, count: int) -> None:
@@ -44,7 +55,7 @@ def test_it_stops_sampling_when_the_context_ends() -> None:
         _wait_for(sampler, 2)
     taken = len(sampler.samples)
     time.sleep(0.02)
-    assert len(sampler.samples) == taken
+    assert taken >= 2 and len(sampler.samples) == taken
 
 
 def test_more_work_takes_more_cpu_time() -> None:
@@ -69,14 +80,14 @@ def test_no_cores_or_a_core_that_cannot_be_used_give_no_samples() -> None:
 def test_a_run_s_value_is_the_median_of_the_samples_inside_its_measured_window() -> None:
     sampler = SpeedSampler([0])
     sampler._samples = [(1.0, 100.0), (2.0, 7.0), (3.0, 5.0), (4.0, 9.0), (5.0, 200.0)]
-    assert sampler.value() == 9.0  # no window marked: every sample
+    assert sampler.value() is None  # no window marked (the load failed before it): warm-up samples do not count
     sampler._window = [1.5, 4.5]
     assert sampler.window_samples() == [7.0, 5.0, 9.0]
     assert sampler.value() == 7.0
     sampler._window = [4.5]  # opened, never closed (the load failed): from the start on
     assert sampler.value() == 200.0
-    sampler._window = [5.5, 6.0]  # a window too short for a sample: every sample
-    assert sampler.value() == 9.0
+    sampler._window = [5.5, 6.0]  # a window too short for a sample: no value, never the idle samples around it
+    assert sampler.value() is None
 
 
 def test_window_marks_record_the_measured_window_once() -> None:
@@ -88,3 +99,88 @@ def test_window_marks_record_the_measured_window_once() -> None:
     first = list(sampler._window)
     sampler.window_end()
     assert sampler._window == first and len(first) == 2 and first[0] <= first[1]
+
+
+# --- through the one measure path --------------------------------------------------------------------------------
+
+IDENTITY = RunIdentity(
+    "r0001",
+    1,
+    "c",
+    "fastapi",
+    "uvicorn",
+    "def",
+    1,
+    None,
+    "m",
+    "synthetic:cpu_us=1",
+    "s",
+    "closed",
+    "/predict",
+    1,
+    1,
+    None,
+    0,
+    "s001",
+    0.0,
+)
+GATES = Gates(error_rate_limit=0.01, min_requests=1)
+NO_SERVER = StartedServer("http://127.0.0.1:9", "s001")  # never contacted: the fake load below answers itself
+
+
+@dataclass
+class WindowedLoad:
+    """A load generator stand-in: a warm-up, then a measured window, each long enough for probe samples; or it fails
+    (``raises``) inside the window."""
+
+    raises: BaseException | None = None
+    threads_inside: list[str] = field(default_factory=list)
+
+    def run(self, spec: Any, *, out_dir: Path, on_window_start: Any, on_window_end: Any, timeout_s: Any) -> Any:
+        time.sleep(0.05)
+        assert on_window_start is not None and on_window_end is not None
+        on_window_start()
+        self.threads_inside = [thread.name for thread in threading.enumerate()]
+        time.sleep(0.05)
+        if self.raises is not None:
+            raise self.raises
+        on_window_end()
+        time.sleep(0.05)
+        return fake_result(cast(LoadSpec, SimpleNamespace(warmup_s=0.05, duration_s=0.05)), out_dir)
+
+
+def _measure(load: WindowedLoad, tmp_path: Path, patch: pytest.MonkeyPatch) -> Any:
+    patch.setattr(speed, "PROBE_INTERVAL_S", 0.002)  # samples every 2 ms: the 50 ms window gets several
+    patch.setattr(speed, "PROBE_ITERATIONS", 200)
+    return measure(
+        IDENTITY,
+        lambda: cast(LoadSpec, None),
+        NO_SERVER,
+        load,
+        run_dir=tmp_path,
+        gates=GATES,
+        speed_cpus=[min(os.sched_getaffinity(0))],
+    )
+
+
+def test_measure_records_the_probe_of_the_measured_window_and_stops_it(tmp_path: Path) -> None:
+    load = WindowedLoad()
+    with pytest.MonkeyPatch.context() as patch:
+        record = _measure(load, tmp_path, patch)
+    assert "servingbench-speed-probe" in load.threads_inside
+    assert record.speed_probe_us is not None and record.speed_probe_us > 0.0
+    assert not any(thread.name == "servingbench-speed-probe" for thread in threading.enumerate())
+
+
+@pytest.mark.parametrize("failure", [OSError("generator crashed"), KeyboardInterrupt()])
+def test_a_failed_or_interrupted_load_leaves_no_probe_thread_behind(tmp_path: Path, failure: BaseException) -> None:
+    load = WindowedLoad(raises=failure)
+    with pytest.MonkeyPatch.context() as patch:
+        if isinstance(failure, KeyboardInterrupt):
+            with pytest.raises(RunInterrupted):
+                _measure(load, tmp_path, patch)
+        else:
+            record = _measure(load, tmp_path, patch)
+            assert record.status == "failed" and "generator crashed" in (record.invalid_reason or "")
+    assert "servingbench-speed-probe" in load.threads_inside
+    assert not any(thread.name == "servingbench-speed-probe" for thread in threading.enumerate())

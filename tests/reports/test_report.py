@@ -249,4 +249,7 @@ def test_the_machine_s_speed_is_stated_where_runs_recorded_it() -> None:
     runs = [Run(f"r{i}", "c", "m", "s", 0, True, speed_probe_us=value) for i, value in enumerate((100.0, 110.0, 90.0))]
     text = speed_text([*runs, Run("r9", "c", "m", "s", 0, True)])
     assert text is not None and text.startswith("speed probe median 100 us over 3 runs") and "higher is slower" in text
+    assert "(an older probe: only with runs of it)" in text
+    with_kind = speed_text(runs, "load-2000it-0.1s")
+    assert with_kind is not None and with_kind.endswith("(probe load-2000it-0.1s: only with runs of the same probe)")
     assert speed_text([Run("r0", "c", "m", "s", 0, True)]) is None

@@ -17,11 +17,12 @@ from rich.console import Console
 
 from servingbench.files import dumps_finite, write_atomic
 from servingbench.harness import HarnessError, Plan, PlanError, load_plan
+from servingbench.harness.speed import SPEED_PROBE
 from servingbench.reports.bundle import BundleError, load_bundle
 
 from .baseline import DEFAULT_RUNS as CHECK_RUNS
 from .check import CI_PLAN, run_times
-from .noise import MIN_CALIBRATION_RUNS, NOISE_FILE, NoiseEntry, NoiseError, NoiseModel, measure_noise
+from .noise import MIN_CALIBRATION_RUNS, MIN_SPEED_RUNS, NOISE_FILE, NoiseEntry, NoiseError, NoiseModel, measure_noise
 from .paired import FAMILY_CONFIDENCE, family_level
 from .result import EXIT_NO_VERDICT, EXIT_PASS, EXIT_USAGE
 
@@ -79,7 +80,23 @@ def _check_half_width(entry: NoiseEntry, level: float, runs: int) -> float:
     return entry.half_width(level, runs) if fit is None else fit.half_width(level, fit.x_mean, runs)
 
 
-def _print(console: Console, noise: NoiseModel) -> None:
+def _no_fit_reason(noise: NoiseModel, bundle_dirs: Sequence[Path]) -> str:
+    """Why the calibration has no speed fit: runs of another probe kind, runs without a probe, or too few runs."""
+    kinds = [load_bundle(path).environment.get("speed_probe") for path in bundle_dirs]
+    other = sum(kind not in (None, SPEED_PROBE) for kind in kinds)
+    old = sum(kind is None for kind in kinds)
+    if other or old:
+        parts = [
+            *([f"{other} made with another kind of machine-speed probe"] if other else []),
+            *([f"{old} made before the probe had a kind (or in target mode)"] if old else []),
+        ]
+        return f"of {len(kinds)} runs, {' and '.join(parts)}: never fitted with this servingbench's ({SPEED_PROBE})"
+    if any(entry.speeds for entry in noise.entries.values()):
+        return f"the machine-speed probe's fit needs {MIN_SPEED_RUNS} runs, this calibration has {noise.runs}"
+    return "no machine-speed probe in every run"
+
+
+def _print(console: Console, noise: NoiseModel, bundle_dirs: Sequence[Path]) -> None:
     console.print(f"servingbench calibrate: {noise.runs} A/A runs, run-to-run noise per figure:", highlight=False)
     for entry in noise.entries.values():
         low, high = (math.exp(entry.log_mean + sign * entry.half_width(0.95)) for sign in (-1, 1))
@@ -94,8 +111,8 @@ def _print(console: Console, noise: NoiseModel) -> None:
     if probed:
         spread = math.expm1(float(np.std(np.log(probed[0][0].speeds), ddof=1)))
         console.print(
-            f"  machine-speed probe: sd {spread:.1%} between runs; run-to-run sd left once each figure is regressed "
-            "on it (what a check is judged against):",
+            f"  machine-speed probe ({SPEED_PROBE}): sd {spread:.1%} between runs; run-to-run sd left once each "
+            "figure is regressed on it (what a check is judged against):",
             highlight=False,
         )
         for entry, fit in probed:
@@ -107,7 +124,7 @@ def _print(console: Console, noise: NoiseModel) -> None:
             )
     else:
         console.print(
-            "  no machine-speed probe in every run: checks are judged against the plain interval", highlight=False
+            f"  {_no_fit_reason(noise, bundle_dirs)}: checks are judged against the plain interval", highlight=False
         )
     wide = wide_figures(noise)
     if wide:
@@ -153,6 +170,6 @@ def run_calibrate(
     except (NoiseError, HarnessError) as exc:
         print(f"servingbench calibrate: no baseline: {exc}", file=err)
         return EXIT_NO_VERDICT
-    _print(console, noise)
+    _print(console, noise, bundles)
     console.print(f"baseline written to {noise.path}", highlight=False, markup=False)
     return EXIT_PASS

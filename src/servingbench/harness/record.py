@@ -83,7 +83,7 @@ class StepVerdict:
 @dataclass(frozen=True)
 class RunRecord:
     """One run: its identity, how it went (``status``, the validity ``problems``), the load result and the server's
-    usage over the measured window, and the machine-speed probe around it (``speed_probe_us``, CPU microseconds of a
+    usage over the measured window, and the machine-speed probe during it (``speed_probe_us``, CPU microseconds of a
     fixed piece of work on the server's cores: higher is a slower machine). ``valid`` only when it ran and no gate
     found a problem."""
 

@@ -10,7 +10,8 @@ speed it ran at* (:mod:`servingbench.gate.noise`).
 
 Why during the load and on the server's core: a probe taken only before and after the load, on an idle core,
 explained a third of the run-to-run variance in one phase (R² 0.32 over 20 runs); the same work sampled on the
-server's core during the load correlated with server CPU per request at r = 0.89 (docs/bench-ci.md). An idle core
+server's core during the load (then 20,000 iterations every 0.5 s) correlated with server CPU per request at r =
+0.89 over 16 runs; as built it explained R² 0.49 of 16 calibration runs (docs/bench-ci.md). An idle core
 also reads about 10 % slower than a busy one (it runs cold), so idle samples would mix two things. The cost: one
 sample of :data:`PROBE_ITERATIONS` (about 0.3-0.6 ms) every 0.1 s, under 1 % of the server's core, the same for every
 config and version measured. A sample's CPU time counts only the time it ran, so waiting behind the server does not
@@ -60,11 +61,11 @@ class SpeedSampler:
     thread, it takes no samples."""
 
     def __init__(
-        self, cpus: Collection[int], *, iterations: int = PROBE_ITERATIONS, interval_s: float = PROBE_INTERVAL_S
+        self, cpus: Collection[int], *, iterations: int | None = None, interval_s: float | None = None
     ) -> None:
         self.cpus = frozenset(cpus)
-        self.iterations = iterations
-        self.interval_s = interval_s
+        self.iterations = PROBE_ITERATIONS if iterations is None else iterations
+        self.interval_s = PROBE_INTERVAL_S if interval_s is None else interval_s
         self._samples: list[tuple[float, float]] = []  # (monotonic time at the end of the sample, CPU us)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,15 +110,16 @@ class SpeedSampler:
         return [used for _, used in list(self._samples)]
 
     def window_samples(self) -> list[float]:
-        """The samples that ended inside the measured window (all of them when no window was marked)."""
+        """The samples that ended inside the measured window (from its start on when it never closed); none when no
+        window was marked: samples of the warm-up or the drain, on a core going idle, would mix two things."""
         samples = list(self._samples)
         if not self._window:
-            return [used for _, used in samples]
+            return []
         start = self._window[0]
         end = self._window[1] if len(self._window) == 2 else float("inf")
         return [used for at, used in samples if start <= at <= end]
 
     def value(self) -> float | None:
-        """The run's probe: the median of the window's samples, else of all samples; ``None`` without any."""
-        values = self.window_samples() or self.samples
+        """The run's probe: the median of the window's samples; ``None`` without any."""
+        values = self.window_samples()
         return round(statistics.median(values), 1) if values else None

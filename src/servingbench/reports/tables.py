@@ -520,9 +520,10 @@ def _order_text(runs: Sequence[Run]) -> str:
     return f"{len(ordered)} runs in recorded order; the config changed {switches} times between consecutive runs"
 
 
-def speed_text(runs: Sequence[Run]) -> str | None:
+def speed_text(runs: Sequence[Run], kind: object = None) -> str | None:
     """The machine's speed over the run as its speed probe saw it (``harness.speed``: CPU microseconds of a fixed
-    piece of work on the server's cores around every run; higher = slower), or ``None`` when no run recorded it."""
+    piece of work on the server's cores during every run; higher = slower), or ``None`` when no run recorded it.
+    ``kind``: the probe's kind (``environment.speed_probe``); values of two kinds do not compare."""
     values = [run.speed_probe_us for run in runs if run.speed_probe_us is not None and run.speed_probe_us > 0.0]
     if not values:
         return None
@@ -530,6 +531,7 @@ def speed_text(runs: Sequence[Run]) -> str | None:
     return (
         f"speed probe median {mid:.0f} us over {len(values)} runs (P10 {low:.0f}, P90 {high:.0f}): higher is slower; "
         "compare it between runs on one machine to see how fast the machine was for each"
+        + (f" (probe {kind}: only with runs of the same probe)" if kind else " (an older probe: only with runs of it)")
     )
 
 
@@ -540,7 +542,7 @@ def measurement(bundle: Bundle) -> Measurement:
     extra = tuple(
         (key, _display(value)) for key, value in env.items() if key not in ENVIRONMENT_KEYS and key != "packages"
     )
-    speed = speed_text(bundle.runs)
+    speed = speed_text(bundle.runs, env.get("speed_probe"))
     if speed is not None:
         extra += (("machine_speed", speed),)
     packages_raw = env.get("packages")
