@@ -14,7 +14,7 @@ examples:
   servingbench check --base origin/main                  the head against main's merge base, interleaved in one run
   servingbench check --base HEAD                         an A/A check: must pass
   servingbench check --base "$BASE_SHA" --summary        in a GitHub Actions job: the verdict in the job summary
-  servingbench check --baseline baselines/ci             against a committed baseline (the same machine only), 10 runs
+  servingbench check --baseline baselines/ci             against a committed baseline (the same machine only), 3 runs
   servingbench check --baseline baselines/ci results/ci/2026*/   the same, judging runs already made
   servingbench check --bundle results/ci/latest --json   judge a run already made, as JSON
 """

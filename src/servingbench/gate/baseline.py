@@ -41,7 +41,11 @@ from .result import CheckResult, GateRow, classify, decide, no_verdict
 
 __all__ = ["DEFAULT_RUNS", "DRIFT_THRESHOLD", "judge_baseline"]
 
-DEFAULT_RUNS = 10  # runs a baseline check makes now: ~4 min of the CI plan on 2 cores (docs/bench-ci.md: what 5 missed)
+DEFAULT_RUNS = 3
+"""Runs a baseline check makes and judges by their mean: about 75 s of the CI plan on 2 cores. What the trials
+measured (docs/bench-ci.md, fourth trial): with the speed fit and a calibration across the machine's states, 3 runs
+gave 0 of 20 A/A false alarms and caught +15 % in 10 of 10 (10 runs were the default while the probe ran on the
+idle core, and the plain interval needed them)."""
 DRIFT_THRESHOLD = 0.10
 """The smallest material threshold of a baseline check judged without the speed probe. Calibration runs back to
 back see the noise between runs minutes apart, not the machine's drift between the calibration and a later check:
