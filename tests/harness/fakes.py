@@ -132,6 +132,7 @@ class ScriptedLoad:
     capacity: float = 600.0
     open_loop: Behaviour | None = None
     late_above: float | None = None
+    window_s: float = 0.0  # how long the measured window stays open (the speed probe samples only inside it)
 
     def run(
         self,
@@ -158,6 +159,7 @@ class ScriptedLoad:
             for pid in victims:
                 os.kill(pid, signal.SIGKILL)
             wait_dead(victims)
+        time.sleep(self.window_s)
         if on_window_end:
             on_window_end()
         return self._result(spec, out_dir, action)

@@ -18,6 +18,7 @@ import psutil
 import pytest
 from rich.console import Console
 
+from servingbench.harness import speed
 from servingbench.harness.bundle import LATEST_LINK, RESULTS_FILE
 from servingbench.harness.measure import validity_problems
 from servingbench.harness.plan import Measurement
@@ -194,8 +195,11 @@ def test_errors_before_anything_starts(tmp_path: Path, plan_file: Path) -> None:
 
 
 def test_every_repetition_measures_every_config_interleaved(
-    tmp_path: Path, plan_file: Path, load: ScriptedLoad, starter: TinyStarter
+    tmp_path: Path, plan_file: Path, load: ScriptedLoad, starter: TinyStarter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    load.window_s = 0.03  # a window long enough for speed-probe samples, taken every 2 ms here
+    monkeypatch.setattr(speed, "PROBE_INTERVAL_S", 0.002)
+    monkeypatch.setattr(speed, "PROBE_ITERATIONS", 200)
     bundle, output = bench(plan_file, tmp_path / "results", load, starter)
     data = document(bundle)
     runs = data["runs"]
