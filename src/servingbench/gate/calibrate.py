@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -18,7 +19,7 @@ from rich.console import Console
 from servingbench.files import dumps_finite, write_atomic
 from servingbench.harness import HarnessError, Plan, PlanError, load_plan
 from servingbench.harness.speed import SPEED_PROBE
-from servingbench.reports.bundle import BundleError, load_bundle
+from servingbench.reports.bundle import Bundle, BundleError, load_bundle
 
 from .baseline import DEFAULT_RUNS as CHECK_RUNS
 from .check import CI_PLAN, run_times
@@ -34,6 +35,7 @@ __all__ = [
     "calibrate",
     "run_calibrate",
     "wide_figures",
+    "write_baseline",
 ]
 
 DEFAULT_RUNS = 20
@@ -50,14 +52,21 @@ def build_baseline(bundle_dirs: Sequence[Path], baseline_dir: Path) -> NoiseMode
 
     Raises :class:`NoiseError` (one line) for unreadable bundles, fewer than 5 runs, or runs that do not compare.
     """
+    return write_baseline(_load(bundle_dirs), baseline_dir)
+
+
+def _load(bundle_dirs: Sequence[Path]) -> list[Bundle]:
     try:
-        bundles = [load_bundle(path) for path in bundle_dirs]
+        return [load_bundle(path) for path in bundle_dirs]
     except BundleError as exc:
         raise NoiseError(str(exc)) from exc
+
+
+def write_baseline(bundles: Sequence[Bundle], baseline_dir: Path) -> NoiseModel:
+    """:func:`build_baseline` for bundles already read."""
     noise = measure_noise(bundles)
     baseline_dir.mkdir(parents=True, exist_ok=True)
-    path = write_atomic(baseline_dir / NOISE_FILE, dumps_finite(noise.to_json()))
-    return NoiseModel(noise.runs, noise.machine, noise.plan, noise.created, noise.entries, noise.software, path)
+    return replace(noise, path=write_atomic(baseline_dir / NOISE_FILE, dumps_finite(noise.to_json())))
 
 
 def calibrate(*, plan: Plan, runs: int, out_root: Path, console: Console) -> list[Path]:
@@ -80,9 +89,9 @@ def _check_half_width(entry: NoiseEntry, level: float, runs: int) -> float:
     return entry.half_width(level, runs) if fit is None else fit.half_width(level, fit.x_mean, runs)
 
 
-def _no_fit_reason(noise: NoiseModel, bundle_dirs: Sequence[Path]) -> str:
+def _no_fit_reason(noise: NoiseModel, bundles: Sequence[Bundle]) -> str:
     """Why the calibration has no speed fit: runs of another probe kind, runs without a probe, or too few runs."""
-    kinds = [load_bundle(path).environment.get("speed_probe") for path in bundle_dirs]
+    kinds = [bundle.environment.get("speed_probe") for bundle in bundles]
     other = sum(kind not in (None, SPEED_PROBE) for kind in kinds)
     old = sum(kind is None for kind in kinds)
     if other or old:
@@ -96,7 +105,7 @@ def _no_fit_reason(noise: NoiseModel, bundle_dirs: Sequence[Path]) -> str:
     return "no machine-speed probe in every run"
 
 
-def _print(console: Console, noise: NoiseModel, bundle_dirs: Sequence[Path]) -> None:
+def _print(console: Console, noise: NoiseModel, bundles: Sequence[Bundle]) -> None:
     console.print(f"servingbench calibrate: {noise.runs} A/A runs, run-to-run noise per figure:", highlight=False)
     for entry in noise.entries.values():
         low, high = (math.exp(entry.log_mean + sign * entry.half_width(0.95)) for sign in (-1, 1))
@@ -124,7 +133,7 @@ def _print(console: Console, noise: NoiseModel, bundle_dirs: Sequence[Path]) -> 
             )
     else:
         console.print(
-            f"  {_no_fit_reason(noise, bundle_dirs)}: checks are judged against the plain interval", highlight=False
+            f"  {_no_fit_reason(noise, bundles)}: checks are judged against the plain interval", highlight=False
         )
     wide = wide_figures(noise)
     if wide:
@@ -165,8 +174,8 @@ def run_calibrate(
         print(f"servingbench calibrate: error: {exc}", file=err)
         return EXIT_USAGE
     try:
-        bundles = list(from_bundles) or calibrate(plan=plan, runs=runs, out_root=out_root, console=console)
-        noise = build_baseline(bundles, baseline_dir)
+        bundles = _load(list(from_bundles) or calibrate(plan=plan, runs=runs, out_root=out_root, console=console))
+        noise = write_baseline(bundles, baseline_dir)
     except (NoiseError, HarnessError) as exc:
         print(f"servingbench calibrate: no baseline: {exc}", file=err)
         return EXIT_NO_VERDICT
