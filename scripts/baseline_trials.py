@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,14 +35,13 @@ if not __package__:  # run as a script (scripts/ on sys.path, not the repository
 
 from scripts.ci_gate_trials import (
     CPU_METRIC,
-    STOP,
     Trial,
     bench_lock,
+    bounded_schedule,
     cpu_change,
     guarded_trial,
     head_cpu_us,
     save_trials,
-    schedule,
     trial_parser,
     trial_plan,
     trials_main,
@@ -153,14 +151,8 @@ def run_trials(args: argparse.Namespace) -> list[Trial]:
         spins = ", ".join(f"+{e:.0%}: {head_cpu_us(args.base_cpu_us, request_us, e)}" for e in args.effects)
         print(f"request CPU C = {request_us:.0f} µs (calibration median); head spin N = B + x * C µs: {spins}")
         session = Session(plan, noise, out, log, args.runs, args.trial_timeout)
-        deadline = time.monotonic() + args.max_minutes * 60.0
         trials: list[Trial] = []
-        for index, effect in enumerate(schedule(args.aa, args.per_effect, args.effects, args.seed), start=1):
-            if STOP.is_set():
-                raise KeyboardInterrupt
-            if time.monotonic() > deadline:
-                print(f"stopping: --max-minutes {args.max_minutes:g} reached")
-                break
+        for index, effect in bounded_schedule(args):
             cpu_us = args.base_cpu_us if effect == 0.0 else head_cpu_us(args.base_cpu_us, request_us, effect)
             trial = session.run(effect, index, cpu_us)
             trials.append(trial)

@@ -352,15 +352,9 @@ def run_trials(args: argparse.Namespace) -> list[Trial]:
     base = prepare_base(head_root, "HEAD", args.cache or default_cache_dir(), say=print)
     with (out / "benchmarks.log").open("a") as log_file:
         session = Session(trial_plan(args), base, head_root, out, Console(file=log_file, width=160), args.trial_timeout)
-        deadline = time.monotonic() + args.max_minutes * 60.0
         trials: list[Trial] = []
         request_us: float | None = None
-        for index, effect in enumerate(schedule(args.aa, args.per_effect, args.effects, args.seed), start=1):
-            if STOP.is_set():
-                raise KeyboardInterrupt
-            if time.monotonic() > deadline:
-                print(f"stopping: --max-minutes {args.max_minutes:g} reached")
-                break
+        for index, effect in bounded_schedule(args):
             if effect != 0.0 and request_us is None:
                 print("stopping: no request cost measured (no A/A trial so far recorded server CPU per request)")
                 break
@@ -376,6 +370,19 @@ def run_trials(args: argparse.Namespace) -> list[Trial]:
                     print(f"request CPU C = {request_us:.0f} µs (base arm median); head spin N = B + x * C µs: {spins}")
             save_trials(out, trials, request_us)
     return trials
+
+
+def bounded_schedule(args: argparse.Namespace) -> Iterator[tuple[int, float]]:
+    """The trials of ``args``' schedule, numbered from 1, until done, a stop signal (raises KeyboardInterrupt) or
+    ``--max-minutes`` after the first is asked for (then it says so and ends)."""
+    deadline = time.monotonic() + args.max_minutes * 60.0
+    for index, effect in enumerate(schedule(args.aa, args.per_effect, args.effects, args.seed), start=1):
+        if STOP.is_set():
+            raise KeyboardInterrupt
+        if time.monotonic() > deadline:
+            print(f"stopping: --max-minutes {args.max_minutes:g} reached")
+            return
+        yield index, effect
 
 
 def trial_parser(
