@@ -43,6 +43,8 @@ AGGREGATES_CSV = "aggregates.csv"
 AGGREGATES_FORMAT = "servingbench-aggregates"
 AGGREGATES_VERSION = 1
 CAPACITY_METRIC = "capacity_rps"
+MEASURED_CAPACITY_METRIC = "capacity_rps_as_measured"
+"""Written beside ``capacity_rps`` when that one is at the reference machine speed (:mod:`.speed`)."""
 VALUE_DIGITS = 6  # significant digits written: more than any figure here is measured to
 Key = tuple[str, str, str, str]  # model, scenario, config, metric
 
@@ -158,6 +160,11 @@ def _capacity_rows(view: CapacityView) -> Iterator[AggregateRow]:
     for outcome in view.outcomes:
         fields = {**_estimate_fields(outcome.estimate), **_comparison_fields(outcome, reference), **where}
         yield AggregateRow("capacity", view.model, view.scenario, outcome.config, CAPACITY_METRIC, "req/s", **fields)
+        measured = view.measured(outcome.config)
+        if view.adjusted and measured is not None:
+            fields = {**_estimate_fields(measured), **where}
+            yield AggregateRow("capacity", view.model, view.scenario, outcome.config, MEASURED_CAPACITY_METRIC,
+                               "req/s", **fields)  # fmt: skip
     if not view.curve:
         return
     for rate_row in view.rows:

@@ -33,6 +33,7 @@ import numpy as np
 from .bundle import Bundle, CapacityResult, CapacityStep, Run
 from .metrics import MetricSpec
 from .numbers import format_number
+from .speed import SpeedAdjustment, adjusted, speed_adjustment
 from .stats import (
     CONFIDENCE,
     MIN_REPETITIONS_FOR_INTERVAL,
@@ -164,6 +165,21 @@ class CapacityView:
     above: Mapping[str, ConfigOutcome] = field(default_factory=dict)
     """Each ranked config after the first against the config ranked just above it (paired over repetitions, the
     censored guard applied, in a family of every pair): whether the order of two neighbours is settled."""
+    speed: SpeedAdjustment | None = None
+    """How the capacities were brought to the reference machine speed (:mod:`.speed`), or why not; ``None`` for a
+    bundle whose probe has no reference. When applied, ``outcomes`` (estimates, comparisons, order) are at the
+    reference speed and ``as_measured`` holds the measured estimates."""
+    as_measured: Mapping[str, Estimate] = field(default_factory=dict)
+    """Each config's capacity as measured (median [interval] over repetitions), whatever the adjustment."""
+
+    @property
+    def adjusted(self) -> bool:
+        """True when ``outcomes`` are at the reference speed rather than as measured."""
+        return self.speed is not None and self.speed.applied
+
+    def measured(self, config: str) -> Estimate | None:
+        """The as-measured capacity estimate of ``config``."""
+        return self.as_measured.get(config)
 
     @property
     def arrivals_text(self) -> str:
@@ -209,8 +225,11 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
     traffic = bundle.traffic_rps
     reference = plan_reference(bundle)
     margin = plan_margin(bundle)
-    verdict, outcomes, left_out = _rank(by_config, labels, slo, reference, margin)
-    measured = {item.config: item.estimate for item in outcomes}
+    speed = speed_adjustment(by_config, runs, bundle.environment.get("speed_probe")) if curve else None
+    judged = adjusted(by_config, runs, speed) if speed is not None and speed.applied else by_config
+    verdict, outcomes, left_out = _rank(judged, labels, slo, reference, margin)
+    measured = {config: known for config, mine in by_config.items() if (known := _estimate(mine)) is not None}
+    # Theory predicts from the service time measured in the same run: it is set against the capacity as measured.
     theory = {config: found for config, mine in by_config.items() if (found := _theory(mine, measured.get(config)))}
     # Entries before curves share no grid: their rows (drawn, not tabled) are the rates their steps tried.
     rates = grid if curve else tuple(sorted({step.rate for result in results for step in result.steps}))
@@ -225,7 +244,7 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
         grid=grid,
         traffic_rps=traffic,
         outcomes=outcomes,
-        unmeasured=tuple(config for config in by_config if config not in measured),
+        unmeasured=tuple(config for config in by_config if config not in {item.config for item in outcomes}),
         rows=rows,
         notes={config: _notes(mine) for config, mine in by_config.items()},
         theory=theory,
@@ -234,7 +253,9 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
         named=named,
         verdict=verdict,
         left_out=left_out,
-        above=_neighbours(outcomes, by_config, slo, margin),
+        above=_neighbours(outcomes, judged, slo, margin),
+        speed=speed,
+        as_measured=measured,
     )
 
 

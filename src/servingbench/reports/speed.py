@@ -1,0 +1,217 @@
+"""Capacity at a reference machine speed: the same curves, each repetition's capacity scaled to the speed its server
+core would have had at the reference probe reading.
+
+Why: on a shared VM the server core's speed moves by up to 1.6x within seconds and between phases minutes apart
+(:mod:`servingbench.harness.speed`), and a CPU-bound server's capacity moves with it. Within one run every config
+meets the same phases (the repetitions are interleaved), so comparisons in a run are fair; but a capacity in req/s
+measured in the machine's fast phase and one measured in its slow phase differ by the speed, not the code, and two
+`make bench` runs an hour apart disagree by that much. Every capacity step records the speed probe sampled on the
+server's core during its window (``Run.speed_probe_us``: CPU microseconds of fixed interpreter work, higher is
+slower), so each curve has the speed it ran at.
+
+The model: ``capacity = k * probe ** -b``. ``b`` is fitted on the run's own curves (pooled within each config, so
+the differences between configs do not enter it): log capacity against log probe, centred per config, least
+squares. A CPU-bound server has ``b`` near 1 (twice as slow a core, half the requests); a server that waits
+(``sleep``, I/O) near 0; a capacity at a p99 target can fall faster than the core's speed, because the slow phase
+also stalls (fits on four `make bench` runs of the 2-core VM: -0.86 +/- 0.11, -0.88 +/- 0.10, -0.99 +/- 0.13 and
+-1.26 +/- 0.23). The exponent applied is the fit clipped to [0, :data:`MAX_EXPONENT`]: the upper clip guards
+against a wild fit, below 0 has no physical meaning. Each repetition's capacity (or its censoring bound) becomes
+``capacity * (probe / reference) ** b``, and the medians, intervals and paired comparisons are taken over those
+values exactly as over measured ones.
+
+No adjustment (the figures stay as measured, and the report says why) when the bundle's probe is of a kind without a
+reference, when fewer than :data:`MIN_CURVES` curves have both a capacity and a probe, or when the probe moved too
+little within configs (:data:`MIN_LOG_SPREAD`) to say how capacity follows it.
+
+What it cannot show: the reference is a reading of this probe, not a machine; "capacity at the reference speed" on
+another machine is a normalised figure, not what that machine serves (the as-measured figure is, in that run). A
+slowdown the interpreter loop does not feel (memory bandwidth, the network stack) is not corrected. The exponent
+rests on one run's spread of speeds; the report prints it with its standard error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from statistics import median
+
+from ..harness.speed import SPEED_PROBE
+from .bundle import CapacityResult, Run
+
+__all__ = [
+    "MAX_EXPONENT",
+    "MIN_CURVES",
+    "MIN_LOG_SPREAD",
+    "REFERENCE_PROBE_US",
+    "SpeedAdjustment",
+    "adjusted",
+    "curve_probe",
+    "speed_adjustment",
+]
+
+REFERENCE_PROBE_US: Mapping[str, float] = {SPEED_PROBE: 500.0}
+"""The probe reading each kind's capacities are stated at (CPU microseconds of the probe's work): 500 us for the
+in-load probe, the middle of the 2-core VM's phases (350 to 650 us)."""
+MIN_CURVES = 8
+"""Curves with a capacity and a probe, across configs, below which no exponent is fitted."""
+MIN_LOG_SPREAD = 0.03
+"""Standard deviation of log probe within configs (about 3 %) below which the probe moved too little to fit."""
+MAX_EXPONENT = 1.5
+"""The largest exponent applied. 1 is capacity in proportion to the core's speed; the p99 capacity of the fast model
+fell faster than that in one run (-1.26 +/- 0.23), and clipping it at 1 left two of that run's configs 14 and 19 %
+below the median of four runs at the reference speed (every config within 14 % unclipped), so the guard sits above
+what was measured."""
+
+
+@dataclass(frozen=True)
+class SpeedAdjustment:
+    """How a capacity view's figures were brought to the reference speed, or why they were not.
+
+    ``exponent``: the ``b`` applied (0 when not ``applied``); ``slope``/``slope_se``: the fitted d log capacity / d
+    log probe (negative when a slower core serves less) and its standard error; ``curves``: the curves the fit used;
+    ``probe_median``, ``probe_low``, ``probe_high``: the curves' probes (us); ``reason``: why nothing was applied.
+    """
+
+    kind: str
+    reference_us: float
+    exponent: float
+    slope: float | None
+    slope_se: float | None
+    curves: int
+    probe_median: float | None
+    probe_low: float | None
+    probe_high: float | None
+    reason: str | None = None
+
+    @property
+    def applied(self) -> bool:
+        """True when the view's capacities are at the reference speed."""
+        return self.reason is None
+
+    def factor(self, probe_us: float) -> float:
+        """What a capacity measured at ``probe_us`` is multiplied by."""
+        return float((probe_us / self.reference_us) ** self.exponent)
+
+    @property
+    def text(self) -> str:
+        """One sentence for the report."""
+        if self.probe_median is None:
+            return f"No capacity curve has a speed probe, so the capacities are as measured ({self.reason})."
+        seen = (
+            f"the curves ran at a speed probe median {self.probe_median:.0f} us "
+            f"(from {self.probe_low:.0f} to {self.probe_high:.0f} us; higher is slower)"
+        )
+        fit = (
+            f"; fitted d log capacity / d log probe {self.slope:.2f} \N{PLUS-MINUS SIGN} {self.slope_se:.2f} "
+            f"over {self.curves} curves"
+            if self.slope is not None and self.slope_se is not None
+            else ""
+        )
+        if not self.applied:
+            return f"Capacities as measured, not brought to a reference speed: {self.reason}; {seen}{fit}."
+        return (
+            f"Capacities at the reference machine speed (speed probe {self.reference_us:.0f} us, kind {self.kind}): "
+            f"each repetition's capacity times (its curve's probe / {self.reference_us:.0f} us) ^ "
+            f"{self.exponent:.2f}; {seen}{fit}, applied clipped to [0, {MAX_EXPONENT:g}]. The as-measured figures "
+            "stand beside them; the curves and the per-rate table are as measured."
+        )
+
+
+def curve_probe(result: CapacityResult, runs: Mapping[str, Run]) -> float | None:
+    """The speed a curve ran at: the median probe of its steps' runs (``None`` when none has one)."""
+    probes = [
+        probe
+        for step in result.steps
+        if (run := runs.get(step.run or "")) is not None and (probe := run.speed_probe_us) is not None and probe > 0.0
+    ]
+    return median(probes) if probes else None
+
+
+def _fit(points: Mapping[str, Sequence[tuple[float, float]]]) -> tuple[float, float | None, int, float]:
+    """Least-squares slope of log capacity on log probe, centred per config: (slope, its standard error, points,
+    within-config sd of log probe). Configs with one point add nothing."""
+    xs: list[float] = []
+    ys: list[float] = []
+    groups = 0
+    for pairs in points.values():
+        if len(pairs) < 2:
+            continue
+        groups += 1
+        logs = [(math.log(probe), math.log(value)) for probe, value in pairs]
+        mx = sum(x for x, _ in logs) / len(logs)
+        my = sum(y for _, y in logs) / len(logs)
+        xs += [x - mx for x, _ in logs]
+        ys += [y - my for _, y in logs]
+    n = len(xs)
+    sxx = sum(x * x for x in xs)
+    if n == 0 or sxx <= 0.0:
+        return 0.0, None, n, 0.0
+    slope = sum(x * y for x, y in zip(xs, ys, strict=True)) / sxx
+    dof = n - groups - 1
+    residual = sum((y - slope * x) ** 2 for x, y in zip(xs, ys, strict=True))
+    se = math.sqrt(residual / dof / sxx) if dof > 0 else None
+    return slope, se, n, math.sqrt(sxx / max(n - groups, 1))
+
+
+def speed_adjustment(
+    by_config: Mapping[str, Sequence[CapacityResult]], runs: Mapping[str, Run], kind: object
+) -> SpeedAdjustment | None:
+    """The adjustment for one capacity view's curves; ``None`` when the bundle's probe has no reference (an older
+    kind, or none recorded): such bundles are shown as measured, as they always were."""
+    if not isinstance(kind, str) or kind not in REFERENCE_PROBE_US:
+        return None
+    reference = REFERENCE_PROBE_US[kind]
+    probes: list[float] = []
+    points: dict[str, list[tuple[float, float]]] = {}
+    for config, results in by_config.items():
+        for result in results:
+            probe = curve_probe(result, runs)
+            if probe is None:
+                continue
+            probes.append(probe)
+            value = result.measured_rps
+            if value is not None and value > 0.0:
+                points.setdefault(config, []).append((probe, value))
+    if not probes:
+        return SpeedAdjustment(kind, reference, 0.0, None, None, 0, None, None, None, "no curve has a speed probe")
+    slope, se, used, spread = _fit(points)
+    seen = (median(probes), min(probes), max(probes))
+    reason = None
+    if used < MIN_CURVES:
+        reason = f"{used} curves with a capacity and a probe, fewer than {MIN_CURVES} to fit how capacity follows speed"
+    elif spread < MIN_LOG_SPREAD:
+        reason = (
+            f"the probe moved too little within configs ({spread:.1%} sd, under {MIN_LOG_SPREAD:.0%}) to fit how "
+            "capacity follows speed"
+        )
+    if reason is not None:
+        return SpeedAdjustment(kind, reference, 0.0, slope if used else None, se, used, *seen, reason=reason)
+    exponent = min(max(-slope, 0.0), MAX_EXPONENT)
+    return SpeedAdjustment(kind, reference, exponent, slope, se, used, *seen)
+
+
+def adjusted(
+    by_config: Mapping[str, Sequence[CapacityResult]], runs: Mapping[str, Run], speed: SpeedAdjustment
+) -> dict[str, list[CapacityResult]]:
+    """Every curve with its capacity and censoring bound at the reference speed; a curve without a probe is left
+    out (it has no speed to bring anywhere), and its config's notes still count it as measured."""
+    out: dict[str, list[CapacityResult]] = {}
+    for config, results in by_config.items():
+        mine: list[CapacityResult] = []
+        for result in results:
+            probe = curve_probe(result, runs)
+            if probe is None:
+                if result.outcome == "not measured":
+                    mine.append(result)
+                continue
+            factor = speed.factor(probe)
+            mine.append(
+                replace(
+                    result,
+                    capacity_rps=None if result.capacity_rps is None else result.capacity_rps * factor,
+                    bound_rps=None if result.bound_rps is None else result.bound_rps * factor,
+                )
+            )
+        out[config] = mine
+    return out

@@ -1,0 +1,234 @@
+"""Capacity at the reference machine speed: the exponent fitted on a run's own curves, clipped, refused where the data
+cannot carry it, applied to values and censoring bounds alike; two runs of one server in two machine phases agree at
+the reference speed while their as-measured figures do not; the report, console and aggregates show both."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from servingbench.harness.speed import SPEED_PROBE
+from servingbench.reports import load_bundle, render_report
+from servingbench.reports.aggregates import CAPACITY_METRIC, MEASURED_CAPACITY_METRIC, aggregate_rows
+from servingbench.reports.bundle import CapacityResult, CapacityStep, Run
+from servingbench.reports.capacity import capacity_views
+from servingbench.reports.console import capacity_table
+from servingbench.reports.speed import (
+    MAX_EXPONENT,
+    MIN_CURVES,
+    REFERENCE_PROBE_US,
+    SpeedAdjustment,
+    adjusted,
+    curve_probe,
+    speed_adjustment,
+)
+
+REFERENCE = REFERENCE_PROBE_US[SPEED_PROBE]
+
+
+def _curve(
+    config: str, rep: int, capacity: float | None, probes: list[float | None], *, censored: str | None = None
+) -> tuple[CapacityResult, list[Run]]:
+    """One curve whose steps' runs read ``probes``."""
+    runs = [
+        Run(f"{config}-{rep}-{index}", config, "m", "capacity-r1", rep, True, kind="open", speed_probe_us=probe)
+        for index, probe in enumerate(probes)
+    ]
+    steps = tuple(CapacityStep(100.0 * (index + 1), 10.0, 0.0, True, run.id) for index, run in enumerate(runs))
+    result = CapacityResult(
+        config, "m", rep, 50.0, capacity, steps, method="curve", grid=(100.0, 200.0), censored=censored,
+        bound_rps=100.0 if censored else None,
+    )  # fmt: skip
+    return result, runs
+
+
+def _curves(
+    law: dict[str, float], probes: list[float], exponent: float, *, noise: float = 0.0, seed: int = 3
+) -> tuple[dict[str, list[CapacityResult]], dict[str, Run]]:
+    """Per config of ``law`` (capacity at the reference speed), one curve per probe reading, its capacity
+    ``law * (probe / reference) ** -exponent`` times lognormal noise."""
+    rng = np.random.default_rng(seed)
+    by_config: dict[str, list[CapacityResult]] = {}
+    runs: dict[str, Run] = {}
+    for config, at_reference in law.items():
+        for rep, probe in enumerate(rng.permutation(probes)):
+            value = at_reference * (probe / REFERENCE) ** -exponent * math.exp(noise * rng.standard_normal())
+            result, mine = _curve(config, rep, value, [probe * 0.98, probe, probe * 1.02])
+            by_config.setdefault(config, []).append(result)
+            runs.update({run.id: run for run in mine})
+    return by_config, runs
+
+
+PROBES = [360.0, 380.0, 420.0, 480.0, 520.0, 560.0, 600.0, 640.0, 650.0]
+LAW = {"fast": 1000.0, "slow": 600.0}
+
+
+def test_curve_probe_is_the_median_of_its_steps_with_a_probe() -> None:
+    result, runs = _curve("a", 0, 500.0, [400.0, None, 600.0, 800.0])
+    assert curve_probe(result, {run.id: run for run in runs}) == 600.0
+    bare, bare_runs = _curve("a", 0, 500.0, [None, None])
+    assert curve_probe(bare, {run.id: run for run in bare_runs}) is None
+    assert curve_probe(result, {}) is None  # steps whose runs are not in the bundle say nothing
+
+
+def test_a_cpu_bound_law_is_recovered_and_removed() -> None:
+    by_config, runs = _curves(LAW, PROBES, 1.0, noise=0.03)
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    assert speed is not None and speed.applied
+    assert speed.slope is not None and speed.slope_se is not None
+    assert abs(speed.slope + 1.0) < 3 * speed.slope_se + 0.05
+    assert speed.curves == len(PROBES) * len(LAW)
+    assert speed.probe_low == pytest.approx(min(PROBES)) and speed.probe_high == pytest.approx(max(PROBES))
+    for config, results in adjusted(by_config, runs, speed).items():
+        values = [result.capacity_rps for result in results]
+        raw = [result.capacity_rps for result in by_config[config]]
+        assert all(value is not None for value in values)
+        # Brought to the reference speed, each config's curves agree to their noise; as measured they span the
+        # machine's speed range (1.8x).
+        assert max(values) / min(values) < 1.25  # type: ignore[type-var, operator]
+        assert max(raw) / min(raw) > 1.5  # type: ignore[type-var, operator]
+        assert float(np.median([value for value in values if value is not None])) == pytest.approx(
+            LAW[config], rel=0.05
+        )
+
+
+def test_a_server_that_waits_is_left_almost_as_measured() -> None:
+    by_config, runs = _curves(LAW, PROBES, 0.0, noise=0.03)
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    assert speed is not None and speed.applied
+    assert speed.exponent < 0.2
+    for config, results in adjusted(by_config, runs, speed).items():
+        for mine, theirs in zip(results, by_config[config], strict=True):
+            assert mine.capacity_rps == pytest.approx(theirs.capacity_rps, rel=0.2 * math.log(650 / 360))
+
+
+@pytest.mark.parametrize(("law", "expected"), [(2.0, MAX_EXPONENT), (1.25, 1.25), (-0.8, 0.0)])
+def test_the_exponent_is_clipped_to_what_a_core_speed_can_mean(law: float, expected: float) -> None:
+    by_config, runs = _curves(LAW, PROBES, law)
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    assert speed is not None and speed.applied
+    assert speed.slope == pytest.approx(-law, abs=1e-9)
+    assert speed.exponent == pytest.approx(expected)
+    assert f"{speed.slope:.2f}" in speed.text
+
+
+def test_too_few_curves_or_too_little_spread_leave_the_figures_as_measured() -> None:
+    few, few_runs = _curves({"only": 500.0}, PROBES[: MIN_CURVES - 1], 1.0)
+    speed = speed_adjustment(few, few_runs, SPEED_PROBE)
+    assert speed is not None and not speed.applied and speed.exponent == 0.0
+    assert f"fewer than {MIN_CURVES}" in (speed.reason or "")
+    assert "as measured" in speed.text
+    flat, flat_runs = _curves(LAW, [500.0, 501.0, 502.0, 503.0, 504.0, 505.0], 1.0)
+    speed = speed_adjustment(flat, flat_runs, SPEED_PROBE)
+    assert speed is not None and not speed.applied
+    assert "moved too little" in (speed.reason or "")
+    bare, bare_runs = _curve("a", 0, 500.0, [None])
+    speed = speed_adjustment({"a": [bare]}, {run.id: run for run in bare_runs}, SPEED_PROBE)
+    assert speed is not None and not speed.applied and "no curve has a speed probe" in speed.text
+
+
+@pytest.mark.parametrize("kind", [None, "idle-20000it", 3])
+def test_a_probe_without_a_reference_gives_no_adjustment(kind: object) -> None:
+    by_config, runs = _curves(LAW, PROBES, 1.0)
+    assert speed_adjustment(by_config, runs, kind) is None
+
+
+def test_bounds_move_with_values_and_unmeasured_curves_stay() -> None:
+    speed = SpeedAdjustment(SPEED_PROBE, REFERENCE, 1.0, -1.0, 0.1, 20, 500.0, 400.0, 600.0)
+    below, below_runs = _curve("a", 0, None, [600.0], censored="below")
+    value, value_runs = _curve("a", 1, 300.0, [400.0])
+    unprobed, unprobed_runs = _curve("a", 2, 300.0, [None])
+    empty = CapacityResult("a", "m", 3, 50.0, None, (), method="curve", grid=(100.0,))
+    runs = {run.id: run for run in [*below_runs, *value_runs, *unprobed_runs]}
+    (mine,) = adjusted({"a": [below, value, unprobed, empty]}, runs, speed).values()
+    assert [result.repetition for result in mine] == [0, 1, 3]  # no speed, nothing to bring: left out
+    assert mine[0].censoring == "below" and mine[0].bound == pytest.approx(100.0 * 600 / REFERENCE)
+    assert mine[1].measured_rps == pytest.approx(300.0 * 400 / REFERENCE)
+    assert mine[2].outcome == "not measured"
+
+
+# --- through a whole bundle -----------------------------------------------------------------------------------
+
+
+def _phase_bundle(source: Path, target: Path, phase: float) -> Path:
+    """A copy of the curve bundle as if the machine had run ``phase`` x slower: every step run reads the probe at
+    ``phase`` x a per-repetition speed, and every capacity (and bound) is divided by that speed."""
+    shutil.copytree(source, target)
+    path = target / "results.json"
+    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    document["environment"]["speed_probe"] = SPEED_PROBE
+    runs = {run["id"]: run for run in document["runs"]}
+    for entry in document["capacity"]:
+        probe = REFERENCE * phase * (1.0 + 0.07 * ((entry["repetition"] * 2 + len(entry["config"])) % 5 - 2))
+        factor = REFERENCE / probe
+        for key in ("capacity_rps", "bound_rps"):
+            if entry.get(key) is not None:
+                entry[key] *= factor
+        for step in entry["steps"]:
+            if step.get("run") in runs:
+                runs[step["run"]]["speed_probe_us"] = probe
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return target
+
+
+@pytest.fixture(scope="module")
+def phases(curve_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("phases")
+    return _phase_bundle(curve_bundle_dir, root / "fast", 0.75), _phase_bundle(curve_bundle_dir, root / "slow", 1.25)
+
+
+def test_two_machine_phases_agree_at_the_reference_speed(phases: tuple[Path, Path]) -> None:
+    (fast_view,) = capacity_views(load_bundle(phases[0]))
+    (slow_view,) = capacity_views(load_bundle(phases[1]))
+    assert fast_view.adjusted and slow_view.adjusted
+    assert fast_view.speed is not None and slow_view.speed is not None
+    exponent = fast_view.speed.exponent
+    # The fit is the same in both phases (a phase shifts every log probe alike), and close to the law built in.
+    assert slow_view.speed.exponent == pytest.approx(exponent) and exponent == pytest.approx(1.0, abs=0.2)
+    residual = (0.75 / 1.25) ** (exponent - 1.0)  # what is left of the phase when the fit is not exactly 1
+    for outcome in fast_view.outcomes:
+        at_fast, at_slow = outcome.estimate, slow_view.estimate(outcome.config)
+        measured_fast, measured_slow = fast_view.measured(outcome.config), slow_view.measured(outcome.config)
+        assert at_slow is not None and measured_fast is not None and measured_slow is not None
+        if not (at_fast.median_known and at_slow.median_known):
+            continue
+        assert at_fast.median / at_slow.median == pytest.approx(residual, rel=1e-6)
+        assert measured_fast.median / measured_slow.median == pytest.approx(1.25 / 0.75, rel=0.15)
+    assert [item.config for item in fast_view.outcomes] == [item.config for item in slow_view.outcomes]
+
+
+def test_the_report_console_and_aggregates_show_both_figures(phases: tuple[Path, Path]) -> None:
+    path = phases[1]
+    (view,) = capacity_views(load_bundle(path))
+    html = render_report(path).read_text(encoding="utf-8")
+    assert "at the reference speed" in html and '<td class="num as-measured">' in html
+    assert 'class="muted speed-note" data-applied="yes"' in html
+    assert f"speed probe {REFERENCE:.0f} us" in html
+    console = Console(record=True, width=200)
+    console.print(capacity_table(view))
+    text = console.export_text()
+    assert "as measured" in text and "reference machine speed" in text
+    rows = [row for row in aggregate_rows(load_bundle(path)) if row.kind == "capacity"]
+    metrics = {row.metric for row in rows}
+    assert metrics == {CAPACITY_METRIC, MEASURED_CAPACITY_METRIC}
+    as_measured = {row.config: row for row in rows if row.metric == MEASURED_CAPACITY_METRIC}
+    for row in rows:
+        if row.metric == CAPACITY_METRIC and row.median is not None and as_measured[row.config].median is not None:
+            assert row.median != pytest.approx(as_measured[row.config].median)
+            assert as_measured[row.config].outcome is None
+
+
+def test_a_bundle_without_the_probe_reads_as_before(curve_bundle_dir: Path) -> None:
+    (view,) = capacity_views(load_bundle(curve_bundle_dir))
+    assert view.speed is None and not view.adjusted
+    for outcome in view.outcomes:
+        assert view.measured(outcome.config) == outcome.estimate
+    html = render_report(curve_bundle_dir).read_text(encoding="utf-8")
+    assert "speed-note" not in html and "as-measured" not in html
