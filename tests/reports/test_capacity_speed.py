@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from rich.console import Console
 
 from servingbench.harness.speed import SPEED_PROBE
 from servingbench.reports import load_bundle, render_report
-from servingbench.reports.aggregates import CAPACITY_METRIC, MEASURED_CAPACITY_METRIC, aggregate_rows
+from servingbench.reports.aggregates import CAPACITY_METRIC, REFERENCE_CAPACITY_METRIC, aggregate_rows
 from servingbench.reports.bundle import CapacityResult, CapacityStep, Run
 from servingbench.reports.capacity import capacity_views
 from servingbench.reports.console import capacity_table
@@ -29,6 +31,8 @@ from servingbench.reports.speed import (
     curve_probe,
     speed_adjustment,
 )
+
+from .builders import SLOW_C
 
 REFERENCE = REFERENCE_PROBE_US[SPEED_PROBE]
 
@@ -78,6 +82,46 @@ def test_curve_probe_is_the_median_of_its_steps_with_a_probe() -> None:
     assert curve_probe(result, {}) is None  # steps whose runs are not in the bundle say nothing
 
 
+def test_curve_probe_counts_only_the_servers_own_steps() -> None:
+    result, runs = _curve("a", 0, 500.0, [400.0, 410.0, 900.0, 950.0])
+    by_id = {run.id: run for run in runs}
+    by_id[runs[2].id] = replace(runs[2], valid=False)  # an invalid run says nothing of the server's speed
+    steps = list(result.steps)
+    steps[3] = replace(steps[3], generator_limited=True)  # nor a step the load generator could not keep
+    assert curve_probe(replace(result, steps=tuple(steps)), by_id) == pytest.approx(405.0)
+
+
+def test_the_slopes_error_treats_a_repetition_as_one_cluster() -> None:
+    """Curves of one repetition that share the machine's phase share its shock: the clustered error is larger than
+    one that takes every curve as independent, and the slope itself is the least-squares one."""
+    rng = np.random.default_rng(5)
+    by_config: dict[str, list[CapacityResult]] = {}
+    runs: dict[str, Run] = {}
+    for rep in range(12):
+        phase = 0.2 * rng.standard_normal()  # the repetition's phase: every config's probe reads it
+        shock = 0.15 * rng.standard_normal()  # and something of it the probe does not see, felt by every config
+        for config, base in (("a", 900.0), ("b", 600.0), ("c", 500.0)):
+            probe = 500.0 * math.exp(phase + 0.03 * rng.standard_normal())
+            value = base * (probe / REFERENCE) ** -1.0 * math.exp(shock + 0.01 * rng.standard_normal())
+            result, mine = _curve(config, rep, value, [probe])
+            by_config.setdefault(config, []).append(result)
+            runs.update({run.id: run for run in mine})
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    assert speed is not None and speed.slope is not None and speed.slope_se is not None
+    xs: list[float] = []
+    ys: list[float] = []
+    for results in by_config.values():
+        logs = [(math.log(curve_probe(r, runs) or 1.0), math.log(r.capacity_rps or 1.0)) for r in results]
+        mx, my = float(np.mean([x for x, _ in logs])), float(np.mean([y for _, y in logs]))
+        xs += [x - mx for x, _ in logs]
+        ys += [y - my for _, y in logs]
+    x, y = np.array(xs), np.array(ys)
+    slope = float(x @ y / (x @ x))
+    naive = math.sqrt(float(((y - slope * x) ** 2).sum()) / (len(x) - 4) / float(x @ x))
+    assert speed.slope == pytest.approx(slope)
+    assert speed.slope_se > 1.3 * naive
+
+
 def test_a_cpu_bound_law_is_recovered_and_removed() -> None:
     by_config, runs = _curves(LAW, PROBES, 1.0, noise=0.03)
     speed = speed_adjustment(by_config, runs, SPEED_PROBE)
@@ -87,6 +131,7 @@ def test_a_cpu_bound_law_is_recovered_and_removed() -> None:
     assert speed.curves == len(PROBES) * len(LAW)
     assert speed.probe_low == pytest.approx(min(PROBES)) and speed.probe_high == pytest.approx(max(PROBES))
     for config, results in adjusted(by_config, runs, speed).items():
+        assert results is not None
         values = [result.capacity_rps for result in results]
         raw = [result.capacity_rps for result in by_config[config]]
         assert all(value is not None for value in values)
@@ -105,8 +150,11 @@ def test_a_server_that_waits_is_left_almost_as_measured() -> None:
     assert speed is not None and speed.applied
     assert speed.exponent < 0.2
     for config, results in adjusted(by_config, runs, speed).items():
+        assert results is not None
         for mine, theirs in zip(results, by_config[config], strict=True):
-            assert mine.capacity_rps == pytest.approx(theirs.capacity_rps, rel=0.2 * math.log(650 / 360))
+            probe = curve_probe(theirs, runs)
+            assert probe is not None and theirs.capacity_rps is not None
+            assert mine.capacity_rps == pytest.approx(theirs.capacity_rps * (probe / REFERENCE) ** speed.exponent)
 
 
 @pytest.mark.parametrize(("law", "expected"), [(2.0, MAX_EXPONENT), (1.25, 1.25), (-0.8, 0.0)])
@@ -124,14 +172,14 @@ def test_too_few_curves_or_too_little_spread_leave_the_figures_as_measured() -> 
     speed = speed_adjustment(few, few_runs, SPEED_PROBE)
     assert speed is not None and not speed.applied and speed.exponent == 0.0
     assert f"fewer than {MIN_CURVES}" in (speed.reason or "")
-    assert "as measured" in speed.text
+    assert speed.text.startswith("No capacity at a reference speed")
     flat, flat_runs = _curves(LAW, [500.0, 501.0, 502.0, 503.0, 504.0, 505.0], 1.0)
     speed = speed_adjustment(flat, flat_runs, SPEED_PROBE)
     assert speed is not None and not speed.applied
     assert "moved too little" in (speed.reason or "")
     bare, bare_runs = _curve("a", 0, 500.0, [None])
     speed = speed_adjustment({"a": [bare]}, {run.id: run for run in bare_runs}, SPEED_PROBE)
-    assert speed is not None and not speed.applied and "no curve has a speed probe" in speed.text
+    assert speed is not None and not speed.applied and "No capacity curve has a speed probe" in speed.text
 
 
 @pytest.mark.parametrize("kind", [None, "idle-20000it", 3])
@@ -140,26 +188,31 @@ def test_a_probe_without_a_reference_gives_no_adjustment(kind: object) -> None:
     assert speed_adjustment(by_config, runs, kind) is None
 
 
-def test_bounds_move_with_values_and_unmeasured_curves_stay() -> None:
+def test_bounds_move_with_values_and_a_config_with_an_unprobed_figure_has_none() -> None:
     speed = SpeedAdjustment(SPEED_PROBE, REFERENCE, 1.0, -1.0, 0.1, 20, 500.0, 400.0, 600.0)
     below, below_runs = _curve("a", 0, None, [600.0], censored="below")
     value, value_runs = _curve("a", 1, 300.0, [400.0])
-    unprobed, unprobed_runs = _curve("a", 2, 300.0, [None])
     empty = CapacityResult("a", "m", 3, 50.0, None, (), method="curve", grid=(100.0,))
-    runs = {run.id: run for run in [*below_runs, *value_runs, *unprobed_runs]}
-    (mine,) = adjusted({"a": [below, value, unprobed, empty]}, runs, speed).values()
-    assert [result.repetition for result in mine] == [0, 1, 3]  # no speed, nothing to bring: left out
+    other, other_runs = _curve("b", 1, 300.0, [400.0])
+    unprobed, unprobed_runs = _curve("b", 2, 300.0, [None])
+    runs = {run.id: run for run in [*below_runs, *value_runs, *other_runs, *unprobed_runs]}
+    found = adjusted({"a": [below, value, empty], "b": [other, unprobed]}, runs, speed)
+    mine = found["a"]
+    assert mine is not None and [result.repetition for result in mine] == [0, 1, 3]
     assert mine[0].censoring == "below" and mine[0].bound == pytest.approx(100.0 * 600 / REFERENCE)
     assert mine[1].measured_rps == pytest.approx(300.0 * 400 / REFERENCE)
-    assert mine[2].outcome == "not measured"
+    assert mine[2].outcome == "not measured"  # nothing to bring anywhere: kept as it is
+    # One of b's figures has no speed: a figure at the reference speed would rest on other repetitions than b's.
+    assert found["b"] is None
 
 
 # --- through a whole bundle -----------------------------------------------------------------------------------
 
 
-def _phase_bundle(source: Path, target: Path, phase: float) -> Path:
+def _phase_bundle(source: Path, target: Path, phase: float, unprobed: str | None = None) -> Path:
     """A copy of the curve bundle as if the machine had run ``phase`` x slower: every step run reads the probe at
-    ``phase`` x a per-repetition speed, and every capacity (and bound) is divided by that speed."""
+    ``phase`` x a per-curve speed, and every capacity (and bound) is divided by that speed. ``unprobed``: a config
+    whose runs read no probe (its capacities are scaled all the same)."""
     shutil.copytree(source, target)
     path = target / "results.json"
     document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -172,19 +225,28 @@ def _phase_bundle(source: Path, target: Path, phase: float) -> Path:
             if entry.get(key) is not None:
                 entry[key] *= factor
         for step in entry["steps"]:
-            if step.get("run") in runs:
+            if step.get("run") in runs and entry["config"] != unprobed:
                 runs[step["run"]]["speed_probe_us"] = probe
     path.write_text(json.dumps(document), encoding="utf-8")
     return target
 
 
 @pytest.fixture(scope="module")
-def phases(curve_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def phases(curve_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("phases")
-    return _phase_bundle(curve_bundle_dir, root / "fast", 0.75), _phase_bundle(curve_bundle_dir, root / "slow", 1.25)
+    return (
+        _phase_bundle(curve_bundle_dir, root / "fast", 0.75),
+        _phase_bundle(curve_bundle_dir, root / "slow", 1.25),
+        _phase_bundle(curve_bundle_dir, root / "unprobed", 1.25, unprobed=SLOW_C.name),
+    )
 
 
-def test_two_machine_phases_agree_at_the_reference_speed(phases: tuple[Path, Path]) -> None:
+def _raw_capacities(path: Path, config: str) -> list[float | None]:
+    document = json.loads((path / "results.json").read_text(encoding="utf-8"))
+    return [entry["capacity_rps"] for entry in document["capacity"] if entry["config"] == config]
+
+
+def test_two_machine_phases_agree_at_the_reference_speed(phases: tuple[Path, Path, Path]) -> None:
     (fast_view,) = capacity_views(load_bundle(phases[0]))
     (slow_view,) = capacity_views(load_bundle(phases[1]))
     assert fast_view.adjusted and slow_view.adjusted
@@ -193,42 +255,74 @@ def test_two_machine_phases_agree_at_the_reference_speed(phases: tuple[Path, Pat
     # The fit is the same in both phases (a phase shifts every log probe alike), and close to the law built in.
     assert slow_view.speed.exponent == pytest.approx(exponent) and exponent == pytest.approx(1.0, abs=0.2)
     residual = (0.75 / 1.25) ** (exponent - 1.0)  # what is left of the phase when the fit is not exactly 1
+    compared = 0
     for outcome in fast_view.outcomes:
-        at_fast, at_slow = outcome.estimate, slow_view.estimate(outcome.config)
-        measured_fast, measured_slow = fast_view.measured(outcome.config), slow_view.measured(outcome.config)
-        assert at_slow is not None and measured_fast is not None and measured_slow is not None
+        at_fast, at_slow = fast_view.at_speed(outcome.config), slow_view.at_speed(outcome.config)
+        measured_fast, measured_slow = outcome.estimate, slow_view.estimate(outcome.config)
+        assert at_fast is not None and at_slow is not None and measured_slow is not None
         if not (at_fast.median_known and at_slow.median_known):
             continue
+        compared += 1
         assert at_fast.median / at_slow.median == pytest.approx(residual, rel=1e-6)
         assert measured_fast.median / measured_slow.median == pytest.approx(1.25 / 0.75, rel=0.15)
-    assert [item.config for item in fast_view.outcomes] == [item.config for item in slow_view.outcomes]
+    assert compared >= 2
 
 
-def test_the_report_console_and_aggregates_show_both_figures(phases: tuple[Path, Path]) -> None:
-    path = phases[1]
+def test_the_verdicts_stay_on_the_capacities_as_measured(phases: tuple[Path, Path, Path]) -> None:
+    (view,) = capacity_views(load_bundle(phases[1]))
+    for outcome in view.outcomes:
+        raw = _raw_capacities(phases[1], outcome.config)
+        if all(value is not None for value in raw):
+            assert outcome.estimate.median == pytest.approx(float(np.median([v for v in raw if v is not None])))
+        at_speed = view.at_speed(outcome.config)
+        assert at_speed is not None and at_speed.median != pytest.approx(outcome.estimate.median)
+    ratios = {item.config: item.comparison.ratio for item in view.outcomes if item.comparison is not None}
+    bundle = load_bundle(phases[1])
+    without = replace(bundle, environment={k: v for k, v in bundle.environment.items() if k != "speed_probe"})
+    (plain,) = capacity_views(without)
+    assert plain.speed is None  # the same bundle judged without the adjustment: the same comparisons
+    assert ratios and ratios == {item.config: item.comparison.ratio for item in plain.outcomes if item.comparison}
+
+
+def _rows(html: str, table_class: str) -> list[str]:
+    start = html.index(f'<table class="{table_class}"')
+    body = html[start : html.index("</table>", start)]
+    return re.findall(r"<tr.*?</tr>", body, flags=re.S)
+
+
+def test_the_report_console_and_aggregates_show_both_figures(phases: tuple[Path, Path, Path]) -> None:
+    path = phases[2]
     (view,) = capacity_views(load_bundle(path))
+    assert view.adjusted and view.at_speed(SLOW_C.name) is None  # its curves read no probe
+    assert SLOW_C.name in {item.config for item in view.outcomes}  # it still has its measured capacity and verdict
     html = render_report(path).read_text(encoding="utf-8")
-    assert "at the reference speed" in html and '<td class="num as-measured">' in html
     assert 'class="muted speed-note" data-applied="yes"' in html
     assert f"speed probe {REFERENCE:.0f} us" in html
-    console = Console(record=True, width=200)
+    header, *rows = _rows(html, "capacity-headline")
+    assert header.count("<th") == 5 and "at the reference speed" in header
+    for row in rows:
+        cells = re.findall(r"<td(?: [^>]*)?>", row)
+        spans = sum(int(m) for m in re.findall(r'colspan="(\d+)"', row)) - len(re.findall("colspan", row))
+        assert len(cells) + spans == 5, row
+        if f'data-config="{SLOW_C.name}"' in row:
+            assert '<td class="num at-reference"></td>' in row
+    console = Console(record=True, width=250)
     console.print(capacity_table(view))
     text = console.export_text()
-    assert "as measured" in text and "reference machine speed" in text
-    rows = [row for row in aggregate_rows(load_bundle(path)) if row.kind == "capacity"]
-    metrics = {row.metric for row in rows}
-    assert metrics == {CAPACITY_METRIC, MEASURED_CAPACITY_METRIC}
-    as_measured = {row.config: row for row in rows if row.metric == MEASURED_CAPACITY_METRIC}
-    for row in rows:
-        if row.metric == CAPACITY_METRIC and row.median is not None and as_measured[row.config].median is not None:
-            assert row.median != pytest.approx(as_measured[row.config].median)
-            assert as_measured[row.config].outcome is None
+    assert "at the reference speed" in text and "reference machine speed" in text
+    rows_out = [row for row in aggregate_rows(load_bundle(path)) if row.kind == "capacity"]
+    assert {row.metric for row in rows_out} == {CAPACITY_METRIC, REFERENCE_CAPACITY_METRIC}
+    measured = {row.config: row for row in rows_out if row.metric == CAPACITY_METRIC}
+    at_reference = {row.config: row for row in rows_out if row.metric == REFERENCE_CAPACITY_METRIC}
+    assert SLOW_C.name not in at_reference and set(at_reference) < set(measured)
+    for config, figure in at_reference.items():
+        estimate = view.estimate(config)
+        assert estimate is not None and figure.outcome is None
+        assert measured[config].median == pytest.approx(estimate.median, rel=1e-4)
 
 
 def test_a_bundle_without_the_probe_reads_as_before(curve_bundle_dir: Path) -> None:
     (view,) = capacity_views(load_bundle(curve_bundle_dir))
-    assert view.speed is None and not view.adjusted
-    for outcome in view.outcomes:
-        assert view.measured(outcome.config) == outcome.estimate
+    assert view.speed is None and not view.adjusted and not view.at_reference
     html = render_report(curve_bundle_dir).read_text(encoding="utf-8")
-    assert "speed-note" not in html and "as-measured" not in html
+    assert "speed-note" not in html and "at-reference" not in html

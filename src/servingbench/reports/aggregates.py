@@ -43,8 +43,9 @@ AGGREGATES_CSV = "aggregates.csv"
 AGGREGATES_FORMAT = "servingbench-aggregates"
 AGGREGATES_VERSION = 1
 CAPACITY_METRIC = "capacity_rps"
-MEASURED_CAPACITY_METRIC = "capacity_rps_as_measured"
-"""Written beside ``capacity_rps`` when that one is at the reference machine speed (:mod:`.speed`)."""
+REFERENCE_CAPACITY_METRIC = "capacity_rps_at_reference_speed"
+"""Written beside ``capacity_rps`` (as measured) where the report has a capacity at the reference machine speed
+(:mod:`.speed`); no verdict fields (the verdicts are on the measured capacity)."""
 VALUE_DIGITS = 6  # significant digits written: more than any figure here is measured to
 Key = tuple[str, str, str, str]  # model, scenario, config, metric
 
@@ -160,10 +161,10 @@ def _capacity_rows(view: CapacityView) -> Iterator[AggregateRow]:
     for outcome in view.outcomes:
         fields = {**_estimate_fields(outcome.estimate), **_comparison_fields(outcome, reference), **where}
         yield AggregateRow("capacity", view.model, view.scenario, outcome.config, CAPACITY_METRIC, "req/s", **fields)
-        measured = view.measured(outcome.config)
-        if view.adjusted and measured is not None:
-            fields = {**_estimate_fields(measured), **where}
-            yield AggregateRow("capacity", view.model, view.scenario, outcome.config, MEASURED_CAPACITY_METRIC,
+        at_speed = view.at_speed(outcome.config)
+        if at_speed is not None:
+            fields = {**_estimate_fields(at_speed), **where}
+            yield AggregateRow("capacity", view.model, view.scenario, outcome.config, REFERENCE_CAPACITY_METRIC,
                                "req/s", **fields)  # fmt: skip
     if not view.curve:
         return

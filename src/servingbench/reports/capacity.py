@@ -166,20 +166,22 @@ class CapacityView:
     """Each ranked config after the first against the config ranked just above it (paired over repetitions, the
     censored guard applied, in a family of every pair): whether the order of two neighbours is settled."""
     speed: SpeedAdjustment | None = None
-    """How the capacities were brought to the reference machine speed (:mod:`.speed`), or why not; ``None`` for a
-    bundle whose probe has no reference. When applied, ``outcomes`` (estimates, comparisons, order) are at the
-    reference speed and ``as_measured`` holds the measured estimates."""
-    as_measured: Mapping[str, Estimate] = field(default_factory=dict)
-    """Each config's capacity as measured (median [interval] over repetitions), whatever the adjustment."""
+    """How each capacity was brought to the reference machine speed (:mod:`.speed`), or why not; ``None`` for a
+    bundle whose probe has no reference."""
+    at_reference: Mapping[str, Estimate] = field(default_factory=dict)
+    """Each config's capacity at the reference machine speed (median [interval] over repetitions), when the
+    adjustment applied and every curve of the config with a figure has a probe. A figure for setting runs of one
+    machine side by side; the verdicts, the order and the chart are on the capacities as measured (within a run the
+    configs meet the same phases, interleaved)."""
 
     @property
     def adjusted(self) -> bool:
-        """True when ``outcomes`` are at the reference speed rather than as measured."""
-        return self.speed is not None and self.speed.applied
+        """True when some config has a capacity at the reference speed."""
+        return self.speed is not None and self.speed.applied and bool(self.at_reference)
 
-    def measured(self, config: str) -> Estimate | None:
-        """The as-measured capacity estimate of ``config``."""
-        return self.as_measured.get(config)
+    def at_speed(self, config: str) -> Estimate | None:
+        """The capacity of ``config`` at the reference machine speed; ``None`` without one."""
+        return self.at_reference.get(config)
 
     @property
     def arrivals_text(self) -> str:
@@ -225,12 +227,15 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
     traffic = bundle.traffic_rps
     reference = plan_reference(bundle)
     margin = plan_margin(bundle)
-    speed = speed_adjustment(by_config, runs, bundle.environment.get("speed_probe")) if curve else None
-    judged = adjusted(by_config, runs, speed) if speed is not None and speed.applied else by_config
-    verdict, outcomes, left_out = _rank(judged, labels, slo, reference, margin)
-    measured = {config: known for config, mine in by_config.items() if (known := _estimate(mine)) is not None}
-    # Theory predicts from the service time measured in the same run: it is set against the capacity as measured.
+    verdict, outcomes, left_out = _rank(by_config, labels, slo, reference, margin)
+    measured = {item.config: item.estimate for item in outcomes}
     theory = {config: found for config, mine in by_config.items() if (found := _theory(mine, measured.get(config)))}
+    speed = speed_adjustment(by_config, runs, bundle.environment.get("speed_probe")) if curve else None
+    at_reference: dict[str, Estimate] = {}
+    if speed is not None and speed.applied:
+        for config, mine in adjusted(by_config, runs, speed).items():
+            if mine is not None and (known := _estimate(mine)) is not None:
+                at_reference[config] = known
     # Entries before curves share no grid: their rows (drawn, not tabled) are the rates their steps tried.
     rates = grid if curve else tuple(sorted({step.rate for result in results for step in result.steps}))
     rows = _rate_rows(by_config, runs, rates, traffic if curve else None, slo)
@@ -244,7 +249,7 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
         grid=grid,
         traffic_rps=traffic,
         outcomes=outcomes,
-        unmeasured=tuple(config for config in by_config if config not in {item.config for item in outcomes}),
+        unmeasured=tuple(config for config in by_config if config not in measured),
         rows=rows,
         notes={config: _notes(mine) for config, mine in by_config.items()},
         theory=theory,
@@ -253,9 +258,9 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
         named=named,
         verdict=verdict,
         left_out=left_out,
-        above=_neighbours(outcomes, judged, slo, margin),
+        above=_neighbours(outcomes, by_config, slo, margin),
         speed=speed,
-        as_measured=measured,
+        at_reference=at_reference,
     )
 
 

@@ -605,12 +605,11 @@ def _band_top(estimate: Estimate, top: float) -> float:
 
 def _mark_capacities(axis: Axes, view: CapacityView, styles: Mapping[str, ConfigStyle], gid: str) -> bool:
     """Each config's median capacity as its marker on the SLO line, its interval as a bar along it; queueing theory
-    as a cross. False when nothing was marked. The axis is the offered rate as measured, so the marks are the
-    capacities as measured too (not those at the reference speed, :mod:`.speed`)."""
+    as a cross. False when nothing was marked."""
     marked = False
     left, right = axis.get_xlim()
     for outcome in view.outcomes:
-        estimate, style = view.measured(outcome.config) or outcome.estimate, styles[outcome.config]
+        estimate, style = outcome.estimate, styles[outcome.config]
         if not estimate.median_known:
             continue
         low = estimate.ci_low if estimate.ci_low is not None else left if estimate.has_interval else estimate.median

@@ -88,19 +88,18 @@ def capacity_table(view: CapacityView) -> Table:
     """Each config's capacity at the SLO in one capacity view, with its verdict word and queueing theory."""
     title = f"capacity · {view.model} · {view.scenario} · {view.arrivals_text} · p99 ≤ {view.slo_p99_ms:g} ms"
     table = _table(title, view.configs)
-    heading = "capacity at the reference speed (req/s)" if view.adjusted else "capacity (req/s)"
-    table.add_column(heading, justify="right")
+    table.add_column("capacity (req/s)", justify="right")
     if view.adjusted:
-        table.add_column("as measured", justify="right")
+        table.add_column("at the reference speed", justify="right")
     table.add_column("verdict")
     table.add_column("queueing theory", justify="right")
     for config in view.configs:
         outcome = next((item for item in view.outcomes if item.config == config), None)
         theory = view.theory.get(config)
-        measured = view.measured(config)
+        at_speed = view.at_speed(config)
         cells = [escape(estimate_text(outcome.estimate)) if outcome is not None else "not measured"]
         if view.adjusted:
-            cells.append(escape(estimate_text(measured)) if measured is not None else "")
+            cells.append(escape(estimate_text(at_speed)) if at_speed is not None else "")
         table.add_row(
             escape(config),
             *cells,

@@ -16,8 +16,10 @@ squares. A CPU-bound server has ``b`` near 1 (twice as slow a core, half the req
 also stalls (fits on four `make bench` runs of the 2-core VM: -0.86 +/- 0.11, -0.88 +/- 0.10, -0.99 +/- 0.13 and
 -1.26 +/- 0.23). The exponent applied is the fit clipped to [0, :data:`MAX_EXPONENT`]: the upper clip guards
 against a wild fit, below 0 has no physical meaning. Each repetition's capacity (or its censoring bound) becomes
-``capacity * (probe / reference) ** b``, and the medians, intervals and paired comparisons are taken over those
-values exactly as over measured ones.
+``capacity * (probe / reference) ** b``, and each config's median and interval are taken over those values exactly
+as over measured ones. The verdicts and the order stay on the measured values: within a run the configs meet the
+same phases (interleaved), and a comparison there needs no correction that would add the exponent's error and the
+probe's own noise to it.
 
 No adjustment (the figures stay as measured, and the report says why) when the bundle's probe is of a kind without a
 reference, when fewer than :data:`MIN_CURVES` curves have both a capacity and a probe, or when the probe moved too
@@ -26,7 +28,10 @@ little within configs (:data:`MIN_LOG_SPREAD`) to say how capacity follows it.
 What it cannot show: the reference is a reading of this probe, not a machine; "capacity at the reference speed" on
 another machine is a normalised figure, not what that machine serves (the as-measured figure is, in that run). A
 slowdown the interpreter loop does not feel (memory bandwidth, the network stack) is not corrected. The exponent
-rests on one run's spread of speeds; the report prints it with its standard error.
+rests on one run's spread of speeds; the report prints it with its standard error, but the interval of a capacity
+at the reference speed does not carry it; and the exponent is the one that best removes the spread between
+repetitions, so that interval is narrower than an independent one would be. Curves censored (no capacity value) do
+not enter the fit. Noise in the probe pulls the fitted exponent towards 0.
 """
 
 from __future__ import annotations
@@ -97,60 +102,79 @@ class SpeedAdjustment:
     def text(self) -> str:
         """One sentence for the report."""
         if self.probe_median is None:
-            return f"No capacity curve has a speed probe, so the capacities are as measured ({self.reason})."
+            return "No capacity curve has a speed probe: no capacity at a reference speed."
         seen = (
             f"the curves ran at a speed probe median {self.probe_median:.0f} us "
             f"(from {self.probe_low:.0f} to {self.probe_high:.0f} us; higher is slower)"
         )
         fit = (
-            f"; fitted d log capacity / d log probe {self.slope:.2f} \N{PLUS-MINUS SIGN} {self.slope_se:.2f} "
-            f"over {self.curves} curves"
+            f"; fitted d log capacity / d log probe {self.slope:.2f} (standard error {self.slope_se:.2f}, "
+            f"repetitions as clusters) over {self.curves} curves"
             if self.slope is not None and self.slope_se is not None
             else ""
         )
         if not self.applied:
-            return f"Capacities as measured, not brought to a reference speed: {self.reason}; {seen}{fit}."
+            return f"No capacity at a reference speed: {self.reason}; {seen}{fit}."
         return (
-            f"Capacities at the reference machine speed (speed probe {self.reference_us:.0f} us, kind {self.kind}): "
+            f"Capacity at the reference machine speed (speed probe {self.reference_us:.0f} us, kind {self.kind}): "
             f"each repetition's capacity times (its curve's probe / {self.reference_us:.0f} us) ^ "
-            f"{self.exponent:.2f}; {seen}{fit}, applied clipped to [0, {MAX_EXPONENT:g}]. The as-measured figures "
-            "stand beside them; the curves and the per-rate table are as measured."
+            f"{self.exponent:.2f}; {seen}{fit}, applied clipped to [0, {MAX_EXPONENT:g}]. It is the figure to set "
+            "beside another run of this machine (the as-measured one moves with the machine's phase); its interval "
+            "does not carry the exponent's own uncertainty. The verdicts, the order, the chart and the per-rate "
+            "table are on the capacities as measured: within a run the configs meet the same phases, interleaved."
         )
 
 
+def _counted(run: Run | None) -> bool:
+    return run is not None and run.counted
+
+
 def curve_probe(result: CapacityResult, runs: Mapping[str, Run]) -> float | None:
-    """The speed a curve ran at: the median probe of its steps' runs (``None`` when none has one)."""
+    """The speed a curve ran at: the median probe of its counted steps' runs (the server's own steps: not one the
+    load generator could not keep, nor an invalid run); ``None`` when none has one."""
     probes = [
         probe
         for step in result.steps
-        if (run := runs.get(step.run or "")) is not None and (probe := run.speed_probe_us) is not None and probe > 0.0
+        if not step.generator_limited
+        and _counted(run := runs.get(step.run or ""))
+        and run is not None
+        and (probe := run.speed_probe_us) is not None
+        and probe > 0.0
     ]
     return median(probes) if probes else None
 
 
-def _fit(points: Mapping[str, Sequence[tuple[float, float]]]) -> tuple[float, float | None, int, float]:
-    """Least-squares slope of log capacity on log probe, centred per config: (slope, its standard error, points,
-    within-config sd of log probe). Configs with one point add nothing."""
-    xs: list[float] = []
-    ys: list[float] = []
+Point = tuple[int, float, float]  # repetition, probe (us), capacity (req/s)
+
+
+def _fit(points: Mapping[str, Sequence[Point]]) -> tuple[float, float | None, int, float]:
+    """Least-squares slope of log capacity on log probe, centred per config: (slope, its standard error with the
+    repetitions as clusters, points, within-config sd of log probe). Configs with one point add nothing. The curves
+    of one repetition ran minutes apart at most and may share the machine's phase, so their residuals are not taken
+    as independent: the error is the cluster-robust (sandwich) one over repetitions."""
+    rows: list[tuple[int, float, float]] = []
     groups = 0
-    for pairs in points.values():
-        if len(pairs) < 2:
+    for mine in points.values():
+        if len(mine) < 2:
             continue
         groups += 1
-        logs = [(math.log(probe), math.log(value)) for probe, value in pairs]
-        mx = sum(x for x, _ in logs) / len(logs)
-        my = sum(y for _, y in logs) / len(logs)
-        xs += [x - mx for x, _ in logs]
-        ys += [y - my for _, y in logs]
-    n = len(xs)
-    sxx = sum(x * x for x in xs)
+        logs = [(rep, math.log(probe), math.log(value)) for rep, probe, value in mine]
+        mx = sum(x for _, x, _ in logs) / len(logs)
+        my = sum(y for _, _, y in logs) / len(logs)
+        rows += [(rep, x - mx, y - my) for rep, x, y in logs]
+    n = len(rows)
+    sxx = sum(x * x for _, x, _ in rows)
     if n == 0 or sxx <= 0.0:
         return 0.0, None, n, 0.0
-    slope = sum(x * y for x, y in zip(xs, ys, strict=True)) / sxx
-    dof = n - groups - 1
-    residual = sum((y - slope * x) ** 2 for x, y in zip(xs, ys, strict=True))
-    se = math.sqrt(residual / dof / sxx) if dof > 0 else None
+    slope = sum(x * y for _, x, y in rows) / sxx
+    scores: dict[int, float] = {}
+    for rep, x, y in rows:
+        scores[rep] = scores.get(rep, 0.0) + x * (y - slope * x)
+    clusters = len(scores)
+    se = None
+    if clusters > 1 and n - groups - 1 > 0:
+        small_sample = clusters / (clusters - 1)
+        se = math.sqrt(small_sample * sum(score * score for score in scores.values())) / sxx
     return slope, se, n, math.sqrt(sxx / max(n - groups, 1))
 
 
@@ -163,7 +187,7 @@ def speed_adjustment(
         return None
     reference = REFERENCE_PROBE_US[kind]
     probes: list[float] = []
-    points: dict[str, list[tuple[float, float]]] = {}
+    points: dict[str, list[Point]] = {}
     for config, results in by_config.items():
         for result in results:
             probe = curve_probe(result, runs)
@@ -172,14 +196,17 @@ def speed_adjustment(
             probes.append(probe)
             value = result.measured_rps
             if value is not None and value > 0.0:
-                points.setdefault(config, []).append((probe, value))
+                points.setdefault(config, []).append((result.repetition, probe, value))
     if not probes:
         return SpeedAdjustment(kind, reference, 0.0, None, None, 0, None, None, None, "no curve has a speed probe")
     slope, se, used, spread = _fit(points)
     seen = (median(probes), min(probes), max(probes))
     reason = None
     if used < MIN_CURVES:
-        reason = f"{used} curves with a capacity and a probe, fewer than {MIN_CURVES} to fit how capacity follows speed"
+        reason = (
+            f"{used} curves with a capacity and a probe (in configs with two or more), fewer than {MIN_CURVES} to fit "
+            "how capacity follows speed"
+        )
     elif spread < MIN_LOG_SPREAD:
         reason = (
             f"the probe moved too little within configs ({spread:.1%} sd, under {MIN_LOG_SPREAD:.0%}) to fit how "
@@ -193,18 +220,22 @@ def speed_adjustment(
 
 def adjusted(
     by_config: Mapping[str, Sequence[CapacityResult]], runs: Mapping[str, Run], speed: SpeedAdjustment
-) -> dict[str, list[CapacityResult]]:
-    """Every curve with its capacity and censoring bound at the reference speed; a curve without a probe is left
-    out (it has no speed to bring anywhere), and its config's notes still count it as measured."""
-    out: dict[str, list[CapacityResult]] = {}
+) -> dict[str, list[CapacityResult] | None]:
+    """Every curve with its capacity and censoring bound at the reference speed. A config with a curve that has a
+    figure (a capacity or a bound) but no probe gets ``None``: its figure at the reference speed would rest on other
+    repetitions than its measured one. Curves without a figure (not measured) are kept as they are."""
+    out: dict[str, list[CapacityResult] | None] = {}
     for config, results in by_config.items():
         mine: list[CapacityResult] = []
+        out[config] = mine
         for result in results:
+            if result.outcome == "not measured":
+                mine.append(result)
+                continue
             probe = curve_probe(result, runs)
             if probe is None:
-                if result.outcome == "not measured":
-                    mine.append(result)
-                continue
+                out[config] = None
+                break
             factor = speed.factor(probe)
             mine.append(
                 replace(
@@ -213,5 +244,4 @@ def adjusted(
                     bound_rps=None if result.bound_rps is None else result.bound_rps * factor,
                 )
             )
-        out[config] = mine
     return out
