@@ -108,6 +108,7 @@ def capacity_table(view: CapacityView) -> Table:
         )
     if view.speed is not None:
         table.caption = escape(view.speed.text)
+        table.caption_justify = "left"
     return table
 
 
