@@ -209,6 +209,12 @@ class CapacityStep:
     """It failed only because the load generator fell behind: re-run, and not counted as the server's."""
     gross: bool = False
 
+    def counted(self, runs: Mapping[str, Run]) -> bool:
+        """The step counts as the server's: the load generator kept up and its run (if recorded in ``runs``, by id)
+        is valid."""
+        run = runs.get(self.run or "")
+        return not self.generator_limited and (run is None or run.counted)
+
 
 @dataclass(frozen=True)
 class CapacityResult:

@@ -176,8 +176,8 @@ class CapacityView:
 
     @property
     def adjusted(self) -> bool:
-        """True when some config has a capacity at the reference speed."""
-        return self.speed is not None and self.speed.applied and bool(self.at_reference)
+        """True when some config has a capacity at the reference speed (only an applied adjustment gives one)."""
+        return bool(self.at_reference)
 
     def at_speed(self, config: str) -> Estimate | None:
         """The capacity of ``config`` at the reference machine speed; ``None`` without one."""
@@ -414,12 +414,6 @@ def _order(outcome: ConfigOutcome, verdict: ArmsVerdict | None) -> tuple[int, fl
 # --- p99 and p50 at each offered rate -------------------------------------------------------------------------
 
 
-def _counted(step: CapacityStep, runs: Mapping[str, Run]) -> bool:
-    """A step counts as the server's when the generator kept up and its run (if recorded) is valid."""
-    run = runs.get(step.run or "")
-    return not step.generator_limited and (run is None or run.counted)
-
-
 def _step_value(step: CapacityStep, run: Run | None, metric: str) -> float | None:
     if metric == "p99" and step.p99_ms is not None:
         return step.p99_ms
@@ -431,7 +425,7 @@ def _at_rate(
 ) -> tuple[dict[str, float], bool | None, float | None]:
     """One repetition at ``rate``: (values by metric, met the SLO, past-the-SLO bound). The last counted step at the
     rate gives the values; with none, a climb that failed below the rate gives the bound it is censored above at."""
-    counted = [step for step in result.steps if _counted(step, runs)]
+    counted = [step for step in result.steps if step.counted(runs)]
     here = [step for step in counted if math.isclose(step.rate, rate, rel_tol=1e-9)]
     if here:
         step = here[-1]

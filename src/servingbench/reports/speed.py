@@ -125,19 +125,14 @@ class SpeedAdjustment:
         )
 
 
-def _counted(run: Run | None) -> bool:
-    return run is not None and run.counted
-
-
 def curve_probe(result: CapacityResult, runs: Mapping[str, Run]) -> float | None:
     """The speed a curve ran at: the median probe of its counted steps' runs (the server's own steps: not one the
     load generator could not keep, nor an invalid run); ``None`` when none has one."""
     probes = [
         probe
         for step in result.steps
-        if not step.generator_limited
-        and _counted(run := runs.get(step.run or ""))
-        and run is not None
+        if step.counted(runs)
+        and (run := runs.get(step.run or "")) is not None
         and (probe := run.speed_probe_us) is not None
         and probe > 0.0
     ]
