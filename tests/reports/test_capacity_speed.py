@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from rich.console import Console
+from scipy import stats as scipy_stats
 
 from servingbench.harness.speed import SPEED_PROBE
 from servingbench.reports import load_bundle, render_report
@@ -31,6 +32,7 @@ from servingbench.reports.speed import (
     curve_probe,
     speed_adjustment,
 )
+from servingbench.reports.stats import GEOMETRIC_MEAN, MEDIAN
 
 from .builders import SLOW_C
 
@@ -282,6 +284,56 @@ def test_the_verdicts_stay_on_the_capacities_as_measured(phases: tuple[Path, Pat
     (plain,) = capacity_views(without)
     assert plain.speed is None  # the same bundle judged without the adjustment: the same comparisons
     assert ratios and ratios == {item.config: item.comparison.ratio for item in plain.outcomes if item.comparison}
+
+
+def _censor_one(source: Path, target: Path) -> tuple[Path, str]:
+    """A copy of ``source`` in which the first config's first curve met the SLO nowhere (censored below)."""
+    shutil.copytree(source, target)
+    path = target / "results.json"
+    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    entry = document["capacity"][0]
+    entry.update(capacity_rps=None, censored="below", bound_rps=min(entry["grid"]))
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return target, entry["config"]
+
+
+def test_the_figure_at_the_reference_speed_is_the_geometric_mean_unless_a_repetition_is_censored(
+    phases: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    path, censored = _censor_one(phases[1], tmp_path / "censored")
+    bundle = load_bundle(path)
+    (view,) = capacity_views(bundle)
+    assert view.speed is not None and view.speed.applied
+    runs = {run.id: run for run in bundle.runs}
+    seen = set()
+    for config in view.configs:
+        results = [result for result in bundle.capacity if result.config == config]
+        found = view.at_speed(config)
+        assert found is not None
+        if any(result.censoring for result in results):
+            assert config == censored
+            seen.add(MEDIAN)
+            assert found.statistic == MEDIAN and found.censored  # as its measured figure: the median
+            continue
+        seen.add(GEOMETRIC_MEAN)
+        factors = [view.speed.factor(probe) for result in results if (probe := curve_probe(result, runs))]
+        values = [result.capacity_rps * factor for result, factor in zip(results, factors, strict=True)]
+        logs = np.log(values)
+        expected = scipy_stats.ttest_1samp(logs, 0.0).confidence_interval(0.95)
+        assert found.statistic == GEOMETRIC_MEAN and found.n == len(values)
+        assert found.median == pytest.approx(float(scipy_stats.gmean(values)), rel=1e-9)
+        assert (found.ci_low, found.ci_high) == pytest.approx((math.exp(expected.low), math.exp(expected.high)))
+        assert found.median != pytest.approx(float(np.median(values)), rel=1e-6)  # not the median of the same
+    assert seen == {MEDIAN, GEOMETRIC_MEAN}
+    rows = {
+        row.config: row for row in aggregate_rows(bundle) if row.metric == REFERENCE_CAPACITY_METRIC
+    }
+    measured = [row for row in aggregate_rows(bundle) if row.metric == CAPACITY_METRIC]
+    assert {row.statistic for row in measured} == {MEDIAN}
+    for config, row in rows.items():
+        found = view.at_speed(config)
+        assert found is not None and row.statistic == found.statistic
+        assert row.median == pytest.approx(found.median, rel=1e-5)
 
 
 def _rows(html: str, table_class: str) -> list[str]:

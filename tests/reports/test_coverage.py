@@ -23,7 +23,14 @@ import pytest
 from scipy import optimize
 from scipy import stats as scipy_stats
 
-from servingbench.reports.stats import Family, compare_arms, log_ratio_interval, median_interval, order_statistic_ranks
+from servingbench.reports.stats import (
+    Family,
+    compare_arms,
+    log_mean_interval,
+    log_ratio_interval,
+    median_interval,
+    order_statistic_ranks,
+)
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -209,3 +216,43 @@ def test_the_median_interval_keeps_its_level_censored_on_both_sides(n: int) -> N
         covered += int(low <= truth <= high)
         level = estimate.level or 0.0
     assert covered / CENSORED_SIMULATIONS >= level - TOLERANCE / 2
+
+
+# --- one arm's geometric mean (a capacity at the reference speed) ------------------------------------------------
+
+GEOMETRIC_SIMULATIONS = 4_000  # log_mean_interval itself, one call per set: standard error 0.34 points at 95 %
+
+
+def _geometric_coverage(n: int, slow_share: float, jitter: float) -> float:
+    """Coverage of the log mean over repetitions whose log values carry two-level noise, through
+    :func:`log_mean_interval` itself (one call per simulated set)."""
+    rng = np.random.default_rng(SEED + n)
+    truth = math.log(700.0)
+    logs = truth + _runs(rng, (GEOMETRIC_SIMULATIONS, n), slow_share, jitter)
+    centre = truth + slow_share * SLOW_STATE  # the mean log of the two-level mix
+    hits = 0
+    for row in logs:
+        estimate = log_mean_interval(np.exp(row))
+        assert estimate.ci_low is not None and estimate.ci_high is not None
+        hits += math.log(estimate.ci_low) <= centre <= math.log(estimate.ci_high)
+    return hits / GEOMETRIC_SIMULATIONS
+
+
+@pytest.mark.parametrize("n", REPETITIONS[:3] + (9,))
+@pytest.mark.parametrize(("slow_share", "jitter"), [(0.0, RUN_SD), (0.5, 0.05)])
+def test_the_geometric_mean_interval_covers_within_two_points_on_symmetric_noise(
+    n: int, slow_share: float, jitter: float
+) -> None:
+    """Lognormal noise, and an even two-level split with little jitter (where a 20 % trimmed mean's Tukey-McLaughlin
+    interval covers 74 % at 5 values)."""
+    coverage = _geometric_coverage(n, slow_share, jitter)
+    assert abs(coverage - NOMINAL) <= TOLERANCE, coverage
+
+
+@pytest.mark.parametrize("n", REPETITIONS[:3] + (9,))
+def test_the_geometric_mean_interval_loses_a_few_points_on_skewed_noise(n: int) -> None:
+    """One arm's noise, unlike a paired difference, need not be symmetric: with the realistic two-level mix (a fifth
+    of the repetitions 29 % slow) the t interval covers 91-93 % at 5 to 10 values (what docs/report.md states). The
+    capacities it serves have the speed taken out first; what is left had a skew of -0.3 over 315 curves."""
+    coverage = _geometric_coverage(n, REALISTIC_SLOW_SHARE, REALISTIC_JITTER)
+    assert 0.90 <= coverage < NOMINAL - 0.01, coverage

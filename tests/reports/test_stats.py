@@ -15,10 +15,12 @@ from hdrh.histogram import HdrHistogram
 from scipy import stats as scipy_stats
 
 from servingbench.reports.stats import (
+    GEOMETRIC_MEAN,
     HDR_HIGHEST_US,
     HDR_LOWEST_US,
     HDR_SIGNIFICANT_DIGITS,
     MAX_SUGGESTED_REPETITIONS,
+    MEDIAN,
     Family,
     best_arm,
     coefficient_of_variation,
@@ -26,6 +28,7 @@ from servingbench.reports.stats import (
     compare_difference,
     decode_histogram,
     direction_of,
+    log_mean_interval,
     median_interval,
     merge_histograms,
     nines,
@@ -206,6 +209,32 @@ def test_five_values_give_min_to_max_labelled_with_its_real_level() -> None:
     assert (estimate.median, estimate.ci_low, estimate.ci_high) == (3.0, 1.0, 5.0)
     assert estimate.level == pytest.approx(0.9375) and order_statistic_ranks(5) == (1, 0.9375)
     assert estimate.label == "93.8% interval of the median (order statistics 1 and 5 of 5)"
+
+
+@pytest.mark.parametrize("n", [5, 6, 9, 10])
+def test_the_geometric_mean_and_its_interval_are_scipys_t_on_the_log_values(n: int) -> None:
+    values = [600.0 * 1.13 ** ((index * 7) % n - n / 2) for index in range(n)]
+    estimate = log_mean_interval(values)
+    logs = np.log(values)
+    expected = scipy_stats.ttest_1samp(logs, 0.0).confidence_interval(0.95)
+    assert estimate.median == pytest.approx(math.exp(float(np.mean(logs))), rel=1e-12)
+    assert estimate.median == pytest.approx(float(scipy_stats.gmean(values)), rel=1e-12)
+    assert estimate.ci_low == pytest.approx(math.exp(expected.low), rel=1e-12)
+    assert estimate.ci_high == pytest.approx(math.exp(expected.high), rel=1e-12)
+    assert (estimate.n, estimate.level, estimate.statistic, estimate.censored) == (n, 0.95, GEOMETRIC_MEAN, 0)
+    assert estimate.label == f"95% t interval of the geometric mean (on the log values of {n})"
+    assert median_interval(values).statistic == MEDIAN
+
+
+def test_the_geometric_mean_gives_no_interval_below_five_and_refuses_what_has_no_log() -> None:
+    estimate = log_mean_interval([100.0, 400.0])
+    assert estimate.median == pytest.approx(200.0) and not estimate.has_interval
+    assert estimate.label == "no interval from 2 repetitions"
+    flat = log_mean_interval([250.0] * 6)
+    assert flat.ci_low == flat.ci_high == flat.median == pytest.approx(250.0)
+    for bad in ([], [1.0, 0.0, 2.0], [1.0, -3.0], [1.0, math.nan], [math.inf, 1.0]):
+        with pytest.raises(ValueError):
+            log_mean_interval(bad)
 
 
 def test_fewer_than_five_values_give_no_interval() -> None:

@@ -21,7 +21,7 @@ from servingbench.files import dumps_finite, write_atomic
 from .bundle import Bundle
 from .capacity import CURVE_METRICS, CapacityView, capacity_views
 from .metrics import METRICS
-from .stats import CONFIDENCE, Estimate, PairedComparison
+from .stats import CONFIDENCE, MEDIAN, Estimate, PairedComparison
 from .tables import SUMMARY_METRICS, summary_rows
 from .tax import TaxTable, tax_tables
 from .verdict import ConfigOutcome, GroupVerdict, plan_margin, plan_reference, verdicts
@@ -84,6 +84,9 @@ class AggregateRow:
     arrivals: str | None = None
     slo_p99_ms: float | None = None
     offered_rps: float | None = None
+    statistic: str = MEDIAN
+    """What ``median`` holds: "median", or "geometric mean" (the capacity at the reference speed of a config with no
+    censored repetition; its interval is then the t interval on the log values, see :func:`log_mean_interval`)."""
 
 
 CSV_COLUMNS = tuple(AggregateRow.__dataclass_fields__)
@@ -107,6 +110,7 @@ def _estimate_fields(estimate: Estimate) -> dict[str, Any]:
         "censored_below": estimate.censored_below,
         "censored_above": estimate.censored_above,
         "unstable": estimate.unstable,
+        "statistic": estimate.statistic,
     }
 
 

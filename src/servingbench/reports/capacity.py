@@ -45,6 +45,7 @@ from .stats import (
     compare_pair,
     median_interval,
     paired_log_ratios,
+    log_mean_interval,
 )
 from .verdict import (
     ConfigOutcome,
@@ -234,7 +235,7 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
     at_reference: dict[str, Estimate] = {}
     if speed is not None and speed.applied:
         for config, mine in adjusted(by_config, runs, speed).items():
-            if mine is not None and (known := _estimate(mine)) is not None:
+            if mine is not None and (known := _reference_estimate(mine)) is not None:
                 at_reference[config] = known
     # Entries before curves share no grid: their rows (drawn, not tabled) are the rates their steps tried.
     rates = grid if curve else tuple(sorted({step.rate for result in results for step in result.steps}))
@@ -275,6 +276,15 @@ def _estimate(results: Sequence[CapacityResult]) -> Estimate | None:
     if not values and not below and not above:
         return None
     return median_interval(values, censored_below=below, censored_above=above)
+
+
+def _reference_estimate(results: Sequence[CapacityResult]) -> Estimate | None:
+    """A config's capacity at the reference speed: the geometric mean of its repetitions with the t interval on the
+    log values when every repetition has a value, the median with its censored interval otherwise (as measured)."""
+    values = [value for result in results if (value := result.measured_rps) is not None]
+    if any(result.censoring is not None for result in results) or not values:
+        return _estimate(results)
+    return log_mean_interval(values)
 
 
 def _sign(arm: CapacityResult, reference: CapacityResult) -> Sign:

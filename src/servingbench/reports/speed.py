@@ -16,8 +16,12 @@ squares. A CPU-bound server has ``b`` near 1 (twice as slow a core, half the req
 also stalls (fits on four `make bench` runs of the 2-core VM: -0.86 +/- 0.11, -0.88 +/- 0.10, -0.99 +/- 0.13 and
 -1.26 +/- 0.23). The exponent applied is the fit clipped to [0, :data:`MAX_EXPONENT`]: the upper clip guards
 against a wild fit, below 0 has no physical meaning. Each repetition's capacity (or its censoring bound) becomes
-``capacity * (probe / reference) ** b``, and each config's median and interval are taken over those values exactly
-as over measured ones. The verdicts and the order stay on the measured values: within a run the configs meet the
+``capacity * (probe / reference) ** b``. A config's figure at the reference speed is the geometric mean of those
+values with the t interval on their logs (:func:`~servingbench.reports.stats.log_mean_interval`), not their median:
+what is left once the speed is taken out is a spread of 10-20 % around a value, where the median of 9 uses about
+two thirds of the information; over seven `make bench` runs the geometric mean moved 0.068 (sd of log, rms over
+configs) between runs, the median 0.079 (docs/measurements.md). A config with a censored repetition keeps the
+median with the censored interval, as its measured figure has. The verdicts and the order stay on the measured values: within a run the configs meet the
 same phases (interleaved), and a comparison there needs no correction that would add the exponent's error and the
 probe's own noise to it.
 
@@ -118,7 +122,9 @@ class SpeedAdjustment:
         return (
             f"Capacity at the reference machine speed (speed probe {self.reference_us:.0f} us, kind {self.kind}): "
             f"each repetition's capacity times (its curve's probe / {self.reference_us:.0f} us) ^ "
-            f"{self.exponent:.2f}; {seen}{fit}, applied clipped to [0, {MAX_EXPONENT:g}]. It is the figure to set "
+            f"{self.exponent:.2f}; {seen}{fit}, applied clipped to [0, {MAX_EXPONENT:g}]. Each config's figure is "
+            "the geometric mean of its repetitions with a t interval (the median where a repetition is censored). "
+            "It is the figure to set "
             "beside another run of this machine (the as-measured one moves with the machine's phase); its interval "
             "does not carry the exponent's own uncertainty. The verdicts, the order, the chart and the per-rate "
             "table are on the capacities as measured: within a run the configs meet the same phases, interleaved."

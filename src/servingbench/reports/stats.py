@@ -24,6 +24,13 @@ One arm's central value is its median with a distribution-free interval between 
 (:func:`median_interval`): its coverage is known exactly for any continuous distribution (bimodal noise
 included) and it copes with left-censored values ("below the lowest rate tried"). With 5 values the widest such
 interval, min to max, covers 93.75 %, so it is labelled with the level it really has.
+
+Where no value is censored and a figure's noise is multiplicative, :func:`log_mean_interval` gives a more
+efficient central value: the geometric mean (the mean of the log values, back-transformed) with the t interval on
+the log values, the same t the paired comparisons use. The median of n values uses about 64 % of the information
+of a mean on normal data. A 20 % trimmed mean was tried for its robustness and rejected: its Tukey-McLaughlin
+interval covers 74 % at 5 values and 89 % at 10 on two-level (bimodal) noise, where t on the log values covers 93 to
+96 % (the tests check the coverage). The price: one wild repetition moves a mean more than a median.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ __all__ = [
     "HDR_LOWEST_US",
     "HDR_SIGNIFICANT_DIGITS",
     "MAX_SUGGESTED_REPETITIONS",
+    "GEOMETRIC_MEAN",
+    "MEDIAN",
     "MIN_REPETITIONS_FOR_INTERVAL",
     "PERCENTILES",
     "SETTLING_POWER",
@@ -73,6 +82,7 @@ __all__ = [
     "compare_pair",
     "decode_histogram",
     "direction_of",
+    "log_mean_interval",
     "log_ratio_interval",
     "median_interval",
     "merge_histograms",
@@ -90,6 +100,8 @@ __all__ = [
 
 PERCENTILES = (50, 90, 99, 99.9)
 CONFIDENCE = 0.95
+MEDIAN = "median"
+GEOMETRIC_MEAN = "geometric mean"
 MIN_REPETITIONS_FOR_INTERVAL = 5  # below this: no interval and no verdict word, only the range
 DEFAULT_EQUIVALENCE_MARGIN = 0.05  # +/-5 %: "equivalent" when the whole interval lies within it
 SETTLING_POWER = 0.8  # "likely to settle": the repetition count that settles it with this probability
@@ -125,6 +137,8 @@ class Estimate:
     the lower order statistic may be a value censored below, ``ci_high`` ``None`` (``open_above``) when the upper one
     may be a value censored above. ``median_is_bound``: the median is only known to be at most ``median``;
     ``median_at_least``: only known to be at least ``median``; ``median`` is NaN when censoring leaves it unknown.
+    ``statistic`` names the central value ``median`` holds: :data:`MEDIAN`, or :data:`GEOMETRIC_MEAN` (from
+    :func:`log_mean_interval`: never censored, its interval a t interval on the log values).
     """
 
     median: float
@@ -139,6 +153,7 @@ class Estimate:
     rank: int | None = None
     censored_above: int = 0
     median_at_least: bool = False
+    statistic: str = MEDIAN
 
     @property
     def has_interval(self) -> bool:
@@ -170,6 +185,8 @@ class Estimate:
         """What the interval is, e.g. "93.8% interval of the median (order statistics 1 and 5 of 5)"."""
         if self.level is None:
             return f"no interval from {self.n} repetition{'' if self.n == 1 else 's'}"
+        if self.statistic == GEOMETRIC_MEAN:
+            return f"{_percent(self.level)} t interval of the geometric mean (on the log values of {self.n})"
         low = self.rank or 1
         high = self.n + 1 - low
         return f"{_percent(self.level)} interval of the median (order statistics {low} and {high} of {self.n})"
@@ -273,6 +290,31 @@ def median_interval(
         level=level,
         rank=rank,
     )
+
+
+def log_mean_interval(values: Iterable[float], *, confidence: float = CONFIDENCE) -> Estimate:
+    """The geometric mean of positive values (exp of the mean log) with the t interval on the log values, for values
+    that are all measured (with censored ones use :func:`median_interval`). No interval below
+    :data:`MIN_REPETITIONS_FOR_INTERVAL` values; a zero spread gives a zero-width interval."""
+    observed = _as_array(values)
+    if observed.size == 0:
+        raise ValueError("log_mean_interval needs at least one value")
+    if not np.all(np.isfinite(observed)) or np.any(observed <= 0.0):
+        raise ValueError("log_mean_interval needs finite positive values")
+    logs = np.log(observed)
+    centre = float(np.mean(logs))
+    cv = coefficient_of_variation(observed)
+    estimate = Estimate(
+        math.exp(centre), None, None, int(observed.size), cv, cv is not None and cv > UNSTABLE_CV,
+        statistic=GEOMETRIC_MEAN,
+    )  # fmt: skip
+    if observed.size < MIN_REPETITIONS_FOR_INTERVAL:
+        return estimate
+    spread = float(np.std(logs, ddof=1))
+    if spread <= ZERO_SPREAD:
+        return replace(estimate, ci_low=estimate.median, ci_high=estimate.median, level=confidence)
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, observed.size - 1)) * spread / math.sqrt(observed.size)
+    return replace(estimate, ci_low=math.exp(centre - half), ci_high=math.exp(centre + half), level=confidence)
 
 
 # --- paired comparisons ---------------------------------------------------------------------------------------
