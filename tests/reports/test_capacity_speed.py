@@ -316,8 +316,11 @@ def test_the_figure_at_the_reference_speed_is_the_geometric_mean_unless_a_repeti
             assert found.statistic == MEDIAN and found.censored  # as its measured figure: the median
             continue
         seen.add(GEOMETRIC_MEAN)
-        factors = [view.speed.factor(probe) for result in results if (probe := curve_probe(result, runs))]
-        values = [result.capacity_rps * factor for result, factor in zip(results, factors, strict=True)]
+        values = [
+            capacity * view.speed.factor(probe)
+            for result in results
+            if (probe := curve_probe(result, runs)) is not None and (capacity := result.capacity_rps) is not None
+        ]
         logs = np.log(values)
         expected = scipy_stats.ttest_1samp(logs, 0.0).confidence_interval(0.95)
         assert found.statistic == GEOMETRIC_MEAN and found.n == len(values)
@@ -325,9 +328,7 @@ def test_the_figure_at_the_reference_speed_is_the_geometric_mean_unless_a_repeti
         assert (found.ci_low, found.ci_high) == pytest.approx((math.exp(expected.low), math.exp(expected.high)))
         assert found.median != pytest.approx(float(np.median(values)), rel=1e-6)  # not the median of the same
     assert seen == {MEDIAN, GEOMETRIC_MEAN}
-    rows = {
-        row.config: row for row in aggregate_rows(bundle) if row.metric == REFERENCE_CAPACITY_METRIC
-    }
+    rows = {row.config: row for row in aggregate_rows(bundle) if row.metric == REFERENCE_CAPACITY_METRIC}
     measured = [row for row in aggregate_rows(bundle) if row.metric == CAPACITY_METRIC]
     assert {row.statistic for row in measured} == {MEDIAN}
     for config, row in rows.items():

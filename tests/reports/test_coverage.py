@@ -238,7 +238,7 @@ def _geometric_coverage(n: int, slow_share: float, jitter: float) -> float:
     return hits / GEOMETRIC_SIMULATIONS
 
 
-@pytest.mark.parametrize("n", REPETITIONS[:3] + (9,))
+@pytest.mark.parametrize("n", (*REPETITIONS[:3], 9))
 @pytest.mark.parametrize(("slow_share", "jitter"), [(0.0, RUN_SD), (0.5, 0.05)])
 def test_the_geometric_mean_interval_covers_within_two_points_on_symmetric_noise(
     n: int, slow_share: float, jitter: float
@@ -249,7 +249,7 @@ def test_the_geometric_mean_interval_covers_within_two_points_on_symmetric_noise
     assert abs(coverage - NOMINAL) <= TOLERANCE, coverage
 
 
-@pytest.mark.parametrize("n", REPETITIONS[:3] + (9,))
+@pytest.mark.parametrize("n", (*REPETITIONS[:3], 9))
 def test_the_geometric_mean_interval_loses_a_few_points_on_skewed_noise(n: int) -> None:
     """One arm's noise, unlike a paired difference, need not be symmetric: with the realistic two-level mix (a fifth
     of the repetitions 29 % slow) the t interval covers 91-93 % at 5 to 10 values (what docs/report.md states). The

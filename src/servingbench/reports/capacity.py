@@ -43,9 +43,9 @@ from .stats import (
     PairedComparison,
     compare_arms,
     compare_pair,
+    log_mean_interval,
     median_interval,
     paired_log_ratios,
-    log_mean_interval,
 )
 from .verdict import (
     ConfigOutcome,

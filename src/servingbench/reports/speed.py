@@ -21,9 +21,9 @@ values with the t interval on their logs (:func:`~servingbench.reports.stats.log
 what is left once the speed is taken out is a spread of 10-20 % around a value, where the median of 9 uses about
 two thirds of the information; over seven `make bench` runs the geometric mean moved 0.068 (sd of log, rms over
 configs) between runs, the median 0.079 (docs/measurements.md). A config with a censored repetition keeps the
-median with the censored interval, as its measured figure has. The verdicts and the order stay on the measured values: within a run the configs meet the
-same phases (interleaved), and a comparison there needs no correction that would add the exponent's error and the
-probe's own noise to it.
+median with the censored interval, as its measured figure has. The verdicts and the order stay on the measured
+values: within a run the configs meet the same phases (interleaved), and a comparison there needs no correction
+that would add the exponent's error and the probe's own noise to it.
 
 No adjustment (the figures stay as measured, and the report says why) when the bundle's probe is of a kind without a
 reference, when fewer than :data:`MIN_CURVES` curves have both a capacity and a probe, or when the probe moved too
