@@ -335,6 +335,20 @@ def test_the_figure_at_the_reference_speed_is_the_geometric_mean_unless_a_repeti
         found = view.at_speed(config)
         assert found is not None and row.statistic == found.statistic
         assert row.median == pytest.approx(found.median, rel=1e-5)
+    # The column mixes the two: the report and the console say which a cell holds.
+    html = render_report(path).read_text(encoding="utf-8")
+    assert "at the reference speed, their geometric mean [t interval]" in html
+    for row_html in _rows(html, "capacity-headline")[1:]:
+        config = re.search(r'data-config="([^"]+)"', row_html)
+        assert config is not None
+        expected = MEDIAN if config.group(1) == censored else GEOMETRIC_MEAN
+        assert f'data-statistic="{expected}"' in row_html
+        assert ("(median: a repetition is censored)" in row_html) == (expected == MEDIAN)
+    console = Console(record=True, width=250)
+    console.print(capacity_table(view))
+    lines = {line.split()[0]: line for line in console.export_text().splitlines() if line.split()}
+    assert "(median)" in lines[censored]
+    assert all("(median)" not in lines[config] for config in view.configs if config != censored)
 
 
 def _rows(html: str, table_class: str) -> list[str]:
@@ -358,7 +372,7 @@ def test_the_report_console_and_aggregates_show_both_figures(phases: tuple[Path,
         spans = sum(int(m) for m in re.findall(r'colspan="(\d+)"', row)) - len(re.findall("colspan", row))
         assert len(cells) + spans == 5, row
         if f'data-config="{SLOW_C.name}"' in row:
-            assert '<td class="num at-reference"></td>' in row
+            assert '<td class="num at-reference" data-statistic=""></td>' in row
     console = Console(record=True, width=250)
     console.print(capacity_table(view))
     text = console.export_text()

@@ -220,39 +220,44 @@ def test_the_median_interval_keeps_its_level_censored_on_both_sides(n: int) -> N
 
 # --- one arm's geometric mean (a capacity at the reference speed) ------------------------------------------------
 
-GEOMETRIC_SIMULATIONS = 4_000  # log_mean_interval itself, one call per set: standard error 0.34 points at 95 %
+
+def _log_mean_covered(logs: FloatArray, truth: float) -> npt.NDArray[np.bool_]:
+    """Whether the t interval on each row's log values covers ``truth``: :func:`log_mean_interval` row by row,
+    vectorised (the first rows are checked against the function itself)."""
+    n = logs.shape[1]
+    centre = logs.mean(axis=1)
+    half = scipy_stats.t.ppf(0.975, n - 1) * logs.std(axis=1, ddof=1) / math.sqrt(n)
+    for row, low, high in zip(logs[:20], centre[:20] - half[:20], centre[:20] + half[:20], strict=True):
+        estimate = log_mean_interval(np.exp(row))
+        assert estimate.ci_low is not None and estimate.ci_high is not None
+        assert (math.log(estimate.ci_low), math.log(estimate.ci_high)) == pytest.approx((low, high), abs=1e-9)
+    return np.asarray((centre - half <= truth) & (truth <= centre + half))
 
 
 def _geometric_coverage(n: int, slow_share: float, jitter: float) -> float:
-    """Coverage of the log mean over repetitions whose log values carry two-level noise, through
-    :func:`log_mean_interval` itself (one call per simulated set)."""
-    rng = np.random.default_rng(SEED + n)
-    truth = math.log(700.0)
-    logs = truth + _runs(rng, (GEOMETRIC_SIMULATIONS, n), slow_share, jitter)
-    centre = truth + slow_share * SLOW_STATE  # the mean log of the two-level mix
-    hits = 0
-    for row in logs:
-        estimate = log_mean_interval(np.exp(row))
-        assert estimate.ci_low is not None and estimate.ci_high is not None
-        hits += math.log(estimate.ci_low) <= centre <= math.log(estimate.ci_high)
-    return hits / GEOMETRIC_SIMULATIONS
+    rng = np.random.default_rng(SEED + n + int(slow_share * 100) + int(jitter * 1000))
+    logs = math.log(700.0) + _runs(rng, (SIMULATIONS, n), slow_share, jitter)
+    return float(_log_mean_covered(logs, math.log(700.0) + slow_share * SLOW_STATE).mean())
 
 
 @pytest.mark.parametrize("n", (*REPETITIONS[:3], 9))
-@pytest.mark.parametrize(("slow_share", "jitter"), [(0.0, RUN_SD), (0.5, 0.05)])
-def test_the_geometric_mean_interval_covers_within_two_points_on_symmetric_noise(
+@pytest.mark.parametrize(("slow_share", "jitter"), [(0.0, 0.05), (0.0, RUN_SD), (0.05, 0.14), (0.2, 0.14), (0.5, 0.14)])
+def test_the_geometric_mean_interval_covers_within_two_points_on_near_normal_noise(
     n: int, slow_share: float, jitter: float
 ) -> None:
-    """Lognormal noise, and an even two-level split with little jitter (where a 20 % trimmed mean's Tukey-McLaughlin
-    interval covers 74 % at 5 values)."""
+    """Lognormal noise, and two-level mixes whose jitter (0.14) is comparable to the gap between the levels (0.35):
+    the spread a capacity at the reference speed has left (residual sd about 0.16, skew -0.3 over 315 curves)."""
     coverage = _geometric_coverage(n, slow_share, jitter)
     assert abs(coverage - NOMINAL) <= TOLERANCE, coverage
 
 
 @pytest.mark.parametrize("n", (*REPETITIONS[:3], 9))
-def test_the_geometric_mean_interval_loses_a_few_points_on_skewed_noise(n: int) -> None:
-    """One arm's noise, unlike a paired difference, need not be symmetric: with the realistic two-level mix (a fifth
-    of the repetitions 29 % slow) the t interval covers 91-93 % at 5 to 10 values (what docs/report.md states). The
-    capacities it serves have the speed taken out first; what is left had a skew of -0.3 over 315 curves."""
-    coverage = _geometric_coverage(n, REALISTIC_SLOW_SHARE, REALISTIC_JITTER)
-    assert 0.90 <= coverage < NOMINAL - 0.01, coverage
+@pytest.mark.parametrize("slow_share", [0.05, 0.1, 0.2, 0.3])
+def test_the_geometric_mean_interval_keeps_three_quarters_when_rare_repetitions_stand_far_out(
+    n: int, slow_share: float
+) -> None:
+    """What the figure cannot show: one arm's noise, unlike a paired difference, need not be symmetric. With a tight
+    cluster (jitter 0.05) and a few repetitions 29 % slower (skew -0.8 to -2.4) the t interval covers only 78-94 %
+    (docs/report.md gives the table); the worst seen is checked here, so a worse interval (e.g. normal quantiles
+    instead of t) fails."""
+    assert _geometric_coverage(n, slow_share, 0.05) >= 0.75

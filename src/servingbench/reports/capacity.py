@@ -280,9 +280,10 @@ def _estimate(results: Sequence[CapacityResult]) -> Estimate | None:
 
 def _reference_estimate(results: Sequence[CapacityResult]) -> Estimate | None:
     """A config's capacity at the reference speed: the geometric mean of its repetitions with the t interval on the
-    log values when every repetition has a value, the median with its censored interval otherwise (as measured)."""
+    log values when none is censored (repetitions not measured are left out, as from the measured figure); the median
+    with its censored interval otherwise, or when a capacity is not positive (a hand-edited bundle: no log)."""
     values = [value for result in results if (value := result.measured_rps) is not None]
-    if any(result.censoring is not None for result in results) or not values:
+    if any(result.censoring is not None for result in results) or not values or min(values) <= 0.0:
         return _estimate(results)
     return log_mean_interval(values)
 

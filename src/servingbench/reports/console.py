@@ -21,7 +21,7 @@ from .bundle import Bundle, load_bundle
 from .capacity import CapacityView, capacity_views
 from .metrics import METRICS
 from .numbers import estimate_text, format_number
-from .stats import CONFIDENCE
+from .stats import CONFIDENCE, GEOMETRIC_MEAN, Estimate
 from .verdict import ConfigOutcome, GroupVerdict, MetricVerdict, plan_margin, recommendations, verdicts
 
 __all__ = ["capacity_table", "print_summary", "verdict_table"]
@@ -84,13 +84,19 @@ def verdict_table(group: GroupVerdict) -> Table:
     return table
 
 
+def _reference_text(estimate: Estimate) -> str:
+    """A capacity at the reference speed: a geometric mean, or a median marked as one (a censored repetition)."""
+    text = estimate_text(estimate)
+    return text if estimate.statistic == GEOMETRIC_MEAN else f"{text} (median)"
+
+
 def capacity_table(view: CapacityView) -> Table:
     """Each config's capacity at the SLO in one capacity view, with its verdict word and queueing theory."""
     title = f"capacity · {view.model} · {view.scenario} · {view.arrivals_text} · p99 ≤ {view.slo_p99_ms:g} ms"
     table = _table(title, view.configs)
     table.add_column("capacity (req/s)", justify="right")
     if view.adjusted:
-        table.add_column("at the reference speed", justify="right")
+        table.add_column("at the reference speed (geometric mean)", justify="right")
     table.add_column("verdict")
     table.add_column("queueing theory", justify="right")
     for config in view.configs:
@@ -99,7 +105,7 @@ def capacity_table(view: CapacityView) -> Table:
         at_speed = view.at_speed(config)
         cells = [escape(estimate_text(outcome.estimate)) if outcome is not None else "not measured"]
         if view.adjusted:
-            cells.append(escape(estimate_text(at_speed)) if at_speed is not None else "")
+            cells.append(escape(_reference_text(at_speed)) if at_speed is not None else "")
         table.add_row(
             escape(config),
             *cells,
