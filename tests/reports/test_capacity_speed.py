@@ -339,11 +339,11 @@ def test_the_figure_at_the_reference_speed_is_the_geometric_mean_unless_a_repeti
     html = render_report(path).read_text(encoding="utf-8")
     assert "at the reference speed, their geometric mean [t interval]" in html
     for row_html in _rows(html, "capacity-headline")[1:]:
-        config = re.search(r'data-config="([^"]+)"', row_html)
-        assert config is not None
-        expected = MEDIAN if config.group(1) == censored else GEOMETRIC_MEAN
-        assert f'data-statistic="{expected}"' in row_html
-        assert ("(median: a repetition is censored)" in row_html) == (expected == MEDIAN)
+        named = re.search(r'data-config="([^"]+)"', row_html)
+        assert named is not None
+        statistic = MEDIAN if named.group(1) == censored else GEOMETRIC_MEAN
+        assert f'data-statistic="{statistic}"' in row_html
+        assert ("(median: a repetition is censored)" in row_html) == (statistic == MEDIAN)
     console = Console(record=True, width=250)
     console.print(capacity_table(view))
     lines = {line.split()[0]: line for line in console.export_text().splitlines() if line.split()}
