@@ -16,6 +16,7 @@ from servingbench.loadtests import (
     Window,
     decode_histogram,
     encode_histogram,
+    histogram_mean,
     ms_to_us,
     new_histogram,
     parse_server_timing,
@@ -217,3 +218,29 @@ def test_requests_started_in_the_window_are_counted_for_the_target() -> None:
     for start in (999.0, 1000.0, 1009.0, 1010.0):
         recorder.note_start(start)
     assert recorder.started == 2
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1],  # the lowest bucket, where the first half-bucket's index is shifted
+        [1, 2, 3, 2047, 2048, 2049],  # around the first bucket's end
+        [59_000_000, 60_000_000],  # the top of the layout
+        [random.Random(seed).choice([1, 7, 300, 4_096, 1_000_000]) for seed in range(50)],
+    ],
+)
+def test_the_histogram_mean_is_hdrhistograms_own(values: list[int]) -> None:
+    histogram = new_histogram()
+    for value in values:
+        histogram.record_value(value)
+    assert histogram_mean(histogram) == histogram.get_mean_value()
+
+
+def test_the_histogram_mean_is_hdrhistograms_own_on_latency_like_data() -> None:
+    rng = random.Random(11)
+    for _ in range(20):
+        histogram = new_histogram()
+        for _ in range(rng.randrange(1, 3000)):
+            histogram.record_value(max(1, min(60_000_000, int(rng.lognormvariate(rng.uniform(5, 12), 1.5)))))
+        assert histogram_mean(histogram) == histogram.get_mean_value()
+    assert histogram_mean(new_histogram()) == 0.0

@@ -78,6 +78,7 @@ from servingbench.loadtests.recorder import (
     WorkerCounts,
     decode_histogram,
     encode_histogram,
+    histogram_mean,
     new_histogram,
 )
 from servingbench.loadtests.scenarios import LoadSpec, user_class_name
@@ -748,7 +749,7 @@ def _latency_summary_ms(histogram: HdrHistogram) -> dict[str, float | None]:
         return dict.fromkeys(keys, None)
     values_us = {
         "min": histogram.get_min_value(),
-        "mean": histogram.get_mean_value(),
+        "mean": histogram_mean(histogram),
         **{key: histogram.get_value_at_percentile(pct) for key, pct in LATENCY_PERCENTILES.items()},
         "max": histogram.get_max_value(),
     }
@@ -761,7 +762,7 @@ def _server_timing_summary_ms(histograms: LatencyHistograms) -> dict[str, float 
         histogram: HdrHistogram = getattr(histograms, metric)
         empty = histogram.get_total_count() == 0
         summary[f"{metric}_p50"] = None if empty else _us_to_ms(histogram.get_value_at_percentile(50.0))
-        summary[f"{metric}_mean"] = None if empty else _us_to_ms(histogram.get_mean_value())
+        summary[f"{metric}_mean"] = None if empty else _us_to_ms(histogram_mean(histogram))
     return summary
 
 
