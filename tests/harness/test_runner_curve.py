@@ -110,6 +110,11 @@ def test_every_config_climbs_the_shared_grid_in_every_repetition(tmp_path: Path,
         assert [step["ok"] for step in entry["steps"]] == [True, False]
         assert entry["capacity_rps"] == pytest.approx(EXPECTED, rel=1e-3)
         assert entry["censored"] is None and entry["converged"] is True and entry["method"] == "curve"
+        # the failed step was followed by a drain, checked at the server's socket (the tiny server listens on
+        # loopback); a passing step needs none
+        drains = [(step["drain_s"], step["drain_backlog"]) for step in entry["steps"]]
+        assert drains[0] == (None, None)
+        assert drains[1][0] is not None and drains[1][0] >= 0 and drains[1][1] == 0
     steps = [run for run in data["runs"] if run.get("search")]
     assert len(steps) == 8
     assert all(run["kind"] == "open" and run["valid"] for run in steps)  # a failed step is a valid measurement
@@ -139,6 +144,8 @@ def test_the_report_reads_the_curves(tmp_path: Path, load: ScriptedLoad) -> None
     assert len(bundle.capacity) == 4
     assert all(result.capacity_rps == pytest.approx(EXPECTED, rel=1e-3) for result in bundle.capacity)
     assert all(run.is_step for run in bundle.step_runs)
+    failed = [step for result in bundle.capacity for step in result.steps if not step.ok]
+    assert failed and all(step.drain_s is not None and step.drain_backlog == 0 for step in failed)
 
 
 def test_a_rate_the_generator_cannot_keep_is_run_again_then_is_a_lower_bound(tmp_path: Path) -> None:

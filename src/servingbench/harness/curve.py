@@ -187,7 +187,9 @@ def judge_step(
 
 @dataclass(frozen=True)
 class CurvePoint:
-    """One measured step of a curve: the offered rate, its corrected p99 (ms), whether it met the SLO, and why not."""
+    """One measured step of a curve: the offered rate, its corrected p99 (ms), whether it met the SLO, and why not.
+    After a failed step the server is drained before the next: ``drain_s`` is how long that took, ``drain_backlog``
+    the most requests seen waiting at the server's socket meanwhile (None where not checked or not readable)."""
 
     rate: float
     p99_ms: float | None
@@ -196,6 +198,8 @@ class CurvePoint:
     gross: bool = False
     run: str | None = None
     reason: str | None = None
+    drain_s: float | None = None
+    drain_backlog: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -68,6 +68,7 @@ from servingbench.harness.queueing import dd1_capacity_rps, md1_rate_for_quantil
 from servingbench.harness.record import RunIdentity, RunRecord, StepVerdict
 from servingbench.harness.servers import (
     IDLE_TIMEOUT_S,
+    Drain,
     LocalStarter,
     ServerStarter,
     StartedServer,
@@ -627,18 +628,26 @@ class _Bench:
                 and sum(p.rate == rate and p.generator_limited for p in points) > GENERATOR_RETRIES
             ):
                 return f"{GENERATOR_LIMIT} limit: it could not keep the schedule at {rate:g} req/s"
-            if not point.ok and not self._drained(slot):
-                return f"the server did not drain within {IDLE_TIMEOUT_S:g} s after {point.run}"
+            if not point.ok:
+                drain = self._drain(slot)
+                points[-1] = replace(point, drain_s=round(drain.seconds, 3), drain_backlog=drain.backlog)
+                if not drain.idle:
+                    return (
+                        f"the server did not drain within {IDLE_TIMEOUT_S:g} s after {point.run}: {drain.waiting_for}"
+                    )
         return "the climb ended"
 
-    def _drained(self, slot: _Slot) -> bool:
+    def _drain(self, slot: _Slot) -> Drain:
+        """After a failed step, wait until the server is drained; a server that does not drain is down."""
         server = slot.server
         if server is None:
-            return False
-        if wait_until_idle(server.base_url, pid=server.pid):
-            return True
-        slot.fail(f"the server did not drain within {IDLE_TIMEOUT_S:g} s", server.tail())
-        return False
+            return Drain(False, 0.0, waiting_for="the server is down")
+        drain = wait_until_idle(server.base_url, pid=server.pid)
+        if not drain.idle:
+            slot.fail(
+                f"the server did not drain within {IDLE_TIMEOUT_S:g} s (still busy: {drain.waiting_for})", server.tail()
+            )
+        return drain
 
     def _step(
         self,

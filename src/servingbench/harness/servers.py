@@ -3,7 +3,8 @@
 :class:`LocalStarter` starts a config from the registry's launch command, pinned to the server cores, and stops its
 whole process group on exit; :class:`StartedServer` is what the measure path needs of a server (its URL, its process
 for CPU and memory, whether it died). A running server given by URL (``--target``) is a :class:`StartedServer`
-without a process. :func:`wait_until_idle` is the drain check run after a run that may have left a backlog.
+without a process. :func:`wait_until_idle` is the drain check run after a run that may have left a backlog: the
+server's CPU quiet, no request waiting at its socket (:func:`socket_backlog`), and its probe answered in time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import http.client
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,10 +36,12 @@ from servingbench.units import MS_PER_S
 
 __all__ = [
     "IDLE_TIMEOUT_S",
+    "Drain",
     "LocalStarter",
     "ServerStarter",
     "StartedServer",
     "TargetStarter",
+    "socket_backlog",
     "wait_until_idle",
 ]
 
@@ -49,11 +53,17 @@ IDLE_CPU_SHARE = 0.1
 started on it would measure the backlog."""
 IDLE_INTERVAL_S = 0.1
 IDLE_SAMPLES = 2
+"""Samples in a row, `IDLE_INTERVAL_S` apart, in which the CPU must be quiet and no request wait at the socket."""
 IDLE_TIMEOUT_S = 60.0
 IDLE_POLL_S = 0.1
 TARGET_READY_TIMEOUT_S = 10.0
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+PROC_NET_TCP = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+"""Linux's TCP socket tables (format: the kernel's Documentation/networking/proc_net_tcp.rst)."""
+_TCP_LISTEN = "0A"
+_INODE = 9
 
 
 @dataclass
@@ -143,22 +153,117 @@ class TargetStarter:
         yield StartedServer(self.url, session_id)
 
 
+@dataclass(frozen=True)
+class Drain:
+    """What the drain check after a run saw. ``idle``: the server was drained within the deadline; ``seconds`` it
+    took; ``backlog``: the most requests seen waiting at the server's socket meanwhile (connections in its accept
+    queue plus accepted ones whose request it had not read; None where the socket table was not readable, e.g. a
+    server in another network namespace); ``waiting_for``: what was still not quiet when the deadline passed."""
+
+    idle: bool
+    seconds: float
+    backlog: int | None = None
+    waiting_for: str | None = None
+
+
+def socket_backlog(port: int, tables: Sequence[Path] = PROC_NET_TCP) -> int | None:
+    """Requests waiting at the local server listening on ``port``: connections in its accept queue (a listening
+    socket's receive queue counts them) plus accepted connections with request bytes it has not read. None when no
+    socket table is readable or nothing listens on ``port`` in this network namespace."""
+    listening = False
+    waiting = 0
+    for table in tables:
+        try:
+            lines = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 5 or int(fields[1].rsplit(":", 1)[1], 16) != port:
+                continue
+            rx_queue = int(fields[4].split(":", 1)[1], 16)
+            if fields[3] == _TCP_LISTEN:
+                listening = True
+                waiting += rx_queue  # a listening socket's rx_queue is its accept queue's length
+            elif rx_queue and len(fields) > _INODE and fields[_INODE] != "0":
+                # an accepted connection whose request the server has not read yet (one not accepted has no inode
+                # yet: it is already counted in the accept queue)
+                waiting += 1
+    return waiting if listening else None
+
+
+def _local_port(base_url: str) -> int | None:
+    """The port of a server on this machine's loopback (whose sockets this machine's tables show), else None."""
+    try:
+        parts = urllib.parse.urlsplit(base_url)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname or ""
+    return port if host == "localhost" or host == "::1" or host.startswith("127.") else None
+
+
 def wait_until_idle(
     base_url: str,
     *,
     pid: int | None = None,
     threshold_ms: float = IDLE_LATENCY_MS,
     timeout_s: float = IDLE_TIMEOUT_S,
-) -> bool:
-    """Wait until a run's backlog is gone: the server tree rooted at ``pid`` (when given) uses under
-    `IDLE_CPU_SHARE` of a core for `IDLE_SAMPLES` intervals in a row, and then GET /healthz answers within
-    ``threshold_ms``. Both are needed: an async server's backlog shows in its CPU (it answers the probe between queued
-    requests), a sync worker's or a sleeping model's in the probe (working off its queue burns little CPU). False if
-    that did not happen within ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    if pid is not None and not _wait_until_cpu_idle(pid, deadline):
+) -> Drain:
+    """Wait until a run's backlog is gone: for `IDLE_SAMPLES` samples in a row the server tree rooted at ``pid``
+    (when given) uses under `IDLE_CPU_SHARE` of a core and no request waits at its socket (:func:`socket_backlog`,
+    where readable), and then GET /healthz answers within ``threshold_ms``. Each is needed: an async server's backlog
+    shows in its CPU (it answers the probe between queued requests), a sync worker's in its accept queue and in the
+    probe (a sleeping model's queue burns little CPU), a request still being read in the socket."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    port = _local_port(base_url)
+    quiet = _Quiet(pid, port)
+    if not quiet.wait(deadline):
+        return Drain(False, time.monotonic() - started, quiet.backlog_max, quiet.busy)
+    if not _wait_until_answering(base_url, threshold_ms, deadline):
+        slow = f"GET {HEALTH_PATH} to answer within {threshold_ms:g} ms"
+        return Drain(False, time.monotonic() - started, quiet.backlog_max, slow)
+    return Drain(True, time.monotonic() - started, quiet.backlog_max)
+
+
+class _Quiet:
+    """The CPU and socket half of the drain check; remembers the largest backlog it saw and what kept it busy."""
+
+    def __init__(self, pid: int | None, port: int | None) -> None:
+        self.pid, self.port = pid, port
+        self.backlog_max: int | None = None
+        self.busy: str | None = None
+
+    def _backlog(self) -> int | None:
+        waiting = socket_backlog(self.port) if self.port is not None else None
+        if waiting is not None:
+            self.backlog_max = max(waiting, self.backlog_max or 0)
+        return waiting
+
+    def wait(self, deadline: float) -> bool:
+        quiet = 0
+        try:
+            used = tree_cpu_seconds(self.pid) if self.pid is not None else 0.0
+            if self._backlog() is None and self.pid is None:
+                return True  # nothing to watch here (a target on another host): the probe alone decides
+            while time.monotonic() < deadline:
+                time.sleep(IDLE_INTERVAL_S)
+                now = tree_cpu_seconds(self.pid) if self.pid is not None else 0.0
+                waiting = self._backlog()
+                self.busy = None
+                if waiting:
+                    self.busy = f"{waiting} request(s) waiting at its socket"
+                elif now - used >= IDLE_CPU_SHARE * IDLE_INTERVAL_S:
+                    self.busy = "its CPU"
+                quiet = 0 if self.busy else quiet + 1
+                if quiet >= IDLE_SAMPLES:
+                    return True
+                used = now
+        except psutil.Error:
+            self.busy = "the server process is gone"
+            return False  # the caller finds out whether it died
         return False
-    return _wait_until_answering(base_url, threshold_ms, deadline)
 
 
 def _wait_until_answering(base_url: str, threshold_ms: float, deadline: float) -> bool:
@@ -173,20 +278,4 @@ def _wait_until_answering(base_url: str, threshold_ms: float, deadline: float) -
         if (time.perf_counter() - start) * MS_PER_S <= threshold_ms:
             return True
         time.sleep(IDLE_POLL_S)
-    return False
-
-
-def _wait_until_cpu_idle(pid: int, deadline: float) -> bool:
-    quiet = 0
-    try:
-        used = tree_cpu_seconds(pid)
-        while time.monotonic() < deadline:
-            time.sleep(IDLE_INTERVAL_S)
-            now = tree_cpu_seconds(pid)
-            quiet = quiet + 1 if now - used < IDLE_CPU_SHARE * IDLE_INTERVAL_S else 0
-            if quiet >= IDLE_SAMPLES:
-                return True
-            used = now
-    except psutil.Error:
-        return False  # the server is gone: the caller finds out whether it died
     return False

@@ -208,6 +208,11 @@ class CapacityStep:
     generator_limited: bool = False
     """It failed only because the load generator fell behind: re-run, and not counted as the server's."""
     gross: bool = False
+    drain_s: float | None = None
+    """After a failed step: seconds until the server was drained (CPU quiet, nothing waiting at its socket, probe
+    answered in time)."""
+    drain_backlog: int | None = None
+    """After a failed step: the most requests seen waiting at the server's socket while it drained."""
 
     def counted(self, runs: Mapping[str, Run]) -> bool:
         """The step counts as the server's: the load generator kept up and its run (if recorded in ``runs``, by id)
@@ -652,6 +657,8 @@ def _parse_step(raw: object, where: str) -> CapacityStep:
         reason=_opt_str(step.get("reason"), "reason", where),
         generator_limited=_bool(step.get("generator_limited", False), "generator_limited", where),
         gross=_bool(step.get("gross", False), "gross", where),
+        drain_s=_opt_float(step.get("drain_s"), "drain_s", where),
+        drain_backlog=_opt_int(step.get("drain_backlog"), "drain_backlog", where),
     )
 
 

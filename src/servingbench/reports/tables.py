@@ -125,7 +125,8 @@ class StepRow:
     ``ok`` says whether the step met the SLO (``None``: not recorded); ``run`` is the step's run id, ``linked``
     whether the bundle holds that run, ``counted`` whether its measurement was valid (``None`` without a run).
     ``generator_limited``: it failed only because the load generator fell behind, so it was re-run and does not
-    count as the server's; ``requests`` and ``wall_s`` come from the step's run.
+    count as the server's; ``requests`` and ``wall_s`` come from the step's run; ``drain_s`` and ``drain_backlog``
+    say how the server was drained after a failed step (see :class:`CapacityStep`).
     """
 
     rate: float
@@ -142,6 +143,17 @@ class StepRow:
     generator_limited: bool = False
     requests: int | None = None
     wall_s: float | None = None
+    drain_s: float | None = None
+    drain_backlog: int | None = None
+
+    @property
+    def drain_text(self) -> str:
+        """How the server was drained after this step ("" when it was not)."""
+        if self.drain_s is None:
+            return ""
+        if self.drain_backlog is None:
+            return f"drained in {self.drain_s:.1f} s"
+        return f"drained in {self.drain_s:.1f} s ({self.drain_backlog} request(s) waiting at its socket at most)"
 
 
 @dataclass(frozen=True)
@@ -388,6 +400,8 @@ def _step_row(step: CapacityStep, run: Run | None) -> StepRow:
             counted=None,
             generator_limited=step.generator_limited,
             requests=step.requests,
+            drain_s=step.drain_s,
+            drain_backlog=step.drain_backlog,
         )
     from_run = _step_from_run(run)
     return StepRow(
@@ -405,6 +419,8 @@ def _step_row(step: CapacityStep, run: Run | None) -> StepRow:
         generator_limited=step.generator_limited,
         requests=_or(step.requests, from_run.requests),
         wall_s=run.wall_s,
+        drain_s=step.drain_s,
+        drain_backlog=step.drain_backlog,
     )
 
 
