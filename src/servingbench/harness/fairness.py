@@ -84,5 +84,6 @@ def _capacity_rule(plan: Plan) -> str:
         f"the error rate is not over {plan.error_rate_limit:.1%}, no arrival is dropped at the in-flight cap and the "
         "load generator keeps its schedule (p99 send lag within a tenth of the SLO); a step the generator could not "
         "keep is re-run, never counted as the server's; after a failed step the server must drain before anything "
-        "else runs; the capacity is where a monotone fit of p99 against the offered rate crosses the SLO"
+        "else runs (its CPU quiet, no request waiting at its socket, its probe answered in time); the capacity is "
+        "where a monotone fit of p99 against the offered rate crosses the SLO"
     )
