@@ -96,7 +96,7 @@ def test_a_server_that_never_stops_working_is_reported_not_idle(
 ) -> None:
     burner = subprocess.Popen([sys.executable, "-c", BURN_AND_REST, str(tmp_path / "rested"), "60"])
     try:
-        drain = wait_until_idle(health[0], pid=burner.pid, timeout_s=0.5)
+        drain = wait_until_idle(health[0], pid=burner.pid, timeout_s=2.0)
         assert not drain.idle and drain.waiting_for == "its CPU"
     finally:
         burner.kill()
@@ -108,9 +108,16 @@ def test_a_server_that_never_stops_working_is_reported_not_idle(
 TCP_HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
 
 
-def _row(local_port: int, state: str, rx_queue: int, remote_port: int = 40000, inode: int = 12345) -> str:
+def _row(
+    local_port: int,
+    state: str,
+    rx_queue: int,
+    remote_port: int = 40000,
+    inode: int = 12345,
+    address: str = "0100007F",  # 127.0.0.1 as the kernel prints it
+) -> str:
     return (
-        f"   0: 0100007F:{local_port:04X} 0100007F:{remote_port:04X} {state} 00000000:{rx_queue:08X} 00:00000000 "
+        f"   0: {address}:{local_port:04X} {address}:{remote_port:04X} {state} 00000000:{rx_queue:08X} 00:00000000 "
         f"00000000     0        0 {inode} 1 0000000000000000 100 0 0 10 0\n"
     )
 
@@ -133,6 +140,23 @@ def test_the_backlog_counts_the_accept_queue_and_unread_requests_of_that_port_on
     assert socket_backlog(8081, (tcp, tcp6)) == 99
     assert socket_backlog(8082, (tcp, tcp6)) is None  # nothing listens there: not checked, not "empty"
     assert socket_backlog(8080, (tmp_path / "missing",)) is None
+
+
+def test_the_backlog_counts_loopback_and_wildcard_listeners_not_another_interfaces(tmp_path: Path) -> None:
+    tcp, tcp6 = tmp_path / "tcp", tmp_path / "tcp6"
+    tcp.write_text(
+        TCP_HEADER
+        + _row(8080, "0A", 1, remote_port=0, address="00000000")  # 0.0.0.0
+        + _row(8080, "0A", 2, remote_port=0, address="0200007F")  # 127.0.0.2
+        + _row(8080, "0A", 40, remote_port=0, address="0A00000F")  # 15.0.0.10: another interface's server
+    )
+    tcp6.write_text(
+        TCP_HEADER
+        + _row(8080, "0A", 4, remote_port=0, address="0" * 24 + "01000000")  # ::1
+        + _row(8080, "01", 9, address="0" * 16 + "FFFF0000" + "0100007F")  # ::ffff:127.0.0.1, unread
+        + _row(8080, "0A", 80, remote_port=0, address="20010DB8" + "0" * 24)  # 2001:db8::, not loopback
+    )
+    assert socket_backlog(8080, (tcp, tcp6)) == 1 + 2 + 4 + 1
 
 
 def _until(expected: int, port: int) -> int | None:
@@ -164,7 +188,7 @@ def test_the_backlog_of_a_real_listening_socket_follows_its_queue() -> None:
                 client.close()
 
 
-QUEUE_THEN_SERVE_S = 0.6
+QUEUE_THEN_SERVE_S = 1.5  # long enough that the first sample sees the queue on a busy machine
 
 
 def test_requests_waiting_in_the_accept_queue_keep_the_server_from_idle(tmp_path: Path) -> None:
@@ -210,9 +234,9 @@ def test_a_queue_nobody_takes_is_reported_as_what_the_drain_waited_for() -> None
         client = socket.create_connection(("127.0.0.1", port))
         try:
             assert _until(1, port) == 1
-            drain = wait_until_idle(f"http://127.0.0.1:{port}", timeout_s=0.5)
+            drain = wait_until_idle(f"http://127.0.0.1:{port}", timeout_s=1.0)
             assert not drain.idle and drain.backlog == 1
-            assert drain.waiting_for == "1 request(s) waiting at its socket"
+            assert drain.waiting_for == "1 request(s) waiting at its socket"  # even if no later sample was taken
         finally:
             client.close()
 
@@ -223,3 +247,15 @@ def test_a_target_on_another_host_is_judged_by_its_probe_alone(health: tuple[str
     assert wait_until_idle(url).backlog == 0  # loopback by name: checked
     other = wait_until_idle("http://192.0.2.1:9", timeout_s=0.3)  # TEST-NET-1: nothing answers
     assert not other.idle and other.backlog is None
+
+
+def test_a_drain_out_of_time_before_any_sample_still_says_what_it_waited_for(
+    health: tuple[str, type[_Health]],
+) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        drain = wait_until_idle(health[0], pid=sleeper.pid, timeout_s=0.0)
+        assert not drain.idle and drain.waiting_for == "2 quiet samples in a row"
+    finally:
+        sleeper.kill()
+        sleeper.wait()

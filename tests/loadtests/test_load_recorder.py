@@ -225,7 +225,7 @@ def test_requests_started_in_the_window_are_counted_for_the_target() -> None:
     [
         [1],  # the lowest bucket, where the first half-bucket's index is shifted
         [1, 2, 3, 2047, 2048, 2049],  # around the first bucket's end
-        [59_000_000, 60_000_000],  # the top of the layout
+        [59_000_000, 60_000_000],  # the configured highest value (60 s)
         [random.Random(seed).choice([1, 7, 300, 4_096, 1_000_000]) for seed in range(50)],
     ],
 )
@@ -244,3 +244,11 @@ def test_the_histogram_mean_is_hdrhistograms_own_on_latency_like_data() -> None:
             histogram.record_value(max(1, min(60_000_000, int(rng.lognormvariate(rng.uniform(5, 12), 1.5)))))
         assert histogram_mean(histogram) == histogram.get_mean_value()
     assert histogram_mean(new_histogram()) == 0.0
+
+
+def test_the_histogram_mean_rounds_as_hdrhistogram_does_past_float_precision() -> None:
+    """A count-weighted total beyond 2**53 (huge counts): both divide a float by the count, so they agree."""
+    histogram = new_histogram()
+    for value, count in ((537_135, 933_908_272_932), (4_958_503, 430_896_259_282), (260_146, 620_848_243_020)):
+        histogram.record_value(value, count)  # the exact quotient of the integers differs here in the last bit
+    assert histogram_mean(histogram) == histogram.get_mean_value()

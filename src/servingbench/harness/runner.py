@@ -643,7 +643,9 @@ class _Bench:
         if server is None:
             return Drain(False, 0.0, waiting_for="the server is down")
         drain = wait_until_idle(server.base_url, pid=server.pid)
-        if not drain.idle:
+        if not drain.idle and server.died():
+            slot.fail(f"the server died while draining (exit code {server.exit_code()})", server.tail())
+        elif not drain.idle:
             slot.fail(
                 f"the server did not drain within {IDLE_TIMEOUT_S:g} s (still busy: {drain.waiting_for})", server.tail()
             )

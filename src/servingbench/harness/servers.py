@@ -179,7 +179,10 @@ def socket_backlog(port: int, tables: Sequence[Path] = PROC_NET_TCP) -> int | No
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) < 5 or int(fields[1].rsplit(":", 1)[1], 16) != port:
+            if len(fields) < 5:
+                continue
+            address, _, local_port = fields[1].rpartition(":")
+            if int(local_port, 16) != port or not _loopback_or_any(address):
                 continue
             rx_queue = int(fields[4].split(":", 1)[1], 16)
             if fields[3] == _TCP_LISTEN:
@@ -192,11 +195,26 @@ def socket_backlog(port: int, tables: Sequence[Path] = PROC_NET_TCP) -> int | No
     return waiting if listening else None
 
 
+_ANY_V4, _ANY_V6 = "0" * 8, "0" * 32
+_LOOPBACK_V6 = "0" * 24 + "01000000"  # ::1 as the kernel prints it (four host-order 32-bit words)
+_MAPPED_V4_PREFIX = "0" * 16 + "FFFF0000"  # ::ffff:a.b.c.d
+
+
+def _loopback_or_any(address: str) -> bool:
+    """A local address (the kernel's hex form) a loopback server listens or is reached on: 127.0.0.0/8 (also as
+    an IPv4-mapped IPv6 address), ::1, or the wildcard; not another interface's address."""
+    if len(address) == len(_ANY_V4):
+        return address == _ANY_V4 or address[-2:] == "7F"  # little-endian: the first octet prints last
+    if address.upper().startswith(_MAPPED_V4_PREFIX):
+        return address[-2:].upper() == "7F"
+    return address in (_ANY_V6, _LOOPBACK_V6)
+
+
 def _local_port(base_url: str) -> int | None:
     """The port of a server on this machine's loopback (whose sockets this machine's tables show), else None."""
     try:
         parts = urllib.parse.urlsplit(base_url)
-        port = parts.port
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     except ValueError:
         return None
     host = parts.hostname or ""
@@ -241,24 +259,30 @@ class _Quiet:
             self.backlog_max = max(waiting, self.backlog_max or 0)
         return waiting
 
+    @staticmethod
+    def _reason(waiting: int | None, *, cpu_busy: bool) -> str | None:
+        if waiting:
+            return f"{waiting} request(s) waiting at its socket"
+        return "its CPU" if cpu_busy else None
+
     def wait(self, deadline: float) -> bool:
         quiet = 0
         try:
             used = tree_cpu_seconds(self.pid) if self.pid is not None else 0.0
-            if self._backlog() is None and self.pid is None:
+            waiting = self._backlog()
+            if waiting is None and self.pid is None:
                 return True  # nothing to watch here (a target on another host): the probe alone decides
+            self.busy = self._reason(waiting, cpu_busy=False) or f"{IDLE_SAMPLES} quiet samples in a row"
             while time.monotonic() < deadline:
                 time.sleep(IDLE_INTERVAL_S)
                 now = tree_cpu_seconds(self.pid) if self.pid is not None else 0.0
                 waiting = self._backlog()
-                self.busy = None
-                if waiting:
-                    self.busy = f"{waiting} request(s) waiting at its socket"
-                elif now - used >= IDLE_CPU_SHARE * IDLE_INTERVAL_S:
-                    self.busy = "its CPU"
-                quiet = 0 if self.busy else quiet + 1
+                busy = self._reason(waiting, cpu_busy=now - used >= IDLE_CPU_SHARE * IDLE_INTERVAL_S)
+                quiet = 0 if busy else quiet + 1
                 if quiet >= IDLE_SAMPLES:
                     return True
+                # what a timeout reports: the last thing that was busy (or that the quiet samples were too few)
+                self.busy = busy or self.busy
                 used = now
         except psutil.Error:
             self.busy = "the server process is gone"

@@ -103,7 +103,7 @@ def histogram_mean(histogram: HdrHistogram) -> float:
     middle = lowest + ((1 << shift) >> 1)
     total = sum(int(count) * int(value) for count, value in zip(counts[index], middle, strict=True))
     recorded: int = histogram.total_count
-    return total / recorded
+    return float(total) / recorded  # as hdrh divides (float first), so a total beyond 2**53 rounds the same
 
 
 def ms_to_us(duration_ms: float) -> int:
