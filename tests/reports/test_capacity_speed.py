@@ -30,6 +30,7 @@ from servingbench.reports.speed import (
     SpeedAdjustment,
     adjusted,
     curve_probe,
+    exponent_log_se,
     speed_adjustment,
 )
 from servingbench.reports.stats import GEOMETRIC_MEAN, MEDIAN
@@ -144,6 +145,37 @@ def test_a_cpu_bound_law_is_recovered_and_removed() -> None:
         assert float(np.median([value for value in values if value is not None])) == pytest.approx(
             LAW[config], rel=0.05
         )
+
+
+def test_the_exponents_error_weighs_by_how_far_from_the_reference_a_config_ran() -> None:
+    """An error in the exponent moves every repetition of a config alike, by its log(probe / reference): a config
+    whose curves ran near the reference carries almost none of it, one that ran far (the machine's fast phase)
+    carries it in full, and its interval widens by it; without an applied fit nothing is added."""
+    near = [470.0, 490.0, 500.0, 510.0, 530.0]
+    far = [330.0, 350.0, 360.0, 370.0, 390.0]
+    by_config: dict[str, list[CapacityResult]] = {}
+    runs: dict[str, Run] = {}
+    rng = np.random.default_rng(11)
+    for config, probes in (("near", near), ("far", far), ("mixed", near + far)):
+        for rep, probe in enumerate(probes):
+            value = 800.0 * (probe / REFERENCE) ** -1.0 * math.exp(0.05 * rng.standard_normal())
+            result, mine = _curve(config, rep, value, [probe])
+            by_config.setdefault(config, []).append(result)
+            runs.update({run.id: run for run in mine})
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    assert speed is not None and speed.applied and speed.slope_se is not None and speed.slope_se > 0.0
+    for config, probes in (("near", near), ("far", far)):
+        offset = float(np.mean([math.log(probe / REFERENCE) for probe in probes]))
+        assert exponent_log_se(by_config[config], runs, speed) == pytest.approx(abs(offset) * speed.slope_se)
+    assert exponent_log_se(by_config["far"], runs, speed) > 10 * exponent_log_se(by_config["near"], runs, speed)
+    # A censored curve (no capacity) is not among the values the mean is over, so not in its offset either.
+    censored, mine = _curve("far", 99, None, [200.0], censored="below")
+    runs.update({run.id: run for run in mine})
+    with_censored = [*by_config["far"], censored]
+    assert exponent_log_se(with_censored, runs, speed) == exponent_log_se(by_config["far"], runs, speed)
+    unapplied = replace(speed, exponent=0.0, reason="too few curves")
+    assert exponent_log_se(by_config["far"], runs, unapplied) == 0.0
+    assert exponent_log_se(by_config["far"], runs, replace(speed, slope_se=None)) == 0.0
 
 
 def test_a_server_that_waits_is_left_almost_as_measured() -> None:
@@ -322,10 +354,21 @@ def test_the_figure_at_the_reference_speed_is_the_geometric_mean_unless_a_repeti
             if (probe := curve_probe(result, runs)) is not None and (capacity := result.capacity_rps) is not None
         ]
         logs = np.log(values)
-        expected = scipy_stats.ttest_1samp(logs, 0.0).confidence_interval(0.95)
+        # The t interval on the logs, widened by what the exponent's error moves them all by: its standard error
+        # times the mean log(probe / reference) of the config's curves, in quadrature.
+        offset = float(np.mean([math.log((curve_probe(result, runs) or 0.0) / REFERENCE) for result in results]))
+        assert view.speed.slope_se is not None and view.speed.slope_se > 0.0 and abs(offset) > 0.05
+        shared = abs(offset) * view.speed.slope_se
+        plain = scipy_stats.ttest_1samp(logs, 0.0)
+        error = math.hypot(float(np.std(logs, ddof=1)) / math.sqrt(len(values)), shared)
+        half = float(scipy_stats.t.ppf(0.975, len(values) - 1)) * error
+        centre = float(np.mean(logs))
         assert found.statistic == GEOMETRIC_MEAN and found.n == len(values)
         assert found.median == pytest.approx(float(scipy_stats.gmean(values)), rel=1e-9)
-        assert (found.ci_low, found.ci_high) == pytest.approx((math.exp(expected.low), math.exp(expected.high)))
+        assert (found.ci_low, found.ci_high) == pytest.approx((math.exp(centre - half), math.exp(centre + half)))
+        narrow = plain.confidence_interval(0.95)
+        assert found.ci_low is not None and found.ci_high is not None
+        assert found.ci_low < math.exp(narrow.low) and found.ci_high > math.exp(narrow.high)
         assert found.median != pytest.approx(float(np.median(values)), rel=1e-6)  # not the median of the same
     assert seen == {MEDIAN, GEOMETRIC_MEAN}
     rows = {row.config: row for row in aggregate_rows(bundle) if row.metric == REFERENCE_CAPACITY_METRIC}

@@ -237,6 +237,27 @@ def test_the_geometric_mean_gives_no_interval_below_five_and_refuses_what_has_no
             log_mean_interval(bad)
 
 
+def test_a_shared_error_widens_the_geometric_means_interval_in_quadrature() -> None:
+    values = [520.0, 610.0, 480.0, 575.0, 545.0, 600.0]
+    logs = np.log(values)
+    plain = log_mean_interval(values)
+    widened = log_mean_interval(values, extra_log_se=0.04)
+    t = float(scipy_stats.t.ppf(0.975, len(values) - 1))
+    half = t * math.hypot(float(np.std(logs, ddof=1)) / math.sqrt(len(values)), 0.04)
+    centre = float(np.mean(logs))
+    assert widened.median == plain.median
+    assert (widened.ci_low, widened.ci_high) == pytest.approx((math.exp(centre - half), math.exp(centre + half)))
+    assert log_mean_interval(values, extra_log_se=0.0) == plain
+    # A shared error is not seen in the spread: values that agree exactly still get an interval from it.
+    flat = log_mean_interval([250.0] * 6, extra_log_se=0.05)
+    assert flat.ci_low == pytest.approx(250.0 * math.exp(-t * 0.05))
+    assert flat.ci_high == pytest.approx(250.0 * math.exp(t * 0.05))
+    assert not log_mean_interval([100.0, 400.0], extra_log_se=0.05).has_interval  # still none below five
+    for bad in (-0.01, math.nan, math.inf):
+        with pytest.raises(ValueError):
+            log_mean_interval(values, extra_log_se=bad)
+
+
 def test_fewer_than_five_values_give_no_interval() -> None:
     estimate = median_interval([3.0, 1.0, 2.0])
     assert estimate.median == 2.0 and not estimate.has_interval and estimate.ci_low is None

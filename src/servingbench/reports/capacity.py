@@ -33,7 +33,7 @@ import numpy as np
 from .bundle import Bundle, CapacityResult, CapacityStep, Run
 from .metrics import MetricSpec
 from .numbers import format_number
-from .speed import SpeedAdjustment, adjusted, speed_adjustment
+from .speed import SpeedAdjustment, adjusted, exponent_log_se, speed_adjustment
 from .stats import (
     CONFIDENCE,
     MIN_REPETITIONS_FOR_INTERVAL,
@@ -170,8 +170,9 @@ class CapacityView:
     """How each capacity was brought to the reference machine speed (:mod:`.speed`), or why not; ``None`` for a
     bundle whose probe has no reference."""
     at_reference: Mapping[str, Estimate] = field(default_factory=dict)
-    """Each config's capacity at the reference machine speed (median [interval] over repetitions), when the
-    adjustment applied and every curve of the config with a figure has a probe. A figure for setting runs of one
+    """Each config's capacity at the reference machine speed (geometric mean [interval, carrying the exponent's
+    error] over repetitions; the median where one is censored), when the adjustment applied and every curve of the
+    config with a figure has a probe. A figure for setting runs of one
     machine side by side; the verdicts, the order and the chart are on the capacities as measured (within a run the
     configs meet the same phases, interleaved)."""
 
@@ -235,7 +236,8 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
     at_reference: dict[str, Estimate] = {}
     if speed is not None and speed.applied:
         for config, mine in adjusted(by_config, runs, speed).items():
-            if mine is not None and (known := _reference_estimate(mine)) is not None:
+            extra = exponent_log_se(by_config[config], runs, speed)
+            if mine is not None and (known := _reference_estimate(mine, extra)) is not None:
                 at_reference[config] = known
     # Entries before curves share no grid: their rows (drawn, not tabled) are the rates their steps tried.
     rates = grid if curve else tuple(sorted({step.rate for result in results for step in result.steps}))
@@ -278,14 +280,15 @@ def _estimate(results: Sequence[CapacityResult]) -> Estimate | None:
     return median_interval(values, censored_below=below, censored_above=above)
 
 
-def _reference_estimate(results: Sequence[CapacityResult]) -> Estimate | None:
+def _reference_estimate(results: Sequence[CapacityResult], exponent_se: float = 0.0) -> Estimate | None:
     """A config's capacity at the reference speed: the geometric mean of its repetitions with the t interval on the
-    log values when none is censored (repetitions not measured are left out, as from the measured figure); the median
-    with its censored interval otherwise, or when a capacity is not positive (a hand-edited bundle: no log)."""
+    log values, widened by ``exponent_se`` (what the fitted exponent's error moves them all by, log scale), when none
+    is censored (repetitions not measured are left out, as from the measured figure); the median with its censored
+    interval otherwise, or when a capacity is not positive (a hand-edited bundle: no log)."""
     values = [value for result in results if (value := result.measured_rps) is not None]
     if any(result.censoring is not None for result in results) or not values or min(values) <= 0.0:
         return _estimate(results)
-    return log_mean_interval(values)
+    return log_mean_interval(values, extra_log_se=exponent_se)
 
 
 def _sign(arm: CapacityResult, reference: CapacityResult) -> Sign:

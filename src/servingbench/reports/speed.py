@@ -32,10 +32,14 @@ little within configs (:data:`MIN_LOG_SPREAD`) to say how capacity follows it.
 What it cannot show: the reference is a reading of this probe, not a machine; "capacity at the reference speed" on
 another machine is a normalised figure, not what that machine serves (the as-measured figure is, in that run). A
 slowdown the interpreter loop does not feel (memory bandwidth, the network stack) is not corrected. The exponent
-rests on one run's spread of speeds; the report prints it with its standard error, but the interval of a capacity
-at the reference speed does not carry it; and the exponent is the one that best removes the spread between
-repetitions, so that interval is narrower than an independent one would be. Curves censored (no capacity value) do
-not enter the fit. Noise in the probe pulls the fitted exponent towards 0.
+rests on one run's spread of speeds. The interval of a config's geometric mean at the reference speed carries its
+standard error (:func:`exponent_log_se`): an error e in the exponent moves every repetition of a config by e times
+its log(probe / reference) alike, so the repetitions' spread cannot show it; it is added in quadrature, and grows
+with how far from the reference speed the config's curves ran (a run in the machine's fast phase, far from the
+reference, gets a wider interval than one that ran near it). The exponent is also the one that best removes the
+spread between repetitions, so the t part of that interval is a little narrower than an independent one would be.
+A config whose figure is the median (a censored repetition) has the censored interval without that term. Curves
+censored (no capacity value) do not enter the fit. Noise in the probe pulls the fitted exponent towards 0.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ __all__ = [
     "SpeedAdjustment",
     "adjusted",
     "curve_probe",
+    "exponent_log_se",
     "speed_adjustment",
 ]
 
@@ -123,11 +128,11 @@ class SpeedAdjustment:
             f"Capacity at the reference machine speed (speed probe {self.reference_us:.0f} us, kind {self.kind}): "
             f"each repetition's capacity times (its curve's probe / {self.reference_us:.0f} us) ^ "
             f"{self.exponent:.2f}; {seen}{fit}, applied clipped to [0, {MAX_EXPONENT:g}]. Each config's figure is "
-            "the geometric mean of its repetitions with a t interval (the median where a repetition is censored). "
-            "It is the figure to set "
-            "beside another run of this machine (the as-measured one moves with the machine's phase); its interval "
-            "does not carry the exponent's own uncertainty. The verdicts, the order, the chart and the per-rate "
-            "table are on the capacities as measured: within a run the configs meet the same phases, interleaved."
+            "the geometric mean of its repetitions with a t interval that also carries the exponent's standard "
+            "error times how far from the reference its curves ran (the median with its censored interval where a "
+            "repetition is censored). It is the figure to set beside another run of this machine (the as-measured "
+            "one moves with the machine's phase). The verdicts, the order, the chart and the per-rate table are on "
+            "the capacities as measured: within a run the configs meet the same phases, interleaved."
         )
 
 
@@ -217,6 +222,25 @@ def speed_adjustment(
         return SpeedAdjustment(kind, reference, 0.0, slope if used else None, se, used, *seen, reason=reason)
     exponent = min(max(-slope, 0.0), MAX_EXPONENT)
     return SpeedAdjustment(kind, reference, exponent, slope, se, used, *seen)
+
+
+def exponent_log_se(results: Sequence[CapacityResult], runs: Mapping[str, Run], speed: SpeedAdjustment) -> float:
+    """The standard error (log scale) that one config's geometric mean at the reference speed carries from the
+    exponent: the fit's standard error times |mean log(probe / reference)| over the config's curves with a capacity
+    and a probe (the curves its geometric mean is over). 0 when nothing was applied or the fit has no error (one
+    repetition)."""
+    if not speed.applied or speed.slope_se is None:
+        return 0.0
+    offsets = [
+        math.log(probe / speed.reference_us)
+        for result in results
+        if (value := result.measured_rps) is not None
+        and value > 0.0
+        and (probe := curve_probe(result, runs)) is not None
+    ]
+    if not offsets:
+        return 0.0
+    return abs(sum(offsets) / len(offsets)) * speed.slope_se
 
 
 def adjusted(

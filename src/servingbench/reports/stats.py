@@ -294,10 +294,16 @@ def median_interval(
     )
 
 
-def log_mean_interval(values: Iterable[float], *, confidence: float = CONFIDENCE) -> Estimate:
+def log_mean_interval(
+    values: Iterable[float], *, confidence: float = CONFIDENCE, extra_log_se: float = 0.0
+) -> Estimate:
     """The geometric mean of positive values (exp of the mean log) with the t interval on the log values, for values
     that are all measured (with censored ones use :func:`median_interval`). No interval below
-    :data:`MIN_REPETITIONS_FOR_INTERVAL` values; a zero spread gives a zero-width interval."""
+    :data:`MIN_REPETITIONS_FOR_INTERVAL` values; a zero spread (and no ``extra_log_se``) gives a zero-width interval.
+
+    ``extra_log_se``: the standard error (log scale) of something every value shares and the spread between them
+    cannot show, e.g. a fitted correction applied to all of them; it is added to the mean's standard error in
+    quadrature, with the same t quantile."""
     observed = _as_array(values)
     if observed.size == 0:
         raise ValueError("log_mean_interval needs at least one value")
@@ -310,12 +316,17 @@ def log_mean_interval(values: Iterable[float], *, confidence: float = CONFIDENCE
         math.exp(centre), None, None, int(observed.size), cv, cv is not None and cv > UNSTABLE_CV,
         statistic=GEOMETRIC_MEAN,
     )  # fmt: skip
+    if not math.isfinite(extra_log_se) or extra_log_se < 0.0:
+        raise ValueError("log_mean_interval needs a finite, non-negative extra_log_se")
     if observed.size < MIN_REPETITIONS_FOR_INTERVAL:
         return estimate
     spread = float(np.std(logs, ddof=1))
     if spread <= ZERO_SPREAD:
-        return replace(estimate, ci_low=estimate.median, ci_high=estimate.median, level=confidence)
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, observed.size - 1)) * spread / math.sqrt(observed.size)
+        spread = 0.0
+        if extra_log_se == 0.0:
+            return replace(estimate, ci_low=estimate.median, ci_high=estimate.median, level=confidence)
+    error = math.sqrt(spread * spread / observed.size + extra_log_se * extra_log_se)
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, observed.size - 1)) * error
     return replace(estimate, ci_low=math.exp(centre - half), ci_high=math.exp(centre + half), level=confidence)
 
 
