@@ -38,7 +38,9 @@ its log(probe / reference) alike, so the repetitions' spread cannot show it; it 
 with how far from the reference speed the config's curves ran (a run in the machine's fast phase, far from the
 reference, gets a wider interval than one that ran near it). The exponent is also the one that best removes the
 spread between repetitions, so the t part of that interval is a little narrower than an independent one would be.
-A config whose figure is the median (a censored repetition) has the censored interval without that term. Curves
+A config whose figure is the median (a censored repetition) has the censored interval without that term. The error
+is the fit's also where the exponent applied is the fit clipped: at 1.5 the gap between the fit and the clip is not
+counted; at 0 the figure is the one measured and its interval is still widened. Curves
 censored (no capacity value) do not enter the fit. Noise in the probe pulls the fitted exponent towards 0.
 """
 
