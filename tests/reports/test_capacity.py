@@ -14,6 +14,7 @@ import pytest
 from servingbench.reports import load_bundle, render_report
 from servingbench.reports.bundle import Bundle, CapacityResult
 from servingbench.reports.capacity import CapacityView, capacity_views, censored_guard, grid_spacing
+from servingbench.reports.numbers import format_number
 from servingbench.reports.stats import Family, compare_pair
 
 from .builders import CURVE, CURVE_SPEC, FAST_A, FAST_B, SLOW_C, CurveSpec, build_bundle, curve_grid
@@ -239,3 +240,74 @@ def test_grid_spacing_is_the_median_step() -> None:
     assert grid_spacing([100.0, 120.0, 144.0]) == pytest.approx(0.2)
     assert grid_spacing([100.0]) is None
     assert math.isclose(grid_spacing([100.0, 110.0, 200.0]) or 0.0, (0.1 + 200 / 110 - 1) / 2)
+
+
+def _inflate_peak(source: Path, target: Path, config: str, factor: float) -> Path:
+    """A copy of ``source`` in which every closed-loop run of ``config`` served ``factor`` times as much, and its
+    first one ten times more again but marked invalid (it must not count)."""
+    import json
+    import shutil
+
+    shutil.copytree(source, target)
+    path = target / "results.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    closed = [
+        run
+        for run in document["runs"]
+        if run["config"] == config and run.get("kind", "closed") == "closed" and run.get("rps")
+    ]
+    for run in closed:
+        run["rps"] *= factor
+    closed[0].update(rps=closed[0]["rps"] * 10.0, valid=False, invalid_reason="a test's invalid run")
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return target
+
+
+def test_a_capacity_far_below_its_closed_loop_peak_says_why_with_its_p99_at_half_the_peak(
+    curve_bundle_dir: Path, view: CapacityView, tmp_path: Path
+) -> None:
+    from rich.console import Console
+
+    from servingbench.reports.console import print_summary
+
+    # As built, every config meets the SLO above half its peak: no note.
+    assert view.far_below_peak == {}
+    assert all((share := view.peak_share(config)) is not None and share > 0.5 for config in view.configs)
+    target = "flask-gthread"
+    bundle = load_bundle(_inflate_peak(curve_bundle_dir, tmp_path / "inflated", target, 2.5))
+    (inflated,) = capacity_views(bundle)
+    # The peak is the highest median over counted repetitions of a closed-loop scenario (invalid runs left out).
+    closed = [run for run in bundle.runs if run.config == target and run.kind == "closed" and not run.is_step]
+    by_scenario: dict[str, list[float]] = {}
+    for run in closed:
+        if run.counted and run.rps:
+            by_scenario.setdefault(run.scenario, []).append(run.rps)
+    assert len(closed) > sum(len(values) for values in by_scenario.values())  # some were invalid
+    peak = max(float(np.median(values)) for values in by_scenario.values())
+    assert inflated.peaks[target] == pytest.approx(peak)
+    assert inflated.peaks[target] == pytest.approx(2.5 * view.peaks[target], rel=0.05)  # one run fewer
+    with_invalid = max(
+        float(np.median([run.rps for run in closed if run.scenario == scenario and run.rps]))
+        for scenario in by_scenario
+    )
+    assert inflated.peaks[target] != pytest.approx(with_invalid)  # the invalid run did not count
+    share = inflated.peak_share(target)
+    assert share is not None and share < 0.5
+    assert set(inflated.far_below_peak) == {target}
+    note = inflated.far_below_peak[target]
+    assert note in inflated.notes[target]
+    assert f"capacity {share:.2f} of the closed-loop peak" in note
+    # The p99 it states are the per-rate table's medians at the measured rates on either side of half the peak.
+    half = peak / 2
+    rows = [row for row in inflated.rows if row.cells[target].estimates.get("p99") is not None]
+    below = max((row for row in rows if row.rate <= half), key=lambda row: row.rate)
+    above = min((row for row in rows if row.rate > half), key=lambda row: row.rate)
+    for row in (below, above):
+        p99 = row.cells[target].estimates["p99"]
+        assert p99 is not None
+        assert f"{format_number(p99.median)} ms at {format_number(row.rate)} req/s" in note
+    html = render_report(bundle.path).read_text(encoding="utf-8")
+    assert "of the closed-loop peak" in _section(html)
+    console = Console(record=True, width=400)
+    print_summary(bundle, console)
+    assert f"{target}: capacity {share:.2f} of the closed-loop peak" in console.export_text()

@@ -60,6 +60,7 @@ from .verdict import (
 
 __all__ = [
     "CURVE_METRICS",
+    "HALF_PEAK",
     "CapacityTheory",
     "CapacityView",
     "RateCell",
@@ -77,6 +78,9 @@ THEORY_TEXT = {
     "D/D/1": "D/D/1 (evenly spaced arrivals, fixed service time)",
 }
 THEORY_CAVEAT = "an upper bound for servers whose service time varies"
+HALF_PEAK = 0.5
+"""A capacity below this share of the config's closed-loop peak gets a note with its p99 at half the peak: the
+report says why the server meets the SLO only so far below what it serves when it is kept busy."""
 Sign = Literal[-1, 0, 1]
 ViewKey = tuple[str, str, str, float]  # model, scenario, arrivals, SLO p99 (ms)
 
@@ -169,6 +173,12 @@ class CapacityView:
     speed: SpeedAdjustment | None = None
     """How each capacity was brought to the reference machine speed (:mod:`.speed`), or why not; ``None`` for a
     bundle whose probe has no reference."""
+    peaks: Mapping[str, float] = field(default_factory=dict)
+    """Each config's closed-loop peak (req/s): the highest median throughput over repetitions of a closed-loop
+    scenario on the same model, endpoint and batch size as the curves; absent without one."""
+    far_below_peak: Mapping[str, str] = field(default_factory=dict)
+    """Configs whose capacity is below :data:`HALF_PEAK` of their closed-loop peak: the sentence saying so, with the
+    p99 at half the peak (also among the config's ``notes``)."""
     at_reference: Mapping[str, Estimate] = field(default_factory=dict)
     """Each config's capacity at the reference machine speed (geometric mean [interval, carrying the exponent's
     error] over repetitions; the median where one is censored), when the adjustment applied and every curve of the
@@ -180,6 +190,17 @@ class CapacityView:
     def adjusted(self) -> bool:
         """True when some config has a capacity at the reference speed (only an applied adjustment gives one)."""
         return bool(self.at_reference)
+
+    def peak_share(self, config: str) -> float | None:
+        """The measured capacity of ``config`` over its closed-loop peak; ``None`` without a peak or when the
+        capacity's median is not a value (censored)."""
+        peak = self.peaks.get(config)
+        estimate = self.estimate(config)
+        if peak is None or peak <= 0.0 or estimate is None:
+            return None
+        if not estimate.median_known or estimate.median_is_bound or estimate.median_at_least:
+            return None
+        return estimate.median / peak
 
     def at_speed(self, config: str) -> Estimate | None:
         """The capacity of ``config`` at the reference machine speed; ``None`` without one."""
@@ -236,12 +257,23 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
     at_reference: dict[str, Estimate] = {}
     if speed is not None and speed.applied:
         for config, mine in adjusted(by_config, runs, speed).items():
-            extra = exponent_log_se(by_config[config], runs, speed)
-            if mine is not None and (known := _reference_estimate(mine, extra)) is not None:
+            if mine is None:
+                continue
+            if (known := _reference_estimate(mine, exponent_log_se(by_config[config], runs, speed))) is not None:
                 at_reference[config] = known
     # Entries before curves share no grid: their rows (drawn, not tabled) are the rates their steps tried.
     rates = grid if curve else tuple(sorted({step.rate for result in results for step in result.steps}))
     rows = _rate_rows(by_config, runs, rates, traffic if curve else None, slo)
+    peaks = _closed_loop_peaks(by_config, runs)
+    far_below = {
+        config: note
+        for config in by_config
+        if (note := _peak_note(measured.get(config), peaks.get(config), rows, config)) is not None
+    }
+    notes = {
+        config: (*_notes(mine), *((far_below[config],) if config in far_below else ()))
+        for config, mine in by_config.items()
+    }
     named = verdict is not None and verdict.reference == reference and reference is not None
     return CapacityView(
         model=model,
@@ -254,7 +286,7 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
         outcomes=outcomes,
         unmeasured=tuple(config for config in by_config if config not in measured),
         rows=rows,
-        notes={config: _notes(mine) for config, mine in by_config.items()},
+        notes=notes,
         theory=theory,
         limits=_limits(grid, curve, results, runs, bundle.environment.get("load_generator_ceiling")),
         repetitions=len({result.repetition for result in results}),
@@ -264,6 +296,8 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
         above=_neighbours(outcomes, by_config, slo, margin),
         speed=speed,
         at_reference=at_reference,
+        peaks=peaks,
+        far_below_peak=far_below,
     )
 
 
@@ -506,6 +540,65 @@ def _theory(results: Sequence[CapacityResult], measured: Estimate | None) -> Cap
     exact = exact and measured is not None and not measured.median_at_least
     gap = measured.median / rps - 1.0 if exact and measured is not None and rps > 0.0 else None
     return CapacityTheory(rps, models, median(services) if services else None, gap)
+
+
+def _closed_loop_peaks(by_config: Mapping[str, Sequence[CapacityResult]], runs: Mapping[str, Run]) -> dict[str, float]:
+    """Each config's closed-loop peak: the highest, over the closed-loop scenarios run on the model, endpoint and
+    batch size of its curves' steps, of the median throughput of their counted repetitions."""
+    peaks: dict[str, float] = {}
+    for config, results in by_config.items():
+        shapes = {
+            (run.model, run.endpoint, run.batch_size)
+            for result in results
+            for step in result.steps
+            if (run := runs.get(step.run or "")) is not None
+        }
+        by_scenario: dict[str, list[float]] = {}
+        for run in runs.values():
+            if (
+                run.config == config
+                and run.kind == "closed"
+                and not run.is_step
+                and run.counted
+                and run.rps is not None
+                and run.rps > 0.0
+                and (run.model, run.endpoint, run.batch_size) in shapes
+            ):
+                by_scenario.setdefault(run.scenario, []).append(run.rps)
+        if by_scenario:
+            peaks[config] = max(median(values) for values in by_scenario.values())
+    return peaks
+
+
+def _peak_note(estimate: Estimate | None, peak: float | None, rows: Sequence[RateRow], config: str) -> str | None:
+    """Where a capacity is below :data:`HALF_PEAK` of the closed-loop peak: the median p99 at the measured rates
+    on either side of half the peak, so the reader sees the curve cross the SLO before the server is kept busy."""
+    if estimate is None or peak is None or peak <= 0.0 or not estimate.median_known:
+        return None
+    if estimate.median_is_bound or estimate.median_at_least or estimate.median >= HALF_PEAK * peak:
+        return None
+    half = HALF_PEAK * peak
+    measured = [
+        (row.rate, p99)
+        for row in rows
+        if (cell := row.cells.get(config)) is not None
+        and (p99 := cell.estimates.get("p99")) is not None
+        and p99.median_known
+    ]
+    below = [item for item in measured if item[0] <= half]
+    above = [item for item in measured if item[0] > half]
+    sides = [*below[-1:], *above[:1]]
+    share = f"capacity {estimate.median / peak:.2f} of the closed-loop peak ({format_number(peak)} req/s)"
+    if not sides:
+        return f"{share}; no rate near half the peak was measured"
+    readings = " and ".join(
+        f"{'over ' if p99.median_at_least else ''}{format_number(p99.median)} ms at {format_number(rate)} req/s"
+        for rate, p99 in sides
+    )
+    return (
+        f"{share}: at half the peak ({format_number(half)} req/s) its p99 is {readings} (median over "
+        "repetitions), so its p99 reaches the SLO well before the server is kept busy"
+    )
 
 
 def _count(results: Sequence[CapacityResult], outcome: str) -> list[CapacityResult]:

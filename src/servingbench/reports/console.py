@@ -128,6 +128,8 @@ def print_summary(bundle: Bundle | Path | str, console: Console) -> None:
     views = capacity_views(bundle)
     for view in views:
         console.print(capacity_table(view))
+        for config, note in view.far_below_peak.items():
+            console.print(f"\N{BULLET} {escape(config)}: {escape(note)}", highlight=False)
     for group in groups:
         console.print(verdict_table(group))
     if views or groups:
