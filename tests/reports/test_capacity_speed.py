@@ -26,6 +26,7 @@ from servingbench.reports.console import capacity_table
 from servingbench.reports.speed import (
     MAX_EXPONENT,
     MIN_CURVES,
+    MIN_RELIABILITY,
     REFERENCE_PROBE_US,
     SpeedAdjustment,
     adjusted,
@@ -166,7 +167,8 @@ def test_the_exponents_error_weighs_by_how_far_from_the_reference_a_config_ran()
     assert speed is not None and speed.applied and speed.slope_se is not None and speed.slope_se > 0.0
     for config, probes in (("near", near), ("far", far)):
         offset = float(np.mean([math.log(probe / REFERENCE) for probe in probes]))
-        assert exponent_log_se(by_config[config], runs, speed) == pytest.approx(abs(offset) * speed.slope_se)
+        assert speed.exponent_se is not None
+        assert exponent_log_se(by_config[config], runs, speed) == pytest.approx(abs(offset) * speed.exponent_se)
     assert exponent_log_se(by_config["far"], runs, speed) > 10 * exponent_log_se(by_config["near"], runs, speed)
     # A censored curve (no capacity) is not among the values the mean is over, so not in its offset either.
     censored, mine = _curve("far", 99, None, [200.0], censored="below")
@@ -197,8 +199,61 @@ def test_the_exponent_is_clipped_to_what_a_core_speed_can_mean(law: float, expec
     speed = speed_adjustment(by_config, runs, SPEED_PROBE)
     assert speed is not None and speed.applied
     assert speed.slope == pytest.approx(-law, abs=1e-9)
-    assert speed.exponent == pytest.approx(expected)
-    assert f"{speed.slope:.2f}" in speed.text
+    # Each curve's three steps read its probe within 2 %: almost no noise to correct for.
+    assert 0.99 < speed.reliability < 1.0
+    assert speed.exponent == pytest.approx(min(max(law / speed.reliability, 0.0), MAX_EXPONENT), abs=1e-12)
+    assert speed.exponent == pytest.approx(expected, rel=0.01)
+    assert f"{speed.slope:.2f}" in speed.text and f"divided by {speed.reliability:.2f}" in speed.text
+
+
+def _noisy_curves(
+    law: float, step_noise: float, *, reps: int = 40, steps: int = 9, seed: int = 7
+) -> tuple[dict[str, list[CapacityResult]], dict[str, Run], list[float]]:
+    """Three configs whose capacities follow ``law`` exactly on each curve's true speed; each of a curve's
+    ``steps`` reads that speed times lognormal noise (sd ``step_noise`` of log). Returns the true log speeds too."""
+    rng = np.random.default_rng(seed)
+    by_config: dict[str, list[CapacityResult]] = {}
+    runs: dict[str, Run] = {}
+    truths: list[float] = []
+    for rep in range(reps):
+        for config, base in (("a", 900.0), ("b", 600.0), ("c", 450.0)):
+            true = REFERENCE * math.exp(0.15 * rng.standard_normal())
+            truths.append(math.log(true))
+            readings = [true * math.exp(step_noise * rng.standard_normal()) for _ in range(steps)]
+            result, mine = _curve(config, rep, base * (true / REFERENCE) ** -law, [*readings])
+            by_config.setdefault(config, []).append(result)
+            runs.update({run.id: run for run in mine})
+    return by_config, runs, truths
+
+
+def test_noise_in_the_curves_probes_is_corrected_for() -> None:
+    """A curve's probe (the median of its steps' readings) measures its speed with an error, which pulls the fitted
+    slope towards 0 by the reliability ratio; the steps' own spread estimates that error, and the exponent applied
+    is the slope divided by the estimated reliability: close to the law, where the plain fit is well below it."""
+    by_config, runs, truths = _noisy_curves(1.0, 0.25)
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    assert speed is not None and speed.applied and speed.slope is not None
+    # The truth: a median of 9 readings with sd 0.25 has variance about (pi / 2) 0.25^2 / 9 = 0.011 against the
+    # true speeds' 0.15^2 = 0.0225, so the reliability is about 0.0225 / 0.0334 = 0.67.
+    noise = math.pi / 2 * 0.25**2 / 9
+    true_variance = float(np.var(truths, ddof=1))
+    assert speed.reliability == pytest.approx(true_variance / (true_variance + noise), abs=0.1)
+    assert -speed.slope < 0.8  # the plain fit, attenuated
+    assert abs(speed.exponent - 1.0) < 0.12 and abs(speed.exponent - 1.0) < abs(-speed.slope - 1.0) / 2
+    assert speed.exponent_se is not None and speed.slope_se is not None
+    assert speed.exponent_se == pytest.approx(speed.slope_se / speed.reliability)
+    # The same curves read without noise (every step at the true speed): nothing to correct.
+    clean, clean_runs, _ = _noisy_curves(1.0, 0.0)
+    exact = speed_adjustment(clean, clean_runs, SPEED_PROBE)
+    assert exact is not None and exact.reliability == 1.0 and exact.exponent == pytest.approx(1.0)
+
+
+def test_a_probe_mostly_noise_is_not_blown_up_past_the_floor() -> None:
+    by_config, runs, _ = _noisy_curves(1.0, 0.9)
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    assert speed is not None and speed.applied and speed.slope is not None
+    assert speed.reliability == MIN_RELIABILITY
+    assert speed.exponent == pytest.approx(min(-speed.slope / MIN_RELIABILITY, MAX_EXPONENT))
 
 
 def test_too_few_curves_or_too_little_spread_leave_the_figures_as_measured() -> None:
@@ -360,7 +415,8 @@ def test_the_figure_at_the_reference_speed_is_the_geometric_mean_unless_a_repeti
         offset = float(np.mean([math.log((curve_probe(result, runs) or 0.0) / REFERENCE) for result in results]))
         assert view.speed.slope_se is not None and view.speed.slope_se > 0.0 and abs(offset) > 0.05
         offsets[config] = offset
-        shared = abs(offset) * view.speed.slope_se
+        assert view.speed.exponent_se is not None
+        shared = abs(offset) * view.speed.exponent_se
         plain = scipy_stats.ttest_1samp(logs, 0.0)
         error = math.hypot(float(np.std(logs, ddof=1)) / math.sqrt(len(values)), shared)
         half = float(scipy_stats.t.ppf(0.975, len(values) - 1)) * error

@@ -10,20 +10,34 @@ server's core during its window (``Run.speed_probe_us``: CPU microseconds of fix
 slower), so each curve has the speed it ran at.
 
 The model: ``capacity = k * probe ** -b``. ``b`` is fitted on the run's own curves (pooled within each config, so
-the differences between configs do not enter it): log capacity against log probe, centred per config, least
-squares. A CPU-bound server has ``b`` near 1 (twice as slow a core, half the requests); a server that waits
-(``sleep``, I/O) near 0; a capacity at a p99 target can fall faster than the core's speed, because the slow phase
-also stalls (fits on four `make bench` runs of the 2-core VM: -0.86 +/- 0.11, -0.88 +/- 0.10, -0.99 +/- 0.13 and
--1.26 +/- 0.23). The exponent applied is the fit clipped to [0, :data:`MAX_EXPONENT`]: the upper clip guards
-against a wild fit, below 0 has no physical meaning. Each repetition's capacity (or its censoring bound) becomes
-``capacity * (probe / reference) ** b``. A config's figure at the reference speed is the geometric mean of those
-values with the t interval on their logs (:func:`~servingbench.reports.stats.log_mean_interval`), not their median:
-what is left once the speed is taken out is a spread of 10-20 % around a value, where the median of 9 uses about
-two thirds of the information; over seven `make bench` runs the geometric mean moved 0.068 (sd of log, rms over
-configs) between runs, the median 0.079 (docs/measurements.md). A config with a censored repetition keeps the
-median with the censored interval, as its measured figure has. The verdicts and the order stay on the measured
-values: within a run the configs meet the same phases (interleaved), and a comparison there needs no correction
-that would add the exponent's error and the probe's own noise to it.
+the differences between configs do not enter it): log capacity against log probe, centred per config, least squares,
+then corrected for the noise in the curves' probes (below). A CPU-bound server has ``b`` near 1 (twice as slow a
+core, half the requests); a server that waits (``sleep``, I/O) near 0; a capacity at a p99 target can fall faster
+than the core's speed, because the slow phase also stalls (fits on four `make bench` runs of the 2-core VM: -0.86
++/- 0.11, -0.88 +/- 0.10, -0.99 +/- 0.13 and -1.26 +/- 0.23).
+
+A curve's probe is the median of its steps' readings, and the speed that set its capacity is the one during the
+steps near the SLO: the curve's probe measures it with an error, and an error in the regressor pulls a least-squares
+slope towards 0 by the reliability ratio (variance of the true log speed / variance of the measured one). The
+error's variance is estimated from the curves themselves: the spread of each curve's steps' log readings over its
+step count, times pi/2 (a median's variance against a mean's), averaged over the curves; the reliability is 1 minus
+that over the within-config variance of the curves' log probes, floored at :data:`MIN_RELIABILITY`, and the exponent
+is the fitted slope divided by it (its standard error too). Why: on fifteen `make bench` runs the runs' own fits
+read 0.68 to 1.65 (median 0.91) while between runs capacity followed the probe with 1.20; the runs in the machine's
+slow phase came out low for every config and those in its fast phase high. The corrected exponents (reliabilities
+0.46 to 0.87) brought the worst deviation from the median of three runs from 10.6-20.7 % to 8.9-16.7 % over the five
+sets (docs/measurements.md), a choice made on those same runs. The exponent applied is the corrected one clipped to
+[0, :data:`MAX_EXPONENT`]: the upper clip guards against a wild fit, below 0 has no physical meaning.
+
+Each repetition's capacity (or its censoring bound) becomes ``capacity * (probe / reference) ** b``. A config's
+figure at the reference speed is the geometric mean of those values with the t interval on their logs
+(:func:`~servingbench.reports.stats.log_mean_interval`), not their median: what is left once the speed is taken out
+is a spread of 10-20 % around a value, where the median of 9 uses about two thirds of the information; over seven
+`make bench` runs the geometric mean moved 0.068 (sd of log, rms over configs) between runs, the median 0.079
+(docs/measurements.md). A config with a censored repetition keeps the median with the censored interval, as its
+measured figure has. The verdicts and the order stay on the measured values: within a run the configs meet the same
+phases (interleaved), and a comparison there needs no correction that would add the exponent's error and the probe's
+own noise to it.
 
 No adjustment (the figures stay as measured, and the report says why) when the bundle's probe is of a kind without a
 reference, when fewer than :data:`MIN_CURVES` curves have both a capacity and a probe, or when the probe moved too
@@ -37,11 +51,13 @@ standard error (:func:`exponent_log_se`): an error e in the exponent moves every
 its log(probe / reference) alike, so the repetitions' spread cannot show it; it is added in quadrature, and grows
 with how far from the reference speed the config's curves ran (a run in the machine's fast phase, far from the
 reference, gets a wider interval than one that ran near it). The exponent is also the one that best removes the
-spread between repetitions, so the t part of that interval is a little narrower than an independent one would be.
-A config whose figure is the median (a censored repetition) has the censored interval without that term. The error
-is the fit's also where the exponent applied is the fit clipped: at 1.5 the gap between the fit and the clip is not
-counted; at 0 the figure is the one measured and its interval is still widened. Curves
-censored (no capacity value) do not enter the fit. Noise in the probe pulls the fitted exponent towards 0.
+spread between repetitions, so the t part of that interval is a little narrower than an independent one would be. A
+config whose figure is the median (a censored repetition) has the censored interval without that term. The error is
+the fit's also where the exponent applied is the fit clipped: at 1.5 the gap between the fit and the clip is not
+counted; at 0 the figure is the one measured and its interval is still widened. Curves censored (no capacity value)
+do not enter the fit. The correction for the probe's noise takes a step's reading as a measurement of the speed that
+set the capacity: noise that every step of a curve shares (a slowdown the probe's loop does not feel) is neither
+seen nor corrected.
 """
 
 from __future__ import annotations
@@ -58,6 +74,7 @@ __all__ = [
     "MAX_EXPONENT",
     "MIN_CURVES",
     "MIN_LOG_SPREAD",
+    "MIN_RELIABILITY",
     "REFERENCE_PROBE_US",
     "SpeedAdjustment",
     "adjusted",
@@ -73,6 +90,9 @@ MIN_CURVES = 8
 """Curves with a capacity and a probe, across configs, below which no exponent is fitted."""
 MIN_LOG_SPREAD = 0.03
 """Standard deviation of log probe within configs (about 3 %) below which the probe moved too little to fit."""
+MIN_RELIABILITY = 0.5
+"""The smallest reliability ratio the fitted slope is divided by: below it the probe's noise would make the exponent
+twice the fit or more, which says the probe did not measure the speed, not that capacity follows it so steeply."""
 MAX_EXPONENT = 1.5
 """The largest exponent applied. 1 is capacity in proportion to the core's speed; the p99 capacity of the fast model
 fell faster than that in one run (-1.26 +/- 0.23), and clipping it at 1 left two of that run's configs 14 and 19 %
@@ -99,6 +119,13 @@ class SpeedAdjustment:
     probe_low: float | None
     probe_high: float | None
     reason: str | None = None
+    reliability: float = 1.0
+    """The reliability ratio the fitted slope was divided by (1: no correction for the probe's noise)."""
+
+    @property
+    def exponent_se(self) -> float | None:
+        """The standard error of the exponent before its clip: the fit's, divided by the reliability ratio."""
+        return None if self.slope_se is None else self.slope_se / self.reliability
 
     @property
     def applied(self) -> bool:
@@ -129,7 +156,9 @@ class SpeedAdjustment:
         return (
             f"Capacity at the reference machine speed (speed probe {self.reference_us:.0f} us, kind {self.kind}): "
             f"each repetition's capacity times (its curve's probe / {self.reference_us:.0f} us) ^ "
-            f"{self.exponent:.2f}; {seen}{fit}, applied clipped to [0, {MAX_EXPONENT:g}]. Each config's figure is "
+            f"{self.exponent:.2f}; {seen}{fit}; divided by {self.reliability:.2f}, the reliability of the curves' "
+            "probes (1 minus their steps' noise over their spread within configs), and applied clipped to "
+            f"[0, {MAX_EXPONENT:g}]. Each config's figure is "
             "the geometric mean of its repetitions with a t interval that also carries the exponent's standard "
             "error times how far from the reference its curves ran (the median with its censored interval where a "
             "repetition is censored). It is the figure to set beside another run of this machine (the as-measured "
@@ -141,7 +170,13 @@ class SpeedAdjustment:
 def curve_probe(result: CapacityResult, runs: Mapping[str, Run]) -> float | None:
     """The speed a curve ran at: the median probe of its counted steps' runs (the server's own steps: not one the
     load generator could not keep, nor an invalid run); ``None`` when none has one."""
-    probes = [
+    probes = _step_probes(result, runs)
+    return median(probes) if probes else None
+
+
+def _step_probes(result: CapacityResult, runs: Mapping[str, Run]) -> list[float]:
+    """The probe readings of a curve's counted steps (us)."""
+    return [
         probe
         for step in result.steps
         if step.counted(runs)
@@ -149,7 +184,18 @@ def curve_probe(result: CapacityResult, runs: Mapping[str, Run]) -> float | None
         and (probe := run.speed_probe_us) is not None
         and probe > 0.0
     ]
-    return median(probes) if probes else None
+
+
+def _probe_noise(result: CapacityResult, runs: Mapping[str, Run]) -> float | None:
+    """The variance of a curve's log probe (the median of its steps' readings) as a measurement of the speed that set
+    its capacity: the variance of its steps' log readings over their count, times pi/2 (the large-sample variance of
+    a median against a mean). ``None`` below two readings."""
+    logs = [math.log(probe) for probe in _step_probes(result, runs)]
+    if len(logs) < 2:
+        return None
+    mean = sum(logs) / len(logs)
+    variance = sum((x - mean) ** 2 for x in logs) / (len(logs) - 1)
+    return variance / len(logs) * math.pi / 2.0
 
 
 Point = tuple[int, float, float]  # repetition, probe (us), capacity (req/s)
@@ -196,6 +242,7 @@ def speed_adjustment(
     reference = REFERENCE_PROBE_US[kind]
     probes: list[float] = []
     points: dict[str, list[Point]] = {}
+    noises: list[float] = []
     for config, results in by_config.items():
         for result in results:
             probe = curve_probe(result, runs)
@@ -205,6 +252,8 @@ def speed_adjustment(
             value = result.measured_rps
             if value is not None and value > 0.0:
                 points.setdefault(config, []).append((result.repetition, probe, value))
+                if (noise := _probe_noise(result, runs)) is not None:
+                    noises.append(noise)
     if not probes:
         return SpeedAdjustment(kind, reference, 0.0, None, None, 0, None, None, None, "no curve has a speed probe")
     slope, se, used, spread = _fit(points)
@@ -222,16 +271,25 @@ def speed_adjustment(
         )
     if reason is not None:
         return SpeedAdjustment(kind, reference, 0.0, slope if used else None, se, used, *seen, reason=reason)
-    exponent = min(max(-slope, 0.0), MAX_EXPONENT)
-    return SpeedAdjustment(kind, reference, exponent, slope, se, used, *seen)
+    reliability = _reliability(noises, spread)
+    exponent = min(max(-slope / reliability, 0.0), MAX_EXPONENT)
+    return SpeedAdjustment(kind, reference, exponent, slope, se, used, *seen, reliability=reliability)
+
+
+def _reliability(noises: Sequence[float], spread: float) -> float:
+    """1 minus the mean noise variance of the curves' log probes over their variance within configs (``spread``
+    squared), in [:data:`MIN_RELIABILITY`, 1]; 1 when no curve has two readings to tell its noise."""
+    if not noises or spread <= 0.0:
+        return 1.0
+    return min(max(1.0 - (sum(noises) / len(noises)) / (spread * spread), MIN_RELIABILITY), 1.0)
 
 
 def exponent_log_se(results: Sequence[CapacityResult], runs: Mapping[str, Run], speed: SpeedAdjustment) -> float:
     """The standard error (log scale) that one config's geometric mean at the reference speed carries from the
-    exponent: the fit's standard error times |mean log(probe / reference)| over the config's curves with a capacity
-    and a probe (the curves its geometric mean is over). 0 when nothing was applied or the fit has no error (one
-    repetition)."""
-    if not speed.applied or speed.slope_se is None:
+    exponent: its standard error (the fit's over the reliability ratio) times |mean log(probe / reference)| over the
+    config's curves with a capacity and a probe (the curves its geometric mean is over). 0 when nothing was applied
+    or the fit has no error (one repetition)."""
+    if not speed.applied or (exponent_se := speed.exponent_se) is None:
         return 0.0
     offsets = [
         math.log(probe / speed.reference_us)
@@ -242,7 +300,7 @@ def exponent_log_se(results: Sequence[CapacityResult], runs: Mapping[str, Run], 
     ]
     if not offsets:
         return 0.0
-    return abs(sum(offsets) / len(offsets)) * speed.slope_se
+    return abs(sum(offsets) / len(offsets)) * exponent_se
 
 
 def adjusted(
