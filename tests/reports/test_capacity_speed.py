@@ -248,6 +248,34 @@ def test_noise_in_the_curves_probes_is_corrected_for() -> None:
     assert exact is not None and exact.reliability == 1.0 and exact.exponent == pytest.approx(1.0)
 
 
+def test_the_noise_is_averaged_over_the_curves_the_fit_used_and_two_readings_are_a_mean() -> None:
+    """A config with a single curve adds nothing to the fit, so its noise must not enter the reliability either; a
+    curve of two readings has their mean as its median (variance over 2, no pi/2)."""
+    by_config: dict[str, list[CapacityResult]] = {}
+    runs: dict[str, Run] = {}
+    noises: list[float] = []
+    logs: dict[str, list[float]] = {}
+    rng = np.random.default_rng(3)
+    for rep in range(8):
+        for config, base in (("a", 900.0), ("b", 600.0)):
+            true = REFERENCE * math.exp(0.15 * rng.standard_normal())
+            pair = [true * math.exp(0.1 * rng.standard_normal()) for _ in range(2)]
+            result, mine = _curve(config, rep, base * (true / REFERENCE) ** -1.0, [*pair])
+            by_config.setdefault(config, []).append(result)
+            runs.update({run.id: run for run in mine})
+            noises.append(float(np.var(np.log(pair), ddof=1)) / 2)
+            logs.setdefault(config, []).append(math.log(float(np.median(pair))))  # the curve's probe
+    lone, mine = _curve("lone", 0, 300.0, [200.0, 900.0, 400.0])  # one curve, very noisy steps
+    runs.update({run.id: run for run in mine})
+    speed = speed_adjustment({**by_config, "lone": [lone]}, runs, SPEED_PROBE)
+    assert speed is not None and speed.applied
+    centred = [x - float(np.mean(xs)) for xs in logs.values() for x in xs]
+    spread2 = sum(x * x for x in centred) / (len(centred) - len(logs))
+    expected = min(max(1.0 - float(np.mean(noises)) / spread2, MIN_RELIABILITY), 1.0)
+    assert MIN_RELIABILITY < expected < 0.99
+    assert speed.reliability == pytest.approx(expected, rel=1e-9)
+
+
 def test_a_probe_mostly_noise_is_not_blown_up_past_the_floor() -> None:
     by_config, runs, _ = _noisy_curves(1.0, 0.9)
     speed = speed_adjustment(by_config, runs, SPEED_PROBE)

@@ -25,7 +25,7 @@ that over the within-config variance of the curves' log probes, floored at :data
 is the fitted slope divided by it (its standard error too). Why: on fifteen `make bench` runs the runs' own fits
 read 0.68 to 1.65 (median 0.91) while between runs capacity followed the probe with 1.20; the runs in the machine's
 slow phase came out low for every config and those in its fast phase high. The corrected exponents (reliabilities
-0.46 to 0.87) brought the worst deviation from the median of three runs from 10.6-20.7 % to 8.9-16.7 % over the five
+0.59 to 0.88) brought the worst deviation from the median of three runs from 10.6-20.7 % to 10.5-17.0 % over the five
 sets (docs/measurements.md), a choice made on those same runs. The exponent applied is the corrected one clipped to
 [0, :data:`MAX_EXPONENT`]: the upper clip guards against a wild fit, below 0 has no physical meaning.
 
@@ -53,11 +53,11 @@ with how far from the reference speed the config's curves ran (a run in the mach
 reference, gets a wider interval than one that ran near it). The exponent is also the one that best removes the
 spread between repetitions, so the t part of that interval is a little narrower than an independent one would be. A
 config whose figure is the median (a censored repetition) has the censored interval without that term. The error is
-the fit's also where the exponent applied is the fit clipped: at 1.5 the gap between the fit and the clip is not
-counted; at 0 the figure is the one measured and its interval is still widened. Curves censored (no capacity value)
-do not enter the fit. The correction for the probe's noise takes a step's reading as a measurement of the speed that
-set the capacity: noise that every step of a curve shares (a slowdown the probe's loop does not feel) is neither
-seen nor corrected.
+the fit's over the reliability (below), also where the exponent applied is clipped: at 1.5 the gap between the
+corrected fit and the clip is not counted; at 0 the figure is the one measured and its interval is still widened.
+Curves censored (no capacity value) do not enter the fit. The correction for the probe's noise takes a step's
+reading as a measurement of the speed that set the capacity: noise that every step of a curve shares (a slowdown the
+probe's loop does not feel) is neither seen nor corrected.
 """
 
 from __future__ import annotations
@@ -91,8 +91,9 @@ MIN_CURVES = 8
 MIN_LOG_SPREAD = 0.03
 """Standard deviation of log probe within configs (about 3 %) below which the probe moved too little to fit."""
 MIN_RELIABILITY = 0.5
-"""The smallest reliability ratio the fitted slope is divided by: below it the probe's noise would make the exponent
-twice the fit or more, which says the probe did not measure the speed, not that capacity follows it so steeply."""
+"""The smallest reliability ratio the fitted slope is divided by: a cap on the correction (at most twice the fit).
+A ratio estimated lower rests mostly on the noise estimate itself; the 1.5 clip on the exponent still applies. On
+eighteen `make bench` runs the estimates ranged from 0.59 to 0.88."""
 MAX_EXPONENT = 1.5
 """The largest exponent applied. 1 is capacity in proportion to the core's speed; the p99 capacity of the fast model
 fell faster than that in one run (-1.26 +/- 0.23), and clipping it at 1 left two of that run's configs 14 and 19 %
@@ -189,13 +190,15 @@ def _step_probes(result: CapacityResult, runs: Mapping[str, Run]) -> list[float]
 def _probe_noise(result: CapacityResult, runs: Mapping[str, Run]) -> float | None:
     """The variance of a curve's log probe (the median of its steps' readings) as a measurement of the speed that set
     its capacity: the variance of its steps' log readings over their count, times pi/2 (the large-sample variance of
-    a median against a mean). ``None`` below two readings."""
+    a median against a mean; with two readings the median is their mean, factor 1). ``None`` below two readings. For
+    3 to 5 readings pi/2 overstates a median's variance by up to about a third; the default plan's curves have more
+    steps than that."""
     logs = [math.log(probe) for probe in _step_probes(result, runs)]
     if len(logs) < 2:
         return None
     mean = sum(logs) / len(logs)
     variance = sum((x - mean) ** 2 for x in logs) / (len(logs) - 1)
-    return variance / len(logs) * math.pi / 2.0
+    return variance / len(logs) * (1.0 if len(logs) == 2 else math.pi / 2.0)
 
 
 Point = tuple[int, float, float]  # repetition, probe (us), capacity (req/s)
@@ -242,7 +245,7 @@ def speed_adjustment(
     reference = REFERENCE_PROBE_US[kind]
     probes: list[float] = []
     points: dict[str, list[Point]] = {}
-    noises: list[float] = []
+    noises: dict[str, list[float]] = {}
     for config, results in by_config.items():
         for result in results:
             probe = curve_probe(result, runs)
@@ -253,7 +256,7 @@ def speed_adjustment(
             if value is not None and value > 0.0:
                 points.setdefault(config, []).append((result.repetition, probe, value))
                 if (noise := _probe_noise(result, runs)) is not None:
-                    noises.append(noise)
+                    noises.setdefault(config, []).append(noise)
     if not probes:
         return SpeedAdjustment(kind, reference, 0.0, None, None, 0, None, None, None, "no curve has a speed probe")
     slope, se, used, spread = _fit(points)
@@ -271,7 +274,9 @@ def speed_adjustment(
         )
     if reason is not None:
         return SpeedAdjustment(kind, reference, 0.0, slope if used else None, se, used, *seen, reason=reason)
-    reliability = _reliability(noises, spread)
+    # The noise is averaged over the curves the fit used (configs with two or more), as the spread is.
+    fitted = [noise for config, mine in noises.items() if len(points.get(config, ())) >= 2 for noise in mine]
+    reliability = _reliability(fitted, spread)
     exponent = min(max(-slope / reliability, 0.0), MAX_EXPONENT)
     return SpeedAdjustment(kind, reference, exponent, slope, se, used, *seen, reliability=reliability)
 
