@@ -194,13 +194,7 @@ class CapacityView:
     def peak_share(self, config: str) -> float | None:
         """The measured capacity of ``config`` over its closed-loop peak; ``None`` without a peak or when the
         capacity's median is not a value (censored)."""
-        peak = self.peaks.get(config)
-        estimate = self.estimate(config)
-        if peak is None or peak <= 0.0 or estimate is None:
-            return None
-        if not estimate.median_known or estimate.median_is_bound or estimate.median_at_least:
-            return None
-        return estimate.median / peak
+        return _peak_share(self.estimate(config), self.peaks.get(config))
 
     def at_speed(self, config: str) -> Estimate | None:
         """The capacity of ``config`` at the reference machine speed; ``None`` without one."""
@@ -570,12 +564,20 @@ def _closed_loop_peaks(by_config: Mapping[str, Sequence[CapacityResult]], runs: 
     return peaks
 
 
+def _peak_share(estimate: Estimate | None, peak: float | None) -> float | None:
+    """A capacity's median over the closed-loop peak; ``None`` without a peak or when the median is not a value."""
+    if estimate is None or peak is None or peak <= 0.0:
+        return None
+    if not estimate.median_known or estimate.median_is_bound or estimate.median_at_least:
+        return None
+    return estimate.median / peak
+
+
 def _peak_note(estimate: Estimate | None, peak: float | None, rows: Sequence[RateRow], config: str) -> str | None:
     """Where a capacity is below :data:`HALF_PEAK` of the closed-loop peak: the median p99 at the measured rates
     on either side of half the peak, so the reader sees the curve cross the SLO before the server is kept busy."""
-    if estimate is None or peak is None or peak <= 0.0 or not estimate.median_known:
-        return None
-    if estimate.median_is_bound or estimate.median_at_least or estimate.median >= HALF_PEAK * peak:
+    share = _peak_share(estimate, peak)
+    if share is None or peak is None or share >= HALF_PEAK:
         return None
     half = HALF_PEAK * peak
     measured = [
@@ -588,15 +590,15 @@ def _peak_note(estimate: Estimate | None, peak: float | None, rows: Sequence[Rat
     below = [item for item in measured if item[0] <= half]
     above = [item for item in measured if item[0] > half]
     sides = [*below[-1:], *above[:1]]
-    share = f"capacity {estimate.median / peak:.2f} of the closed-loop peak ({format_number(peak)} req/s)"
+    lead = f"capacity {share:.2f} of the closed-loop peak ({format_number(peak)} req/s)"
     if not sides:
-        return f"{share}; no rate near half the peak was measured"
+        return f"{lead}; no rate near half the peak was measured"
     readings = " and ".join(
         f"{'over ' if p99.median_at_least else ''}{format_number(p99.median)} ms at {format_number(rate)} req/s"
         for rate, p99 in sides
     )
     return (
-        f"{share}: at half the peak ({format_number(half)} req/s) its p99 is {readings} (median over "
+        f"{lead}: at half the peak ({format_number(half)} req/s) its p99 is {readings} (median over "
         "repetitions), so its p99 reaches the SLO well before the server is kept busy"
     )
 

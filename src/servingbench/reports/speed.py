@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from statistics import median
+from statistics import median, variance
 
 from ..harness.speed import SPEED_PROBE
 from .bundle import CapacityResult, Run
@@ -187,18 +187,16 @@ def _step_probes(result: CapacityResult, runs: Mapping[str, Run]) -> list[float]
     ]
 
 
-def _probe_noise(result: CapacityResult, runs: Mapping[str, Run]) -> float | None:
-    """The variance of a curve's log probe (the median of its steps' readings) as a measurement of the speed that set
-    its capacity: the variance of its steps' log readings over their count, times pi/2 (the large-sample variance of
-    a median against a mean; with two readings the median is their mean, factor 1). ``None`` below two readings. For
+def _probe_noise(readings: Sequence[float]) -> float | None:
+    """The variance of a curve's log probe (the median of its steps' ``readings``) as a measurement of the speed that
+    set its capacity: the variance of the log readings over their count, times pi/2 (the large-sample variance of a
+    median against a mean; with two readings the median is their mean, factor 1). ``None`` below two readings. For
     3 to 5 readings pi/2 overstates a median's variance by up to about a third; the default plan's curves have more
     steps than that."""
-    logs = [math.log(probe) for probe in _step_probes(result, runs)]
-    if len(logs) < 2:
+    if len(readings) < 2:
         return None
-    mean = sum(logs) / len(logs)
-    variance = sum((x - mean) ** 2 for x in logs) / (len(logs) - 1)
-    return variance / len(logs) * (1.0 if len(logs) == 2 else math.pi / 2.0)
+    logs = [math.log(probe) for probe in readings]
+    return variance(logs) / len(logs) * (1.0 if len(logs) == 2 else math.pi / 2.0)
 
 
 Point = tuple[int, float, float]  # repetition, probe (us), capacity (req/s)
@@ -248,14 +246,15 @@ def speed_adjustment(
     noises: dict[str, list[float]] = {}
     for config, results in by_config.items():
         for result in results:
-            probe = curve_probe(result, runs)
-            if probe is None:
+            readings = _step_probes(result, runs)
+            if not readings:
                 continue
+            probe = median(readings)  # the curve's probe, as curve_probe reads it
             probes.append(probe)
             value = result.measured_rps
             if value is not None and value > 0.0:
                 points.setdefault(config, []).append((result.repetition, probe, value))
-                if (noise := _probe_noise(result, runs)) is not None:
+                if (noise := _probe_noise(readings)) is not None:
                     noises.setdefault(config, []).append(noise)
     if not probes:
         return SpeedAdjustment(kind, reference, 0.0, None, None, 0, None, None, None, "no curve has a speed probe")
