@@ -134,9 +134,11 @@ def test_the_backlog_counts_the_accept_queue_and_unread_requests_of_that_port_on
         + _row(8080, "01", 0x1A2, inode=0)  # in the accept queue (no file yet): counted there already
         + _row(8081, "0A", 99, remote_port=0)  # another server
         + _row(40001, "01", 50, remote_port=8080)  # the client's end of a connection to 8080
+        + _row(8080, "08", 1)  # the client closed after its answer: only its FIN is unread, no request
+        + _row(8080, "08", 0x1A3)  # the client sent a request, then closed: the server still has it to serve
     )
     tcp6.write_text(TCP_HEADER + _row(8080, "0A", 1, remote_port=0))
-    assert socket_backlog(8080, (tcp, tcp6)) == 3 + 1 + 1
+    assert socket_backlog(8080, (tcp, tcp6)) == 3 + 1 + 1 + 1
     assert socket_backlog(8081, (tcp, tcp6)) == 99
     assert socket_backlog(8082, (tcp, tcp6)) is None  # nothing listens there: not checked, not "empty"
     assert socket_backlog(8080, (tmp_path / "missing",)) is None
@@ -186,6 +188,38 @@ def test_the_backlog_of_a_real_listening_socket_follows_its_queue() -> None:
         finally:
             for client in clients:
                 client.close()
+
+
+def _close_wait(port: int, client: socket.socket) -> None:
+    """Close ``client`` and wait until the server's end of its connection is in CLOSE_WAIT (the FIN has arrived)."""
+    client_port = client.getsockname()[1]
+    client.close()
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = (int(f.rpartition(":")[2], 16) for f in fields[1:3])
+            if (local, remote, fields[3]) == (port, client_port, "08"):
+                return
+        time.sleep(0.01)
+    raise AssertionError("the server's end never saw the client's FIN")
+
+
+def test_a_client_that_closed_waits_only_if_it_left_a_request() -> None:
+    """A connection whose client closed shows its FIN as one unread byte: after an answer that is no request (the
+    drain's own health check, closed before the server's thread closes its end); a request sent before closing is."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
+        port = listener.getsockname()[1]
+        answered, abandoned = (socket.create_connection(("127.0.0.1", port)) for _ in range(2))
+        first, _ = listener.accept()
+        second, _ = listener.accept()
+        with first, second:
+            assert _until(0, port) == 0
+            _close_wait(port, answered)
+            assert socket_backlog(port) == 0  # only a FIN unread
+            abandoned.sendall(b"POST /predict HTTP/1.1\r\n\r\n")
+            _close_wait(port, abandoned)
+            assert socket_backlog(port) == 1  # the server will still read and serve that request
 
 
 QUEUE_THEN_SERVE_S = 1.5  # long enough that the first sample sees the queue on a busy machine

@@ -63,6 +63,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 PROC_NET_TCP = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 """Linux's TCP socket tables (format: the kernel's Documentation/networking/proc_net_tcp.rst)."""
 _TCP_LISTEN = "0A"
+_TCP_CLOSE_WAIT = "08"  # the client has closed its end; its FIN counts as one byte of rx_queue until it is read
 _INODE = 9
 
 
@@ -188,7 +189,10 @@ def socket_backlog(port: int, tables: Sequence[Path] = PROC_NET_TCP) -> int | No
             if fields[3] == _TCP_LISTEN:
                 listening = True
                 waiting += rx_queue  # a listening socket's rx_queue is its accept queue's length
-            elif rx_queue and len(fields) > _INODE and fields[_INODE] != "0":
+                continue
+            if fields[3] == _TCP_CLOSE_WAIT and rx_queue:
+                rx_queue -= 1  # a closed client's FIN is no request (a request it sent before closing still is)
+            if rx_queue and len(fields) > _INODE and fields[_INODE] != "0":
                 # an accepted connection whose request the server has not read yet (one not accepted has no inode
                 # yet: it is already counted in the accept queue)
                 waiting += 1
