@@ -524,3 +524,17 @@ def test_a_bundle_without_the_probe_reads_as_before(curve_bundle_dir: Path) -> N
     assert view.speed is None and not view.adjusted and not view.at_reference
     html = render_report(curve_bundle_dir).read_text(encoding="utf-8")
     assert "speed-note" not in html and "at-reference" not in html
+
+
+def test_a_reference_outside_the_speeds_run_at_is_called_an_extrapolation() -> None:
+    """A machine whose probes all read far from the reference gets a sentence with the factor and what an error of
+    0.1 in the exponent does; one whose probes span the reference does not, nor does an adjustment not applied."""
+    far = SpeedAdjustment(SPEED_PROBE, 500.0, 1.5, -0.75, 0.14, 45, 227.0, 205.0, 440.0, reliability=0.5)
+    sentence = far.extrapolation
+    assert sentence is not None and sentence in far.text
+    assert "(205 to 440 us)" in sentence
+    assert f"factor of about {(227.0 / 500.0) ** 1.5:.2f}" in sentence  # 0.31
+    assert f"about {math.expm1(0.1 * math.log(500.0 / 227.0)):.0%}" in sentence  # 8 %
+    spanning = replace(far, probe_low=400.0, probe_median=480.0, probe_high=610.0)
+    assert spanning.extrapolation is None and "extrapolation" not in spanning.text
+    assert replace(far, reason="too few curves").extrapolation is None

@@ -165,6 +165,23 @@ class SpeedAdjustment:
             "repetition is censored). It is the figure to set beside another run of this machine (the as-measured "
             "one moves with the machine's phase). The verdicts, the order, the chart and the per-rate table are on "
             "the capacities as measured: within a run the configs meet the same phases, interleaved."
+            + (f" {outside}" if (outside := self.extrapolation) else "")
+        )
+
+    @property
+    def extrapolation(self) -> str | None:
+        """When the reference lies outside every speed the curves ran at: a sentence saying the figure is an
+        extrapolation and how much an error of 0.1 in the exponent moves it; ``None`` otherwise."""
+        low, high, middle = self.probe_low, self.probe_high, self.probe_median
+        if not self.applied or low is None or high is None or middle is None or low <= self.reference_us <= high:
+            return None
+        distance = abs(math.log(middle / self.reference_us))
+        return (
+            f"The reference ({self.reference_us:.0f} us) lies outside every speed these curves ran at ({low:.0f} to "
+            f"{high:.0f} us): each figure at the reference speed is an extrapolation, by a factor of about "
+            f"{self.factor(middle):.2f}, and an error of 0.1 in the exponent moves it by about "
+            f"{math.expm1(0.1 * distance):.0%}. On a machine this far from the reference, runs disagree at the "
+            "reference speed by more than as measured when their fitted exponents differ (docs/measurements.md)."
         )
 
 

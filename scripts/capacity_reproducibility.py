@@ -1,0 +1,182 @@
+"""How well independent runs of one machine agree on capacity: the check of "Capacity as a measured curve" (each
+run's value within +-15 % of the median of three, the intervals overlapping, the same order), read from results
+bundles with the report's own code.
+
+For every capacity view (model, scenario, arrival process, SLO) found in all the bundles, and each config: its
+capacity at the reference machine speed per run (the report's figure, with its interval; the capacity as measured
+where no adjustment applied), the largest deviation of a run from the median of the runs, whether every run's
+interval overlaps every other's, the same for the capacities as measured (median over repetitions), the capacity
+over the closed-loop peak, and each run's order. Then how each run was brought to the reference speed (probe
+median, fitted exponent, reliability). Nothing is measured here: run ``servingbench run --out DIR`` (what ``make
+bench`` runs) three times first::
+
+    .venv/bin/python scripts/capacity_reproducibility.py RUN1/latest RUN2/latest RUN3/latest
+    .venv/bin/python scripts/capacity_reproducibility.py --model fast RUN1/latest RUN2/latest RUN3/latest
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+if not __package__:  # run as a script (scripts/ on sys.path, not the repository): make `scripts` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from servingbench.reports.bundle import load_bundle
+from servingbench.reports.capacity import CapacityView, capacity_views
+from servingbench.reports.stats import Estimate
+
+ViewKey = tuple[str, str, str, float]
+
+
+@dataclass(frozen=True)
+class ConfigAgreement:
+    """One config over the runs: its figures (at the reference speed where adjusted), their worst deviation from
+    the median of the runs, whether their intervals all overlap; the same for the capacities as measured."""
+
+    config: str
+    figures: tuple[Estimate | None, ...]
+    deviation: float | None
+    overlap: bool | None
+    measured: tuple[Estimate | None, ...]
+    measured_deviation: float | None
+    peak_shares: tuple[float | None, ...]
+
+
+def _value(estimate: Estimate | None) -> float | None:
+    if estimate is None or estimate.median != estimate.median or estimate.median <= 0.0:  # NaN: censored away
+        return None
+    return estimate.median
+
+
+def worst_deviation(values: Sequence[float | None]) -> float | None:
+    """The largest |value / median - 1| over the runs; ``None`` when a run has no value."""
+    known = [value for value in values if value is not None]
+    if len(known) != len(values) or not known:
+        return None
+    middle = statistics.median(known)
+    return max(abs(value / middle - 1.0) for value in known)
+
+
+def all_overlap(estimates: Sequence[Estimate | None]) -> bool | None:
+    """True when every run's interval overlaps every other's (an open end overlaps everything on its side);
+    ``None`` when a run has no interval."""
+    if any(estimate is None or estimate.level is None for estimate in estimates):
+        return None
+    lows = [estimate.ci_low for estimate in estimates if estimate is not None and estimate.ci_low is not None]
+    highs = [estimate.ci_high for estimate in estimates if estimate is not None and estimate.ci_high is not None]
+    return not lows or not highs or max(lows) <= min(highs)
+
+
+def agreement(views: Sequence[CapacityView]) -> list[ConfigAgreement]:
+    """Each config of the first view that every view measured, in the first view's order."""
+    configs = [config for config in views[0].configs if all(config in view.configs for view in views[1:])]
+    out = []
+    for config in configs:
+        figures = tuple(view.at_speed(config) or view.estimate(config) for view in views)
+        measured = tuple(view.estimate(config) for view in views)
+        out.append(
+            ConfigAgreement(
+                config,
+                figures,
+                worst_deviation([_value(figure) for figure in figures]),
+                all_overlap(figures),
+                measured,
+                worst_deviation([_value(figure) for figure in measured]),
+                tuple(view.peak_share(config) for view in views),
+            )
+        )
+    return out
+
+
+def order(view: CapacityView) -> list[str]:
+    """The view's configs by their figure (at the reference speed where adjusted), highest first."""
+    ranked = [
+        (value, config) for config in view.configs if (value := _value(view.at_speed(config) or view.estimate(config)))
+    ]
+    return [config for _, config in sorted(ranked, reverse=True)]
+
+
+def _cell(estimate: Estimate | None) -> str:
+    value = _value(estimate)
+    if estimate is None or value is None:
+        return "-"
+    low = "open" if estimate.ci_low is None else f"{estimate.ci_low:.0f}"
+    high = "open" if estimate.ci_high is None else f"{estimate.ci_high:.0f}"
+    return f"{value:.0f} [{low}, {high}]" if estimate.level is not None else f"{value:.0f}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def report(paths: Sequence[Path], model: str | None) -> list[str]:
+    """The lines printed for ``paths`` (one bundle per run)."""
+    per_run: list[dict[ViewKey, CapacityView]] = []
+    for path in paths:
+        views = capacity_views(load_bundle(path))
+        per_run.append({(v.model, v.scenario, v.arrivals, v.slo_p99_ms): v for v in views if model in (None, v.model)})
+    keys = [key for key in per_run[0] if all(key in views for views in per_run[1:])]
+    if not keys:
+        return ["no capacity view is in every bundle" + (f" for model {model}" if model else "")]
+    lines = []
+    for key in keys:
+        views = [views[key] for views in per_run]
+        adjusted = all(view.adjusted for view in views)
+        lines.append(
+            f"== {key[0]} / {key[1]} / {key[2]} arrivals, p99 <= {key[3]:g} ms: {len(views)} runs, "
+            + ("capacity at the reference speed" if adjusted else "capacity as measured (not every run adjusted)")
+        )
+        rows = agreement(views)
+        for row in rows:
+            shares = "/".join("-" if share is None else f"{share:.2f}" for share in row.peak_shares)
+            lines.append(
+                f"  {row.config}: "
+                + "; ".join(_cell(figure) for figure in row.figures)
+                + f"  worst deviation {_percent(row.deviation)}, intervals overlap: "
+                + ("-" if row.overlap is None else "yes" if row.overlap else "NO")
+                + f"; as measured {'/'.join(_cell(m).split(' [')[0] for m in row.measured)} "
+                + f"({_percent(row.measured_deviation)}); capacity / closed-loop peak {shares}"
+            )
+        deviations = [row.deviation for row in rows if row.deviation is not None]
+        measured = [row.measured_deviation for row in rows if row.measured_deviation is not None]
+        lines.append(
+            f"  worst deviation {_percent(max(deviations) if deviations else None)} "
+            f"(as measured {_percent(max(measured) if measured else None)}); "
+            f"every config's intervals overlap: {all(row.overlap for row in rows)}"
+        )
+        orders = [order(view) for view in views]
+        lines.append("  same order in every run: " + str(all(ranked == orders[0] for ranked in orders)))
+        for index, (view, ranked) in enumerate(zip(views, orders, strict=True), start=1):
+            lines.append(f"  run {index}: " + " > ".join(ranked))
+            speed = view.speed
+            if speed is not None:
+                lines.append(
+                    f"    probe median {speed.probe_median or 0:.0f} us ({speed.probe_low or 0:.0f} to "
+                    f"{speed.probe_high or 0:.0f}), reference {speed.reference_us:.0f} us, exponent "
+                    f"{speed.exponent:.2f} (fit {-(speed.slope or 0.0):.2f}, reliability {speed.reliability:.2f})"
+                    + ("" if speed.applied else f"; not applied: {speed.reason}")
+                )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("bundles", nargs="+", type=Path, help="results bundles, one per run (two or more)")
+    parser.add_argument("--model", help="only this model's views")
+    args = parser.parse_args(argv)
+    if len(args.bundles) < 2:
+        parser.error("give two or more bundles")
+    for line in report(args.bundles, args.model):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

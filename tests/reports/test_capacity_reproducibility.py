@@ -1,0 +1,77 @@
+"""`scripts/capacity_reproducibility.py`: the issue's reproducibility check read from bundles with the report's own
+code; known answers on synthetic estimates and on one bundle seen in two machine phases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scripts.capacity_reproducibility import agreement, all_overlap, main, order, report, worst_deviation
+from servingbench.reports.bundle import load_bundle
+from servingbench.reports.capacity import capacity_views
+from servingbench.reports.stats import Estimate
+from tests.reports.test_capacity_speed import _phase_bundle
+
+
+def _estimate(value: float, low: float | None, high: float | None, level: float | None = 0.95) -> Estimate:
+    return Estimate(value, low, high, 5, None, False, level=level)
+
+
+def test_the_worst_deviation_is_from_the_median_of_the_runs() -> None:
+    assert worst_deviation([90.0, 100.0, 115.0]) == pytest.approx(0.15)
+    assert worst_deviation([100.0, 100.0]) == 0.0
+    assert worst_deviation([100.0, None, 120.0]) is None  # a run without a value: no figure, not a small one
+
+
+def test_intervals_overlap_only_when_one_rate_lies_in_all_of_them() -> None:
+    assert all_overlap([_estimate(100, 90, 110), _estimate(105, 95, 120), _estimate(90, 80, 94)]) is False
+    assert all_overlap([_estimate(100, 90, 110), _estimate(105, 95, 120), _estimate(98, 80, 100)]) is True
+    assert all_overlap([_estimate(100, None, 110), _estimate(105, 95, None)]) is True  # open ends reach
+    assert all_overlap([_estimate(100, 90, 110), _estimate(100, None, None, level=None)]) is None  # no interval
+
+
+@pytest.fixture(scope="module")
+def phases(curve_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("reproducibility")
+    return _phase_bundle(curve_bundle_dir, root / "fast", 0.75), _phase_bundle(curve_bundle_dir, root / "slow", 1.25)
+
+
+def test_one_run_read_twice_agrees_exactly(phases: tuple[Path, Path]) -> None:
+    (view,) = capacity_views(load_bundle(phases[0]))
+    rows = [row for row in agreement([view, view]) if row.deviation is not None]
+    assert rows and all(row.deviation == 0.0 and row.measured_deviation == 0.0 for row in rows)
+    assert all(row.overlap for row in rows)
+    ranked = order(view)
+    values = [figure.median for config in ranked if (figure := view.at_speed(config) or view.estimate(config))]
+    assert len(values) == len(ranked) >= 2 and values == sorted(values, reverse=True)
+
+
+def test_two_phases_differ_as_measured_and_agree_at_the_reference_speed(phases: tuple[Path, Path]) -> None:
+    """The phase bundles scale every capacity by the probe's speed: as measured two runs 1.25 / 0.75 apart deviate
+    from their median by about a quarter; at the reference speed only what the fit leaves of the phase remains."""
+    views = [capacity_views(load_bundle(path))[0] for path in phases]
+    exponent = views[0].speed.exponent if views[0].speed is not None else None
+    assert exponent is not None and views[0].adjusted
+    ratio = (0.75 / 1.25) ** (exponent - 1.0)  # at-reference fast / slow, as test_capacity_speed shows
+    compared = 0
+    for row in agreement(views):
+        if row.deviation is None or any(figure is None or not figure.median_known for figure in row.figures):
+            continue
+        compared += 1
+        assert row.deviation == pytest.approx(abs(ratio - 1.0) / (ratio + 1.0), rel=1e-6)  # two runs: median = mean
+        assert row.measured_deviation == pytest.approx(0.25, abs=0.06)
+    assert compared >= 2
+    lines = report(list(phases), None)
+    assert any(line.startswith("== ") and "capacity at the reference speed" in line for line in lines)
+    assert any("same order in every run: True" in line for line in lines)
+
+
+def test_the_command_needs_two_bundles_and_names_a_missing_model(
+    phases: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main([str(phases[0])])
+    assert stopped.value.code == 2
+    assert main([str(phases[0]), str(phases[1]), "--model", "no-such-model"]) == 0
+    assert "no capacity view is in every bundle for model no-such-model" in capsys.readouterr().out
