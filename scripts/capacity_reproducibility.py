@@ -12,20 +12,29 @@ bench`` runs) three times first::
 
     .venv/bin/python scripts/capacity_reproducibility.py RUN1/latest RUN2/latest RUN3/latest
     .venv/bin/python scripts/capacity_reproducibility.py --model fast RUN1/latest RUN2/latest RUN3/latest
+
+Two what-ifs re-judge the same bundles under another rule, to try one offline before it is built (freeze the rule
+before you read the runs you test it on): ``--reference-us`` brings every figure to another probe reading than the
+probe kind's reference, and ``--no-noise-correction`` applies the fitted exponent as it is, without dividing it by
+the reliability of the curves' probes::
+
+    .venv/bin/python scripts/capacity_reproducibility.py --reference-us 220 --no-noise-correction RUN1/latest ...
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 if not __package__:  # run as a script (scripts/ on sys.path, not the repository): make `scripts` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from servingbench.reports import speed
 from servingbench.reports.bundle import load_bundle
 from servingbench.reports.capacity import CapacityView, capacity_views
 from servingbench.reports.stats import Estimate
@@ -114,12 +123,33 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def report(paths: Sequence[Path], model: str | None) -> list[str]:
-    """The lines printed for ``paths`` (one bundle per run)."""
+@contextlib.contextmanager
+def what_if(reference_us: float | None = None, *, noise_correction: bool = True) -> Iterator[None]:
+    """The report's speed adjustment under another reference (us, for every probe kind) and/or without the
+    correction for the probe's noise, for the duration of the block; the report's own rule when neither is given."""
+    saved = speed.REFERENCE_PROBE_US, speed.MIN_RELIABILITY
+    try:
+        if reference_us is not None:
+            speed.REFERENCE_PROBE_US = dict.fromkeys(saved[0], reference_us)
+        if not noise_correction:
+            speed.MIN_RELIABILITY = 1.0  # the reliability is clipped to [floor, 1]: a floor of 1 divides by 1
+        yield
+    finally:
+        speed.REFERENCE_PROBE_US, speed.MIN_RELIABILITY = saved
+
+
+def report(
+    paths: Sequence[Path], model: str | None, *, reference_us: float | None = None, noise_correction: bool = True
+) -> list[str]:
+    """The lines printed for ``paths`` (one bundle per run), under :func:`what_if` ``reference_us`` and
+    ``noise_correction``."""
     per_run: list[dict[ViewKey, CapacityView]] = []
-    for path in paths:
-        views = capacity_views(load_bundle(path))
-        per_run.append({(v.model, v.scenario, v.arrivals, v.slo_p99_ms): v for v in views if model in (None, v.model)})
+    with what_if(reference_us, noise_correction=noise_correction):
+        for path in paths:
+            views = capacity_views(load_bundle(path))
+            per_run.append(
+                {(v.model, v.scenario, v.arrivals, v.slo_p99_ms): v for v in views if model in (None, v.model)}
+            )
     keys = [key for key in per_run[0] if all(key in views for views in per_run[1:])]
     if not keys:
         return ["no capacity view is in every bundle" + (f" for model {model}" if model else "")]
@@ -170,10 +200,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("bundles", nargs="+", type=Path, help="results bundles, one per run (two or more)")
     parser.add_argument("--model", help="only this model's views")
+    parser.add_argument("--reference-us", type=float, help="what if: bring every figure to this probe reading (us)")
+    parser.add_argument(
+        "--no-noise-correction", action="store_true", help="what if: the fitted exponent as it is (reliability 1)"
+    )
     args = parser.parse_args(argv)
     if len(args.bundles) < 2:
         parser.error("give two or more bundles")
-    for line in report(args.bundles, args.model):
+    if args.reference_us is not None and not args.reference_us > 0:
+        parser.error("--reference-us must be a positive number of microseconds")
+    lines = report(
+        args.bundles, args.model, reference_us=args.reference_us, noise_correction=not args.no_noise_correction
+    )
+    for line in lines:
         print(line)
     return 0
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts.capacity_reproducibility import agreement, all_overlap, main, order, report, worst_deviation
+from scripts.capacity_reproducibility import agreement, all_overlap, main, order, report, what_if, worst_deviation
+from servingbench.harness.speed import SPEED_PROBE
+from servingbench.reports import speed
 from servingbench.reports.bundle import load_bundle
 from servingbench.reports.capacity import capacity_views
 from servingbench.reports.stats import Estimate
@@ -75,3 +77,38 @@ def test_the_command_needs_two_bundles_and_names_a_missing_model(
     assert stopped.value.code == 2
     assert main([str(phases[0]), str(phases[1]), "--model", "no-such-model"]) == 0
     assert "no capacity view is in every bundle for model no-such-model" in capsys.readouterr().out
+
+
+def test_what_if_another_reference_scales_every_figure_by_the_exponent(phases: tuple[Path, Path]) -> None:
+    (own,) = capacity_views(load_bundle(phases[0]))
+    with what_if(250.0):
+        (moved,) = capacity_views(load_bundle(phases[0]))
+    assert own.speed is not None and moved.speed is not None and moved.speed.reference_us == 250.0
+    assert moved.speed.exponent == pytest.approx(own.speed.exponent)  # the fit does not depend on the reference
+    scale = (own.speed.reference_us / 250.0) ** own.speed.exponent
+    compared = 0
+    for config in own.configs:
+        before, after = own.at_speed(config), moved.at_speed(config)
+        if before is not None and after is not None and before.median_known:
+            compared += 1
+            assert after.median == pytest.approx(before.median * scale, rel=1e-9)
+    assert compared >= 2
+    assert speed.REFERENCE_PROBE_US[SPEED_PROBE] == own.speed.reference_us  # the report's rule is back
+
+
+def test_what_if_without_the_noise_correction_applies_the_fit_as_it_is(phases: tuple[Path, Path]) -> None:
+    floor = speed.MIN_RELIABILITY
+    with what_if(noise_correction=False):
+        (view,) = capacity_views(load_bundle(phases[1]))
+    assert view.speed is not None and view.speed.slope is not None
+    assert view.speed.reliability == 1.0
+    assert view.speed.exponent == pytest.approx(min(max(-view.speed.slope, 0.0), speed.MAX_EXPONENT))
+    assert speed.MIN_RELIABILITY == floor
+    lines = report(list(phases), None, reference_us=300.0, noise_correction=False)
+    assert any("reference 300 us" in line and "reliability 1.00" in line for line in lines)
+
+
+def test_the_command_refuses_a_reference_that_is_no_speed(phases: tuple[Path, Path]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main([str(phases[0]), str(phases[1]), "--reference-us", "0"])
+    assert stopped.value.code == 2
