@@ -57,9 +57,15 @@ class ConfigAgreement:
 
 
 def _value(estimate: Estimate | None) -> float | None:
-    if estimate is None or estimate.median != estimate.median or estimate.median <= 0.0:  # NaN: censored away
+    """The estimate's central value; ``None`` without one (censoring left the median unknown, or not positive)."""
+    if estimate is None or not estimate.median_known or estimate.median <= 0.0:
         return None
     return estimate.median
+
+
+def _figure(view: CapacityView, config: str) -> Estimate | None:
+    """The config's figure: at the reference speed where the view was adjusted, else as measured."""
+    return view.at_speed(config) or view.estimate(config)
 
 
 def worst_deviation(values: Sequence[float | None]) -> float | None:
@@ -86,7 +92,7 @@ def agreement(views: Sequence[CapacityView]) -> list[ConfigAgreement]:
     configs = [config for config in views[0].configs if all(config in view.configs for view in views[1:])]
     out = []
     for config in configs:
-        figures = tuple(view.at_speed(config) or view.estimate(config) for view in views)
+        figures = tuple(_figure(view, config) for view in views)
         measured = tuple(view.estimate(config) for view in views)
         out.append(
             ConfigAgreement(
@@ -104,19 +110,21 @@ def agreement(views: Sequence[CapacityView]) -> list[ConfigAgreement]:
 
 def order(view: CapacityView) -> list[str]:
     """The view's configs by their figure (at the reference speed where adjusted), highest first."""
-    ranked = [
-        (value, config) for config in view.configs if (value := _value(view.at_speed(config) or view.estimate(config)))
-    ]
+    ranked = [(value, config) for config in view.configs if (value := _value(_figure(view, config)))]
     return [config for _, config in sorted(ranked, reverse=True)]
 
 
-def _cell(estimate: Estimate | None) -> str:
+def _number(estimate: Estimate | None) -> str:
     value = _value(estimate)
-    if estimate is None or value is None:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _cell(estimate: Estimate | None) -> str:
+    if estimate is None or _value(estimate) is None:
         return "-"
     low = "open" if estimate.ci_low is None else f"{estimate.ci_low:.0f}"
     high = "open" if estimate.ci_high is None else f"{estimate.ci_high:.0f}"
-    return f"{value:.0f} [{low}, {high}]" if estimate.level is not None else f"{value:.0f}"
+    return f"{_number(estimate)} [{low}, {high}]" if estimate.level is not None else _number(estimate)
 
 
 def _percent(value: float | None) -> str:
@@ -169,7 +177,7 @@ def report(
                 + "; ".join(_cell(figure) for figure in row.figures)
                 + f"  worst deviation {_percent(row.deviation)}, intervals overlap: "
                 + ("-" if row.overlap is None else "yes" if row.overlap else "NO")
-                + f"; as measured {'/'.join(_cell(m).split(' [')[0] for m in row.measured)} "
+                + f"; as measured {'/'.join(_number(m) for m in row.measured)} "
                 + f"({_percent(row.measured_deviation)}); capacity / closed-loop peak {shares}"
             )
         deviations = [row.deviation for row in rows if row.deviation is not None]
@@ -183,13 +191,14 @@ def report(
         lines.append("  same order in every run: " + str(all(ranked == orders[0] for ranked in orders)))
         for index, (view, ranked) in enumerate(zip(views, orders, strict=True), start=1):
             lines.append(f"  run {index}: " + " > ".join(ranked))
-            speed = view.speed
-            if speed is not None:
+            adjustment = view.speed  # not `speed`: that is the module what_if sets
+            if adjustment is not None:
                 lines.append(
-                    f"    probe median {speed.probe_median or 0:.0f} us ({speed.probe_low or 0:.0f} to "
-                    f"{speed.probe_high or 0:.0f}), reference {speed.reference_us:.0f} us, exponent "
-                    f"{speed.exponent:.2f} (fit {-(speed.slope or 0.0):.2f}, reliability {speed.reliability:.2f})"
-                    + ("" if speed.applied else f"; not applied: {speed.reason}")
+                    f"    probe median {adjustment.probe_median or 0:.0f} us ({adjustment.probe_low or 0:.0f} to "
+                    f"{adjustment.probe_high or 0:.0f}), reference {adjustment.reference_us:.0f} us, exponent "
+                    f"{adjustment.exponent:.2f} (fit {-(adjustment.slope or 0.0):.2f}, reliability "
+                    f"{adjustment.reliability:.2f})"
+                    + ("" if adjustment.applied else f"; not applied: {adjustment.reason}")
                 )
     return lines
 
