@@ -9,6 +9,7 @@ import pytest
 
 from servingbench.harness.curve import (
     CurvePoint,
+    bracket,
     fit_capacity,
     inflight_cap,
     judge_step,
@@ -58,12 +59,14 @@ def point(rate: float, ok: bool, *, gross: bool = False, generator: bool = False
     return CurvePoint(rate, 10.0 if ok else 80.0, ok, generator_limited=generator, gross=gross)
 
 
-def climb(capacity: float, peak: float | None, *, gross_above: float = math.inf) -> list[float]:
+def climb(
+    capacity: float, peak: float | None, *, gross_above: float = math.inf, resolution: float = 0.0
+) -> list[float]:
     """The rates a config with a sharp ``capacity`` measures (failures past ``gross_above`` are gross)."""
     points: list[CurvePoint] = []
-    while (rate := next_rate(GRID, points, peak=peak)) is not None:
+    while (rate := next_rate(GRID, points, peak=peak, resolution=resolution)) is not None:
         points.append(point(rate, rate <= capacity, gross=rate > gross_above))
-        assert len(points) <= len(GRID) + 6
+        assert len(points) <= len(GRID) + 20
     return [item.rate for item in points]
 
 
@@ -105,6 +108,62 @@ def test_the_expected_traffic_is_measured_below_the_first_failure() -> None:
     assert next_rate(GRID, points, peak=400.0, must=[120.0]) == 120.0
     assert next_rate(GRID, [*points, point(120.0, True)], peak=400.0, must=[120.0]) is None
     assert next_rate(GRID, points, peak=400.0, must=[350.0]) is None  # above a failure: nothing to learn
+
+
+# ---- refining the crossing ----
+
+
+def test_after_the_climb_midpoints_narrow_the_bracket_to_the_resolution() -> None:
+    # 200 passes, 300 and 400 fail: sqrt(200 x 300) = 245 passes, sqrt(245 x 300) = 271 fails, 271 / 245 < 1.15.
+    assert climb(capacity=250.0, peak=400.0, resolution=0.15) == [200.0, 300.0, 400.0, 245.0, 271.0]
+
+
+def test_a_coarser_resolution_takes_fewer_midpoints_and_none_without_one() -> None:
+    assert climb(capacity=250.0, peak=400.0, resolution=0.3) == [200.0, 300.0, 400.0, 245.0]  # 300 / 245 < 1.3
+    assert climb(capacity=250.0, peak=400.0, resolution=0.5) == [200.0, 300.0, 400.0]  # 300 / 200 = 1.5: within
+    assert climb(capacity=250.0, peak=400.0) == [200.0, 300.0, 400.0]
+
+
+def test_a_descent_is_refined_between_its_first_pass_and_the_failure_above() -> None:
+    # 100 passes, 150 fails: 122 fails, then 110 passes; 122 / 110 < 1.15.
+    assert climb(capacity=120.0, peak=800.0, resolution=0.15) == [400.0, 300.0, 200.0, 150.0, 100.0, 122.0, 110.0]
+
+
+def test_a_gross_failure_is_refined_too_and_a_curve_that_never_passed_is_not() -> None:
+    assert climb(capacity=250.0, peak=400.0, gross_above=250.0, resolution=0.15) == [200.0, 300.0, 245.0, 271.0]
+    assert climb(capacity=10.0, peak=300.0, resolution=0.15) == [150.0, 100.0, 66.7, 44.5, 29.7]
+    assert climb(capacity=10_000.0, peak=None, resolution=0.15) == [*GRID, 900.0, 1350.0, 2020.0]  # no failure
+
+
+@pytest.mark.parametrize("resolution", [0.5, 0.15, 0.05, 0.01, 1e-6])
+def test_refining_ends_within_the_resolution_or_at_the_rates_3_digits(resolution: float) -> None:
+    for capacity in (97.0, 101.0, 133.3, 199.0, 250.0, 377.0, 512.0, 777.0, 1200.0):
+        rates = climb(capacity, peak=400.0, resolution=resolution)
+        assert len(rates) == len(set(rates))  # no rate measured twice
+        points = [point(rate, rate <= capacity) for rate in rates]
+        around = bracket(points)
+        if around is None:
+            continue
+        low, high = around
+        assert low <= capacity < high
+        midpoint = float(f"{math.sqrt(low * high):.3g}")
+        assert high / low <= 1 + resolution or midpoint in (low, high)
+
+
+def test_the_bracket_is_the_highest_pass_and_the_lowest_failure_above_it() -> None:
+    # A failure below a pass (noise near the knee) does not bound the crossing.
+    points = [point(200.0, False), point(300.0, True), point(400.0, False), point(600.0, False)]
+    assert bracket(points) == (300.0, 400.0)
+    assert bracket([point(300.0, True), point(400.0, False, generator=True)]) is None  # not the server's failure
+    assert bracket([point(300.0, False), point(400.0, False)]) is None
+
+
+def test_a_generator_limited_midpoint_comes_up_again_and_the_expected_traffic_comes_first() -> None:
+    points = [point(200.0, True), point(300.0, False), point(400.0, False)]
+    assert next_rate(GRID, points, peak=400.0, resolution=0.15) == 245.0
+    limited = [*points, point(245.0, False, generator=True)]
+    assert next_rate(GRID, limited, peak=400.0, resolution=0.15) == 245.0
+    assert next_rate(GRID, points, peak=400.0, must=[120.0], resolution=0.15) == 120.0
 
 
 # ---- judging one open-loop result ----

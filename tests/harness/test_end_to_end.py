@@ -150,10 +150,17 @@ def test_capacity_curve_on_real_servers_end_to_end(tmp_path: Path) -> None:
         # Whatever the machine's speed: a grid of 3 shared rates, a climb over them (a rate the generator could not
         # keep is run once more), and a capacity or a censored bound read off what was measured.
         assert 3 <= len(entry["grid"]) <= 3 + MAX_ABOVE_GRID + MAX_BELOW_GRID and entry["grid"] == sorted(entry["grid"])
-        assert 1 <= len(entry["steps"]) <= len(entry["grid"]) * (1 + GENERATOR_RETRIES)
-        for rate in entry["grid"]:
+        # After the climb, midpoints inside the grid (the built-in resolution, 15 %) until a pass and a failure
+        # bracket the SLO within it: with 3 rates 1.7x or more apart, at most 4 halvings of the log bracket.
+        midpoints = {step["rate"] for step in entry["steps"]} - set(entry["grid"])
+        assert all(entry["grid"][0] < rate < entry["grid"][-1] for rate in midpoints)
+        assert len(midpoints) <= 4
+        if midpoints:
+            assert any(step["ok"] for step in entry["steps"]) and not all(step["ok"] for step in entry["steps"])
+        rates = [*entry["grid"], *midpoints]
+        assert 1 <= len(entry["steps"]) <= len(rates) * (1 + GENERATOR_RETRIES)
+        for rate in rates:
             assert sum(step["rate"] == rate for step in entry["steps"]) <= 1 + GENERATOR_RETRIES
-        assert {step["rate"] for step in entry["steps"]} <= set(entry["grid"])
         measured_server = [step for step in entry["steps"] if not step["generator_limited"]]
         if measured_server:  # a step the generator could not keep says nothing about the server
             assert (entry["capacity_rps"] is None) == (entry["censored"] is not None)

@@ -258,19 +258,29 @@ def test_closed_loop_keys_are_refused_elsewhere_and_open_keys_on_closed(tmp_path
 
 
 @pytest.mark.parametrize(
-    "knob", ["slo_p99_ms = 0", "capacity_points = 1", "capacity_repetitions = 0", "traffic_rps = -1"]
+    "knob",
+    [
+        "slo_p99_ms = 0",
+        "capacity_points = 1",
+        "capacity_repetitions = 0",
+        "traffic_rps = -1",
+        "capacity_resolution = -0.1",
+    ],
 )
 def test_bad_capacity_knobs_are_refused(tmp_path: Path, knob: str) -> None:
     with pytest.raises(PlanError, match=knob.split(" ")[0]):
         load_plan(write(tmp_path, knob + "\n" + MINIMAL))
 
 
-def test_the_estimate_counts_a_capacity_curve_as_several_runs(tmp_path: Path) -> None:
-    closed = load_plan(write(tmp_path, MINIMAL + CAPACITY))
-    curve = load_plan(write(tmp_path, MINIMAL.replace('scenarios = ["s"]', 'scenarios = ["s", "cap"]') + CAPACITY))
+@pytest.mark.parametrize(("resolution", "steps"), [("", 5), ("capacity_resolution = 0\n", 4)])
+def test_the_estimate_counts_a_capacity_curve_as_several_runs(tmp_path: Path, resolution: str, steps: int) -> None:
+    """Four steps of climb, and one midpoint with the built-in resolution (0.15 against the grid's 1.28x)."""
+    closed = load_plan(write(tmp_path, resolution + MINIMAL + CAPACITY))
+    text = resolution + MINIMAL.replace('scenarios = ["s"]', 'scenarios = ["s", "cap"]') + CAPACITY
+    curve = load_plan(write(tmp_path, text))
     per_step = curve.capacity_warmup_s + curve.capacity_max_step_s / 2 + RUN_OVERHEAD_S
     first_step_extra = (FIRST_STEP_WARMUP_FACTOR - 1) * curve.capacity_warmup_s
-    extra = (4 * per_step + first_step_extra) * min(curve.repetitions, curve.capacity_repetitions)
+    extra = (steps * per_step + first_step_extra) * min(curve.repetitions, curve.capacity_repetitions)
     assert estimate_seconds(curve) - estimate_seconds(closed) == pytest.approx(extra)
 
 

@@ -44,6 +44,7 @@ repetitions = 2
 min_requests = 10
 startup_timeout_s = 30.0
 capacity_points = 6
+capacity_resolution = 0
 capacity_repetitions = 2
 capacity_warmup_s = 0.1
 capacity_step_requests = 10
@@ -96,6 +97,19 @@ def bench(tmp_path: Path, load: ScriptedLoad, *, plan: str = PLAN, starter: Tiny
 def document(bundle: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((bundle / RESULTS_FILE).read_text())
     return data
+
+
+def test_a_midpoint_narrows_the_crossing_and_stays_the_curves_own(tmp_path: Path, load: ScriptedLoad) -> None:
+    """With a resolution of 15 %: 500 passes and 623 fails (1.246 apart), so the curve measures sqrt(500 x 623) = 558,
+    which passes (558 and 623 are 1.116 apart: done); the capacity is read between 558 and 623, and 558 joins
+    neither the shared grid nor the p99 table's rates."""
+    data = document(bench(tmp_path, load, plan=PLAN.replace("capacity_resolution = 0", "capacity_resolution = 0.15")))
+    expected = 558.0 + (math.log(50.0) - math.log(8.0)) / (math.log(400.0) - math.log(8.0)) * (623.0 - 558.0)
+    assert data["plan"]["capacity_resolution"] == 0.15
+    for entry in data["capacity"]:
+        assert entry["grid"] == GRID
+        assert [(step["rate"], step["ok"]) for step in entry["steps"]] == [(500.0, True), (623.0, False), (558.0, True)]
+        assert entry["capacity_rps"] == pytest.approx(expected, rel=1e-3)
 
 
 def test_every_config_climbs_the_shared_grid_in_every_repetition(tmp_path: Path, load: ScriptedLoad) -> None:

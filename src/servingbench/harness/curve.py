@@ -3,10 +3,11 @@ capacity at the SLO read off a monotone fit of it. Pure functions over measured 
 
 Per model the grid is fixed once (:func:`rate_grid`, from the configs' closed-loop peaks); per repetition each config
 climbs it (:func:`next_rate`): from about half its own peak upwards while it meets the SLO, downwards first if it
-does not, stopping after a gross failure or two failures in a row. Each step is an open-loop run judged by
-:func:`judge_step` (the stability rule); :func:`fit_capacity` fits p99 as a non-decreasing function of the rate
-(isotonic regression on log p99) and returns where it crosses the SLO, or that the crossing lies below the lowest
-rate measured or above the highest (censored).
+does not, stopping after a gross failure or two failures in a row; then, where a passing and a failing rate bracket
+the SLO wider than the plan's resolution, it measures their geometric midpoint until they do not. Each step is an
+open-loop run judged by :func:`judge_step` (the stability rule); :func:`fit_capacity` fits p99 as a non-decreasing
+function of the rate (isotonic regression on log p99) and returns where it crosses the SLO, or that the crossing lies
+below the lowest rate measured or above the highest (censored).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "CurveFit",
     "CurvePoint",
     "StepJudgement",
+    "bracket",
     "fit_capacity",
     "inflight_cap",
     "judge_step",
@@ -206,7 +208,12 @@ class CurvePoint:
 
 
 def next_rate(
-    grid: Sequence[float], points: Sequence[CurvePoint], *, peak: float | None, must: Sequence[float] = ()
+    grid: Sequence[float],
+    points: Sequence[CurvePoint],
+    *,
+    peak: float | None,
+    must: Sequence[float] = (),
+    resolution: float = 0.0,
 ) -> float | None:
     """The next rate a config's climb measures in this repetition, or None when its curve is done.
 
@@ -216,6 +223,12 @@ def next_rate(
     down the grid until a rate passes, and below the grid by the same ratio, at most `MAX_BELOW_GRID` rates. Rates in
     ``must`` (the traffic the user expects) are measured too, when below the lowest failure. A generator-limited
     step does not count: its rate comes up again (the caller decides when to give up on the generator).
+
+    When the climb is done, and the highest passing rate and the lowest failing rate above it (:func:`bracket`) are
+    more than ``resolution`` apart (a ratio over 1 + ``resolution``; 0: never), it measures their geometric midpoint
+    (3 significant digits), and again in the narrower bracket, until they are within it. Why: the fit interpolates
+    the crossing between the measured rates around it, and near capacity p99 jumps from under the SLO to ten times it
+    within one grid step of 1.28x, so a curve's capacity fell into bands a grid step wide (docs/measurements.md).
     """
     counted = [point for point in points if not point.generator_limited]
     if not counted:
@@ -242,7 +255,34 @@ def next_rate(
     measured = {point.rate for point in counted}
     top = min((point.rate for point in counted if not point.ok), default=math.inf)
     pending = [rate for rate in sorted(must) if rate not in measured and rate < top]
-    return pending[0] if pending else None
+    if pending:
+        return pending[0]
+    return _midpoint(counted, resolution)
+
+
+def bracket(points: Sequence[CurvePoint]) -> tuple[float, float] | None:
+    """The rates around the SLO crossing: the highest that passed and the lowest above it that failed, over the steps
+    that measured the server (generator-limited ones left out); None without both."""
+    counted = [point for point in points if not point.generator_limited]
+    passed = max((point.rate for point in counted if point.ok), default=None)
+    if passed is None:
+        return None
+    failed = min((point.rate for point in counted if not point.ok and point.rate > passed), default=None)
+    return None if failed is None else (passed, failed)
+
+
+def _midpoint(points: Sequence[CurvePoint], resolution: float) -> float | None:
+    """The geometric midpoint of the :func:`bracket` when it is wider than ``resolution`` and the midpoint, rounded,
+    is a rate not measured yet strictly inside it; None otherwise (so refining ends: each midpoint halves the
+    bracket's log width, and rounding to 3 digits ends it at the latest when the bracket is 0.1 % wide)."""
+    around = bracket(points)
+    if resolution <= 0.0 or around is None:
+        return None
+    low, high = around
+    if high / low <= 1.0 + resolution:
+        return None
+    middle = _rounded(math.sqrt(low * high))
+    return middle if low < middle < high and middle not in measured_rates(points) else None
 
 
 def measured_rates(points: Sequence[CurvePoint]) -> set[float]:

@@ -86,4 +86,10 @@ def _capacity_rule(plan: Plan) -> str:
         "keep is re-run, never counted as the server's; after a failed step the server must drain before anything "
         "else runs (its CPU quiet, no request waiting at its socket, its probe answered in time); the capacity is "
         "where a monotone fit of p99 against the offered rate crosses the SLO"
+        + (
+            f", after midpoints between the rates around it until a passing and a failing one are within "
+            f"{plan.capacity_resolution:.0%}"
+            if plan.capacity_resolution > 0
+            else ""
+        )
     )

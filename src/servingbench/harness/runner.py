@@ -613,13 +613,15 @@ class _Bench:
         must: Sequence[float],
     ) -> str:
         """Measure the config's steps until :func:`next_rate` says the curve is done; returns why it stopped."""
-        while (rate := next_rate(grid, points, peak=peak, must=must)) is not None:
+        resolution = self.plan.capacity_resolution
+        while (rate := next_rate(grid, points, peak=peak, must=must, resolution=resolution)) is not None:
             # The long warm-up is for the curve's first step only; a generator-limited first step's re-run follows a
             # warm-up and a window of load already.
             point = self._step(model, measurement, rep, slot, rate, curve_id, first=not points)
             points.append(point)
             state = self.curves[(model.name, measurement.scenario)]
-            if state.grid is not None and rate not in state.grid:  # climbed past the grid: later curves share it
+            if state.grid is not None and not state.grid[0] <= rate <= state.grid[-1]:
+                # Climbed past the grid: later curves share the rate. A midpoint inside it stays this curve's own.
                 state.grid = tuple(sorted({*state.grid, rate}))
             if slot.server is None:
                 return slot.down or "the server stopped"
@@ -717,7 +719,7 @@ class _Bench:
             "slo_p99_ms": self.plan.slo_p99_ms,
             "arrivals": measurement.arrivals,
             "method": "curve",
-            "grid": sorted({*(grid or ()), *(point.rate for point in points)}),
+            "grid": _entry_grid(grid, points),
             **fit.to_json(),
             "converged": fit.capacity_rps is not None,
             "stop_reason": stop,
@@ -756,6 +758,14 @@ MODEL_ENTRY_KEYS = (
     "sample_source",
 )
 """What the bundle keeps of a model's ``GET /model`` document (the sample rows themselves stay out)."""
+
+
+def _entry_grid(grid: Sequence[float] | None, points: Sequence[CurvePoint]) -> list[float]:
+    """The grid a curve entry records: the shared one, and the rates it climbed to past either end; its midpoints
+    inside the grid stay out (they are this curve's own, not rates every config measured)."""
+    rates = sorted(grid or ())
+    beyond = {point.rate for point in points if not rates or not rates[0] <= point.rate <= rates[-1]}
+    return sorted({*rates, *beyond})
 
 
 def _model_entry(model: ModelPlan, doc: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -282,7 +282,9 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
         rows=rows,
         notes=notes,
         theory=theory,
-        limits=_limits(grid, curve, results, runs, bundle.environment.get("load_generator_ceiling")),
+        limits=_limits(
+            grid, curve, results, runs, bundle.environment.get("load_generator_ceiling"), _resolution(bundle)
+        ),
         repetitions=len({result.repetition for result in results}),
         named=named,
         verdict=verdict,
@@ -651,6 +653,12 @@ def _search_notes(results: Sequence[CapacityResult]) -> list[str]:
     return [f"lower bound in {repetitions_text(len(results))}: {'; '.join(reasons) or 'see the steps'}"]
 
 
+def _resolution(bundle: Bundle) -> float:
+    """The plan's ``capacity_resolution`` (0 when absent: bundles from before it measured the grid only)."""
+    value = bundle.plan.get("capacity_resolution")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else 0.0
+
+
 def grid_spacing(grid: Sequence[float]) -> float | None:
     """The median step between neighbouring grid rates as a fraction (0.2: each rate 20 % above the one below)."""
     if len(grid) < 2:
@@ -679,6 +687,7 @@ def _limits(
     results: Sequence[CapacityResult],
     runs: Mapping[str, Run],
     ceiling: object = None,
+    resolution: float = 0.0,
 ) -> tuple[str, ...]:
     """What these capacity figures cannot show."""
     limits: list[str] = []
@@ -686,10 +695,17 @@ def _limits(
         limits.append(_ceiling_text(ceiling))
     spacing = grid_spacing(grid)
     if spacing is not None:
+        refined = (
+            f" Where they were more than {resolution:.0%} apart around it, each curve then measured their geometric "
+            f"midpoint until a passing and a failing rate were within {resolution:.0%}; those midpoints are the "
+            "curve's own (in the chart, not the table)."
+            if resolution > 0.0 and spacing > resolution
+            else ""
+        )
         limits.append(
             f"Grid resolution: neighbouring rates are about {spacing:.0%} apart. The capacity is interpolated "
             "(linearly in log p99) between the two rates around the SLO crossing of the monotone fit, so it is no "
-            "finer than the curve's shape between them; the p99 table shows only the grid's rates."
+            f"finer than the curve's shape between them; the p99 table shows only the grid's rates.{refined}"
         )
     if not curve:
         limits.append(
