@@ -13,30 +13,32 @@ bench`` runs) three times first::
     .venv/bin/python scripts/capacity_reproducibility.py RUN1/latest RUN2/latest RUN3/latest
     .venv/bin/python scripts/capacity_reproducibility.py --model fast RUN1/latest RUN2/latest RUN3/latest
 
-Two what-ifs re-judge the same bundles under another rule, to try one offline before it is built (freeze the rule
-before you read the runs you test it on): ``--reference-us`` brings every figure to another probe reading than the
-probe kind's reference, and ``--no-noise-correction`` applies the fitted exponent as it is, without dividing it by
-the reliability of the curves' probes::
+Each run is stated at its own reference speed by default (the report's rule: its fast phase, the 10th percentile of
+its probe readings); the runs' references are printed, and agree on a machine whose fast phase each run visits.
+``--shared-reference`` brings every run to one reference, the median of the runs' own, so the figures are at the
+same speed whatever each run met. Two what-ifs re-judge the same bundles under another rule, to try one offline
+before it is built (freeze the rule before you read the runs you test it on): ``--reference-us`` brings every figure
+to that probe reading, and ``--noise-correction`` divides the fitted exponent by the reliability of the curves'
+probes (the rule before 2026-12-04 was ``--reference-us 500 --noise-correction``)::
 
-    .venv/bin/python scripts/capacity_reproducibility.py --reference-us 220 --no-noise-correction RUN1/latest ...
+    .venv/bin/python scripts/capacity_reproducibility.py --reference-us 500 --noise-correction RUN1/latest ...
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 if not __package__:  # run as a script (scripts/ on sys.path, not the repository): make `scripts` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from servingbench.reports import speed
 from servingbench.reports.bundle import load_bundle
 from servingbench.reports.capacity import CapacityView, capacity_views
+from servingbench.reports.speed import SpeedRule, reference_probe
 from servingbench.reports.stats import Estimate
 
 ViewKey = tuple[str, str, str, float]
@@ -131,37 +133,35 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-@contextlib.contextmanager
-def what_if(reference_us: float | None = None, *, noise_correction: bool = True) -> Iterator[None]:
-    """The report's speed adjustment under another reference (us, for every probe kind) and/or without the
-    correction for the probe's noise, for the duration of the block; the report's own rule when neither is given."""
-    saved = speed.REFERENCE_PROBE_US, speed.MIN_RELIABILITY
-    try:
-        if reference_us is not None:
-            speed.REFERENCE_PROBE_US = dict.fromkeys(saved[0], reference_us)
-        if not noise_correction:
-            speed.MIN_RELIABILITY = 1.0  # the reliability is clipped to [floor, 1]: a floor of 1 divides by 1
-        yield
-    finally:
-        speed.REFERENCE_PROBE_US, speed.MIN_RELIABILITY = saved
-
-
 def report(
-    paths: Sequence[Path], model: str | None, *, reference_us: float | None = None, noise_correction: bool = True
+    paths: Sequence[Path],
+    model: str | None,
+    *,
+    reference_us: float | None = None,
+    noise_correction: bool = False,
+    shared_reference: bool = False,
 ) -> list[str]:
-    """The lines printed for ``paths`` (one bundle per run), under :func:`what_if` ``reference_us`` and
-    ``noise_correction``."""
-    per_run: list[dict[ViewKey, CapacityView]] = []
-    with what_if(reference_us, noise_correction=noise_correction):
-        for path in paths:
-            views = capacity_views(load_bundle(path))
-            per_run.append(
-                {(v.model, v.scenario, v.arrivals, v.slo_p99_ms): v for v in views if model in (None, v.model)}
+    """The lines printed for ``paths`` (one bundle per run) under the rule ``reference_us`` (None: each run's own, or
+    with ``shared_reference`` the median of the runs' own) and ``noise_correction``."""
+    bundles = [load_bundle(path) for path in paths]
+    lines: list[str] = []
+    if reference_us is None and shared_reference:
+        own = [reference_probe(bundle.runs) for bundle in bundles]
+        known = [value for value in own if value is not None]
+        if known:
+            reference_us = statistics.median(known)
+            lines.append(
+                f"shared reference {reference_us:.0f} us: the median of the runs' own "
+                f"({', '.join('-' if value is None else f'{value:.0f}' for value in own)} us)"
             )
+    rule = SpeedRule(reference_us, noise_correction)
+    per_run: list[dict[ViewKey, CapacityView]] = []
+    for bundle in bundles:
+        views = capacity_views(bundle, rule)
+        per_run.append({(v.model, v.scenario, v.arrivals, v.slo_p99_ms): v for v in views if model in (None, v.model)})
     keys = [key for key in per_run[0] if all(key in views for views in per_run[1:])]
     if not keys:
-        return ["no capacity view is in every bundle" + (f" for model {model}" if model else "")]
-    lines = []
+        return [*lines, "no capacity view is in every bundle" + (f" for model {model}" if model else "")]
     for key in keys:
         views = [views[key] for views in per_run]
         adjusted = all(view.adjusted for view in views)
@@ -191,7 +191,7 @@ def report(
         lines.append("  same order in every run: " + str(all(ranked == orders[0] for ranked in orders)))
         for index, (view, ranked) in enumerate(zip(views, orders, strict=True), start=1):
             lines.append(f"  run {index}: " + " > ".join(ranked))
-            adjustment = view.speed  # not `speed`: that is the module what_if sets
+            adjustment = view.speed
             if adjustment is not None:
                 lines.append(
                     f"    probe median {adjustment.probe_median or 0:.0f} us ({adjustment.probe_low or 0:.0f} to "
@@ -211,15 +211,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help="only this model's views")
     parser.add_argument("--reference-us", type=float, help="what if: bring every figure to this probe reading (us)")
     parser.add_argument(
-        "--no-noise-correction", action="store_true", help="what if: the fitted exponent as it is (reliability 1)"
+        "--noise-correction", action="store_true", help="what if: divide the exponent by the probes' reliability"
+    )
+    parser.add_argument(
+        "--shared-reference", action="store_true", help="every run at the median of the runs' own references"
     )
     args = parser.parse_args(argv)
     if len(args.bundles) < 2:
         parser.error("give two or more bundles")
     if args.reference_us is not None and not args.reference_us > 0:
         parser.error("--reference-us must be a positive number of microseconds")
+    if args.reference_us is not None and args.shared_reference:
+        parser.error("give --reference-us or --shared-reference, not both")
     lines = report(
-        args.bundles, args.model, reference_us=args.reference_us, noise_correction=not args.no_noise_correction
+        args.bundles,
+        args.model,
+        reference_us=args.reference_us,
+        noise_correction=args.noise_correction,
+        shared_reference=args.shared_reference,
     )
     for line in lines:
         print(line)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -234,6 +235,20 @@ def test_the_expected_traffic_gets_its_own_row_and_line(tmp_path: Path) -> None:
     assert [row.rate for row in traffic] == [1000.0] and 1000.0 in view.grid
     html = render_report(bundle.path).read_text()
     assert '<tr data-rate="1000" class="traffic">' in html and "your traffic" in "".join(_svg(html, CHART).itertext())
+
+
+@pytest.mark.parametrize(("resolution", "said"), [(None, False), (0.0, False), (0.15, True), (5.0, False)])
+def test_the_limits_say_when_midpoints_refined_the_crossing(
+    bundle: Bundle, view: CapacityView, resolution: float | None, said: bool
+) -> None:
+    """Midpoints are named where the plan's resolution is finer than the grid's spacing (coarser: none was taken)."""
+    plan = {key: value for key, value in bundle.plan.items() if key != "capacity_resolution"}
+    if resolution is not None:
+        plan["capacity_resolution"] = resolution
+    (found,) = capacity_views(replace(bundle, plan=plan))
+    sentence = next(limit for limit in found.limits if limit.startswith("Grid resolution"))
+    assert ("measured their geometric midpoint until a passing and a failing rate were within 15%" in sentence) == said
+    assert sentence.startswith(next(limit for limit in view.limits if limit.startswith("Grid resolution")))
 
 
 def test_grid_spacing_is_the_median_step() -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts.capacity_reproducibility import agreement, all_overlap, main, order, report, what_if, worst_deviation
-from servingbench.harness.speed import SPEED_PROBE
+from scripts.capacity_reproducibility import agreement, all_overlap, main, order, report, worst_deviation
 from servingbench.reports import speed
 from servingbench.reports.bundle import load_bundle
 from servingbench.reports.capacity import capacity_views
+from servingbench.reports.speed import SpeedRule, reference_probe
 from servingbench.reports.stats import Estimate
 from tests.reports.test_capacity_speed import _phase_bundle
 
@@ -49,10 +49,10 @@ def test_one_run_read_twice_agrees_exactly(phases: tuple[Path, Path]) -> None:
     assert len(values) == len(ranked) >= 2 and values == sorted(values, reverse=True)
 
 
-def test_two_phases_differ_as_measured_and_agree_at_the_reference_speed(phases: tuple[Path, Path]) -> None:
+def test_two_phases_differ_as_measured_and_agree_at_a_shared_reference(phases: tuple[Path, Path]) -> None:
     """The phase bundles scale every capacity by the probe's speed: as measured two runs 1.25 / 0.75 apart deviate
-    from their median by about a quarter; at the reference speed only what the fit leaves of the phase remains."""
-    views = [capacity_views(load_bundle(path))[0] for path in phases]
+    from their median by about a quarter; at one reference only what the fit leaves of the phase remains."""
+    views = [capacity_views(load_bundle(path), SpeedRule(500.0))[0] for path in phases]
     exponent = views[0].speed.exponent if views[0].speed is not None else None
     assert exponent is not None and views[0].adjusted
     ratio = (0.75 / 1.25) ** (exponent - 1.0)  # at-reference fast / slow, as test_capacity_speed shows
@@ -67,6 +67,16 @@ def test_two_phases_differ_as_measured_and_agree_at_the_reference_speed(phases: 
     lines = report(list(phases), None)
     assert any(line.startswith("== ") and "capacity at the reference speed" in line for line in lines)
     assert any("same order in every run: True" in line for line in lines)
+    # Each run at its own fast speed: these two never left their phase, so their figures differ as measured do.
+    own = [row.deviation for row in agreement([capacity_views(load_bundle(path))[0] for path in phases])]
+    assert all(deviation == pytest.approx(0.25, rel=1e-6) for deviation in own if deviation is not None)
+    # --shared-reference: both at the median of their own references, where they agree as at any one reference.
+    references = [reference_probe(load_bundle(path).runs) for path in phases]
+    assert None not in references
+    shared = report(list(phases), None, shared_reference=True)
+    assert shared[0].startswith(f"shared reference {(references[0] + references[1]) / 2:.0f} us")  # type: ignore[operator]
+    worst = f"worst deviation {abs(ratio - 1.0) / (ratio + 1.0):.1%}"
+    assert any(line.strip().startswith(worst) for line in shared)
 
 
 def test_the_command_needs_two_bundles_and_names_a_missing_model(
@@ -79,10 +89,9 @@ def test_the_command_needs_two_bundles_and_names_a_missing_model(
     assert "no capacity view is in every bundle for model no-such-model" in capsys.readouterr().out
 
 
-def test_what_if_another_reference_scales_every_figure_by_the_exponent(phases: tuple[Path, Path]) -> None:
+def test_another_reference_scales_every_figure_by_the_exponent(phases: tuple[Path, Path]) -> None:
     (own,) = capacity_views(load_bundle(phases[0]))
-    with what_if(250.0):
-        (moved,) = capacity_views(load_bundle(phases[0]))
+    (moved,) = capacity_views(load_bundle(phases[0]), SpeedRule(250.0))
     assert own.speed is not None and moved.speed is not None and moved.speed.reference_us == 250.0
     assert moved.speed.exponent == pytest.approx(own.speed.exponent)  # the fit does not depend on the reference
     scale = (own.speed.reference_us / 250.0) ** own.speed.exponent
@@ -93,22 +102,28 @@ def test_what_if_another_reference_scales_every_figure_by_the_exponent(phases: t
             compared += 1
             assert after.median == pytest.approx(before.median * scale, rel=1e-9)
     assert compared >= 2
-    assert speed.REFERENCE_PROBE_US[SPEED_PROBE] == own.speed.reference_us  # the report's rule is back
 
 
-def test_what_if_without_the_noise_correction_applies_the_fit_as_it_is(phases: tuple[Path, Path]) -> None:
-    floor = speed.MIN_RELIABILITY
-    with what_if(noise_correction=False):
-        (view,) = capacity_views(load_bundle(phases[1]))
-    assert view.speed is not None and view.speed.slope is not None
-    assert view.speed.reliability == 1.0
-    assert view.speed.exponent == pytest.approx(min(max(-view.speed.slope, 0.0), speed.MAX_EXPONENT))
-    assert speed.MIN_RELIABILITY == floor
-    lines = report(list(phases), None, reference_us=300.0, noise_correction=False)
+def test_the_noise_correction_is_off_by_default_and_a_what_if_passes_it_on(phases: tuple[Path, Path]) -> None:
+    """Without the correction the exponent is the clipped fit; with it, the fit over the reliability (1 here: each
+    phase bundle's curve reads one probe on every step, so there is no step noise; test_capacity_speed has noisy
+    probes)."""
+    (plain,) = capacity_views(load_bundle(phases[1]))
+    (corrected,) = capacity_views(load_bundle(phases[1]), SpeedRule(noise_correction=True))
+    assert plain.speed is not None and plain.speed.slope is not None and corrected.speed is not None
+    assert plain.speed.reliability == 1.0
+    assert plain.speed.exponent == pytest.approx(min(max(-plain.speed.slope, 0.0), speed.MAX_EXPONENT))
+    assert corrected.speed.slope == plain.speed.slope
+    expected = min(max(-plain.speed.slope / corrected.speed.reliability, 0.0), speed.MAX_EXPONENT)
+    assert corrected.speed.exponent == pytest.approx(expected)
+    lines = report(list(phases), None, reference_us=300.0)
     assert any("reference 300 us" in line and "reliability 1.00" in line for line in lines)
 
 
 def test_the_command_refuses_a_reference_that_is_no_speed(phases: tuple[Path, Path]) -> None:
     with pytest.raises(SystemExit) as stopped:
         main([str(phases[0]), str(phases[1]), "--reference-us", "0"])
+    assert stopped.value.code == 2
+    with pytest.raises(SystemExit) as stopped:
+        main([str(phases[0]), str(phases[1]), "--reference-us", "300", "--shared-reference"])
     assert stopped.value.code == 2

@@ -27,18 +27,24 @@ from servingbench.reports.speed import (
     MAX_EXPONENT,
     MIN_CURVES,
     MIN_RELIABILITY,
-    REFERENCE_PROBE_US,
+    REFERENCE_QUANTILE,
     SpeedAdjustment,
+    SpeedRule,
     adjusted,
     curve_probe,
     exponent_log_se,
+    reference_probe,
     speed_adjustment,
 )
 from servingbench.reports.stats import GEOMETRIC_MEAN, MEDIAN
 
 from .builders import SLOW_C
 
-REFERENCE = REFERENCE_PROBE_US[SPEED_PROBE]
+REFERENCE = 500.0
+FIXED = SpeedRule(reference_us=REFERENCE)
+"""A fixed reference: the laws below are built at it."""
+CORRECTED = SpeedRule(reference_us=REFERENCE, noise_correction=True)
+"""A fixed reference and the correction for the probe's noise (off in the report's rule)."""
 
 
 def _curve(
@@ -128,7 +134,7 @@ def test_the_slopes_error_treats_a_repetition_as_one_cluster() -> None:
 
 def test_a_cpu_bound_law_is_recovered_and_removed() -> None:
     by_config, runs = _curves(LAW, PROBES, 1.0, noise=0.03)
-    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE, FIXED)
     assert speed is not None and speed.applied
     assert speed.slope is not None and speed.slope_se is not None
     assert abs(speed.slope + 1.0) < 3 * speed.slope_se + 0.05
@@ -163,7 +169,7 @@ def test_the_exponents_error_weighs_by_how_far_from_the_reference_a_config_ran()
             result, mine = _curve(config, rep, value, [probe])
             by_config.setdefault(config, []).append(result)
             runs.update({run.id: run for run in mine})
-    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE, FIXED)
     assert speed is not None and speed.applied and speed.slope_se is not None and speed.slope_se > 0.0
     for config, probes in (("near", near), ("far", far)):
         offset = float(np.mean([math.log(probe / REFERENCE) for probe in probes]))
@@ -182,7 +188,7 @@ def test_the_exponents_error_weighs_by_how_far_from_the_reference_a_config_ran()
 
 def test_a_server_that_waits_is_left_almost_as_measured() -> None:
     by_config, runs = _curves(LAW, PROBES, 0.0, noise=0.03)
-    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE, FIXED)
     assert speed is not None and speed.applied
     assert speed.exponent < 0.2
     for config, results in adjusted(by_config, runs, speed).items():
@@ -196,7 +202,7 @@ def test_a_server_that_waits_is_left_almost_as_measured() -> None:
 @pytest.mark.parametrize(("law", "expected"), [(2.0, MAX_EXPONENT), (1.25, 1.25), (-0.8, 0.0)])
 def test_the_exponent_is_clipped_to_what_a_core_speed_can_mean(law: float, expected: float) -> None:
     by_config, runs = _curves(LAW, PROBES, law)
-    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE, CORRECTED)
     assert speed is not None and speed.applied
     assert speed.slope == pytest.approx(-law, abs=1e-9)
     # Each curve's three steps read its probe within 2 %: almost no noise to correct for.
@@ -231,7 +237,7 @@ def test_noise_in_the_curves_probes_is_corrected_for() -> None:
     slope towards 0 by the reliability ratio; the steps' own spread estimates that error, and the exponent applied
     is the slope divided by the estimated reliability: close to the law, where the plain fit is well below it."""
     by_config, runs, truths = _noisy_curves(1.0, 0.25)
-    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE, CORRECTED)
     assert speed is not None and speed.applied and speed.slope is not None
     # The truth: a median of 9 readings with sd 0.25 has variance about (pi / 2) 0.25^2 / 9 = 0.011 against the
     # true speeds' 0.15^2 = 0.0225, so the reliability is about 0.0225 / 0.0334 = 0.67.
@@ -244,7 +250,7 @@ def test_noise_in_the_curves_probes_is_corrected_for() -> None:
     assert speed.exponent_se == pytest.approx(speed.slope_se / speed.reliability)
     # The same curves read without noise (every step at the true speed): nothing to correct.
     clean, clean_runs, _ = _noisy_curves(1.0, 0.0)
-    exact = speed_adjustment(clean, clean_runs, SPEED_PROBE)
+    exact = speed_adjustment(clean, clean_runs, SPEED_PROBE, CORRECTED)
     assert exact is not None and exact.reliability == 1.0 and exact.exponent == pytest.approx(1.0)
 
 
@@ -267,7 +273,7 @@ def test_the_noise_is_averaged_over_the_curves_the_fit_used_and_two_readings_are
             logs.setdefault(config, []).append(math.log(float(np.median(pair))))  # the curve's probe
     lone, mine = _curve("lone", 0, 300.0, [200.0, 900.0, 400.0])  # one curve, very noisy steps
     runs.update({run.id: run for run in mine})
-    speed = speed_adjustment({**by_config, "lone": [lone]}, runs, SPEED_PROBE)
+    speed = speed_adjustment({**by_config, "lone": [lone]}, runs, SPEED_PROBE, CORRECTED)
     assert speed is not None and speed.applied
     centred = [x - float(np.mean(xs)) for xs in logs.values() for x in xs]
     spread2 = sum(x * x for x in centred) / (len(centred) - len(logs))
@@ -278,7 +284,7 @@ def test_the_noise_is_averaged_over_the_curves_the_fit_used_and_two_readings_are
 
 def test_a_probe_mostly_noise_is_not_blown_up_past_the_floor() -> None:
     by_config, runs, _ = _noisy_curves(1.0, 0.9)
-    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE, CORRECTED)
     assert speed is not None and speed.applied and speed.slope is not None
     assert speed.reliability == MIN_RELIABILITY
     assert speed.exponent == pytest.approx(min(-speed.slope / MIN_RELIABILITY, MAX_EXPONENT))
@@ -297,6 +303,53 @@ def test_too_few_curves_or_too_little_spread_leave_the_figures_as_measured() -> 
     bare, bare_runs = _curve("a", 0, 500.0, [None])
     speed = speed_adjustment({"a": [bare]}, {run.id: run for run in bare_runs}, SPEED_PROBE)
     assert speed is not None and not speed.applied and "No capacity curve has a speed probe" in speed.text
+
+
+def test_the_reports_rule_states_a_run_at_its_own_fast_speed_with_the_fit_as_it_is() -> None:
+    """The report's rule: the reference is the 10th percentile of every probe reading of the run (a closed-loop run's
+    too, not only the curves'), and the exponent is the fitted slope, clipped, with no correction for the probe's
+    noise even where the steps' readings are noisy."""
+    by_config, runs, _ = _noisy_curves(1.0, 0.25)
+    closed = Run("closed-1", "a", "m", "single", 0, True, kind="closed", speed_probe_us=100.0)
+    runs = {**runs, closed.id: closed}
+    readings = [run.speed_probe_us for run in runs.values() if run.speed_probe_us is not None]
+    speed = speed_adjustment(by_config, runs, SPEED_PROBE)
+    assert speed is not None and speed.applied and speed.own_reference and speed.slope is not None
+    assert speed.reference_us == pytest.approx(float(np.quantile(readings, REFERENCE_QUANTILE)))
+    assert speed.readings == len(readings) == 40 * 3 * 9 + 1
+    assert speed.reliability == 1.0 and speed.exponent == pytest.approx(min(max(-speed.slope, 0.0), MAX_EXPONENT))
+    assert -speed.slope < 0.8  # attenuated by the noise, and left so (CORRECTED would bring it near 1)
+    assert f"speed probe {speed.reference_us:.0f} us, the 10% quantile of its {speed.readings} probe" in speed.text
+    assert "this run's fast speed" in speed.text and "divided by" not in speed.text
+    for config, results in adjusted(by_config, runs, speed).items():
+        assert results is not None
+        for mine, theirs in zip(results, by_config[config], strict=True):
+            probe = curve_probe(theirs, runs)
+            assert probe is not None and theirs.capacity_rps is not None
+            factor = (probe / speed.reference_us) ** speed.exponent
+            assert mine.capacity_rps == pytest.approx(theirs.capacity_rps * factor)
+    # A fixed reference is stated as such, and is the one used.
+    fixed = speed_adjustment(by_config, runs, SPEED_PROBE, FIXED)
+    assert fixed is not None and not fixed.own_reference and fixed.reference_us == REFERENCE and fixed.readings == 0
+    assert "reference machine speed (speed probe 500 us" in fixed.text and fixed.exponent == speed.exponent
+
+
+def test_the_reference_quantile_is_read_over_the_runs_readings() -> None:
+    runs = [Run(f"r{index}", "a", "m", "s", 0, True, speed_probe_us=float(index)) for index in range(1, 12)]
+    assert reference_probe(runs) == pytest.approx(2.0)  # 1..11: the 10 % quantile is the second
+    assert reference_probe(runs, 0.5) == pytest.approx(6.0)
+    unread = [Run("x", "a", "m", "s", 0, True), Run("y", "a", "m", "s", 0, True, speed_probe_us=0.0)]
+    assert reference_probe(unread) is None
+    by_config, curve_runs = _curves(LAW, PROBES, 1.0)
+    bare = {key: replace(run, speed_probe_us=None) for key, run in curve_runs.items()}
+    speed = speed_adjustment(by_config, bare, SPEED_PROBE)
+    assert speed is not None and not speed.applied and "No capacity curve has a speed probe" in speed.text
+
+
+@pytest.mark.parametrize("reference", [0.0, -5.0, math.nan, math.inf])
+def test_a_fixed_reference_must_be_a_speed(reference: float) -> None:
+    with pytest.raises(ValueError, match="positive probe reading"):
+        SpeedRule(reference_us=reference)
 
 
 @pytest.mark.parametrize("kind", [None, "idle-20000it", 3])
@@ -364,8 +417,8 @@ def _raw_capacities(path: Path, config: str) -> list[float | None]:
 
 
 def test_two_machine_phases_agree_at_the_reference_speed(phases: tuple[Path, Path, Path]) -> None:
-    (fast_view,) = capacity_views(load_bundle(phases[0]))
-    (slow_view,) = capacity_views(load_bundle(phases[1]))
+    (fast_view,) = capacity_views(load_bundle(phases[0]), FIXED)
+    (slow_view,) = capacity_views(load_bundle(phases[1]), FIXED)
     assert fast_view.adjusted and slow_view.adjusted
     assert fast_view.speed is not None and slow_view.speed is not None
     exponent = fast_view.speed.exponent
@@ -382,6 +435,26 @@ def test_two_machine_phases_agree_at_the_reference_speed(phases: tuple[Path, Pat
         compared += 1
         assert at_fast.median / at_slow.median == pytest.approx(residual, rel=1e-6)
         assert measured_fast.median / measured_slow.median == pytest.approx(1.25 / 0.75, rel=0.15)
+    assert compared >= 2
+
+
+def test_a_run_that_stayed_in_one_phase_is_stated_at_that_phases_speed(phases: tuple[Path, Path, Path]) -> None:
+    """Under the report's rule each run is stated at its own fast speed. These two bundles never left their phase, so
+    their references are the phases' own and their figures stay as far apart as the phases (what the report's text
+    says a shared reference is for): capacity x (probe / reference) ^ b with capacity, probe and reference all
+    scaled by the phase leaves exactly the phase's ratio."""
+    (fast_view,) = capacity_views(load_bundle(phases[0]))
+    (slow_view,) = capacity_views(load_bundle(phases[1]))
+    assert fast_view.speed is not None and slow_view.speed is not None
+    assert fast_view.speed.own_reference and slow_view.speed.own_reference
+    assert fast_view.speed.reference_us / slow_view.speed.reference_us == pytest.approx(0.75 / 1.25)
+    compared = 0
+    for config in fast_view.configs:
+        at_fast, at_slow = fast_view.at_speed(config), slow_view.at_speed(config)
+        if at_fast is None or at_slow is None or not (at_fast.median_known and at_slow.median_known):
+            continue
+        compared += 1
+        assert at_fast.median / at_slow.median == pytest.approx(1.25 / 0.75, rel=1e-6)
     assert compared >= 2
 
 
@@ -440,7 +513,8 @@ def test_the_figure_at_the_reference_speed_is_the_geometric_mean_unless_a_repeti
         logs = np.log(values)
         # The t interval on the logs, widened by what the exponent's error moves them all by: its standard error
         # times the mean log(probe / reference) of the config's curves, in quadrature.
-        offset = float(np.mean([math.log((curve_probe(result, runs) or 0.0) / REFERENCE) for result in results]))
+        reference = view.speed.reference_us
+        offset = float(np.mean([math.log((curve_probe(result, runs) or 0.0) / reference) for result in results]))
         assert view.speed.slope_se is not None and view.speed.slope_se > 0.0 and abs(offset) > 0.05
         offsets[config] = offset
         assert view.speed.exponent_se is not None
@@ -495,7 +569,7 @@ def test_the_report_console_and_aggregates_show_both_figures(phases: tuple[Path,
     assert SLOW_C.name in {item.config for item in view.outcomes}  # it still has its measured capacity and verdict
     html = render_report(path).read_text(encoding="utf-8")
     assert 'class="muted speed-note" data-applied="yes"' in html
-    assert f"speed probe {REFERENCE:.0f} us" in html
+    assert view.speed is not None and f"speed probe {view.speed.reference_us:.0f} us" in html
     header, *rows = _rows(html, "capacity-headline")
     assert header.count("<th") == 5 and "at the reference speed" in header
     for row in rows:
@@ -507,7 +581,7 @@ def test_the_report_console_and_aggregates_show_both_figures(phases: tuple[Path,
     console = Console(record=True, width=250)
     console.print(capacity_table(view))
     text = console.export_text()
-    assert "at the reference speed" in text and "reference machine speed" in text
+    assert "at the reference speed" in text and "this run's fast speed" in text
     rows_out = [row for row in aggregate_rows(load_bundle(path)) if row.kind == "capacity"]
     assert {row.metric for row in rows_out} == {CAPACITY_METRIC, REFERENCE_CAPACITY_METRIC}
     measured = {row.config: row for row in rows_out if row.metric == CAPACITY_METRIC}

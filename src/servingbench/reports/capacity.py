@@ -33,7 +33,7 @@ import numpy as np
 from .bundle import Bundle, CapacityResult, CapacityStep, Run
 from .metrics import MetricSpec
 from .numbers import format_number
-from .speed import SpeedAdjustment, adjusted, exponent_log_se, speed_adjustment
+from .speed import DEFAULT_RULE, SpeedAdjustment, SpeedRule, adjusted, exponent_log_se, speed_adjustment
 from .stats import (
     CONFIDENCE,
     MIN_REPETITIONS_FOR_INTERVAL,
@@ -218,13 +218,14 @@ class CapacityView:
 # --- grouping --------------------------------------------------------------------------------------------------
 
 
-def capacity_views(bundle: Bundle) -> list[CapacityView]:
-    """One view per model, scenario, arrival process and SLO, in bundle order."""
+def capacity_views(bundle: Bundle, speed_rule: SpeedRule = DEFAULT_RULE) -> list[CapacityView]:
+    """One view per model, scenario, arrival process and SLO, in bundle order; figures at a reference speed under
+    ``speed_rule`` (the report's own by default)."""
     grouped: dict[ViewKey, list[CapacityResult]] = {}
     for result in bundle.capacity:
         grouped.setdefault((result.model, result.scenario, result.arrivals, result.slo_p99_ms), []).append(result)
     runs = {run.id: run for run in bundle.runs}
-    return [_view(bundle, key, results, runs) for key, results in grouped.items()]
+    return [_view(bundle, key, results, runs, speed_rule) for key, results in grouped.items()]
 
 
 def _by_config(bundle: Bundle, results: Sequence[CapacityResult]) -> dict[str, list[CapacityResult]]:
@@ -235,7 +236,9 @@ def _by_config(bundle: Bundle, results: Sequence[CapacityResult]) -> dict[str, l
     return grouped
 
 
-def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs: Mapping[str, Run]) -> CapacityView:
+def _view(
+    bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs: Mapping[str, Run], speed_rule: SpeedRule
+) -> CapacityView:
     model, scenario, arrivals, slo = key
     by_config = _by_config(bundle, results)
     labels = {config: bundle.label(config) for config in by_config}
@@ -247,7 +250,7 @@ def _view(bundle: Bundle, key: ViewKey, results: Sequence[CapacityResult], runs:
     verdict, outcomes, left_out = _rank(by_config, labels, slo, reference, margin)
     measured = {item.config: item.estimate for item in outcomes}
     theory = {config: found for config, mine in by_config.items() if (found := _theory(mine, measured.get(config)))}
-    speed = speed_adjustment(by_config, runs, bundle.environment.get("speed_probe")) if curve else None
+    speed = speed_adjustment(by_config, runs, bundle.environment.get("speed_probe"), speed_rule) if curve else None
     at_reference: dict[str, Estimate] = {}
     if speed is not None and speed.applied:
         for config, mine in adjusted(by_config, runs, speed).items():

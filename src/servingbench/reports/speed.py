@@ -10,24 +10,32 @@ server's core during its window (``Run.speed_probe_us``: CPU microseconds of fix
 slower), so each curve has the speed it ran at.
 
 The model: ``capacity = k * probe ** -b``. ``b`` is fitted on the run's own curves (pooled within each config, so
-the differences between configs do not enter it): log capacity against log probe, centred per config, least squares,
-then corrected for the noise in the curves' probes (below). A CPU-bound server has ``b`` near 1 (twice as slow a
-core, half the requests); a server that waits (``sleep``, I/O) near 0; a capacity at a p99 target can fall faster
-than the core's speed, because the slow phase also stalls (fits on four `make bench` runs of the 2-core VM: -0.86
-+/- 0.11, -0.88 +/- 0.10, -0.99 +/- 0.13 and -1.26 +/- 0.23).
+the differences between configs do not enter it): log capacity against log probe, centred per config, least squares.
+A CPU-bound server has ``b`` near 1 (twice as slow a core, half the requests); a server that waits (``sleep``, I/O)
+near 0; a capacity at a p99 target can fall faster than the core's speed, because the slow phase also stalls. The
+exponent applied is the fit clipped to [0, :data:`MAX_EXPONENT`]: the upper clip guards against a wild fit, below 0
+has no physical meaning.
 
-A curve's probe is the median of its steps' readings, and the speed that set its capacity is the one during the
-steps near the SLO: the curve's probe measures it with an error, and an error in the regressor pulls a least-squares
-slope towards 0 by the reliability ratio (variance of the true log speed / variance of the measured one). The
-error's variance is estimated from the curves themselves: the spread of each curve's steps' log readings over its
-step count, times pi/2 (a median's variance against a mean's), averaged over the curves; the reliability is 1 minus
-that over the within-config variance of the curves' log probes, floored at :data:`MIN_RELIABILITY`, and the exponent
-is the fitted slope divided by it (its standard error too). Why: on fifteen `make bench` runs the runs' own fits
-read 0.68 to 1.65 (median 0.91) while between runs capacity followed the probe with 1.20; the runs in the machine's
-slow phase came out low for every config and those in its fast phase high. The corrected exponents (reliabilities
-0.59 to 0.88) brought the worst deviation from the median of three runs from 10.6-20.7 % to 10.5-17.0 % over the five
-sets (docs/measurements.md), a choice made on those same runs. The exponent applied is the corrected one clipped to
-[0, :data:`MAX_EXPONENT`]: the upper clip guards against a wild fit, below 0 has no physical meaning.
+The reference (the report's rule, :data:`DEFAULT_RULE`) is the run's own fast speed: the :data:`REFERENCE_QUANTILE`
+of all its probe readings. Why not a fixed reading: until 2026-12-04 it was 500 us, the middle of the first 2-core
+VM's phases (350 to 650 us), and a second machine twice as fast read 205 to 440 us. There every figure was an
+extrapolation by a factor of about 0.3, which multiplied each run's exponent error, and three sets of three `make
+bench` runs disagreed at the reference speed by up to 51.5, 32.6 and 31.5 % of their median (as measured 25.9, 24.3
+and 14.0 %). The run's own 10th percentile read 214 to 219 us in all nine runs (its fast phase, which every run
+visited while the share of the slow phase ran from 0.12 to 0.56), and lies within the speeds the curves ran at on
+any machine. What it cannot do: a run that never left the machine's slow phase is stated at that speed, so two runs
+compare at their own references only when those agree; the text says so, and `scripts/capacity_reproducibility.py
+--shared-reference` brings runs to one reference.
+
+Why the fit is not corrected for the noise in the curves' probes (:attr:`SpeedRule.noise_correction`, off by
+default): a curve's probe (the median of its steps' readings) measures the speed that set its capacity with an
+error, which pulls a least-squares slope towards 0 by the reliability ratio; dividing by an estimate of it (1 minus
+the steps' noise over the curves' spread within configs, floored at :data:`MIN_RELIABILITY`) brought the first
+VM's five sets from 10.6-20.7 % to 10.5-17.0 %. On the second machine it over-corrected: the reliability read 0.50
+to 0.67, a curve's steps there often straddle the two phases (real speed changes, which the estimate takes for
+noise), and curves that stayed in one phase gave an elasticity of about 0.77 where the corrected exponents read
+0.94 to 1.50. Without it, at a reference inside the machine's speeds, set 9 agreed within 8.8 % (docs/measurements.md).
+The estimate is kept behind the rule for what-ifs.
 
 Each repetition's capacity (or its censoring bound) becomes ``capacity * (probe / reference) ** b``. A config's
 figure at the reference speed is the geometric mean of those values with the t interval on their logs
@@ -43,8 +51,8 @@ No adjustment (the figures stay as measured, and the report says why) when the b
 reference, when fewer than :data:`MIN_CURVES` curves have both a capacity and a probe, or when the probe moved too
 little within configs (:data:`MIN_LOG_SPREAD`) to say how capacity follows it.
 
-What it cannot show: the reference is a reading of this probe, not a machine; "capacity at the reference speed" on
-another machine is a normalised figure, not what that machine serves (the as-measured figure is, in that run). A
+What it cannot show: the reference is a reading of this probe, not a machine; "capacity at the reference speed" is
+a normalised figure, not what the machine serves at every moment (the as-measured figure is, in that run). A
 slowdown the interpreter loop does not feel (memory bandwidth, the network stack) is not corrected. The exponent
 rests on one run's spread of speeds. The interval of a config's geometric mean at the reference speed carries its
 standard error (:func:`exponent_log_se`): an error e in the exponent moves every repetition of a config by e times
@@ -53,39 +61,49 @@ with how far from the reference speed the config's curves ran (a run in the mach
 reference, gets a wider interval than one that ran near it). The exponent is also the one that best removes the
 spread between repetitions, so the t part of that interval is a little narrower than an independent one would be. A
 config whose figure is the median (a censored repetition) has the censored interval without that term. The error is
-the fit's over the reliability (below), also where the exponent applied is clipped: at 1.5 the gap between the
-corrected fit and the clip is not counted; at 0 the figure is the one measured and its interval is still widened.
-Curves censored (no capacity value) do not enter the fit. The correction for the probe's noise takes a step's
-reading as a measurement of the speed that set the capacity: noise that every step of a curve shares (a slowdown the
-probe's loop does not feel) is neither seen nor corrected.
+the fit's (over the reliability, where the correction is on), also where the exponent applied is clipped: at 1.5
+the gap between the fit and the clip is not counted; at 0 the figure is the one measured and its interval is still
+widened. Curves censored (no capacity value) do not enter the fit. The uncorrected fit is attenuated by the noise in
+the curves' probes (a slightly low exponent); near a reference within the machine's speeds that moves a figure by
+the attenuation times a small log(probe / reference).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from statistics import median, variance
+
+import numpy as np
 
 from ..harness.speed import SPEED_PROBE
 from .bundle import CapacityResult, Run
 
 __all__ = [
+    "DEFAULT_RULE",
     "MAX_EXPONENT",
     "MIN_CURVES",
     "MIN_LOG_SPREAD",
     "MIN_RELIABILITY",
-    "REFERENCE_PROBE_US",
+    "PROBE_KINDS",
+    "REFERENCE_QUANTILE",
     "SpeedAdjustment",
+    "SpeedRule",
     "adjusted",
     "curve_probe",
     "exponent_log_se",
+    "reference_probe",
     "speed_adjustment",
 ]
 
-REFERENCE_PROBE_US: Mapping[str, float] = {SPEED_PROBE: 500.0}
-"""The probe reading each kind's capacities are stated at (CPU microseconds of the probe's work): 500 us for the
-in-load probe, the middle of the 2-core VM's phases (350 to 650 us)."""
+PROBE_KINDS = frozenset({SPEED_PROBE})
+"""The probe kinds whose readings the adjustment understands (a bundle with another, or none, is shown as measured)."""
+REFERENCE_QUANTILE = 0.1
+"""The reference speed is this quantile of the run's own probe readings: the machine's fast phase in that run, so
+the reference lies within the speeds the curves ran at on any machine. Over nine `make bench` runs of the second
+machine it read 214 to 219 us (within 1.2 %) while the share of readings in the slow phase ran from 0.12 to 0.56."""
 MIN_CURVES = 8
 """Curves with a capacity and a probe, across configs, below which no exponent is fitted."""
 MIN_LOG_SPREAD = 0.03
@@ -99,6 +117,33 @@ MAX_EXPONENT = 1.5
 fell faster than that in one run (-1.26 +/- 0.23), and clipping it at 1 left two of that run's configs 14 and 19 %
 below the median of four runs at the reference speed (every config within 14 % unclipped), so the guard sits above
 what was measured."""
+
+
+@dataclass(frozen=True)
+class SpeedRule:
+    """How capacities are brought to a reference speed: ``reference_us`` (a probe reading, us), or None for the run's
+    own :data:`REFERENCE_QUANTILE` of its readings; ``noise_correction``: divide the fitted slope by the reliability
+    of the curves' probes (off by default: on the second machine it over-corrected, see the module's docstring)."""
+
+    reference_us: float | None = None
+    noise_correction: bool = False
+
+    def __post_init__(self) -> None:
+        if self.reference_us is not None and not (math.isfinite(self.reference_us) and self.reference_us > 0.0):
+            raise ValueError(f"a reference speed is a positive probe reading in us, got {self.reference_us!r}")
+
+
+DEFAULT_RULE = SpeedRule()
+"""The report's rule."""
+
+
+def reference_probe(runs: Iterable[Run], quantile: float = REFERENCE_QUANTILE) -> float | None:
+    """The ``quantile`` (linear between order statistics) of the probe readings of ``runs`` (every run of a bundle
+    that recorded one: closed-loop runs and curve steps alike); None without a reading."""
+    readings = sorted(probe for run in runs if (probe := run.speed_probe_us) is not None and probe > 0.0)
+    if not readings:
+        return None
+    return float(np.quantile(readings, quantile))
 
 
 @dataclass(frozen=True)
@@ -122,6 +167,20 @@ class SpeedAdjustment:
     reason: str | None = None
     reliability: float = 1.0
     """The reliability ratio the fitted slope was divided by (1: no correction for the probe's noise)."""
+    own_reference: bool = False
+    """True when ``reference_us`` is the run's own :data:`REFERENCE_QUANTILE` of its probe readings."""
+    readings: int = 0
+    """How many probe readings the run's own reference was taken from (0 for a fixed reference)."""
+
+    @property
+    def reference_text(self) -> str:
+        """The reference speed in words."""
+        if self.own_reference:
+            return (
+                f"this run's fast speed (speed probe {self.reference_us:.0f} us, the {REFERENCE_QUANTILE:.0%} "
+                f"quantile of its {self.readings} probe readings; kind {self.kind})"
+            )
+        return f"the reference machine speed (speed probe {self.reference_us:.0f} us, kind {self.kind})"
 
     @property
     def exponent_se(self) -> float | None:
@@ -154,17 +213,29 @@ class SpeedAdjustment:
         )
         if not self.applied:
             return f"No capacity at a reference speed: {self.reason}; {seen}{fit}."
+        corrected = (
+            f"; divided by {self.reliability:.2f}, the reliability of the curves' probes (1 minus their steps' noise "
+            "over their spread within configs)"
+            if self.reliability != 1.0
+            else ""
+        )
+        own = (
+            " Another run of this machine is stated at its own fast speed: set the two side by side when their "
+            "references agree (they read 214 to 219 us over nine runs of the 2-core VM), or re-judge both at one "
+            "reference with scripts/capacity_reproducibility.py --reference-us."
+            if self.own_reference
+            else ""
+        )
         return (
-            f"Capacity at the reference machine speed (speed probe {self.reference_us:.0f} us, kind {self.kind}): "
-            f"each repetition's capacity times (its curve's probe / {self.reference_us:.0f} us) ^ "
-            f"{self.exponent:.2f}; {seen}{fit}; divided by {self.reliability:.2f}, the reliability of the curves' "
-            "probes (1 minus their steps' noise over their spread within configs), and applied clipped to "
+            f"Capacity at {self.reference_text}: each repetition's capacity times (its curve's probe / "
+            f"{self.reference_us:.0f} us) ^ {self.exponent:.2f}; {seen}{fit}{corrected}; applied clipped to "
             f"[0, {MAX_EXPONENT:g}]. Each config's figure is "
             "the geometric mean of its repetitions with a t interval that also carries the exponent's standard "
             "error times how far from the reference its curves ran (the median with its censored interval where a "
             "repetition is censored). It is the figure to set beside another run of this machine (the as-measured "
             "one moves with the machine's phase). The verdicts, the order, the chart and the per-rate table are on "
             "the capacities as measured: within a run the configs meet the same phases, interleaved."
+            + own
             + (f" {outside}" if (outside := self.extrapolation) else "")
         )
 
@@ -251,13 +322,22 @@ def _fit(points: Mapping[str, Sequence[Point]]) -> tuple[float, float | None, in
 
 
 def speed_adjustment(
-    by_config: Mapping[str, Sequence[CapacityResult]], runs: Mapping[str, Run], kind: object
+    by_config: Mapping[str, Sequence[CapacityResult]],
+    runs: Mapping[str, Run],
+    kind: object,
+    rule: SpeedRule = DEFAULT_RULE,
 ) -> SpeedAdjustment | None:
-    """The adjustment for one capacity view's curves; ``None`` when the bundle's probe has no reference (an older
-    kind, or none recorded): such bundles are shown as measured, as they always were."""
-    if not isinstance(kind, str) or kind not in REFERENCE_PROBE_US:
+    """The adjustment for one capacity view's curves under ``rule``; ``runs`` are all the bundle's runs (the run's own
+    reference is taken over them, so every view of a bundle has the same). ``None`` when the bundle's probe is of a
+    kind the adjustment does not know (an older kind, or none recorded): such bundles are shown as measured, as they
+    always were."""
+    if not isinstance(kind, str) or kind not in PROBE_KINDS:
         return None
-    reference = REFERENCE_PROBE_US[kind]
+    own = rule.reference_us is None
+    found = reference_probe(runs.values()) if own else rule.reference_us
+    reference = found if found is not None else math.nan
+    count = sum(1 for run in runs.values() if (probe := run.speed_probe_us) is not None and probe > 0.0) if own else 0
+    identity = partial(SpeedAdjustment, own_reference=own, readings=count)
     probes: list[float] = []
     points: dict[str, list[Point]] = {}
     noises: dict[str, list[float]] = {}
@@ -274,7 +354,7 @@ def speed_adjustment(
                 if (noise := _probe_noise(readings)) is not None:
                     noises.setdefault(config, []).append(noise)
     if not probes:
-        return SpeedAdjustment(kind, reference, 0.0, None, None, 0, None, None, None, "no curve has a speed probe")
+        return identity(kind, reference, 0.0, None, None, 0, None, None, None, "no curve has a speed probe")
     slope, se, used, spread = _fit(points)
     seen = (median(probes), min(probes), max(probes))
     reason = None
@@ -289,12 +369,14 @@ def speed_adjustment(
             "capacity follows speed"
         )
     if reason is not None:
-        return SpeedAdjustment(kind, reference, 0.0, slope if used else None, se, used, *seen, reason=reason)
-    # The noise is averaged over the curves the fit used (configs with two or more), as the spread is.
-    fitted = [noise for config, mine in noises.items() if len(points.get(config, ())) >= 2 for noise in mine]
-    reliability = _reliability(fitted, spread)
+        return identity(kind, reference, 0.0, slope if used else None, se, used, *seen, reason=reason)
+    reliability = 1.0
+    if rule.noise_correction:
+        # The noise is averaged over the curves the fit used (configs with two or more), as the spread is.
+        fitted = [noise for config, mine in noises.items() if len(points.get(config, ())) >= 2 for noise in mine]
+        reliability = _reliability(fitted, spread)
     exponent = min(max(-slope / reliability, 0.0), MAX_EXPONENT)
-    return SpeedAdjustment(kind, reference, exponent, slope, se, used, *seen, reliability=reliability)
+    return identity(kind, reference, exponent, slope, se, used, *seen, reliability=reliability)
 
 
 def _reliability(noises: Sequence[float], spread: float) -> float:
