@@ -104,6 +104,7 @@ repetitions = 1
 min_requests = 5
 startup_timeout_s = 60.0
 capacity_points = 3
+capacity_resolution = 0.15
 capacity_repetitions = 1
 capacity_warmup_s = 0.2
 capacity_step_requests = 50
@@ -150,7 +151,7 @@ def test_capacity_curve_on_real_servers_end_to_end(tmp_path: Path) -> None:
         # Whatever the machine's speed: a grid of 3 shared rates, a climb over them (a rate the generator could not
         # keep is run once more), and a capacity or a censored bound read off what was measured.
         assert 3 <= len(entry["grid"]) <= 3 + MAX_ABOVE_GRID + MAX_BELOW_GRID and entry["grid"] == sorted(entry["grid"])
-        # After the climb, midpoints inside the grid (the built-in resolution, 15 %) until a pass and a failure
+        # After the climb, midpoints inside the grid (the plan's resolution, 15 %) until a pass and a failure
         # bracket the SLO within it: with 3 rates 1.7x or more apart, at most 4 halvings of the log bracket.
         midpoints = {step["rate"] for step in entry["steps"]} - set(entry["grid"])
         assert all(entry["grid"][0] < rate < entry["grid"][-1] for rate in midpoints)

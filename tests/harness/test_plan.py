@@ -272,9 +272,9 @@ def test_bad_capacity_knobs_are_refused(tmp_path: Path, knob: str) -> None:
         load_plan(write(tmp_path, knob + "\n" + MINIMAL))
 
 
-@pytest.mark.parametrize(("resolution", "steps"), [("", 5), ("capacity_resolution = 0\n", 4)])
+@pytest.mark.parametrize(("resolution", "steps"), [("", 4), ("capacity_resolution = 0.15\n", 5)])
 def test_the_estimate_counts_a_capacity_curve_as_several_runs(tmp_path: Path, resolution: str, steps: int) -> None:
-    """Four steps of climb, and one midpoint with the built-in resolution (0.15 against the grid's 1.28x)."""
+    """Four steps of climb, and one midpoint with a resolution (0.15 against the default grid's 1.28x)."""
     closed = load_plan(write(tmp_path, resolution + MINIMAL + CAPACITY))
     text = resolution + MINIMAL.replace('scenarios = ["s"]', 'scenarios = ["s", "cap"]') + CAPACITY
     curve = load_plan(write(tmp_path, text))
