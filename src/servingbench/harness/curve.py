@@ -228,7 +228,7 @@ def next_rate(
     more than ``resolution`` apart (a ratio over 1 + ``resolution``; 0: never), it measures their geometric midpoint
     (3 significant digits), and again in the narrower bracket, until they are within it: the fit interpolates the
     crossing between the measured rates around it, and a midpoint halves that span. The built-in plan leaves it off:
-    on the second 2-core VM one midpoint per curve (three `make bench` runs, +100 s each) left the spread between a
+    on the second 2-core VM one midpoint per curve (three `make bench` runs, about +90 s each) left the spread between a
     config's curves as it was (within-run sd of log capacity, mean over the configs: 0.172 with it, 0.171 with the
     midpoints dropped from the same curves): there the crossing's noise is the machine's, not the grid's
     (docs/measurements.md).

@@ -21,11 +21,13 @@ of all its probe readings. Why not a fixed reading: until 2026-12-04 it was 500 
 VM's phases (350 to 650 us), and a second machine twice as fast read 205 to 440 us. There every figure was an
 extrapolation by a factor of about 0.3, which multiplied each run's exponent error, and three sets of three `make
 bench` runs disagreed at the reference speed by up to 51.5, 32.6 and 31.5 % of their median (as measured 25.9, 24.3
-and 14.0 %). The run's own 10th percentile read 214 to 219 us in all nine runs (its fast phase, which every run
+and 14.0 %). The run's own 10th percentile read 214 to 219 us in all twelve runs (its fast phase, which every run
 visited while the share of the slow phase ran from 0.12 to 0.56), and lies within the speeds the curves ran at on
 any machine. What it cannot do: a run that never left the machine's slow phase is stated at that speed, so two runs
 compare at their own references only when those agree; the text says so, and `scripts/capacity_reproducibility.py
---shared-reference` brings runs to one reference.
+--shared-reference` brings runs to one reference. Under this rule those three sets and a fourth, measured after the
+rule was frozen, disagree by up to 12.4, 15.4, 8.8 and 15.4 %: about what nine curves a run give when a config's
+curves spread by 0.11 to 0.23 (sd of log) at one speed, as they do there (docs/measurements.md, set 10).
 
 Why the fit is not corrected for the noise in the curves' probes (:attr:`SpeedRule.noise_correction`, off by
 default): a curve's probe (the median of its steps' readings) measures the speed that set its capacity with an
@@ -102,7 +104,7 @@ PROBE_KINDS = frozenset({SPEED_PROBE})
 """The probe kinds whose readings the adjustment understands (a bundle with another, or none, is shown as measured)."""
 REFERENCE_QUANTILE = 0.1
 """The reference speed is this quantile of the run's own probe readings: the machine's fast phase in that run, so
-the reference lies within the speeds the curves ran at on any machine. Over nine `make bench` runs of the second
+the reference lies within the speeds the curves ran at on any machine. Over twelve `make bench` runs of the second
 machine it read 214 to 219 us (within 1.2 %) while the share of readings in the slow phase ran from 0.12 to 0.56."""
 MIN_CURVES = 8
 """Curves with a capacity and a probe, across configs, below which no exponent is fitted."""
@@ -221,7 +223,7 @@ class SpeedAdjustment:
         )
         own = (
             " Another run of this machine is stated at its own fast speed: set the two side by side when their "
-            "references agree (they read 214 to 219 us over nine runs of the 2-core VM), or re-judge both at one "
+            "references agree (they read 214 to 219 us over twelve runs of a 2-core VM), or re-judge both at one "
             "reference with scripts/capacity_reproducibility.py --reference-us."
             if self.own_reference
             else ""
