@@ -257,6 +257,37 @@ def test_closed_loop_keys_are_refused_elsewhere_and_open_keys_on_closed(tmp_path
         load_plan(write(tmp_path, MINIMAL.replace("concurrency = [1, 4]", 'concurrency = [1]\narrivals = "poisson"')))
 
 
+def test_extra_repetitions_measure_curves_only(tmp_path: Path) -> None:
+    """The extra repetitions follow `repetitions`, measure the curves only, and count in the estimate; a plan
+    without a capacity scenario has none to run."""
+    text = MINIMAL.replace('scenarios = ["s"]', 'scenarios = ["s", "cap"]') + CAPACITY
+    base = load_plan(write(tmp_path, "repetitions = 6\ncapacity_repetitions = 5\n" + text))
+    plan = load_plan(
+        write(tmp_path, "repetitions = 6\ncapacity_repetitions = 5\ncapacity_extra_repetitions = 3\n" + text)
+    )
+    assert (base.total_repetitions, plan.total_repetitions) == (6, 9)
+    assert base.curve_repetitions() == (1, 2, 3, 4, 5)  # the first after the server start left out
+    assert plan.curve_repetitions() == (1, 2, 3, 4, 5, 6, 7, 8)
+    closed, _, cap = plan.measurements(plan.models[0])
+    assert [rep for rep in range(9) if plan.measures_in(closed, rep)] == list(range(6))
+    assert [rep for rep in range(9) if plan.measures_in(cap, rep)] == list(range(1, 9))
+    assert (plan.repetitions_of(closed), plan.repetitions_of(cap)) == (6, 8)
+    assert estimate_seconds(plan) > estimate_seconds(base)
+    restarted = load_plan(
+        write(
+            tmp_path,
+            "restart_every = 3\n"
+            + "repetitions = 6\ncapacity_repetitions = 5\n"
+            + "capacity_extra_repetitions = 3\n"
+            + text,
+        )
+    )
+    # 0, 3 and 6 follow a start: 6 warm repetitions for 8 curves, so the first 8, as without extra repetitions
+    assert restarted.curve_repetitions() == tuple(range(8))
+    no_curves = load_plan(write(tmp_path, "capacity_extra_repetitions = 3\n" + MINIMAL + CAPACITY))
+    assert no_curves.total_repetitions == no_curves.repetitions
+
+
 @pytest.mark.parametrize(
     "knob",
     [
@@ -265,6 +296,7 @@ def test_closed_loop_keys_are_refused_elsewhere_and_open_keys_on_closed(tmp_path
         "capacity_repetitions = 0",
         "traffic_rps = -1",
         "capacity_resolution = -0.1",
+        "capacity_extra_repetitions = -1",
     ],
 )
 def test_bad_capacity_knobs_are_refused(tmp_path: Path, knob: str) -> None:

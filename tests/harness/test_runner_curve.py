@@ -228,6 +228,24 @@ def test_the_expected_traffic_is_on_every_curve(tmp_path: Path, load: ScriptedLo
         assert 300.0 in [step["rate"] for step in entry["steps"]]
 
 
+def test_extra_repetitions_measure_curves_only_and_climb_from_the_configs_usual_peak(
+    tmp_path: Path, load: ScriptedLoad
+) -> None:
+    """`capacity_extra_repetitions = 1` adds a repetition of curves only: a third curve per config, no closed-loop
+    run in it, and its climb starts where the others do (half the config's peak, 500 req/s), not at the grid's
+    bottom (300 req/s, the expected traffic), though that repetition has no peak of its own."""
+    plan = PLAN.replace("capacity_points = 6", "capacity_points = 6\ntraffic_rps = 300\ncapacity_extra_repetitions = 1")
+    data = document(bench(tmp_path, load, plan=plan))
+    assert sorted((entry["config"], entry["repetition"]) for entry in data["capacity"]) == sorted(
+        (config, rep) for config in CONFIGS for rep in range(3)
+    )
+    closed = [run for run in data["runs"] if run["kind"] == "closed"]
+    assert closed and {run["repetition"] for run in closed} == {0, 1}
+    for entry in data["capacity"]:
+        assert [step["rate"] for step in entry["steps"]] == [500.0, 623.0, 300.0]
+    assert data["plan"]["capacity_extra_repetitions"] == 1
+
+
 def test_a_steps_window_is_its_request_count_not_the_closed_loop_duration(tmp_path: Path, load: ScriptedLoad) -> None:
     """capacity_step_requests / rate, within [min_duration_s, capacity_max_step_s]: at 500 and 623 req/s 50
     requests take 0.1 and 0.08 s, shorter than duration_s (0.2 s, what closed-loop windows still get)."""

@@ -75,6 +75,7 @@ def capacity_plan(request: CapacityRequest) -> Plan:
         "traffic_rps": request.traffic_rps,
         "capacity_points": request.points,
         "capacity_repetitions": request.repetitions,
+        "capacity_extra_repetitions": 0,  # its curves are its repetitions
         "capacity_step_requests": request.step_requests,
         "capacity_max_step_s": request.max_step_s,
         "capacity_warmup_s": request.warmup_s,

@@ -69,6 +69,11 @@ def _interleaving_rule(plan: Plan) -> str:
         f"configs interleaved: each of {plan.repetitions} repetitions measures every config on every scenario, in an "
         f"order shuffled per repetition and scenario (seed {plan.seed}), so the configs of one repetition are "
         f"measured seconds apart and compare as pairs; {restart}"
+        + (
+            f"; then {extra} more repetitions measure the capacity curves only, interleaved the same way"
+            if (extra := plan.total_repetitions - plan.repetitions)
+            else ""
+        )
     )
 
 

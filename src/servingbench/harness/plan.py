@@ -121,6 +121,7 @@ KNOBS: dict[str, _Knob] = {
     "capacity_points": _Knob(int, 2, 50),
     "capacity_resolution": _Knob(float, 0.0, 10.0),
     "capacity_repetitions": _Knob(int, 1, 1000),
+    "capacity_extra_repetitions": _Knob(int, 0, 1000),
     "capacity_warmup_s": _Knob(float, 0.0, 3600.0),
     "capacity_step_requests": _Knob(int, 1),
     "capacity_max_step_s": _Knob(float, 0.0, 3600.0, exclusive_minimum=True),
@@ -246,6 +247,7 @@ class Plan:
     capacity_points: int
     capacity_resolution: float
     capacity_repetitions: int
+    capacity_extra_repetitions: int
     capacity_warmup_s: float
     capacity_step_requests: int
     capacity_max_step_s: float
@@ -258,19 +260,29 @@ class Plan:
     reference: str | None = None
 
     def repetitions_of(self, measurement: Measurement) -> int:
-        """How many repetitions run ``measurement``: all, or for a capacity curve `capacity_repetitions`."""
+        """How many repetitions run ``measurement``: `repetitions`, or for a capacity curve those of
+        :meth:`curve_repetitions`."""
         if measurement.kind == "capacity":
-            return min(self.repetitions, self.capacity_repetitions)
+            return len(self.curve_repetitions())
         return self.repetitions
+
+    @property
+    def total_repetitions(self) -> int:
+        """The repetitions a run goes through: `repetitions`, then `capacity_extra_repetitions` more that measure
+        only the capacity curves (none when no model has a capacity scenario)."""
+        curves = any(item.kind == "capacity" for model in self.models for item in self.measurements(model))
+        return self.repetitions + (self.capacity_extra_repetitions if curves else 0)
 
     def curve_repetitions(self) -> tuple[int, ...]:
         """The repetitions (0-based) that measure the capacity curves: `capacity_repetitions` of them, leaving out the
         first repetition after each server start while enough others remain. A server's first minute under load is
         not its steady state: in one default run every config's first curve met the SLO only at 0.4 to 0.8x the rate
-        its later curves met (p99 of 110 to 730 ms where later repetitions measured 9 to 30 ms)."""
-        wanted = min(self.repetitions, self.capacity_repetitions)
-        starts = set(range(0, self.repetitions, self.restart_every)) if self.restart_every else {0}
-        warm = [rep for rep in range(self.repetitions) if rep not in starts]
+        its later curves met (p99 of 110 to 730 ms where later repetitions measured 9 to 30 ms). The
+        `capacity_extra_repetitions` after `repetitions` measure curves only, each one more curve a config."""
+        total = self.total_repetitions
+        wanted = min(self.repetitions, self.capacity_repetitions) + total - self.repetitions
+        starts = set(range(0, total, self.restart_every)) if self.restart_every else {0}
+        warm = [rep for rep in range(total) if rep not in starts]
         return tuple(warm[:wanted]) if len(warm) >= wanted else tuple(range(wanted))
 
     def measures_in(self, measurement: Measurement, rep: int) -> bool:
@@ -374,7 +386,8 @@ def estimate_seconds(
     restart), warm-ups, windows (``window_share`` of their cap: windows sized by request count end earlier), and
     ``run_overhead_s`` per run. A first guess: progress learns."""
     n_configs = len(plan.configs) if configs is None else configs
-    starts_per_model = 1 + (max(0, plan.repetitions - 1) // plan.restart_every if plan.restart_every else 0)
+    total = plan.total_repetitions
+    starts_per_model = 1 + (max(0, total - 1) // plan.restart_every if plan.restart_every else 0)
     seconds = n_configs * len(plan.models) * starts_per_model * start_s
     for model in plan.models:
         for measurement in plan.measurements(model):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import statistics
 import time
 import urllib.request
 import zlib
@@ -368,8 +369,9 @@ class _Bench:
         every config (so two models on one stack compare as pairs too); servers restart every `restart_every`."""
         restart = self.plan.restart_every
         repetition = 0
-        while repetition < self.plan.repetitions:
-            last = min(self.plan.repetitions, repetition + restart) if restart else self.plan.repetitions
+        total = self.plan.total_repetitions  # the last `capacity_extra_repetitions` of them measure curves only
+        while repetition < total:
+            last = min(total, repetition + restart) if restart else total
             with contextlib.ExitStack() as stack:
                 slots = {model.name: stack.enter_context(self._servers(model, targets)) for model in models}
                 for rep in range(repetition, last):
@@ -573,6 +575,15 @@ class _Bench:
         ]
         return max(rates, default=None)
 
+    def _usual_peak(self, config: str, model: ModelPlan, measurement: Measurement) -> float | None:
+        """The median over repetitions of ``config``'s closed-loop peak (:meth:`_peak`); None without one."""
+        found = [
+            peak
+            for rep in sorted({int(run["repetition"]) for run in self.writer.runs if run["config"] == config})
+            if (peak := self._peak(config, model, measurement, rep)) is not None
+        ]
+        return float(statistics.median(found)) if found else None
+
     def _curve(
         self, model: ModelPlan, measurement: Measurement, rep: int, slot: _Slot, grid: tuple[float, ...] | None
     ) -> None:
@@ -583,6 +594,8 @@ class _Bench:
         points: list[CurvePoint] = []
         stop = "the climb ended"
         peak = self._peak(slot.target.name, model, measurement, rep)
+        if peak is None:  # a repetition that measures curves only: the config's peak over the others
+            peak = self._usual_peak(slot.target.name, model, measurement)
         must = (self.plan.traffic_rps,) if self.plan.traffic_rps > 0 else ()
         # The plan's estimate counted this curve as `measurement_cost_s`; its steps are charged against that, the rest
         # when it ends, so a short or long climb does not shift the time left of the runs still to come.
