@@ -3,7 +3,7 @@ run's value within +-15 % of the median of three, the intervals overlapping, the
 bundles with the report's own code.
 
 For every capacity view (model, scenario, arrival process, SLO) found in all the bundles, and each config: its
-capacity at the reference machine speed per run (the report's figure, with its interval; the capacity as measured
+capacity at the reference speed per run (the report's figure, with its interval; the capacity as measured
 where no adjustment applied), the largest deviation of a run from the median of the runs, whether every run's
 interval overlaps every other's, the same for the capacities as measured (median over repetitions), the capacity
 over the closed-loop peak, and each run's order. Then how each run was brought to the reference speed (probe
@@ -27,6 +27,7 @@ probes (the rule before 2026-12-04 was ``--reference-us 500 --noise-correction``
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from collections.abc import Sequence
@@ -129,6 +130,10 @@ def _cell(estimate: Estimate | None) -> str:
     return f"{_number(estimate)} [{low}, {high}]" if estimate.level is not None else _number(estimate)
 
 
+def _us(value: float) -> str:
+    return f"{value:.0f}" if math.isfinite(value) else "-"
+
+
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -148,7 +153,9 @@ def report(
     if reference_us is None and shared_reference:
         own = [reference_probe(bundle.runs) for bundle in bundles]
         known = [value for value in own if value is not None]
-        if known:
+        if not known:
+            lines.append("no shared reference: no bundle has a probe reading (each run is judged as the report does)")
+        else:
             reference_us = statistics.median(known)
             lines.append(
                 f"shared reference {reference_us:.0f} us: the median of the runs' own "
@@ -195,7 +202,7 @@ def report(
             if adjustment is not None:
                 lines.append(
                     f"    probe median {adjustment.probe_median or 0:.0f} us ({adjustment.probe_low or 0:.0f} to "
-                    f"{adjustment.probe_high or 0:.0f}), reference {adjustment.reference_us:.0f} us, exponent "
+                    f"{adjustment.probe_high or 0:.0f}), reference {_us(adjustment.reference_us)} us, exponent "
                     f"{adjustment.exponent:.2f} (fit {-(adjustment.slope or 0.0):.2f}, reliability "
                     f"{adjustment.reliability:.2f})"
                     + ("" if adjustment.applied else f"; not applied: {adjustment.reason}")

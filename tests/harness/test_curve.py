@@ -12,6 +12,7 @@ from servingbench.harness.curve import (
     bracket,
     fit_capacity,
     inflight_cap,
+    is_midpoint,
     judge_step,
     next_rate,
     rate_grid,
@@ -148,6 +149,23 @@ def test_refining_ends_within_the_resolution_or_at_the_rates_3_digits(resolution
         assert low <= capacity < high
         midpoint = float(f"{math.sqrt(low * high):.3g}")
         assert high / low <= 1 + resolution or midpoint in (low, high)
+
+
+def test_a_passing_midpoint_or_traffic_step_does_not_restart_the_climb_above_a_failure() -> None:
+    """Past the grid's top, 900 failed (one failure: the climb may go on, but only from a rate that passed at the
+    top); a pass measured below it afterwards, a midpoint or the expected traffic, must not send it to 1350."""
+    assert climb(capacity=777.0, peak=400.0, resolution=0.15) == [200.0, 300.0, 400.0, 600.0, 900.0, 735.0, 813.0]
+    points = [point(rate, rate <= 777.0) for rate in (200.0, 300.0, 400.0, 600.0, 900.0)]
+    assert next_rate(GRID, [*points, point(120.0, True)], peak=400.0, must=[120.0]) is None
+
+
+def test_a_midpoint_is_a_rate_inside_the_bracket_off_the_grid() -> None:
+    points = [point(200.0, True), point(300.0, False), point(400.0, False)]
+    assert is_midpoint(GRID, points, 245.0)
+    assert not is_midpoint(GRID, points, 300.0) and not is_midpoint(GRID, points, 600.0)
+    assert not is_midpoint(GRID, [point(600.0, True)], 900.0)  # past the grid, but no failure yet: a climb
+    beyond = [point(600.0, True), point(900.0, False)]
+    assert is_midpoint(GRID, beyond, 735.0)  # between the grid's top and a failure past it
 
 
 def test_the_bracket_is_the_highest_pass_and_the_lowest_failure_above_it() -> None:

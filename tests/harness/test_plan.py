@@ -282,8 +282,14 @@ def test_extra_repetitions_measure_curves_only(tmp_path: Path) -> None:
             + text,
         )
     )
-    # 0, 3 and 6 follow a start: 6 warm repetitions for 8 curves, so the first 8, as without extra repetitions
-    assert restarted.curve_repetitions() == tuple(range(8))
+    # Within the plan's 6: 0 and 3 follow a start, 4 warm for 5 curves, so the first 5 as before; then 3 extra warm
+    # ones: 6 and 9 follow a restart, so the run goes on to 10.
+    assert restarted.total_repetitions == 11
+    assert restarted.curve_repetitions() == (0, 1, 2, 3, 4, 7, 8, 10)
+    fewer = load_plan(
+        write(tmp_path, "repetitions = 6\ncapacity_repetitions = 3\ncapacity_extra_repetitions = 2\n" + text)
+    )
+    assert fewer.curve_repetitions() == (1, 2, 3, 6, 7)  # the extra ones are always measured
     no_curves = load_plan(write(tmp_path, "capacity_extra_repetitions = 3\n" + MINIMAL + CAPACITY))
     assert no_curves.total_repetitions == no_curves.repetitions
 

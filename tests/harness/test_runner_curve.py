@@ -109,6 +109,7 @@ def test_a_midpoint_narrows_the_crossing_and_stays_the_curves_own(tmp_path: Path
     for entry in data["capacity"]:
         assert entry["grid"] == GRID
         assert [(step["rate"], step["ok"]) for step in entry["steps"]] == [(500.0, True), (623.0, False), (558.0, True)]
+        assert [step["midpoint"] for step in entry["steps"]] == [False, False, True]
         assert entry["capacity_rps"] == pytest.approx(expected, rel=1e-3)
 
 

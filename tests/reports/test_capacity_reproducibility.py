@@ -3,6 +3,8 @@ code; known answers on synthetic estimates and on one bundle seen in two machine
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -104,20 +106,40 @@ def test_another_reference_scales_every_figure_by_the_exponent(phases: tuple[Pat
     assert compared >= 2
 
 
-def test_the_noise_correction_is_off_by_default_and_a_what_if_passes_it_on(phases: tuple[Path, Path]) -> None:
-    """Without the correction the exponent is the clipped fit; with it, the fit over the reliability (1 here: each
-    phase bundle's curve reads one probe on every step, so there is no step noise; test_capacity_speed has noisy
-    probes)."""
-    (plain,) = capacity_views(load_bundle(phases[1]))
-    (corrected,) = capacity_views(load_bundle(phases[1]), SpeedRule(noise_correction=True))
+def _noisy_steps(source: Path, target: Path) -> Path:
+    """A copy of ``source`` whose step runs read the probe with noise: each step's reading times 0.7, 1.0 or 1.3 in
+    turn, so every curve's steps disagree about its speed."""
+    shutil.copytree(source, target)
+    path = target / "results.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    for index, run in enumerate(document["runs"]):
+        if run.get("speed_probe_us"):
+            run["speed_probe_us"] *= (0.7, 1.0, 1.3)[index % 3]
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return target
+
+
+def test_the_noise_correction_is_off_by_default_and_a_what_if_passes_it_on(
+    phases: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the correction the exponent is the clipped fit; with it (the rule before 2026-12-04), the fit over
+    the reliability of the curves' probes, below 1 where a curve's steps read its speed with noise."""
+    noisy = [_noisy_steps(path, tmp_path / path.name) for path in phases]
+    (plain,) = capacity_views(load_bundle(noisy[1]))
+    (corrected,) = capacity_views(load_bundle(noisy[1]), SpeedRule(noise_correction=True))
     assert plain.speed is not None and plain.speed.slope is not None and corrected.speed is not None
     assert plain.speed.reliability == 1.0
     assert plain.speed.exponent == pytest.approx(min(max(-plain.speed.slope, 0.0), speed.MAX_EXPONENT))
-    assert corrected.speed.slope == plain.speed.slope
+    assert corrected.speed.slope == plain.speed.slope and corrected.speed.reliability < 0.99
     expected = min(max(-plain.speed.slope / corrected.speed.reliability, 0.0), speed.MAX_EXPONENT)
     assert corrected.speed.exponent == pytest.approx(expected)
-    lines = report(list(phases), None, reference_us=300.0)
-    assert any("reference 300 us" in line and "reliability 1.00" in line for line in lines)
+    assert main([*map(str, noisy), "--reference-us", "300", "--noise-correction"]) == 0
+    shown = [line for line in capsys.readouterr().out.splitlines() if "reference 300 us" in line]
+    assert len(shown) == 2 and f"reliability {corrected.speed.reliability:.2f}" in shown[1]  # run 2 is noisy[1]
+    assert not any("reliability 1.00" in line for line in shown)
+    assert main([*map(str, noisy), "--reference-us", "300"]) == 0
+    shown = [line for line in capsys.readouterr().out.splitlines() if "reference 300 us" in line]
+    assert shown and all("reliability 1.00" in line for line in shown)
 
 
 def test_the_command_refuses_a_reference_that_is_no_speed(phases: tuple[Path, Path]) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "bracket",
     "fit_capacity",
     "inflight_cap",
+    "is_midpoint",
     "judge_step",
     "next_rate",
     "rate_grid",
@@ -202,6 +203,8 @@ class CurvePoint:
     reason: str | None = None
     drain_s: float | None = None
     drain_backlog: int | None = None
+    midpoint: bool = False
+    """A rate measured to narrow the SLO crossing (`capacity_resolution`): the curve's own, never a grid rate."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -250,7 +253,7 @@ def next_rate(
         if higher:
             return higher[0]
         if (
-            counted[-1].ok
+            max(counted, key=lambda point: point.rate).ok  # the highest rate measured passed (not a rate below it)
             and len(grid) >= 2
             and sum(rate > grid[-1] for rate in measured_rates(counted)) < MAX_ABOVE_GRID
         ):
@@ -272,6 +275,14 @@ def bracket(points: Sequence[CurvePoint]) -> tuple[float, float] | None:
         return None
     failed = min((point.rate for point in counted if not point.ok and point.rate > passed), default=None)
     return None if failed is None else (passed, failed)
+
+
+def is_midpoint(grid: Sequence[float], points: Sequence[CurvePoint], rate: float) -> bool:
+    """Whether :func:`next_rate` chose ``rate`` as a midpoint: it lies strictly inside the :func:`bracket` of the
+    steps measured so far and is not a grid rate (a climb, a descent or the expected traffic never measures inside a
+    bracket off the grid; the expected traffic is on it)."""
+    around = bracket(points)
+    return around is not None and around[0] < rate < around[1] and rate not in grid
 
 
 def _midpoint(points: Sequence[CurvePoint], resolution: float) -> float | None:

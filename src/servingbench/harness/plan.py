@@ -268,10 +268,20 @@ class Plan:
 
     @property
     def total_repetitions(self) -> int:
-        """The repetitions a run goes through: `repetitions`, then `capacity_extra_repetitions` more that measure
-        only the capacity curves (none when no model has a capacity scenario)."""
+        """The repetitions a run goes through: `repetitions`, then as many more as give `capacity_extra_repetitions`
+        repetitions that measure the capacity curves only and do not follow a server start (none when no model has
+        a capacity scenario)."""
         curves = any(item.kind == "capacity" for model in self.models for item in self.measurements(model))
-        return self.repetitions + (self.capacity_extra_repetitions if curves else 0)
+        total = self.repetitions
+        extra = self.capacity_extra_repetitions if curves else 0
+        while extra:
+            extra -= not self._starts_server(total)
+            total += 1
+        return total
+
+    def _starts_server(self, rep: int) -> bool:
+        """Whether repetition ``rep`` (0-based) is the first after a server start."""
+        return rep % self.restart_every == 0 if self.restart_every else rep == 0
 
     def curve_repetitions(self) -> tuple[int, ...]:
         """The repetitions (0-based) that measure the capacity curves: `capacity_repetitions` of them, leaving out the
@@ -279,11 +289,11 @@ class Plan:
         not its steady state: in one default run every config's first curve met the SLO only at 0.4 to 0.8x the rate
         its later curves met (p99 of 110 to 730 ms where later repetitions measured 9 to 30 ms). The
         `capacity_extra_repetitions` after `repetitions` measure curves only, each one more curve a config."""
-        total = self.total_repetitions
-        wanted = min(self.repetitions, self.capacity_repetitions) + total - self.repetitions
-        starts = set(range(0, total, self.restart_every)) if self.restart_every else {0}
-        warm = [rep for rep in range(total) if rep not in starts]
-        return tuple(warm[:wanted]) if len(warm) >= wanted else tuple(range(wanted))
+        wanted = min(self.repetitions, self.capacity_repetitions)
+        warm = [rep for rep in range(self.repetitions) if not self._starts_server(rep)]
+        chosen = tuple(warm[:wanted]) if len(warm) >= wanted else tuple(range(wanted))
+        extra = range(self.repetitions, self.total_repetitions)
+        return chosen + tuple(rep for rep in extra if not self._starts_server(rep))
 
     def measures_in(self, measurement: Measurement, rep: int) -> bool:
         """Whether repetition ``rep`` (0-based) runs ``measurement``."""

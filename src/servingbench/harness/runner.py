@@ -35,6 +35,7 @@ from servingbench.harness.curve import (
     CurvePoint,
     fit_capacity,
     inflight_cap,
+    is_midpoint,
     judge_step,
     next_rate,
     rate_grid,
@@ -594,7 +595,7 @@ class _Bench:
         points: list[CurvePoint] = []
         stop = "the climb ended"
         peak = self._peak(slot.target.name, model, measurement, rep)
-        if peak is None:  # a repetition that measures curves only: the config's peak over the others
+        if peak is None and rep >= self.plan.repetitions:  # it measures curves only: the config's usual peak
             peak = self._usual_peak(slot.target.name, model, measurement)
         must = (self.plan.traffic_rps,) if self.plan.traffic_rps > 0 else ()
         # The plan's estimate counted this curve as `measurement_cost_s`; its steps are charged against that, the rest
@@ -630,11 +631,13 @@ class _Bench:
         while (rate := next_rate(grid, points, peak=peak, must=must, resolution=resolution)) is not None:
             # The long warm-up is for the curve's first step only; a generator-limited first step's re-run follows a
             # warm-up and a window of load already.
+            midpoint = is_midpoint(grid, points, rate)
             point = self._step(model, measurement, rep, slot, rate, curve_id, first=not points)
+            point = replace(point, midpoint=True) if midpoint else point
             points.append(point)
             state = self.curves[(model.name, measurement.scenario)]
-            if state.grid is not None and not state.grid[0] <= rate <= state.grid[-1]:
-                # Climbed past the grid: later curves share the rate. A midpoint inside it stays this curve's own.
+            if state.grid is not None and not midpoint and rate not in state.grid:
+                # Climbed past the grid: later curves share the rate. A midpoint stays this curve's own.
                 state.grid = tuple(sorted({*state.grid, rate}))
             if slot.server is None:
                 return slot.down or "the server stopped"
@@ -774,11 +777,9 @@ MODEL_ENTRY_KEYS = (
 
 
 def _entry_grid(grid: Sequence[float] | None, points: Sequence[CurvePoint]) -> list[float]:
-    """The grid a curve entry records: the shared one, and the rates it climbed to past either end; its midpoints
-    inside the grid stay out (they are this curve's own, not rates every config measured)."""
-    rates = sorted(grid or ())
-    beyond = {point.rate for point in points if not rates or not rates[0] <= point.rate <= rates[-1]}
-    return sorted({*rates, *beyond})
+    """The grid a curve entry records: the shared one and the rates it climbed to past either end; its midpoints stay
+    out (they are this curve's own, not rates every config measured)."""
+    return sorted({*(grid or ()), *(point.rate for point in points if not point.midpoint)})
 
 
 def _model_entry(model: ModelPlan, doc: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -44,8 +44,8 @@ AGGREGATES_FORMAT = "servingbench-aggregates"
 AGGREGATES_VERSION = 1
 CAPACITY_METRIC = "capacity_rps"
 REFERENCE_CAPACITY_METRIC = "capacity_rps_at_reference_speed"
-"""Written beside ``capacity_rps`` (as measured) where the report has a capacity at the reference machine speed
-(:mod:`.speed`); no verdict fields (the verdicts are on the measured capacity)."""
+"""Written beside ``capacity_rps`` (as measured) where the report has a capacity at a reference speed (by default the
+run's own fast speed, :mod:`.speed`); no verdict fields (the verdicts are on the measured capacity)."""
 VALUE_DIGITS = 6  # significant digits written: more than any figure here is measured to
 Key = tuple[str, str, str, str]  # model, scenario, config, metric
 

@@ -171,7 +171,7 @@ class CapacityView:
     """Each ranked config after the first against the config ranked just above it (paired over repetitions, the
     censored guard applied, in a family of every pair): whether the order of two neighbours is settled."""
     speed: SpeedAdjustment | None = None
-    """How each capacity was brought to the reference machine speed (:mod:`.speed`), or why not; ``None`` for a
+    """How each capacity was brought to a reference speed (:mod:`.speed`), or why not; ``None`` for a
     bundle whose probe has no reference."""
     peaks: Mapping[str, float] = field(default_factory=dict)
     """Each config's closed-loop peak (req/s): the highest median throughput over repetitions of a closed-loop
@@ -180,7 +180,7 @@ class CapacityView:
     """Configs whose capacity is below :data:`HALF_PEAK` of their closed-loop peak: the sentence saying so, with the
     p99 at half the peak (also among the config's ``notes``)."""
     at_reference: Mapping[str, Estimate] = field(default_factory=dict)
-    """Each config's capacity at the reference machine speed (geometric mean [interval, carrying the exponent's
+    """Each config's capacity at the reference speed (geometric mean [interval, carrying the exponent's
     error] over repetitions; the median where one is censored), when the adjustment applied and every curve of the
     config with a figure has a probe. A figure for setting runs of one
     machine side by side; the verdicts, the order and the chart are on the capacities as measured (within a run the
@@ -197,7 +197,7 @@ class CapacityView:
         return _peak_share(self.estimate(config), self.peaks.get(config))
 
     def at_speed(self, config: str) -> Estimate | None:
-        """The capacity of ``config`` at the reference machine speed; ``None`` without one."""
+        """The capacity of ``config`` at the reference speed; ``None`` without one."""
         return self.at_reference.get(config)
 
     @property

@@ -1,5 +1,5 @@
-"""Capacity at a reference machine speed: the same curves, each repetition's capacity scaled to the speed its server
-core would have had at the reference probe reading.
+"""Capacity at a reference speed: the same curves, each repetition's capacity scaled to the speed its server core
+would have had at the reference probe reading (by default the run's own fast speed).
 
 Why: on a shared VM the server core's speed moves by up to 1.6x within seconds and between phases minutes apart
 (:mod:`servingbench.harness.speed`), and a CPU-bound server's capacity moves with it. Within one run every config
@@ -105,7 +105,7 @@ PROBE_KINDS = frozenset({SPEED_PROBE})
 REFERENCE_QUANTILE = 0.1
 """The reference speed is this quantile of the run's own probe readings: the machine's fast phase in that run, so
 the reference lies within the speeds the curves ran at on any machine. Over twelve `make bench` runs of the second
-machine it read 214 to 219 us (within 1.2 %) while the share of readings in the slow phase ran from 0.12 to 0.56."""
+machine it read 214 to 219 us (±1.2 %) while the share of readings in the slow phase ran from 0.12 to 0.56."""
 MIN_CURVES = 8
 """Curves with a capacity and a probe, across configs, below which no exponent is fitted."""
 MIN_LOG_SPREAD = 0.03
@@ -223,8 +223,8 @@ class SpeedAdjustment:
         )
         own = (
             " Another run of this machine is stated at its own fast speed: set the two side by side when their "
-            "references agree (they read 214 to 219 us over twelve runs of a 2-core VM), or re-judge both at one "
-            "reference with scripts/capacity_reproducibility.py --reference-us."
+            "references agree, or bring both to one reference with scripts/capacity_reproducibility.py "
+            "--shared-reference."
             if self.own_reference
             else ""
         )
