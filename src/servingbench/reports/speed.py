@@ -26,8 +26,9 @@ visited while the share of the slow phase ran from 0.12 to 0.56), and lies withi
 any machine. What it cannot do: a run that never left the machine's slow phase is stated at that speed, so two runs
 compare at their own references only when those agree; the text says so, and `scripts/capacity_reproducibility.py
 --shared-reference` brings runs to one reference. Under this rule those three sets and a fourth, measured after the
-rule was frozen, disagree by up to 12.4, 15.4, 8.8 and 15.4 %: about what nine curves a run give when a config's
-curves spread by 0.11 to 0.23 (sd of log) at one speed, as they do there (docs/measurements.md, set 10).
+rule was frozen, disagree by up to 12.4, 15.4, 8.8 and 15.4 % (a fifth, with 14 curves a run, 18.4 %): a config's
+curves spread by 0.11 to 0.23 (sd of log) at one speed there, and a run that never entered the slow phase came out
+higher for every config, which the probe does not read (docs/measurements.md, sets 10 and 11).
 
 Why the fit is not corrected for the noise in the curves' probes (:attr:`SpeedRule.noise_correction`, off by
 default): a curve's probe (the median of its steps' readings) measures the speed that set its capacity with an
