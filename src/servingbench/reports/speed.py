@@ -97,6 +97,7 @@ __all__ = [
     "adjusted",
     "curve_probe",
     "exponent_log_se",
+    "probe_readings",
     "reference_probe",
     "speed_adjustment",
 ]
@@ -140,13 +141,16 @@ DEFAULT_RULE = SpeedRule()
 """The report's rule."""
 
 
+def probe_readings(runs: Iterable[Run]) -> list[float]:
+    """The probe readings (us) of the ``runs`` that recorded one: closed-loop runs and curve steps alike."""
+    return [probe for run in runs if (probe := run.speed_probe_us) is not None and probe > 0.0]
+
+
 def reference_probe(runs: Iterable[Run], quantile: float = REFERENCE_QUANTILE) -> float | None:
-    """The ``quantile`` (linear between order statistics) of the probe readings of ``runs`` (every run of a bundle
-    that recorded one: closed-loop runs and curve steps alike); None without a reading."""
-    readings = sorted(probe for run in runs if (probe := run.speed_probe_us) is not None and probe > 0.0)
-    if not readings:
-        return None
-    return float(np.quantile(readings, quantile))
+    """The ``quantile`` (linear between order statistics) of the :func:`probe_readings` of ``runs`` (every run of a
+    bundle); None without a reading."""
+    readings = probe_readings(runs)
+    return float(np.quantile(readings, quantile)) if readings else None
 
 
 @dataclass(frozen=True)
@@ -339,7 +343,7 @@ def speed_adjustment(
     own = rule.reference_us is None
     found = reference_probe(runs.values()) if own else rule.reference_us
     reference = found if found is not None else math.nan
-    count = sum(1 for run in runs.values() if (probe := run.speed_probe_us) is not None and probe > 0.0) if own else 0
+    count = len(probe_readings(runs.values())) if own else 0
     identity = partial(SpeedAdjustment, own_reference=own, readings=count)
     probes: list[float] = []
     points: dict[str, list[Point]] = {}

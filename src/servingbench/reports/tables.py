@@ -12,6 +12,7 @@ import numpy as np
 
 from .bundle import Bundle, CapacityResult, CapacityStep, ModelInfo, Run
 from .metrics import metric_samples
+from .speed import probe_readings
 from .stats import (
     CONFIDENCE,
     MAX_SUGGESTED_REPETITIONS,
@@ -540,7 +541,7 @@ def speed_text(runs: Sequence[Run], kind: object = None) -> str | None:
     """The machine's speed over the run as its speed probe saw it (``harness.speed``: CPU microseconds of a fixed
     piece of work on the server's cores during every run; higher = slower), or ``None`` when no run recorded it.
     ``kind``: the probe's kind (``environment.speed_probe``); values of two kinds do not compare."""
-    values = [run.speed_probe_us for run in runs if run.speed_probe_us is not None and run.speed_probe_us > 0.0]
+    values = probe_readings(runs)
     if not values:
         return None
     low, mid, high = (float(value) for value in np.percentile(values, [10, 50, 90]))
