@@ -145,9 +145,11 @@ def report(
     reference_us: float | None = None,
     noise_correction: bool = False,
     shared_reference: bool = False,
+    memory: bool = True,
 ) -> list[str]:
     """The lines printed for ``paths`` (one bundle per run) under the rule ``reference_us`` (None: each run's own, or
-    with ``shared_reference`` the median of the runs' own) and ``noise_correction``."""
+    with ``shared_reference`` the median of the runs' own), ``noise_correction`` and ``memory`` (the memory probe's
+    term, always at each run's own reference)."""
     bundles = [load_bundle(path) for path in paths]
     lines: list[str] = []
     if reference_us is None and shared_reference:
@@ -161,7 +163,7 @@ def report(
                 f"shared reference {reference_us:.0f} us: the median of the runs' own "
                 f"({', '.join('-' if value is None else f'{value:.0f}' for value in own)} us)"
             )
-    rule = SpeedRule(reference_us, noise_correction)
+    rule = SpeedRule(reference_us, noise_correction, memory)
     per_run: list[dict[ViewKey, CapacityView]] = []
     for bundle in bundles:
         views = capacity_views(bundle, rule)
@@ -207,6 +209,13 @@ def report(
                     f"{adjustment.reliability:.2f})"
                     + ("" if adjustment.applied else f"; not applied: {adjustment.reason}")
                 )
+                if (term := adjustment.memory) is not None:
+                    lines.append(
+                        f"    memory probe: reference {term.reference_us:.0f} us, exponent {term.exponent:.2f} (fit "
+                        f"{-term.slope:.2f}" + ("" if term.slope_se is None else f" +/- {term.slope_se:.2f}") + ")"
+                    )
+                elif adjustment.memory_reason:
+                    lines.append(f"    no memory term: {adjustment.memory_reason}")
     return lines
 
 
@@ -223,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--shared-reference", action="store_true", help="every run at the median of the runs' own references"
     )
+    parser.add_argument(
+        "--no-memory", action="store_true", help="what if: the first probe alone (no memory probe term)"
+    )
     args = parser.parse_args(argv)
     if len(args.bundles) < 2:
         parser.error("give two or more bundles")
@@ -236,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reference_us=args.reference_us,
         noise_correction=args.noise_correction,
         shared_reference=args.shared_reference,
+        memory=not args.no_memory,
     )
     for line in lines:
         print(line)

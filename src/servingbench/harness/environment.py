@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from servingbench.harness.cpus import CpuAllocation
-from servingbench.harness.speed import SPEED_PROBE
+from servingbench.harness.speed import MEMORY_PROBE, SPEED_PROBE
 from servingbench.servers.registry import stack_packages
 
 __all__ = [
@@ -148,6 +148,7 @@ def collect_environment(allocation: CpuAllocation, *, blas_threads: int) -> dict
         "load_avg_after": None,
         "blas_threads": blas_threads,
         "speed_probe": SPEED_PROBE,  # the kind of every run's speed_probe_us (harness/speed.py)
+        "memory_probe": MEMORY_PROBE,  # the kind of every run's memory_probe_us
     }
     environment["fingerprint"] = fingerprint(environment)
     return environment

@@ -144,6 +144,7 @@ def measure(
         usage=monitor.usage if monitor else None,
         wall_s=time.monotonic() - started,
         speed_probe_us=sampler.value(),
+        memory_probe_us=sampler.memory_value(),
     )
     return _apply_gates(record, server, gates, step=step)
 

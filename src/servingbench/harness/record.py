@@ -83,9 +83,10 @@ class StepVerdict:
 @dataclass(frozen=True)
 class RunRecord:
     """One run: its identity, how it went (``status``, the validity ``problems``), the load result and the server's
-    usage over the measured window, and the machine-speed probe during it (``speed_probe_us``, CPU microseconds of a
-    fixed piece of work on the server's cores: higher is a slower machine). ``valid`` only when it ran and no gate
-    found a problem."""
+        usage over the measured window, and the machine-speed probe during it (``speed_probe_us``, CPU microseconds of a
+        fixed piece of work on the server's cores: higher is a slower machine; ``memory_probe_us`` the same for a chase
+    through memory). ``valid`` only when it ran and no gate
+        found a problem."""
 
     identity: RunIdentity
     status: RunStatus = "ok"
@@ -98,6 +99,7 @@ class RunRecord:
     step: StepVerdict | None = None
     wall_s: float | None = None
     speed_probe_us: float | None = None
+    memory_probe_us: float | None = None
 
     @property
     def valid(self) -> bool:
@@ -149,6 +151,7 @@ class RunRecord:
             artifacts=artifacts,
             wall_s=None if self.wall_s is None else round(self.wall_s, CPU_DECIMALS),
             speed_probe_us=self.speed_probe_us,
+            memory_probe_us=self.memory_probe_us,
         )
         if self.notes:
             entry["notes"] = list(self.notes)

@@ -13,7 +13,8 @@ explained a third of the run-to-run variance in one phase (R² 0.32 over 20 runs
 server's core during the load (then 20,000 iterations every 0.5 s) correlated with server CPU per request at r =
 0.89 over 16 runs; as built it explained R² 0.49 of 16 calibration runs (docs/bench-ci.md). An idle core
 also reads about 10 % slower than a busy one (it runs cold), so idle samples would mix two things. The cost: one
-sample of :data:`PROBE_ITERATIONS` (about 0.3-0.6 ms) every 0.1 s, under 1 % of the server's core, the same for every
+sample of :data:`PROBE_ITERATIONS` (about 0.3-0.6 ms) every 0.1 s, under 1 % of the server's core (the memory
+probe below adds about 2 %), the same for every
 config and version measured. A sample's CPU time counts only the time it ran, so waiting behind the server does not
 enter it: with a competing loop on the core at 50, 90 and 100 % duty (/work/bench/s6/small_exp.py), the reading
 moved with the competing loop's own rate, the core's speed (3,040 us while the loop ran 33 M iterations in 6 s, 5,697
@@ -22,6 +23,24 @@ the server's core busy.
 
 What it cannot show: a slowdown the interpreter loop does not feel (memory bandwidth, the network stack) is not in
 it, and its absolute value means nothing across machines (the baseline check never compares two machines).
+
+The memory probe beside it (:data:`MEMORY_PROBE`, ``memory_probe_us``): the interpreter loop above keeps its few
+hundred bytes in the core's L1 cache, so a neighbour that contends for the shared caches or memory does not slow it.
+It does slow a server: on the second 2-core VM (2026-12-04, /work/bench/s14/probes.py and analyze.py, 186 windows of
+2 s, FastAPI on uvicorn under wrk closed loop) throughput moved 10 % between one-minute blocks while this loop read
+215-216 us in every block; the server's CPU per request over the windows correlated r = 0.61 with the loop (that from
+a few seconds of the slow phase) and r = 0.76 with a pointer chase over 70 MB, whose residual after the loop still
+correlated r = 0.59: the part of the machine's speed this loop does not see. A set of three `make bench` runs showed
+the same blind spot: one run's servers needed 33 % more CPU per request than another's at the same loop reading. So
+each sample also times a chase of :data:`MEMORY_PROBE_STEPS` steps, from the same start every time, through a
+random cycle over :data:`MEMORY_PROBE_ITEMS` Python ints (built once per process): the same 5,000 list slots and int
+objects at random addresses, about 640 kB of cache lines, which the server's own work evicts between two samples, so
+each sample reloads them from the shared cache or memory and reads how contended those are. That is the chase the
+measurement above validated (5,000 steps from the start). It costs about 2.2 ms a sample on that VM, so the two
+probes take about 2.5 % of the server's core, the same for every config. Its readings feed the capacity report's
+speed rule (:mod:`servingbench.reports.speed`); the baseline check keeps the loop alone. What it cannot show: an idle
+core keeps the lines cached and reads fast (the load keeps the server's core busy), and its absolute value moves with
+the cache sizes of the machine (it is compared within a run, or between runs of one machine).
 """
 
 from __future__ import annotations
@@ -31,9 +50,20 @@ import statistics
 import threading
 import time
 from collections.abc import Collection
+from functools import cache
 from types import TracebackType
 
-__all__ = ["PROBE_INTERVAL_S", "PROBE_ITERATIONS", "SPEED_PROBE", "SpeedSampler"]
+import numpy as np
+
+__all__ = [
+    "MEMORY_PROBE",
+    "MEMORY_PROBE_ITEMS",
+    "MEMORY_PROBE_STEPS",
+    "PROBE_INTERVAL_S",
+    "PROBE_ITERATIONS",
+    "SPEED_PROBE",
+    "SpeedSampler",
+]
 
 PROBE_ITERATIONS = 2_000
 """Loop iterations of one sample: about 0.3-0.6 ms of CPU on the 2-core VM."""
@@ -42,6 +72,31 @@ PROBE_INTERVAL_S = 0.1
 SPEED_PROBE = f"load-{PROBE_ITERATIONS}it-{PROBE_INTERVAL_S}s"
 """The probe's kind, recorded with every bundle and calibration: values of two kinds are never fitted together (an
 older probe ran 20,000 iterations on the idle core before and after the load)."""
+MEMORY_PROBE_ITEMS = 2_000_000
+"""Length of the memory probe's random cycle: a list of that many Python ints, about 70 MB."""
+MEMORY_PROBE_STEPS = 5_000
+"""Steps of the chase in one memory sample (always from index 0): about 2.2 ms under load on the second 2-core VM."""
+MEMORY_PROBE = f"chase-{MEMORY_PROBE_STEPS}of{MEMORY_PROBE_ITEMS}-{PROBE_INTERVAL_S}s"
+"""The memory probe's kind, recorded with every bundle that has its readings (``environment.memory_probe``)."""
+
+
+@cache
+def _cycle(items: int) -> list[int]:
+    """A random cyclic permutation of ``range(items)`` as a list (``cycle[i]`` is the next index), seeded so every run
+    chases the same cycle; built once per process and length."""
+    order = np.random.default_rng(20261204).permutation(items)
+    successor = np.empty(items, dtype=np.int64)
+    successor[order] = np.roll(order, -1)
+    return successor.tolist()
+
+
+def _chase(cycle: list[int], steps: int) -> int:
+    """Follow ``cycle`` for ``steps`` steps from index 0 (the same slots every sample): each step waits for the last,
+    so no two loads overlap."""
+    index = 0
+    for _ in range(steps):
+        index = cycle[index]
+    return index
 
 
 def _work(iterations: int) -> int:
@@ -58,15 +113,25 @@ class SpeedSampler:
     """Samples the fixed work every ``interval_s`` in a daemon thread pinned to ``cpus`` (the caller's own affinity
     is untouched), from entering the context to leaving it; :meth:`window_start` / :meth:`window_end` mark the
     measured window, whose samples make the run's value. Without ``cpus``, or when the platform cannot pin a
-    thread, it takes no samples."""
+    thread, it takes no samples. Each sample also times the memory chase (``memory_steps`` steps over a cycle of
+    ``memory_items``; 0 steps: none), whose window median is :meth:`memory_value`."""
 
     def __init__(
-        self, cpus: Collection[int], *, iterations: int | None = None, interval_s: float | None = None
+        self,
+        cpus: Collection[int],
+        *,
+        iterations: int | None = None,
+        interval_s: float | None = None,
+        memory_steps: int | None = None,
+        memory_items: int | None = None,
     ) -> None:
         self.cpus = frozenset(cpus)
         self.iterations = PROBE_ITERATIONS if iterations is None else iterations
         self.interval_s = PROBE_INTERVAL_S if interval_s is None else interval_s
+        self.memory_steps = MEMORY_PROBE_STEPS if memory_steps is None else memory_steps
+        self.memory_items = MEMORY_PROBE_ITEMS if memory_items is None else memory_items
         self._samples: list[tuple[float, float]] = []  # (monotonic time at the end of the sample, CPU us)
+        self._memory: list[tuple[float, float]] = []  # the same for the memory chase
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._window: list[float] = []
@@ -74,6 +139,8 @@ class SpeedSampler:
 
     def __enter__(self) -> SpeedSampler:
         if self.cpus and hasattr(os, "sched_setaffinity"):
+            if self.memory_steps > 0:
+                _cycle(self.memory_items)  # built here, once per process, not on the server's core in a warm-up
             self._thread = threading.Thread(target=self._loop, name="servingbench-speed-probe", daemon=True)
             self._thread.start()
         return self
@@ -91,11 +158,17 @@ class SpeedSampler:
         except OSError as exc:
             self.error = exc
             return
+        cycle = _cycle(self.memory_items) if self.memory_steps > 0 else []  # built by __enter__ already
         while not self._stop.wait(self.interval_s):
             start = time.thread_time_ns()
             _work(self.iterations)
             used = (time.thread_time_ns() - start) / 1_000.0
             self._samples.append((time.monotonic(), used))
+            if cycle:
+                start = time.thread_time_ns()
+                _chase(cycle, self.memory_steps)
+                used = (time.thread_time_ns() - start) / 1_000.0
+                self._memory.append((time.monotonic(), used))
 
     def window_start(self) -> None:
         self._window = [time.monotonic()]
@@ -109,10 +182,11 @@ class SpeedSampler:
         """Every sample's CPU microseconds, in order."""
         return [used for _, used in list(self._samples)]
 
-    def window_samples(self) -> list[float]:
+    def window_samples(self, *, memory: bool = False) -> list[float]:
         """The samples that ended inside the measured window (from its start on when it never closed); none when no
-        window was marked: samples of the warm-up or the drain, on a core going idle, would mix two things."""
-        samples = list(self._samples)
+        window was marked: samples of the warm-up or the drain, on a core going idle, would mix two things.
+        ``memory``: the memory chase's samples instead of the loop's."""
+        samples = list(self._memory if memory else self._samples)
         if not self._window:
             return []
         start = self._window[0]
@@ -122,4 +196,9 @@ class SpeedSampler:
     def value(self) -> float | None:
         """The run's probe: the median of the window's samples; ``None`` without any."""
         values = self.window_samples()
+        return round(statistics.median(values), 1) if values else None
+
+    def memory_value(self) -> float | None:
+        """The run's memory probe: the median of the window's memory samples; ``None`` without any."""
+        values = self.window_samples(memory=True)
         return round(statistics.median(values), 1) if values else None

@@ -173,6 +173,7 @@ class Run:
     session: str | None = None
     wall_s: float | None = None
     speed_probe_us: float | None = None
+    memory_probe_us: float | None = None
     target_requests: int | None = None
     ended_by: str | None = None
 
@@ -586,6 +587,7 @@ def _parse_run(raw: object, where: str) -> Run:
         session=_opt_str(item.get("session"), "session", where),
         wall_s=_opt_float(item.get("wall_s"), "wall_s", where),
         speed_probe_us=_opt_float(item.get("speed_probe_us"), "speed_probe_us", where),
+        memory_probe_us=_opt_float(item.get("memory_probe_us"), "memory_probe_us", where),
         target_requests=_opt_int(item.get("target_requests"), "target_requests", where),
         ended_by=_opt_str(item.get("ended_by"), "ended_by", where),
     )

@@ -250,7 +250,12 @@ def _view(
     verdict, outcomes, left_out = _rank(by_config, labels, slo, reference, margin)
     measured = {item.config: item.estimate for item in outcomes}
     theory = {config: found for config, mine in by_config.items() if (found := _theory(mine, measured.get(config)))}
-    speed = speed_adjustment(by_config, runs, bundle.environment.get("speed_probe"), speed_rule) if curve else None
+    environment = bundle.environment
+    speed = (
+        speed_adjustment(by_config, runs, environment.get("speed_probe"), speed_rule, environment.get("memory_probe"))
+        if curve
+        else None
+    )
     at_reference: dict[str, Estimate] = {}
     if speed is not None and speed.applied:
         for config, mine in adjusted(by_config, runs, speed).items():

@@ -81,7 +81,7 @@ from statistics import median, variance
 
 import numpy as np
 
-from ..harness.speed import SPEED_PROBE
+from ..harness.speed import MEMORY_PROBE, SPEED_PROBE
 from .bundle import CapacityResult, Run
 
 __all__ = [
@@ -95,6 +95,7 @@ __all__ = [
     "SpeedAdjustment",
     "SpeedRule",
     "adjusted",
+    "curve_memory_probe",
     "curve_probe",
     "exponent_log_se",
     "probe_readings",
@@ -103,6 +104,8 @@ __all__ = [
 ]
 
 PROBE_KINDS = frozenset({SPEED_PROBE})
+MEMORY_PROBE_KINDS = frozenset({MEMORY_PROBE})
+"""The memory probe kinds the rule's second term understands (a bundle with another, or none, gets the first only)."""
 """The probe kinds whose readings the adjustment understands (a bundle with another, or none, is shown as measured)."""
 REFERENCE_QUANTILE = 0.1
 """The reference speed is this quantile of the run's own probe readings: the machine's fast phase in that run, so
@@ -127,10 +130,13 @@ what was measured."""
 class SpeedRule:
     """How capacities are brought to a reference speed: ``reference_us`` (a probe reading, us), or None for the run's
     own :data:`REFERENCE_QUANTILE` of its readings; ``noise_correction``: divide the fitted slope by the reliability
-    of the curves' probes (off by default: on the second machine it over-corrected, see the module's docstring)."""
+    of the curves' probes (off by default: on the second machine it over-corrected, see the module's docstring);
+    ``memory``: a second term on the memory probe (``memory_probe_us``, at the run's own quantile of its readings),
+    fitted jointly with the first, where every fitted curve has a reading of a known kind."""
 
     reference_us: float | None = None
     noise_correction: bool = False
+    memory: bool = True
 
     def __post_init__(self) -> None:
         if self.reference_us is not None and not (math.isfinite(self.reference_us) and self.reference_us > 0.0):
@@ -151,6 +157,25 @@ def reference_probe(runs: Iterable[Run], quantile: float = REFERENCE_QUANTILE) -
     bundle); None without a reading."""
     readings = probe_readings(runs)
     return float(np.quantile(readings, quantile)) if readings else None
+
+
+def memory_readings(runs: Iterable[Run]) -> list[float]:
+    """The memory probe readings (us) of the ``runs`` that recorded one."""
+    return [probe for run in runs if (probe := run.memory_probe_us) is not None and probe > 0.0]
+
+
+@dataclass(frozen=True)
+class MemoryTerm:
+    """The rule's second term: capacity also times ``(memory probe / reference_us) ** exponent``, the exponent the
+    joint fit's (``slope``, ``slope_se``; ``covariance`` with the first term's slope, both cluster-robust) clipped to
+    [0, :data:`MAX_EXPONENT`]; ``readings``: how many readings the run's own reference is the quantile of."""
+
+    reference_us: float
+    exponent: float
+    slope: float
+    slope_se: float | None
+    covariance: float | None
+    readings: int
 
 
 @dataclass(frozen=True)
@@ -178,6 +203,10 @@ class SpeedAdjustment:
     """True when ``reference_us`` is the run's own :data:`REFERENCE_QUANTILE` of its probe readings."""
     readings: int = 0
     """How many probe readings the run's own reference was taken from (0 for a fixed reference)."""
+    memory: MemoryTerm | None = None
+    """The second term, on the memory probe; None when the rule has none or the curves lack its readings."""
+    memory_reason: str | None = None
+    """Why the rule's memory term was not fitted (None when it was, or the rule has none)."""
 
     @property
     def reference_text(self) -> str:
@@ -199,9 +228,13 @@ class SpeedAdjustment:
         """True when the view's capacities are at the reference speed."""
         return self.reason is None
 
-    def factor(self, probe_us: float) -> float:
-        """What a capacity measured at ``probe_us`` is multiplied by."""
-        return float((probe_us / self.reference_us) ** self.exponent)
+    def factor(self, probe_us: float, memory_us: float | None = None) -> float:
+        """What a capacity measured at ``probe_us`` (and ``memory_us``, where the rule has a memory term) is
+        multiplied by."""
+        factor = (probe_us / self.reference_us) ** self.exponent
+        if self.memory is not None and memory_us is not None:
+            factor *= (memory_us / self.memory.reference_us) ** self.memory.exponent
+        return float(factor)
 
     @property
     def text(self) -> str:
@@ -235,8 +268,8 @@ class SpeedAdjustment:
         )
         return (
             f"Capacity at {self.reference_text}: each repetition's capacity times (its curve's probe / "
-            f"{self.reference_us:.0f} us) ^ {self.exponent:.2f}; {seen}{fit}{corrected}; applied clipped to "
-            f"[0, {MAX_EXPONENT:g}]. Each config's figure is "
+            f"{self.reference_us:.0f} us) ^ {self.exponent:.2f}{self.memory_text}; {seen}{fit}{corrected}; applied "
+            f"clipped to [0, {MAX_EXPONENT:g}]. Each config's figure is "
             "the geometric mean of its repetitions with a t interval that also carries the exponent's standard "
             "error times how far from the reference its curves ran (the median with its censored interval where a "
             "repetition is censored). It is the figure to set beside another run of this machine (the as-measured "
@@ -244,6 +277,20 @@ class SpeedAdjustment:
             "the capacities as measured: within a run the configs meet the same phases, interleaved."
             + own
             + (f" {outside}" if (outside := self.extrapolation) else "")
+        )
+
+    @property
+    def memory_text(self) -> str:
+        """The memory term in words (a clause after the first term), or why the rule's memory term is not there."""
+        term = self.memory
+        if term is None:
+            return f" (no memory term: {self.memory_reason})" if self.memory_reason else ""
+        error = f", standard error {term.slope_se:.2f}" if term.slope_se is not None else ""
+        return (
+            f" times (its curve's memory probe / {term.reference_us:.0f} us) ^ {term.exponent:.2f} (the memory probe, "
+            f"a chase through memory that feels the shared caches' contention the first probe does not; reference "
+            f"the {REFERENCE_QUANTILE:.0%} quantile of its {term.readings} readings; fitted jointly with the first "
+            f"term, d log capacity / d log memory probe {term.slope:.2f}{error})"
         )
 
     @property
@@ -270,14 +317,20 @@ def curve_probe(result: CapacityResult, runs: Mapping[str, Run]) -> float | None
     return median(probes) if probes else None
 
 
-def _step_probes(result: CapacityResult, runs: Mapping[str, Run]) -> list[float]:
-    """The probe readings of a curve's counted steps (us)."""
+def curve_memory_probe(result: CapacityResult, runs: Mapping[str, Run]) -> float | None:
+    """The memory probe a curve ran at: the median over the same steps as :func:`curve_probe`; ``None`` without."""
+    probes = _step_probes(result, runs, memory=True)
+    return median(probes) if probes else None
+
+
+def _step_probes(result: CapacityResult, runs: Mapping[str, Run], *, memory: bool = False) -> list[float]:
+    """The probe readings of a curve's counted steps (us); ``memory``: the memory probe's."""
     return [
         probe
         for step in result.steps
         if step.counted(runs)
         and (run := runs.get(step.run or "")) is not None
-        and (probe := run.speed_probe_us) is not None
+        and (probe := run.memory_probe_us if memory else run.speed_probe_us) is not None
         and probe > 0.0
     ]
 
@@ -328,11 +381,86 @@ def _fit(points: Mapping[str, Sequence[Point]]) -> tuple[float, float | None, in
     return slope, se, n, math.sqrt(sxx / max(n - groups, 1))
 
 
+MemoryPoint = tuple[int, float, float, float]  # repetition, probe (us), memory probe (us), capacity (req/s)
+
+
+def _fit_joint(points: Mapping[str, Sequence[MemoryPoint]]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Least squares of log capacity on (log probe, log memory probe), centred per config as :func:`_fit` does: the
+    two slopes and their covariance, cluster-robust over repetitions (None with one repetition, or too few points).
+    Raises ``np.linalg.LinAlgError`` when the two probes do not move independently (a singular design)."""
+    reps: list[int] = []
+    xs: list[tuple[float, float]] = []
+    ys: list[float] = []
+    groups = 0
+    for mine in points.values():
+        if len(mine) < 2:
+            continue
+        groups += 1
+        logs = np.array([(math.log(probe), math.log(memory), math.log(value)) for _, probe, memory, value in mine])
+        centred = logs - logs.mean(axis=0)
+        reps += [rep for rep, *_ in mine]
+        xs += [(row[0], row[1]) for row in centred]
+        ys += [row[2] for row in centred]
+    x = np.array(xs, dtype=np.float64).reshape(-1, 2)
+    y = np.array(ys, dtype=np.float64)
+    inverse = np.linalg.inv(x.T @ x)
+    slopes = inverse @ x.T @ y
+    residuals = y - x @ slopes
+    scores: dict[int, np.ndarray] = {}
+    for rep, row, residual in zip(reps, x, residuals, strict=True):
+        scores[rep] = scores.get(rep, np.zeros(2)) + row * residual
+    clusters = len(scores)
+    if clusters < 2 or len(y) - groups - 2 <= 0:
+        return slopes, None
+    meat = sum(np.outer(score, score) for score in scores.values())
+    return slopes, clusters / (clusters - 1) * inverse @ meat @ inverse
+
+
+def _memory_term(
+    points: Mapping[str, Sequence[Point]],
+    memories: Mapping[tuple[str, int], float],
+    runs: Mapping[str, Run],
+    kind: object,
+    rule: SpeedRule,
+) -> tuple[MemoryTerm | None, float | None, float | None, str | None]:
+    """The joint fit's memory term, the first term's slope and its standard error from the same fit, or why there
+    is no memory term (None, None, None, reason). No reason and no term: the rule has none."""
+    if not rule.memory:
+        return None, None, None, None
+    if not isinstance(kind, str) or kind not in MEMORY_PROBE_KINDS:
+        return None, None, None, "this bundle has no memory probe readings of a known kind"
+    fitted = {config: mine for config, mine in points.items() if len(mine) >= 2}
+    if any((config, rep) not in memories for config, mine in fitted.items() for rep, _, _ in mine):
+        return None, None, None, "a fitted curve has no memory probe reading"
+    joint = {
+        config: [(rep, probe, memories[(config, rep)], value) for rep, probe, value in mine]
+        for config, mine in fitted.items()
+    }
+    spread = float(np.std([math.log(memory) for mine in joint.values() for _, _, memory, _ in mine]))
+    if spread < MIN_LOG_SPREAD / 3.0:
+        return None, None, None, "the memory probe hardly moved"
+    try:
+        slopes, covariance = _fit_joint(joint)
+    except np.linalg.LinAlgError:
+        return None, None, None, "the two probes did not move independently"
+    readings = memory_readings(runs.values())
+    term = MemoryTerm(
+        reference_us=float(np.quantile(readings, REFERENCE_QUANTILE)),
+        exponent=min(max(-float(slopes[1]), 0.0), MAX_EXPONENT),
+        slope=float(slopes[1]),
+        slope_se=None if covariance is None else math.sqrt(covariance[1, 1]),
+        covariance=None if covariance is None else float(covariance[0, 1]),
+        readings=len(readings),
+    )
+    return term, float(slopes[0]), None if covariance is None else math.sqrt(covariance[0, 0]), None
+
+
 def speed_adjustment(
     by_config: Mapping[str, Sequence[CapacityResult]],
     runs: Mapping[str, Run],
     kind: object,
     rule: SpeedRule = DEFAULT_RULE,
+    memory_kind: object = None,
 ) -> SpeedAdjustment | None:
     """The adjustment for one capacity view's curves under ``rule``; ``runs`` are all the bundle's runs (the run's own
     reference is taken over them, so every view of a bundle has the same). ``None`` when the bundle's probe is of a
@@ -348,6 +476,7 @@ def speed_adjustment(
     probes: list[float] = []
     points: dict[str, list[Point]] = {}
     noises: dict[str, list[float]] = {}
+    memories: dict[tuple[str, int], float] = {}
     for config, results in by_config.items():
         for result in results:
             readings = _step_probes(result, runs)
@@ -358,6 +487,8 @@ def speed_adjustment(
             value = result.measured_rps
             if value is not None and value > 0.0:
                 points.setdefault(config, []).append((result.repetition, probe, value))
+                if (memory_us := curve_memory_probe(result, runs)) is not None:
+                    memories[(config, result.repetition)] = memory_us
                 if (noise := _probe_noise(readings)) is not None:
                     noises.setdefault(config, []).append(noise)
     if not probes:
@@ -377,13 +508,27 @@ def speed_adjustment(
         )
     if reason is not None:
         return identity(kind, reference, 0.0, slope if used else None, se, used, *seen, reason=reason)
+    memory, joint_slope, joint_se, memory_reason = _memory_term(points, memories, runs, memory_kind, rule)
+    if memory is not None and joint_slope is not None:
+        slope, se = joint_slope, joint_se  # the first term's slope, fitted jointly with the memory term
     reliability = 1.0
     if rule.noise_correction:
         # The noise is averaged over the curves the fit used (configs with two or more), as the spread is.
         fitted = [noise for config, mine in noises.items() if len(points.get(config, ())) >= 2 for noise in mine]
         reliability = _reliability(fitted, spread)
     exponent = min(max(-slope / reliability, 0.0), MAX_EXPONENT)
-    return identity(kind, reference, exponent, slope, se, used, *seen, reliability=reliability)
+    return identity(
+        kind,
+        reference,
+        exponent,
+        slope,
+        se,
+        used,
+        *seen,
+        reliability=reliability,
+        memory=memory,
+        memory_reason=memory_reason,
+    )
 
 
 def _reliability(noises: Sequence[float], spread: float) -> float:
@@ -410,7 +555,22 @@ def exponent_log_se(results: Sequence[CapacityResult], runs: Mapping[str, Run], 
     ]
     if not offsets:
         return 0.0
-    return abs(sum(offsets) / len(offsets)) * exponent_se
+    first = sum(offsets) / len(offsets)
+    term = speed.memory
+    if term is None or term.slope_se is None or term.covariance is None:
+        return abs(first) * exponent_se
+    # Both slopes' errors, and their covariance, move the mean log offset d0 * b0 + d1 * b1.
+    memory_offsets = [
+        math.log(memory / term.reference_us)
+        for result in results
+        if (value := result.measured_rps) is not None
+        and value > 0.0
+        and curve_probe(result, runs) is not None
+        and (memory := curve_memory_probe(result, runs)) is not None
+    ]
+    second = sum(memory_offsets) / len(memory_offsets) if memory_offsets else 0.0
+    cross = 2.0 * first * second * term.covariance / speed.reliability
+    return math.sqrt(max(first * first * exponent_se**2 + second * second * term.slope_se**2 + cross, 0.0))
 
 
 def adjusted(
@@ -428,10 +588,11 @@ def adjusted(
                 mine.append(result)
                 continue
             probe = curve_probe(result, runs)
-            if probe is None:
+            memory = curve_memory_probe(result, runs)
+            if probe is None or (speed.memory is not None and memory is None):
                 out[config] = None
                 break
-            factor = speed.factor(probe)
+            factor = speed.factor(probe, memory)
             mine.append(
                 replace(
                     result,
