@@ -253,3 +253,11 @@ def test_the_machine_s_speed_is_stated_where_runs_recorded_it() -> None:
     with_kind = speed_text(runs, "load-2000it-0.1s")
     assert with_kind is not None and with_kind.endswith("(probe load-2000it-0.1s: only with runs of the same probe)")
     assert speed_text([Run("r0", "c", "m", "s", 0, True)]) is None
+    assert "memory probe" not in with_kind  # no run recorded one
+    both = [
+        Run(f"r{i}", "c", "m", "s", 0, True, speed_probe_us=100.0, memory_probe_us=value)
+        for i, value in enumerate((2000.0, 2200.0, 2100.0, 2400.0))
+    ]
+    text = speed_text(both, "load-2000it-0.1s", "chase-5000of2000000-0.1s")
+    assert text is not None and text.startswith("speed probe median 100 us over 4 runs")
+    assert "; memory probe median 2150 us over 4 runs (P10 2030, P90 2340, probe chase-5000of2000000-0.1s)" in text

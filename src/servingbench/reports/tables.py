@@ -12,7 +12,7 @@ import numpy as np
 
 from .bundle import Bundle, CapacityResult, CapacityStep, ModelInfo, Run
 from .metrics import metric_samples
-from .speed import probe_readings
+from .speed import memory_readings, probe_readings
 from .stats import (
     CONFIDENCE,
     MAX_SUGGESTED_REPETITIONS,
@@ -537,18 +537,29 @@ def _order_text(runs: Sequence[Run]) -> str:
     return f"{len(ordered)} runs in recorded order; the config changed {switches} times between consecutive runs"
 
 
-def speed_text(runs: Sequence[Run], kind: object = None) -> str | None:
+def speed_text(runs: Sequence[Run], kind: object = None, memory_kind: object = None) -> str | None:
     """The machine's speed over the run as its speed probe saw it (``harness.speed``: CPU microseconds of a fixed
-    piece of work on the server's cores during every run; higher = slower), or ``None`` when no run recorded it.
-    ``kind``: the probe's kind (``environment.speed_probe``); values of two kinds do not compare."""
+    piece of work on the server's cores during every run; higher = slower), and its memory probe where the runs
+    recorded one, or ``None`` when no run recorded the first. ``kind``, ``memory_kind``: the probes' kinds
+    (``environment.speed_probe``, ``environment.memory_probe``); values of two kinds do not compare."""
     values = probe_readings(runs)
     if not values:
         return None
     low, mid, high = (float(value) for value in np.percentile(values, [10, 50, 90]))
+    memory = memory_readings(runs)
+    memory_part = ""
+    if memory:
+        m_low, m_mid, m_high = (float(value) for value in np.percentile(memory, [10, 50, 90]))
+        memory_part = (
+            f"; memory probe median {m_mid:.0f} us over {len(memory)} runs (P10 {m_low:.0f}, P90 {m_high:.0f}"
+            + (f", probe {memory_kind}" if memory_kind else "")
+            + "): the shared caches' contention, which the first does not feel"
+        )
     return (
         f"speed probe median {mid:.0f} us over {len(values)} runs (P10 {low:.0f}, P90 {high:.0f}): higher is slower; "
         "compare it between runs on one machine to see how fast the machine was for each"
         + (f" (probe {kind}: only with runs of the same probe)" if kind else " (an older probe: only with runs of it)")
+        + memory_part
     )
 
 
@@ -559,7 +570,7 @@ def measurement(bundle: Bundle) -> Measurement:
     extra = tuple(
         (key, _display(value)) for key, value in env.items() if key not in ENVIRONMENT_KEYS and key != "packages"
     )
-    speed = speed_text(bundle.runs, env.get("speed_probe"))
+    speed = speed_text(bundle.runs, env.get("speed_probe"), env.get("memory_probe"))
     if speed is not None:
         extra += (("machine_speed", speed),)
     packages_raw = env.get("packages")
