@@ -19,7 +19,8 @@ its probe readings); the runs' references are printed, and agree on a machine wh
 same speed whatever each run met. Two what-ifs re-judge the same bundles under another rule, to try one offline
 before it is built (freeze the rule before you read the runs you test it on): ``--reference-us`` brings every figure
 to that probe reading, and ``--noise-correction`` divides the fitted exponent by the reliability of the curves'
-probes (the rule before 2026-12-04 was ``--reference-us 500 --noise-correction``)::
+probes (the rule before 2026-12-04 was ``--reference-us 500 --noise-correction``), and ``--memory`` adds the memory
+probe's term (runs of a plan with ``memory_probe_steps``; set 12 in docs/measurements.md)::
 
     .venv/bin/python scripts/capacity_reproducibility.py --reference-us 500 --noise-correction RUN1/latest ...
 """
@@ -145,7 +146,7 @@ def report(
     reference_us: float | None = None,
     noise_correction: bool = False,
     shared_reference: bool = False,
-    memory: bool = True,
+    memory: bool = False,
 ) -> list[str]:
     """The lines printed for ``paths`` (one bundle per run) under the rule ``reference_us`` (None: each run's own, or
     with ``shared_reference`` the median of the runs' own), ``noise_correction`` and ``memory`` (the memory probe's
@@ -233,7 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--shared-reference", action="store_true", help="every run at the median of the runs' own references"
     )
     parser.add_argument(
-        "--no-memory", action="store_true", help="what if: the first probe alone (no memory probe term)"
+        "--memory",
+        action="store_true",
+        help="what if: add the memory probe's term (bundles of a plan with memory_probe_steps)",
     )
     args = parser.parse_args(argv)
     if len(args.bundles) < 2:
@@ -248,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reference_us=args.reference_us,
         noise_correction=args.noise_correction,
         shared_reference=args.shared_reference,
-        memory=not args.no_memory,
+        memory=args.memory,
     )
     for line in lines:
         print(line)

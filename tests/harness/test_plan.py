@@ -303,6 +303,8 @@ def test_extra_repetitions_measure_curves_only(tmp_path: Path) -> None:
         "traffic_rps = -1",
         "capacity_resolution = -0.1",
         "capacity_extra_repetitions = -1",
+        "memory_probe_steps = -1",
+        "memory_probe_steps = 1.5",
     ],
 )
 def test_bad_capacity_knobs_are_refused(tmp_path: Path, knob: str) -> None:

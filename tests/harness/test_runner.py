@@ -194,6 +194,22 @@ def test_errors_before_anything_starts(tmp_path: Path, plan_file: Path) -> None:
 # --- orchestration ---------------------------------------------------------------------------------
 
 
+def test_a_plan_with_memory_probe_steps_records_the_memory_probe_on_every_run(
+    tmp_path: Path, plan_file: Path, load: ScriptedLoad, starter: TinyStarter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load.window_s = 0.03
+    monkeypatch.setattr(speed, "PROBE_INTERVAL_S", 0.002)
+    monkeypatch.setattr(speed, "PROBE_ITERATIONS", 200)
+    monkeypatch.setattr(speed, "MEMORY_PROBE_ITEMS", 5_000)
+    with_memory = tmp_path / "memory.toml"
+    with_memory.write_text("memory_probe_steps = 50\n" + plan_file.read_text())
+    bundle, _ = bench(with_memory, tmp_path / "results", load, starter)
+    data = document(bundle)
+    assert data["plan"]["memory_probe_steps"] == 50
+    assert data["environment"]["memory_probe"] == "chase-50of5000-0.002s"
+    assert data["runs"] and all(run["memory_probe_us"] > 0 for run in data["runs"])
+
+
 def test_every_repetition_measures_every_config_interleaved(
     tmp_path: Path, plan_file: Path, load: ScriptedLoad, starter: TinyStarter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -224,6 +240,7 @@ def test_every_repetition_measures_every_config_interleaved(
     assert (bundle / first["artifacts"]["server_log"]).is_file()
     assert first["wall_s"] is not None
     assert all(run["speed_probe_us"] > 0 for run in runs)  # the machine-speed probe on the server's core
+    assert all(run["memory_probe_us"] is None for run in runs) and "memory_probe" not in data["environment"]
     assert json.loads(load.calls[0].payload) == {"features": [round(0.1 * i, 6) for i in range(10)]}
     assert data["models"]["tiny"]["name"] == "tiny" and data["models"]["tiny"]["spec"] == "synthetic:sleep_ms=1"
     seeds: dict[tuple[int, str], set[int]] = {}

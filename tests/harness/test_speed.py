@@ -90,6 +90,40 @@ def test_a_run_s_value_is_the_median_of_the_samples_inside_its_measured_window()
     assert sampler.value() is None
 
 
+def test_the_memory_chase_is_one_cycle_through_every_item() -> None:
+    cycle = speed._cycle(1_000)
+    assert sorted(cycle) == list(range(1_000))
+    seen = {0}
+    index = 0
+    for _ in range(999):
+        index = cycle[index]
+        seen.add(index)
+    assert len(seen) == 1_000 and cycle[index] == 0  # one cycle: back at the start after exactly 1,000 steps
+    assert speed._chase(cycle, 1_000) == 0 and speed._chase(cycle, 3) == cycle[cycle[cycle[0]]]
+    assert speed._cycle(1_000) is cycle  # built once per process and length
+    assert speed._cycle(1_000) == [int(i) for i in speed._cycle.__wrapped__(1_000)]  # seeded: the same cycle
+
+
+def test_each_sample_also_times_the_memory_chase_and_its_value_is_the_window_median() -> None:
+    with SpeedSampler([min(os.sched_getaffinity(0))], iterations=100, interval_s=0.001, memory_steps=50,
+                      memory_items=1_000) as sampler:  # fmt: skip
+        _wait_for(sampler, 3)
+    assert len(sampler._memory) >= 3 and all(used > 0.0 for _, used in sampler._memory)
+    sampler._memory = [(1.0, 50.0), (2.0, 30.0), (3.0, 10.0), (4.0, 20.0)]
+    sampler._window = [1.5, 3.5]
+    assert sampler.window_samples(memory=True) == [30.0, 10.0] and sampler.memory_value() == 20.0
+    sampler._window = []
+    assert sampler.memory_value() is None  # no window: no value, as for the first probe
+
+
+def test_no_memory_steps_take_no_memory_samples() -> None:
+    with SpeedSampler([min(os.sched_getaffinity(0))], iterations=100, interval_s=0.001, memory_steps=0) as sampler:
+        _wait_for(sampler, 3)
+    assert len(sampler.samples) >= 3 and sampler._memory == []
+    sampler.window_start()
+    assert sampler.memory_value() is None
+
+
 def test_window_marks_record_the_measured_window_once() -> None:
     sampler = SpeedSampler([0])
     sampler.window_end()  # before a start: ignored
@@ -149,9 +183,10 @@ class WindowedLoad:
         return fake_result(cast(LoadSpec, SimpleNamespace(warmup_s=0.05, duration_s=0.05)), out_dir)
 
 
-def _measure(load: WindowedLoad, tmp_path: Path, patch: pytest.MonkeyPatch) -> Any:
+def _measure(load: WindowedLoad, tmp_path: Path, patch: pytest.MonkeyPatch, memory_steps: int = 100) -> Any:
     patch.setattr(speed, "PROBE_INTERVAL_S", 0.002)  # samples every 2 ms: the 50 ms window gets several
     patch.setattr(speed, "PROBE_ITERATIONS", 200)
+    patch.setattr(speed, "MEMORY_PROBE_ITEMS", 2_000)
     return measure(
         IDENTITY,
         lambda: cast(LoadSpec, None),
@@ -160,6 +195,7 @@ def _measure(load: WindowedLoad, tmp_path: Path, patch: pytest.MonkeyPatch) -> A
         run_dir=tmp_path,
         gates=GATES,
         speed_cpus=[min(os.sched_getaffinity(0))],
+        memory_steps=memory_steps,
     )
 
 
@@ -169,7 +205,16 @@ def test_measure_records_the_probe_of_the_measured_window_and_stops_it(tmp_path:
         record = _measure(load, tmp_path, patch)
     assert "servingbench-speed-probe" in load.threads_inside
     assert record.speed_probe_us is not None and record.speed_probe_us > 0.0
+    assert record.memory_probe_us is not None and record.memory_probe_us > 0.0
+    assert record.to_json(relative_to=tmp_path)["memory_probe_us"] == record.memory_probe_us
     assert not any(thread.name == "servingbench-speed-probe" for thread in threading.enumerate())
+
+
+def test_without_memory_steps_measure_records_no_memory_probe(tmp_path: Path) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        record = _measure(WindowedLoad(), tmp_path, patch, memory_steps=0)
+    assert record.speed_probe_us is not None and record.memory_probe_us is None
+    assert record.to_json(relative_to=tmp_path)["memory_probe_us"] is None
 
 
 @pytest.mark.parametrize("failure", [OSError("generator crashed"), KeyboardInterrupt()])

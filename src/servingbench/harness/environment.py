@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from servingbench.harness.cpus import CpuAllocation
-from servingbench.harness.speed import MEMORY_PROBE, SPEED_PROBE
+from servingbench.harness.speed import SPEED_PROBE, memory_probe_kind
 from servingbench.servers.registry import stack_packages
 
 __all__ = [
@@ -128,7 +128,7 @@ def fingerprint(environment: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def collect_environment(allocation: CpuAllocation, *, blas_threads: int) -> dict[str, Any]:
+def collect_environment(allocation: CpuAllocation, *, blas_threads: int, memory_probe_steps: int = 0) -> dict[str, Any]:
     """The ``environment`` object of ``results.json`` (``load_avg_after`` is filled in when the run ends)."""
     revision, dirty = git_revision()
     environment: dict[str, Any] = {
@@ -148,7 +148,8 @@ def collect_environment(allocation: CpuAllocation, *, blas_threads: int) -> dict
         "load_avg_after": None,
         "blas_threads": blas_threads,
         "speed_probe": SPEED_PROBE,  # the kind of every run's speed_probe_us (harness/speed.py)
-        "memory_probe": MEMORY_PROBE,  # the kind of every run's memory_probe_us
     }
+    if memory_probe_steps > 0:  # the kind of every run's memory_probe_us (the plan's memory_probe_steps)
+        environment["memory_probe"] = memory_probe_kind(memory_probe_steps)
     environment["fingerprint"] = fingerprint(environment)
     return environment

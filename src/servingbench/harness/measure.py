@@ -109,6 +109,7 @@ def measure(
     step: bool = False,
     server_log: dict[str, Path] | None = None,
     speed_cpus: Collection[int] = (),
+    memory_steps: int = 0,
 ) -> RunRecord:
     """Measure one run: the load from ``spec()`` (made here, so a bad spec fails the run, not the benchmark) against
     ``server``, the server's CPU and memory over exactly the measured window, then the validity gates.
@@ -117,12 +118,13 @@ def measure(
     gates here (past capacity they are the finding); only a measurement problem (a saturated generator, too few
     requests, a dead server) makes it invalid. ``server_log``: the server log artefact to link from the record.
     ``speed_cpus``: the server's cores, where the machine-speed probe samples during the measured window
-    (:mod:`servingbench.harness.speed`; none in target mode).
+    (:mod:`servingbench.harness.speed`; none in target mode); ``memory_steps``: the memory probe's chase beside it
+    (the plan's ``memory_probe_steps``; 0: none).
     """
     record = RunRecord(identity, artifacts=dict(server_log or {}))
     monitor = server.monitor()
     started = time.monotonic()
-    sampler = SpeedSampler(speed_cpus)
+    sampler = SpeedSampler(speed_cpus, memory_steps=memory_steps)
     window_start, window_end = _window_callbacks(monitor, sampler)
     try:
         load_spec = spec()

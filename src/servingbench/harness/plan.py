@@ -125,6 +125,7 @@ KNOBS: dict[str, _Knob] = {
     "capacity_warmup_s": _Knob(float, 0.0, 3600.0),
     "capacity_step_requests": _Knob(int, 1),
     "capacity_max_step_s": _Knob(float, 0.0, 3600.0, exclusive_minimum=True),
+    "memory_probe_steps": _Knob(int, 0, 1_000_000),
 }
 SECTIONS = ("presets", "configs", "models", "scenarios")
 # Optional top-level keys the report reads from the bundle's plan section (not preset knobs).
@@ -258,6 +259,8 @@ class Plan:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN
     reference: str | None = None
+    memory_probe_steps: int = 0
+    """Steps of the memory probe's chase beside the speed probe (``harness.speed``; 0: no memory probe)."""
 
     def repetitions_of(self, measurement: Measurement) -> int:
         """How many repetitions run ``measurement``: `repetitions`, or for a capacity curve those of

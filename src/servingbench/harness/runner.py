@@ -506,6 +506,7 @@ class _Bench:
                 step=step,
                 server_log=self._log_artifact(server),
                 speed_cpus=self.speed_cpus,
+                memory_steps=self.plan.memory_probe_steps,
             )
         except RunInterrupted as stop:
             self.writer.add_run(stop.record.to_json(relative_to=self.writer.dir))
@@ -927,7 +928,9 @@ def run_benchmark(
     if remote is not None and remote.bind != "127.0.0.1" and not remote_workers:
         raise HarnessError("--master-bind beyond loopback needs --remote-load-workers")
     workers = load_workers if load_workers is not None else max(1, len(allocation.load))
-    environment = collect_environment(allocation, blas_threads=plan.blas_threads)
+    environment = collect_environment(
+        allocation, blas_threads=plan.blas_threads, memory_probe_steps=plan.memory_probe_steps
+    )
     costs = learned_costs(out_root, environment)
     fairness = fairness_rules(plan, allocation, chosen, target_mode)
     if remote_workers:

@@ -63,6 +63,7 @@ __all__ = [
     "PROBE_ITERATIONS",
     "SPEED_PROBE",
     "SpeedSampler",
+    "memory_probe_kind",
 ]
 
 PROBE_ITERATIONS = 2_000
@@ -76,8 +77,16 @@ MEMORY_PROBE_ITEMS = 2_000_000
 """Length of the memory probe's random cycle: a list of that many Python ints, about 70 MB."""
 MEMORY_PROBE_STEPS = 5_000
 """Steps of the chase in one memory sample (always from index 0): about 2.2 ms under load on the second 2-core VM."""
-MEMORY_PROBE = f"chase-{MEMORY_PROBE_STEPS}of{MEMORY_PROBE_ITEMS}-{PROBE_INTERVAL_S}s"
-"""The memory probe's kind, recorded with every bundle that has its readings (``environment.memory_probe``)."""
+
+
+def memory_probe_kind(steps: int) -> str:
+    """The memory probe's kind for chases of ``steps`` steps, recorded with every bundle that has its readings
+    (``environment.memory_probe``)."""
+    return f"chase-{steps}of{MEMORY_PROBE_ITEMS}-{PROBE_INTERVAL_S}s"
+
+
+MEMORY_PROBE = memory_probe_kind(MEMORY_PROBE_STEPS)
+"""The kind of the validated chase (the plan knob ``memory_probe_steps = 5000``)."""
 
 
 @cache
@@ -113,8 +122,8 @@ class SpeedSampler:
     """Samples the fixed work every ``interval_s`` in a daemon thread pinned to ``cpus`` (the caller's own affinity
     is untouched), from entering the context to leaving it; :meth:`window_start` / :meth:`window_end` mark the
     measured window, whose samples make the run's value. Without ``cpus``, or when the platform cannot pin a
-    thread, it takes no samples. Each sample also times the memory chase (``memory_steps`` steps over a cycle of
-    ``memory_items``; 0 steps: none), whose window median is :meth:`memory_value`."""
+    thread, it takes no samples. With ``memory_steps`` (0 by default: none), each sample also times the memory chase,
+    that many steps over a cycle of ``memory_items``, whose window median is :meth:`memory_value`."""
 
     def __init__(
         self,
@@ -128,7 +137,7 @@ class SpeedSampler:
         self.cpus = frozenset(cpus)
         self.iterations = PROBE_ITERATIONS if iterations is None else iterations
         self.interval_s = PROBE_INTERVAL_S if interval_s is None else interval_s
-        self.memory_steps = MEMORY_PROBE_STEPS if memory_steps is None else memory_steps
+        self.memory_steps = 0 if memory_steps is None else memory_steps
         self.memory_items = MEMORY_PROBE_ITEMS if memory_items is None else memory_items
         self._samples: list[tuple[float, float]] = []  # (monotonic time at the end of the sample, CPU us)
         self._memory: list[tuple[float, float]] = []  # the same for the memory chase

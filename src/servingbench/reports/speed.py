@@ -40,7 +40,25 @@ noise), and curves that stayed in one phase gave an elasticity of about 0.77 whe
 0.94 to 1.50. Without it, at a reference inside the machine's speeds, set 9 agreed within 8.8 % (docs/measurements.md).
 The estimate is kept behind the rule for what-ifs.
 
-Each repetition's capacity (or its censoring bound) becomes ``capacity * (probe / reference) ** b``. A config's
+The memory term (:attr:`SpeedRule.memory`): a what-if, off in the report's rule. The probe above is an interpreter
+loop whose data stay in the core's L1 cache, so it does not feel a neighbour that contends for the shared caches. A
+server does: in set 11 (three `make bench` runs an hour apart) one run's servers needed up to 33 % more CPU per
+request than another's at the same probe reading, and came out 7 to 25 % lower for every config at the reference
+speed. A plan with ``memory_probe_steps`` (5000 validated) records a memory probe on every run (``memory_probe_us``,
+a chase through memory timed on the server's core, :mod:`servingbench.harness.speed`), and with the term the model
+becomes ``capacity = k * probe ** -b * memory ** -c``: both slopes fitted jointly (least squares centred per config,
+the error cluster-robust over repetitions), each clipped to [0, :data:`MAX_EXPONENT`], the memory probe's reference
+its own :data:`REFERENCE_QUANTILE` of the run's readings. It is left out, and the text says why, when the bundle has
+no readings of a chase kind, a fitted curve lacks one, the memory probe hardly moved, or the two probes moved only
+together (the design's condition number over :data:`MAX_CONDITION`). Why it is not the report's rule: in set 12,
+frozen beforehand (docs/measurements.md), it gave 19.0 % where the loop alone gave 14.7 % on the same three runs;
+the memory slopes fitted per run read -1.34, -3.17 and -2.92 (standard errors 0.37 to 0.76), so the term added the
+fit's noise where it was to remove the run's. Over 2-s windows of one server the chase tracks throughput better than
+the loop (r 0.76 against 0.61); over one run's 45 curves, each a few steps at rates that load the core differently,
+its slope is not pinned down.
+
+Each repetition's capacity (or its censoring bound) becomes ``capacity * (probe / reference) ** b`` (times the memory
+term's factor where there is one). A config's
 figure at the reference speed is the geometric mean of those values with the t interval on their logs
 (:func:`~servingbench.reports.stats.log_mean_interval`), not their median: what is left once the speed is taken out
 is a spread of 10-20 % around a value, where the median of 9 uses about two thirds of the information; over seven
@@ -81,30 +99,38 @@ from statistics import median, variance
 
 import numpy as np
 
-from ..harness.speed import MEMORY_PROBE, SPEED_PROBE
+from ..harness.speed import SPEED_PROBE
 from .bundle import CapacityResult, Run
 
 __all__ = [
     "DEFAULT_RULE",
+    "MAX_CONDITION",
     "MAX_EXPONENT",
+    "MEMORY_PROBE_PREFIX",
     "MIN_CURVES",
     "MIN_LOG_SPREAD",
     "MIN_RELIABILITY",
     "PROBE_KINDS",
     "REFERENCE_QUANTILE",
+    "MemoryTerm",
     "SpeedAdjustment",
     "SpeedRule",
     "adjusted",
     "curve_memory_probe",
     "curve_probe",
     "exponent_log_se",
+    "memory_readings",
     "probe_readings",
     "reference_probe",
     "speed_adjustment",
 ]
 
 PROBE_KINDS = frozenset({SPEED_PROBE})
-MEMORY_PROBE_KINDS = frozenset({MEMORY_PROBE})
+MEMORY_PROBE_PREFIX = "chase-"
+"""The memory probe kinds the memory term reads: any chase (its readings are compared within a run only)."""
+MAX_CONDITION = 1e6
+"""The joint fit refuses a design whose condition number is over this: the two probes moved together (one slope
+cannot be told from the other), and the first probe alone is fitted."""
 """The memory probe kinds the rule's second term understands (a bundle with another, or none, gets the first only)."""
 """The probe kinds whose readings the adjustment understands (a bundle with another, or none, is shown as measured)."""
 REFERENCE_QUANTILE = 0.1
@@ -136,7 +162,7 @@ class SpeedRule:
 
     reference_us: float | None = None
     noise_correction: bool = False
-    memory: bool = True
+    memory: bool = False
 
     def __post_init__(self) -> None:
         if self.reference_us is not None and not (math.isfinite(self.reference_us) and self.reference_us > 0.0):
@@ -403,6 +429,8 @@ def _fit_joint(points: Mapping[str, Sequence[MemoryPoint]]) -> tuple[np.ndarray,
         ys += [row[2] for row in centred]
     x = np.array(xs, dtype=np.float64).reshape(-1, 2)
     y = np.array(ys, dtype=np.float64)
+    if len(y) < 3 or np.linalg.cond(x.T @ x) > MAX_CONDITION:
+        raise np.linalg.LinAlgError("the two probes did not move independently")
     inverse = np.linalg.inv(x.T @ x)
     slopes = inverse @ x.T @ y
     residuals = y - x @ slopes
@@ -427,7 +455,7 @@ def _memory_term(
     is no memory term (None, None, None, reason). No reason and no term: the rule has none."""
     if not rule.memory:
         return None, None, None, None
-    if not isinstance(kind, str) or kind not in MEMORY_PROBE_KINDS:
+    if not isinstance(kind, str) or not kind.startswith(MEMORY_PROBE_PREFIX):
         return None, None, None, "this bundle has no memory probe readings of a known kind"
     fitted = {config: mine for config, mine in points.items() if len(mine) >= 2}
     if any((config, rep) not in memories for config, mine in fitted.items() for rep, _, _ in mine):
