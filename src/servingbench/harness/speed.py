@@ -37,8 +37,11 @@ random cycle over :data:`MEMORY_PROBE_ITEMS` Python ints (built once per process
 objects at random addresses, about 640 kB of cache lines, which the server's own work evicts between two samples, so
 each sample reloads them from the shared cache or memory and reads how contended those are. That is the chase the
 measurement above validated (5,000 steps from the start). It costs about 2.2 ms a sample on that VM, so the two
-probes take about 2.5 % of the server's core, the same for every config. Its readings feed the capacity report's
-speed rule (:mod:`servingbench.reports.speed`); the baseline check keeps the loop alone. What it cannot show: an idle
+probes take about 2.5 % of the server's core, the same for every config. It is opt-in (plan knob
+``memory_probe_steps``, 0 in the built-in plan): its readings feed only a what-if term of the capacity speed rule
+(:mod:`servingbench.reports.speed`), which on three `make bench` runs frozen beforehand (set 12,
+docs/measurements.md) made runs agree worse than the loop alone, and a probe the report does not use should not take
+2 % of the server's core. The baseline check keeps the loop alone. What it cannot show: an idle
 core keeps the lines cached and reads fast (the load keeps the server's core busy), and its absolute value moves with
 the cache sizes of the machine (it is compared within a run, or between runs of one machine).
 """
