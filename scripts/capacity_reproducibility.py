@@ -243,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give two or more bundles")
     if args.reference_us is not None and not args.reference_us > 0:
         parser.error("--reference-us must be a positive number of microseconds")
+    if args.noise_correction and args.memory:
+        parser.error("--noise-correction is for the first probe alone: not with --memory")
     if args.reference_us is not None and args.shared_reference:
         parser.error("give --reference-us or --shared-reference, not both")
     lines = report(

@@ -55,6 +55,16 @@ def test_an_ab_plan_and_its_one_config_plan_are_the_same_plan() -> None:
     assert plan_identity(moved) == plan_identity(other)  # a model file by its name: checkouts differ in place
 
 
+def test_the_memory_probe_is_part_of_the_plan_only_when_it_is_on() -> None:
+    """It takes a share of the server's core, so a baseline made without it does not judge a run with it; off (0 or
+    absent, as in every plan before it existed) the identity is the one stored before the knob existed."""
+    plain = document(Shape(), (CONFIG,))["plan"]
+    assert "memory_probe_steps" not in plan_identity(plain)["knobs"]
+    assert plan_identity({**plain, "memory_probe_steps": 0}) == plan_identity(plain)
+    probed = plan_identity({**plain, "memory_probe_steps": 5000})
+    assert plan_mismatch(plan_identity(plain), probed) == "knobs.memory_probe_steps: None vs 5000"
+
+
 def test_software_changes_list_python_and_packages() -> None:
     old = {"python": "3.11.7", "packages": {"fastapi": "0.115.0", "flask": "3.0.0"}}
     new = {"python": "3.11.9", "packages": {"fastapi": "0.116.0", "flask": "3.0.0"}}

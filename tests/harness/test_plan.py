@@ -305,6 +305,7 @@ def test_extra_repetitions_measure_curves_only(tmp_path: Path) -> None:
         "capacity_extra_repetitions = -1",
         "memory_probe_steps = -1",
         "memory_probe_steps = 1.5",
+        "memory_probe_steps = 50001",
     ],
 )
 def test_bad_capacity_knobs_are_refused(tmp_path: Path, knob: str) -> None:

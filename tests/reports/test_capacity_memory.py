@@ -165,6 +165,39 @@ def test_without_readings_the_first_probe_alone_is_fitted_and_the_text_says_why(
     assert speed.slope == alone.slope and speed.exponent == alone.exponent
 
 
+def test_memory_levels_that_differ_only_between_configs_are_a_probe_that_did_not_move() -> None:
+    """Each server evicts the caches by its own amount: a memory probe flat within every config, at a different
+    level per config, says nothing of how capacity follows it."""
+    by_config, runs = _curves(1.0, 0.0, noise=0.02)
+    levels = {"fast": 1500.0, "slow": 2600.0, "mid": 2000.0}
+    flat = {
+        key: Run(
+            run.id, run.config, run.model, run.scenario, run.repetition, True, kind="open",
+            speed_probe_us=run.speed_probe_us, memory_probe_us=levels[run.config],
+        )
+        for key, run in runs.items()
+    }  # fmt: skip
+    speed = speed_adjustment(by_config, flat, SPEED_PROBE, MEMORY, memory_kind=MEMORY_PROBE)
+    assert speed is not None and speed.memory is None and speed.memory_reason == "the memory probe hardly moved"
+
+
+def test_a_curve_without_a_memory_reading_in_a_config_the_fit_did_not_use_has_no_figure() -> None:
+    by_config, runs = _curves(1.0, 0.8, noise=0.02)
+    lone, mine = _curve("lone", 0, 700.0, 230.0, None)  # one curve: not in the fit, and no memory reading
+    runs.update({run.id: run for run in mine})
+    speed = speed_adjustment({**by_config, "lone": [lone]}, runs, SPEED_PROBE, MEMORY, memory_kind=MEMORY_PROBE)
+    assert speed is not None and speed.memory is not None
+    out = adjusted({**by_config, "lone": [lone]}, runs, speed)
+    assert out["lone"] is None and all(out[config] is not None for config in by_config)
+
+
+def test_the_noise_correction_is_refused_with_the_memory_term() -> None:
+    with pytest.raises(ValueError, match="not with the memory term"):
+        SpeedRule(noise_correction=True, memory=True)
+    with pytest.raises(SystemExit):
+        main(["--memory", "--noise-correction", "a", "b"])
+
+
 def test_a_memory_probe_that_did_not_move_or_moved_only_with_the_first_is_left_out() -> None:
     by_config, runs = _curves(1.0, 0.0, noise=0.02)
     flat = {

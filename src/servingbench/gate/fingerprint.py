@@ -93,8 +93,11 @@ def plan_identity(plan: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(entry, dict)
     }
     models = plan.get("models") or {}
+    knobs = {name: plan.get(name) for name in PLAN_KNOBS}
+    if plan.get("memory_probe_steps"):  # the memory probe takes a share of the server's core; off: as before it existed
+        knobs["memory_probe_steps"] = plan.get("memory_probe_steps")
     return {
-        "knobs": {name: plan.get(name) for name in PLAN_KNOBS},
+        "knobs": knobs,
         "configs": sorted(repr(launch) for launch in launches),
         "models": {
             name: {"spec": _spec_identity(entry.get("spec")), "scenarios": entry.get("scenarios")}

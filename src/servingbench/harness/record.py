@@ -83,10 +83,10 @@ class StepVerdict:
 @dataclass(frozen=True)
 class RunRecord:
     """One run: its identity, how it went (``status``, the validity ``problems``), the load result and the server's
-        usage over the measured window, and the machine-speed probe during it (``speed_probe_us``, CPU microseconds of a
-        fixed piece of work on the server's cores: higher is a slower machine; ``memory_probe_us`` the same for a chase
-    through memory). ``valid`` only when it ran and no gate
-        found a problem."""
+    usage over the measured window, and the machine-speed probe during it (``speed_probe_us``, CPU microseconds of a
+    fixed piece of work on the server's cores: higher is a slower machine; ``memory_probe_us`` the same for a chase
+    through memory, when the plan's ``memory_probe_steps`` turns it on). ``valid`` only when it ran and no gate found
+    a problem."""
 
     identity: RunIdentity
     status: RunStatus = "ok"

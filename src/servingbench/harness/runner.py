@@ -77,6 +77,7 @@ from servingbench.harness.servers import (
     TargetStarter,
     wait_until_idle,
 )
+from servingbench.harness.speed import prepare_memory_probe
 from servingbench.loadtests.scenarios import USER_CLASS_BY_KIND, LoadSpec
 from servingbench.servers.launch import ServerConfig, launch_command
 from servingbench.servers.registry import baseline_of
@@ -931,6 +932,8 @@ def run_benchmark(
     environment = collect_environment(
         allocation, blas_threads=plan.blas_threads, memory_probe_steps=plan.memory_probe_steps
     )
+    if plan.memory_probe_steps > 0:
+        prepare_memory_probe()
     costs = learned_costs(out_root, environment)
     fairness = fairness_rules(plan, allocation, chosen, target_mode)
     if remote_workers:

@@ -24,26 +24,26 @@ the server's core busy.
 What it cannot show: a slowdown the interpreter loop does not feel (memory bandwidth, the network stack) is not in
 it, and its absolute value means nothing across machines (the baseline check never compares two machines).
 
-The memory probe beside it (:data:`MEMORY_PROBE`, ``memory_probe_us``): the interpreter loop above keeps its few
-hundred bytes in the core's L1 cache, so a neighbour that contends for the shared caches or memory does not slow it.
-It does slow a server: on the second 2-core VM (2026-12-04, /work/bench/s14/probes.py and analyze.py, 186 windows of
-2 s, FastAPI on uvicorn under wrk closed loop) throughput moved 10 % between one-minute blocks while this loop read
-215-216 us in every block; the server's CPU per request over the windows correlated r = 0.61 with the loop (that from
-a few seconds of the slow phase) and r = 0.76 with a pointer chase over 70 MB, whose residual after the loop still
-correlated r = 0.59: the part of the machine's speed this loop does not see. A set of three `make bench` runs showed
-the same blind spot: one run's servers needed 33 % more CPU per request than another's at the same loop reading. So
-each sample also times a chase of :data:`MEMORY_PROBE_STEPS` steps, from the same start every time, through a
-random cycle over :data:`MEMORY_PROBE_ITEMS` Python ints (built once per process): the same 5,000 list slots and int
-objects at random addresses, about 640 kB of cache lines, which the server's own work evicts between two samples, so
-each sample reloads them from the shared cache or memory and reads how contended those are. That is the chase the
-measurement above validated (5,000 steps from the start). It costs about 2.2 ms a sample on that VM, so the two
-probes take about 2.5 % of the server's core, the same for every config. It is opt-in (plan knob
-``memory_probe_steps``, 0 in the built-in plan): its readings feed only a what-if term of the capacity speed rule
-(:mod:`servingbench.reports.speed`), which on three `make bench` runs frozen beforehand (set 12,
-docs/measurements.md) made runs agree worse than the loop alone, and a probe the report does not use should not take
-2 % of the server's core. The baseline check keeps the loop alone. What it cannot show: an idle
-core keeps the lines cached and reads fast (the load keeps the server's core busy), and its absolute value moves with
-the cache sizes of the machine (it is compared within a run, or between runs of one machine).
+The memory probe beside it (opt-in: the plan's ``memory_probe_steps``, 0 in the built-in plan; ``memory_probe_us``):
+the interpreter loop above keeps its few hundred bytes in the core's L1 cache, so a neighbour that contends for the
+shared caches or memory does not slow it. It does slow a server: on the second 2-core VM (2026-12-04,
+/work/bench/s14/probes.py and analyze.py, 186 windows of 2 s, FastAPI on uvicorn under wrk closed loop) throughput
+moved 10 % between one-minute blocks while this loop read 215-216 us in every block; the server's CPU per request
+over the windows correlated r = 0.61 with the loop (that from a few seconds of the slow phase) and r = 0.76 with a
+pointer chase over 70 MB, whose residual after the loop still correlated r = 0.59. A set of three `make bench` runs
+showed the same blind spot: one run's servers needed 33 % more CPU per request than another's at the same loop
+reading. With the knob, each sample also times a chase of that many steps (:data:`MEMORY_PROBE_STEPS`, 5,000, is the
+validated one), from index 0 every time, through a random cycle over :data:`MEMORY_PROBE_ITEMS` Python ints (built
+once per process, before the first run): the same list slots and int objects at random addresses, about 640 kB of
+cache lines at 5,000 steps, which the server's own work evicts between two samples, so each sample reloads them from
+the shared cache or memory and reads how contended those are. At 5,000 steps it costs about 2.2 ms a sample on that
+VM, so the two probes take about 2.5 % of the server's core, the same for every config. Its readings feed only a
+what-if term of the capacity speed rule (:mod:`servingbench.reports.speed`), which on three `make bench` runs frozen
+beforehand (set 12, docs/measurements.md) made runs agree worse than the loop alone; a probe the report does not use
+should not take 2 % of the server's core, hence opt-in. The baseline check keeps the loop alone. What it cannot
+show: its reading is partly the server's own doing (a busier server evicts more lines between two samples, so a
+slower server at the same rate reads slower), an idle core keeps the lines cached and reads fast, and its absolute
+value moves with the machine's cache sizes (compare it within a run, or between runs of one machine).
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ __all__ = [
     "SPEED_PROBE",
     "SpeedSampler",
     "memory_probe_kind",
+    "prepare_memory_probe",
 ]
 
 PROBE_ITERATIONS = 2_000
@@ -100,6 +101,12 @@ def _cycle(items: int) -> list[int]:
     successor = np.empty(items, dtype=np.int64)
     successor[order] = np.roll(order, -1)
     return successor.tolist()
+
+
+def prepare_memory_probe() -> None:
+    """Build the memory probe's cycle now (once per process): a benchmark with the memory probe calls this before its
+    first run, so the build is not inside that run's time or on its server's core."""
+    _cycle(MEMORY_PROBE_ITEMS)
 
 
 def _chase(cycle: list[int], steps: int) -> int:
@@ -152,7 +159,7 @@ class SpeedSampler:
     def __enter__(self) -> SpeedSampler:
         if self.cpus and hasattr(os, "sched_setaffinity"):
             if self.memory_steps > 0:
-                _cycle(self.memory_items)  # built here, once per process, not on the server's core in a warm-up
+                _cycle(self.memory_items)  # once per process (a benchmark builds it before its first run)
             self._thread = threading.Thread(target=self._loop, name="servingbench-speed-probe", daemon=True)
             self._thread.start()
         return self

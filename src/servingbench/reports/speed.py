@@ -126,13 +126,12 @@ __all__ = [
 ]
 
 PROBE_KINDS = frozenset({SPEED_PROBE})
+"""The probe kinds whose readings the adjustment understands (a bundle with another, or none, is shown as measured)."""
 MEMORY_PROBE_PREFIX = "chase-"
 """The memory probe kinds the memory term reads: any chase (its readings are compared within a run only)."""
 MAX_CONDITION = 1e6
 """The joint fit refuses a design whose condition number is over this: the two probes moved together (one slope
 cannot be told from the other), and the first probe alone is fitted."""
-"""The memory probe kinds the rule's second term understands (a bundle with another, or none, gets the first only)."""
-"""The probe kinds whose readings the adjustment understands (a bundle with another, or none, is shown as measured)."""
 REFERENCE_QUANTILE = 0.1
 """The reference speed is this quantile of the run's own probe readings: the machine's fast phase in that run, so
 the reference lies within the speeds the curves ran at on any machine. Over twelve `make bench` runs of the second
@@ -167,6 +166,10 @@ class SpeedRule:
     def __post_init__(self) -> None:
         if self.reference_us is not None and not (math.isfinite(self.reference_us) and self.reference_us > 0.0):
             raise ValueError(f"a reference speed is a positive probe reading in us, got {self.reference_us!r}")
+        if self.noise_correction and self.memory:
+            # The reliability ratio is the first probe's alone; with a second regressor the attenuation of each
+            # slope is not that ratio, and the memory slope's would need its own.
+            raise ValueError("the noise correction is for the first probe alone: not with the memory term")
 
 
 DEFAULT_RULE = SpeedRule()
@@ -330,7 +333,9 @@ class SpeedAdjustment:
         return (
             f"The reference ({self.reference_us:.0f} us) lies outside every speed these curves ran at ({low:.0f} to "
             f"{high:.0f} us): each figure at the reference speed is an extrapolation, by a factor of about "
-            f"{self.factor(middle):.2f}, and an error of 0.1 in the exponent moves it by about "
+            f"{(middle / self.reference_us) ** self.exponent:.2f}"
+            + (" from the speed probe's term" if self.memory is not None else "")
+            + ", and an error of 0.1 in the exponent moves it by about "
             f"{math.expm1(0.1 * distance):.0%}. On a machine this far from the reference, runs disagree at the "
             "reference speed by more than as measured when their fitted exponents differ (docs/measurements.md)."
         )
@@ -464,7 +469,14 @@ def _memory_term(
         config: [(rep, probe, memories[(config, rep)], value) for rep, probe, value in mine]
         for config, mine in fitted.items()
     }
-    spread = float(np.std([math.log(memory) for mine in joint.values() for _, _, memory, _ in mine]))
+    # Within configs, as the first probe's spread is read: each server evicts the caches by its own amount, so the
+    # memory probe's level differs between configs, which says nothing of how capacity follows it.
+    centred = [
+        math.log(memory) - float(np.mean([math.log(other) for _, _, other, _ in mine]))
+        for mine in joint.values()
+        for _, _, memory, _ in mine
+    ]
+    spread = math.sqrt(sum(value * value for value in centred) / max(len(centred) - len(joint), 1))
     if spread < MIN_LOG_SPREAD / 3.0:
         return None, None, None, "the memory probe hardly moved"
     try:
