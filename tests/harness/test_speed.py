@@ -111,9 +111,9 @@ def test_each_sample_also_times_the_memory_chase_and_its_value_is_the_window_med
     assert len(sampler._memory) >= 3 and all(used > 0.0 for _, used in sampler._memory)
     sampler._memory = [(1.0, 50.0), (2.0, 30.0), (3.0, 10.0), (4.0, 20.0)]
     sampler._window = [1.5, 3.5]
-    assert sampler.window_samples(memory=True) == [30.0, 10.0] and sampler.memory_value() == 20.0
+    assert sampler.window_samples(memory=True) == [30.0, 10.0] and sampler.value(memory=True) == 20.0
     sampler._window = []
-    assert sampler.memory_value() is None  # no window: no value, as for the first probe
+    assert sampler.value(memory=True) is None  # no window: no value, as for the first probe
 
 
 def test_no_memory_steps_take_no_memory_samples() -> None:
@@ -121,7 +121,7 @@ def test_no_memory_steps_take_no_memory_samples() -> None:
         _wait_for(sampler, 3)
     assert len(sampler.samples) >= 3 and sampler._memory == []
     sampler.window_start()
-    assert sampler.memory_value() is None
+    assert sampler.value(memory=True) is None
 
 
 def test_window_marks_record_the_measured_window_once() -> None:

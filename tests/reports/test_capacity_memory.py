@@ -21,10 +21,9 @@ from servingbench.reports.speed import (
     REFERENCE_QUANTILE,
     SpeedRule,
     adjusted,
-    curve_memory_probe,
     curve_probe,
     exponent_log_se,
-    memory_readings,
+    probe_readings,
     speed_adjustment,
 )
 
@@ -80,7 +79,7 @@ def test_both_laws_are_recovered_jointly() -> None:
     assert speed.memory.slope == pytest.approx(-0.8, abs=0.1)
     assert speed.memory.exponent == pytest.approx(-speed.memory.slope)
     assert speed.memory.slope_se is not None and speed.memory.covariance is not None
-    readings = memory_readings(runs.values())
+    readings = probe_readings(runs.values(), memory=True)
     assert len(readings) == speed.memory.readings == 3 * 3 * 12
     assert speed.memory.reference_us == pytest.approx(float(np.quantile(readings, REFERENCE_QUANTILE)))
     assert "memory probe" in speed.text and f"{speed.memory.reference_us:.0f} us" in speed.text
@@ -116,7 +115,7 @@ def test_adjusted_values_are_the_measured_ones_times_both_factors() -> None:
         mine = out[config]
         assert mine is not None
         for theirs, result in zip(results, mine, strict=True):
-            probe, memory = curve_probe(theirs, runs), curve_memory_probe(theirs, runs)
+            probe, memory = curve_probe(theirs, runs), curve_probe(theirs, runs, memory=True)
             assert probe is not None and memory is not None
             factor = (probe / speed.reference_us) ** speed.exponent * (memory / term.reference_us) ** term.exponent
             assert result.capacity_rps == pytest.approx((theirs.capacity_rps or 0.0) * factor)
@@ -132,7 +131,7 @@ def test_the_interval_carries_both_slopes_errors_and_their_covariance() -> None:
     assert term.slope_se is not None and term.covariance is not None
     for results in by_config.values():
         d0 = float(np.mean([math.log((curve_probe(r, runs) or 1.0) / speed.reference_us) for r in results]))
-        d1 = float(np.mean([math.log((curve_memory_probe(r, runs) or 1.0) / term.reference_us) for r in results]))
+        d1 = float(np.mean([math.log((curve_probe(r, runs, memory=True) or 1.0) / term.reference_us) for r in results]))
         expected = d0 * d0 * speed.exponent_se**2 + d1 * d1 * term.slope_se**2 + 2 * d0 * d1 * term.covariance
         assert exponent_log_se(results, runs, speed) == pytest.approx(math.sqrt(expected))
         assert exponent_log_se(results, runs, speed) > 0.0

@@ -34,6 +34,9 @@ PLAN_KNOBS = (
     "min_requests",
     "restart_every",
 )
+# Knobs newer than stored baselines, part of the identity only when set (off, the identity is the one stored before
+# they existed): the memory probe takes a share of the server's core.
+OPTIONAL_PLAN_KNOBS = ("memory_probe_steps",)
 CONFIG_FIELDS = ("framework", "server", "route", "threads")
 SOFTWARE_KEYS = ("python", "python_implementation")
 
@@ -94,8 +97,7 @@ def plan_identity(plan: Mapping[str, Any]) -> dict[str, Any]:
     }
     models = plan.get("models") or {}
     knobs = {name: plan.get(name) for name in PLAN_KNOBS}
-    if plan.get("memory_probe_steps"):  # the memory probe takes a share of the server's core; off: as before it existed
-        knobs["memory_probe_steps"] = plan.get("memory_probe_steps")
+    knobs.update({name: value for name in OPTIONAL_PLAN_KNOBS if (value := plan.get(name))})
     return {
         "knobs": knobs,
         "configs": sorted(repr(launch) for launch in launches),

@@ -146,7 +146,7 @@ def measure(
         usage=monitor.usage if monitor else None,
         wall_s=time.monotonic() - started,
         speed_probe_us=sampler.value(),
-        memory_probe_us=sampler.memory_value(),
+        memory_probe_us=sampler.value(memory=True),
     )
     return _apply_gates(record, server, gates, step=step)
 

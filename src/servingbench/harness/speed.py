@@ -52,9 +52,10 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from functools import cache
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -118,6 +119,14 @@ def _chase(cycle: list[int], steps: int) -> int:
     return index
 
 
+def _timed(work: Callable[..., int], *args: Any) -> tuple[float, float]:
+    """Run ``work(*args)`` and return (monotonic time at its end, the thread's CPU microseconds it took)."""
+    start = time.thread_time_ns()
+    work(*args)
+    used = (time.thread_time_ns() - start) / 1_000.0
+    return time.monotonic(), used
+
+
 def _work(iterations: int) -> int:
     """Fixed interpreter work of the kind a web framework does: dict stores, int-to-str, small arithmetic."""
     table: dict[int, int] = {}
@@ -133,7 +142,7 @@ class SpeedSampler:
     is untouched), from entering the context to leaving it; :meth:`window_start` / :meth:`window_end` mark the
     measured window, whose samples make the run's value. Without ``cpus``, or when the platform cannot pin a
     thread, it takes no samples. With ``memory_steps`` (0 by default: none), each sample also times the memory chase,
-    that many steps over a cycle of ``memory_items``, whose window median is :meth:`memory_value`."""
+    that many steps over a cycle of ``memory_items``, whose window median is ``value(memory=True)``."""
 
     def __init__(
         self,
@@ -179,15 +188,9 @@ class SpeedSampler:
             return
         cycle = _cycle(self.memory_items) if self.memory_steps > 0 else []  # built by __enter__ already
         while not self._stop.wait(self.interval_s):
-            start = time.thread_time_ns()
-            _work(self.iterations)
-            used = (time.thread_time_ns() - start) / 1_000.0
-            self._samples.append((time.monotonic(), used))
+            self._samples.append(_timed(_work, self.iterations))
             if cycle:
-                start = time.thread_time_ns()
-                _chase(cycle, self.memory_steps)
-                used = (time.thread_time_ns() - start) / 1_000.0
-                self._memory.append((time.monotonic(), used))
+                self._memory.append(_timed(_chase, cycle, self.memory_steps))
 
     def window_start(self) -> None:
         self._window = [time.monotonic()]
@@ -212,12 +215,8 @@ class SpeedSampler:
         end = self._window[1] if len(self._window) == 2 else float("inf")
         return [used for at, used in samples if start <= at <= end]
 
-    def value(self) -> float | None:
-        """The run's probe: the median of the window's samples; ``None`` without any."""
-        values = self.window_samples()
-        return round(statistics.median(values), 1) if values else None
-
-    def memory_value(self) -> float | None:
-        """The run's memory probe: the median of the window's memory samples; ``None`` without any."""
-        values = self.window_samples(memory=True)
+    def value(self, *, memory: bool = False) -> float | None:
+        """The run's probe: the median of the window's samples; ``None`` without any. ``memory``: the memory
+        probe's."""
+        values = self.window_samples(memory=memory)
         return round(statistics.median(values), 1) if values else None

@@ -116,10 +116,8 @@ __all__ = [
     "SpeedAdjustment",
     "SpeedRule",
     "adjusted",
-    "curve_memory_probe",
     "curve_probe",
     "exponent_log_se",
-    "memory_readings",
     "probe_readings",
     "reference_probe",
     "speed_adjustment",
@@ -176,21 +174,23 @@ DEFAULT_RULE = SpeedRule()
 """The report's rule."""
 
 
-def probe_readings(runs: Iterable[Run]) -> list[float]:
-    """The probe readings (us) of the ``runs`` that recorded one: closed-loop runs and curve steps alike."""
-    return [probe for run in runs if (probe := run.speed_probe_us) is not None and probe > 0.0]
+def _reading(run: Run, memory: bool) -> float | None:
+    """The run's probe reading (us), or its memory probe's; None when it has none that is positive."""
+    probe = run.memory_probe_us if memory else run.speed_probe_us
+    return probe if probe is not None and probe > 0.0 else None
 
 
-def reference_probe(runs: Iterable[Run], quantile: float = REFERENCE_QUANTILE) -> float | None:
+def probe_readings(runs: Iterable[Run], *, memory: bool = False) -> list[float]:
+    """The probe readings (us) of the ``runs`` that recorded one: closed-loop runs and curve steps alike;
+    ``memory``: the memory probe's."""
+    return [probe for run in runs if (probe := _reading(run, memory)) is not None]
+
+
+def reference_probe(runs: Iterable[Run], quantile: float = REFERENCE_QUANTILE, *, memory: bool = False) -> float | None:
     """The ``quantile`` (linear between order statistics) of the :func:`probe_readings` of ``runs`` (every run of a
     bundle); None without a reading."""
-    readings = probe_readings(runs)
+    readings = probe_readings(runs, memory=memory)
     return float(np.quantile(readings, quantile)) if readings else None
-
-
-def memory_readings(runs: Iterable[Run]) -> list[float]:
-    """The memory probe readings (us) of the ``runs`` that recorded one."""
-    return [probe for run in runs if (probe := run.memory_probe_us) is not None and probe > 0.0]
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,7 @@ class SpeedAdjustment:
 
     def factor(self, probe_us: float, memory_us: float | None = None) -> float:
         """What a capacity measured at ``probe_us`` (and ``memory_us``, where the rule has a memory term) is
-        multiplied by."""
+        multiplied by; without ``memory_us``, the first term's factor alone."""
         factor = (probe_us / self.reference_us) ** self.exponent
         if self.memory is not None and memory_us is not None:
             factor *= (memory_us / self.memory.reference_us) ** self.memory.exponent
@@ -333,7 +333,7 @@ class SpeedAdjustment:
         return (
             f"The reference ({self.reference_us:.0f} us) lies outside every speed these curves ran at ({low:.0f} to "
             f"{high:.0f} us): each figure at the reference speed is an extrapolation, by a factor of about "
-            f"{(middle / self.reference_us) ** self.exponent:.2f}"
+            f"{self.factor(middle):.2f}"
             + (" from the speed probe's term" if self.memory is not None else "")
             + ", and an error of 0.1 in the exponent moves it by about "
             f"{math.expm1(0.1 * distance):.0%}. On a machine this far from the reference, runs disagree at the "
@@ -341,16 +341,10 @@ class SpeedAdjustment:
         )
 
 
-def curve_probe(result: CapacityResult, runs: Mapping[str, Run]) -> float | None:
+def curve_probe(result: CapacityResult, runs: Mapping[str, Run], *, memory: bool = False) -> float | None:
     """The speed a curve ran at: the median probe of its counted steps' runs (the server's own steps: not one the
-    load generator could not keep, nor an invalid run); ``None`` when none has one."""
-    probes = _step_probes(result, runs)
-    return median(probes) if probes else None
-
-
-def curve_memory_probe(result: CapacityResult, runs: Mapping[str, Run]) -> float | None:
-    """The memory probe a curve ran at: the median over the same steps as :func:`curve_probe`; ``None`` without."""
-    probes = _step_probes(result, runs, memory=True)
+    load generator could not keep, nor an invalid run); ``memory``: the memory probe's; ``None`` when none has one."""
+    probes = _step_probes(result, runs, memory=memory)
     return median(probes) if probes else None
 
 
@@ -361,8 +355,7 @@ def _step_probes(result: CapacityResult, runs: Mapping[str, Run], *, memory: boo
         for step in result.steps
         if step.counted(runs)
         and (run := runs.get(step.run or "")) is not None
-        and (probe := run.memory_probe_us if memory else run.speed_probe_us) is not None
-        and probe > 0.0
+        and (probe := _reading(run, memory)) is not None
     ]
 
 
@@ -415,38 +408,54 @@ def _fit(points: Mapping[str, Sequence[Point]]) -> tuple[float, float | None, in
 MemoryPoint = tuple[int, float, float, float]  # repetition, probe (us), memory probe (us), capacity (req/s)
 
 
-def _fit_joint(points: Mapping[str, Sequence[MemoryPoint]]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Least squares of log capacity on (log probe, log memory probe), centred per config as :func:`_fit` does: the
-    two slopes and their covariance, cluster-robust over repetitions (None with one repetition, or too few points).
-    Raises ``np.linalg.LinAlgError`` when the two probes do not move independently (a singular design)."""
-    reps: list[int] = []
-    xs: list[tuple[float, float]] = []
-    ys: list[float] = []
-    groups = 0
-    for mine in points.values():
-        if len(mine) < 2:
-            continue
-        groups += 1
-        logs = np.array([(math.log(probe), math.log(memory), math.log(value)) for _, probe, memory, value in mine])
-        centred = logs - logs.mean(axis=0)
-        reps += [rep for rep, *_ in mine]
-        xs += [(row[0], row[1]) for row in centred]
-        ys += [row[2] for row in centred]
-    x = np.array(xs, dtype=np.float64).reshape(-1, 2)
-    y = np.array(ys, dtype=np.float64)
-    if len(y) < 3 or np.linalg.cond(x.T @ x) > MAX_CONDITION:
-        raise np.linalg.LinAlgError("the two probes did not move independently")
-    inverse = np.linalg.inv(x.T @ x)
-    slopes = inverse @ x.T @ y
-    residuals = y - x @ slopes
-    scores: dict[int, np.ndarray] = {}
-    for rep, row, residual in zip(reps, x, residuals, strict=True):
-        scores[rep] = scores.get(rep, np.zeros(2)) + row * residual
-    clusters = len(scores)
-    if clusters < 2 or len(y) - groups - 2 <= 0:
-        return slopes, None
-    meat = sum(np.outer(score, score) for score in scores.values())
-    return slopes, clusters / (clusters - 1) * inverse @ meat @ inverse
+@dataclass(frozen=True)
+class _JointDesign:
+    """The joint fit's data, centred per config as :func:`_fit` centres its own: ``x`` the (log probe, log memory
+    probe) rows, ``y`` log capacity, ``reps`` each row's repetition, ``groups`` the configs (each costs a degree of
+    freedom)."""
+
+    reps: list[int]
+    x: np.ndarray
+    y: np.ndarray
+    groups: int
+
+    @classmethod
+    def of(cls, points: Mapping[str, Sequence[MemoryPoint]]) -> _JointDesign:
+        reps: list[int] = []
+        rows: list[np.ndarray] = []
+        groups = 0
+        for mine in points.values():
+            if len(mine) < 2:
+                continue
+            groups += 1
+            logs = np.log(np.array([(probe, memory, value) for _, probe, memory, value in mine], dtype=np.float64))
+            rows.append(logs - logs.mean(axis=0))
+            reps += [rep for rep, *_ in mine]
+        centred = np.concatenate(rows) if rows else np.zeros((0, 3))
+        return cls(reps, centred[:, :2], centred[:, 2], groups)
+
+    def spread(self, column: int) -> float:
+        """The standard deviation of one regressor within configs (its log; 0 probe, 1 memory probe)."""
+        return math.sqrt(float(self.x[:, column] @ self.x[:, column]) / max(len(self.y) - self.groups, 1))
+
+    def fit(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Least squares of ``y`` on ``x``: the two slopes and their covariance, cluster-robust over repetitions
+        (None with one repetition, or too few points). Raises ``np.linalg.LinAlgError`` when the two probes do not
+        move independently (the design's condition number over :data:`MAX_CONDITION`)."""
+        x, y = self.x, self.y
+        if len(y) < 3 or np.linalg.cond(x.T @ x) > MAX_CONDITION:
+            raise np.linalg.LinAlgError("the two probes did not move independently")
+        inverse = np.linalg.inv(x.T @ x)
+        slopes = inverse @ x.T @ y
+        residuals = y - x @ slopes
+        scores: dict[int, np.ndarray] = {}
+        for rep, row, residual in zip(self.reps, x, residuals, strict=True):
+            scores[rep] = scores.get(rep, np.zeros(2)) + row * residual
+        clusters = len(scores)
+        if clusters < 2 or len(y) - self.groups - 2 <= 0:
+            return slopes, None
+        meat = sum(np.outer(score, score) for score in scores.values())
+        return slopes, clusters / (clusters - 1) * inverse @ meat @ inverse
 
 
 def _memory_term(
@@ -465,25 +474,21 @@ def _memory_term(
     fitted = {config: mine for config, mine in points.items() if len(mine) >= 2}
     if any((config, rep) not in memories for config, mine in fitted.items() for rep, _, _ in mine):
         return None, None, None, "a fitted curve has no memory probe reading"
-    joint = {
-        config: [(rep, probe, memories[(config, rep)], value) for rep, probe, value in mine]
-        for config, mine in fitted.items()
-    }
+    design = _JointDesign.of(
+        {
+            config: [(rep, probe, memories[(config, rep)], value) for rep, probe, value in mine]
+            for config, mine in fitted.items()
+        }
+    )
     # Within configs, as the first probe's spread is read: each server evicts the caches by its own amount, so the
     # memory probe's level differs between configs, which says nothing of how capacity follows it.
-    centred = [
-        math.log(memory) - float(np.mean([math.log(other) for _, _, other, _ in mine]))
-        for mine in joint.values()
-        for _, _, memory, _ in mine
-    ]
-    spread = math.sqrt(sum(value * value for value in centred) / max(len(centred) - len(joint), 1))
-    if spread < MIN_LOG_SPREAD / 3.0:
+    if design.spread(1) < MIN_LOG_SPREAD / 3.0:
         return None, None, None, "the memory probe hardly moved"
     try:
-        slopes, covariance = _fit_joint(joint)
+        slopes, covariance = design.fit()
     except np.linalg.LinAlgError:
         return None, None, None, "the two probes did not move independently"
-    readings = memory_readings(runs.values())
+    readings = probe_readings(runs.values(), memory=True)
     term = MemoryTerm(
         reference_us=float(np.quantile(readings, REFERENCE_QUANTILE)),
         exponent=min(max(-float(slopes[1]), 0.0), MAX_EXPONENT),
@@ -527,7 +532,7 @@ def speed_adjustment(
             value = result.measured_rps
             if value is not None and value > 0.0:
                 points.setdefault(config, []).append((result.repetition, probe, value))
-                if (memory_us := curve_memory_probe(result, runs)) is not None:
+                if rule.memory and (memory_us := curve_probe(result, runs, memory=True)) is not None:
                     memories[(config, result.repetition)] = memory_us
                 if (noise := _probe_noise(readings)) is not None:
                     noises.setdefault(config, []).append(noise)
@@ -586,27 +591,24 @@ def exponent_log_se(results: Sequence[CapacityResult], runs: Mapping[str, Run], 
     or the fit has no error (one repetition)."""
     if not speed.applied or (exponent_se := speed.exponent_se) is None:
         return 0.0
-    offsets = [
-        math.log(probe / speed.reference_us)
+    probed = [
+        (probe, result)
         for result in results
         if (value := result.measured_rps) is not None
         and value > 0.0
         and (probe := curve_probe(result, runs)) is not None
     ]
-    if not offsets:
+    if not probed:
         return 0.0
-    first = sum(offsets) / len(offsets)
+    first = sum(math.log(probe / speed.reference_us) for probe, _ in probed) / len(probed)
     term = speed.memory
     if term is None or term.slope_se is None or term.covariance is None:
         return abs(first) * exponent_se
     # Both slopes' errors, and their covariance, move the mean log offset d0 * b0 + d1 * b1.
     memory_offsets = [
         math.log(memory / term.reference_us)
-        for result in results
-        if (value := result.measured_rps) is not None
-        and value > 0.0
-        and curve_probe(result, runs) is not None
-        and (memory := curve_memory_probe(result, runs)) is not None
+        for _, result in probed
+        if (memory := curve_probe(result, runs, memory=True)) is not None
     ]
     second = sum(memory_offsets) / len(memory_offsets) if memory_offsets else 0.0
     cross = 2.0 * first * second * term.covariance / speed.reliability
@@ -628,7 +630,7 @@ def adjusted(
                 mine.append(result)
                 continue
             probe = curve_probe(result, runs)
-            memory = curve_memory_probe(result, runs)
+            memory = curve_probe(result, runs, memory=True) if speed.memory is not None else None
             if probe is None or (speed.memory is not None and memory is None):
                 out[config] = None
                 break

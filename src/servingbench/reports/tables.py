@@ -12,7 +12,7 @@ import numpy as np
 
 from .bundle import Bundle, CapacityResult, CapacityStep, ModelInfo, Run
 from .metrics import metric_samples
-from .speed import memory_readings, probe_readings
+from .speed import probe_readings
 from .stats import (
     CONFIDENCE,
     MAX_SUGGESTED_REPETITIONS,
@@ -546,7 +546,7 @@ def speed_text(runs: Sequence[Run], kind: object = None, memory_kind: object = N
     if not values:
         return None
     low, mid, high = (float(value) for value in np.percentile(values, [10, 50, 90]))
-    memory = memory_readings(runs)
+    memory = probe_readings(runs, memory=True)
     memory_part = ""
     if memory:
         m_low, m_mid, m_high = (float(value) for value in np.percentile(memory, [10, 50, 90]))
