@@ -20,7 +20,9 @@ same speed whatever each run met. Two what-ifs re-judge the same bundles under a
 before it is built (freeze the rule before you read the runs you test it on): ``--reference-us`` brings every figure
 to that probe reading, and ``--noise-correction`` divides the fitted exponent by the reliability of the curves'
 probes (the rule before 2026-12-04 was ``--reference-us 500 --noise-correction``), and ``--memory`` adds the memory
-probe's term (runs of a plan with ``memory_probe_steps``; set 12 in docs/measurements.md)::
+probe's term (runs of a plan with ``memory_probe_steps``; set 12 in docs/measurements.md), fitted in each run at
+its own memory reference; ``--memory-exponent C`` instead brings every curve to the runs' shared memory speed with
+the fixed exponent C (set 14)::
 
     .venv/bin/python scripts/capacity_reproducibility.py --reference-us 500 --noise-correction RUN1/latest ...
 """
@@ -31,19 +33,24 @@ import argparse
 import math
 import statistics
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
+from scipy import stats as scipy_stats
 
 if not __package__:  # run as a script (scripts/ on sys.path, not the repository): make `scripts` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from servingbench.reports.bundle import load_bundle
+from servingbench.reports.bundle import Bundle, load_bundle
 from servingbench.reports.capacity import CapacityView, capacity_views
-from servingbench.reports.speed import SpeedRule, reference_probe
-from servingbench.reports.stats import Estimate
+from servingbench.reports.speed import SpeedRule, curve_probe, reference_probe
+from servingbench.reports.stats import Estimate, log_mean_interval
 
 ViewKey = tuple[str, str, str, float]
+EFFECT_ALPHA = 0.05
+"""A run effect (or a config's own difference) is called beyond the curves' noise below this chance."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,162 @@ def agreement(views: Sequence[CapacityView]) -> list[ConfigAgreement]:
     return out
 
 
+@dataclass(frozen=True)
+class RunEffects:
+    """Where the runs' figures at the reference speed differ, on the log scale, over the configs with a geometric mean
+    in every run (two-way: run by config).
+
+    ``effects``: each run's part shared by every config (the mean over configs of its log figure less each config's
+    mean over the runs); ``effect_sd`` their standard deviation; ``effect_noise_sd`` what the curves' noise alone
+    gives a run's shared part (the root mean square over runs of its standard error, with the repetitions as
+    clusters: the configs of one repetition meet the same phase of the machine, so their noise is not independent);
+    ``effect_p`` the chi-square test of the effects against that noise. ``own_sd``: what is left of each config's
+    difference once the run's shared part is taken out (pooled, (runs - 1) x (configs - 1) degrees of freedom);
+    ``own_noise_sd`` the root mean square of the figures' own standard errors (their curves' spread over the square
+    root of their count, without the exponent's part); ``own_p`` the test of the first against the second, which is
+    conservative (the noise a repetition's configs share is in the effects, not in what is left).
+
+    What it is for: a shared part beyond the noise is a difference between the runs themselves (a state of the
+    machine that run met, which the probe did not read), and more curves per run would not remove it; an own part
+    within the noise is what more curves shrink. With three runs the tests have two and eight degrees of freedom:
+    they can show a large run effect, not rule out a small one."""
+
+    configs: tuple[str, ...]
+    effects: tuple[float, ...]
+    effect_sd: float
+    effect_noise_sd: float
+    effect_p: float
+    own_sd: float
+    own_noise_sd: float
+    own_p: float
+
+
+def _run_noise(values: Mapping[str, Sequence[tuple[int, float]]], configs: Sequence[str]) -> float:
+    """The variance of one run's mean over ``configs`` of their mean log value, with the repetitions as clusters (the
+    sandwich estimate: each repetition's share of the deviations, squared, summed, times k / (k - 1))."""
+    shares: dict[int, float] = {}
+    for config in configs:
+        logs = [(repetition, math.log(value)) for repetition, value in values[config]]
+        centre = statistics.fmean(log for _, log in logs)
+        for repetition, log in logs:
+            shares[repetition] = shares.get(repetition, 0.0) + (log - centre) / (len(configs) * len(logs))
+    clusters = len(shares)
+    if clusters < 2:
+        return math.nan
+    return clusters / (clusters - 1) * sum(share * share for share in shares.values())
+
+
+def _mean_log(values: Sequence[tuple[int, float]]) -> float:
+    return statistics.fmean(math.log(value) for _, value in values)
+
+
+def _own_noise(values: Sequence[tuple[int, float]]) -> float:
+    """The variance of a config's mean log value over its curves: their variance over their count."""
+    logs = [math.log(value) for _, value in values]
+    return statistics.variance(logs) / len(logs) if len(logs) >= 2 else math.nan
+
+
+def run_effects(views: Sequence[CapacityView]) -> RunEffects | None:
+    """The two-way reading of ``views`` (one per run); ``None`` with fewer than two runs or two configs that have a
+    geometric mean at the reference speed in every run, or a noise that cannot be estimated."""
+    configs = tuple(config for config in views[0].configs if all(config in view.reference_values for view in views))
+    if len(views) < 2 or len(configs) < 2:
+        return None
+    table = np.array([[_mean_log(view.reference_values[config]) for config in configs] for view in views])
+    centred = table - table.mean(axis=0)
+    effects = centred.mean(axis=1)
+    own = centred - effects[:, None]
+    runs, count = table.shape
+    effect_noise = np.array([_run_noise(view.reference_values, configs) for view in views])
+    own_noise = np.array([[_own_noise(view.reference_values[c]) for c in configs] for view in views])
+    if not np.all(np.isfinite(effect_noise)) or not np.all(np.isfinite(own_noise)):
+        return None
+    mean_effect_noise = float(effect_noise.mean())
+    mean_own_noise = float(own_noise.mean())
+    effect_ss = float(np.sum((effects - effects.mean()) ** 2))
+    own_ss = float(np.sum(own**2))
+    own_df = (runs - 1) * (count - 1)
+    return RunEffects(
+        configs,
+        tuple(float(effect) for effect in effects),
+        math.sqrt(effect_ss / (runs - 1)),
+        math.sqrt(mean_effect_noise),
+        _chi2_p(effect_ss, mean_effect_noise, runs - 1),
+        math.sqrt(own_ss / own_df),
+        math.sqrt(mean_own_noise),
+        _chi2_p(own_ss, mean_own_noise, own_df),
+    )
+
+
+def _chi2_p(squares: float, noise: float, df: int) -> float:
+    """The chance that noise of variance ``noise`` alone gives a sum of ``squares`` this large or larger (chi-square
+    with ``df`` degrees of freedom); with no noise, 1 for no difference and 0 for any."""
+    if noise <= 0.0:
+        return 1.0 if squares <= 0.0 else 0.0
+    return float(scipy_stats.chi2.sf(squares / noise, df))
+
+
+def _effects_lines(found: RunEffects) -> list[str]:
+    def said(p: float, beyond: str, within: str) -> str:
+        return f"p = {p:.2g}: " + (beyond if p < EFFECT_ALPHA else within)
+
+    shared = ", ".join(f"{math.expm1(effect):+.1%}" for effect in found.effects)
+    return [
+        f"  where the runs differ (log scale, over {len(found.configs)} configs with a geometric mean in every run):",
+        f"    shared by every config of a run: {shared} (sd {found.effect_sd:.1%}); the curves' noise alone gives "
+        f"about {found.effect_noise_sd:.1%} ("
+        + said(
+            found.effect_p,
+            "a difference between the runs themselves, which more curves per run would not remove",
+            "within what the curves' noise gives",
+        )
+        + ")",
+        f"    each config's own: sd {found.own_sd:.1%}; its curves' noise about {found.own_noise_sd:.1%} ("
+        + said(found.own_p, "beyond the curves' noise", "within the curves' noise, which more curves shrink")
+        + ")",
+    ]
+
+
+def at_shared_memory(
+    views: Sequence[CapacityView], bundles: Sequence[Bundle], key: ViewKey, exponent: float
+) -> tuple[list[CapacityView], float] | None:
+    """What if each curve's figure at the reference speed were also brought to one memory speed shared by the runs:
+    times (the curve's memory probe / R) ^ ``exponent``, R the median of the runs' own references of the memory
+    probe (each run's 10th percentile). The exponent is fixed, not fitted: a run's own fit did not pin it down (set
+    12), and a reference of the run's own cancels a difference between runs by construction. Each config's figure
+    becomes the geometric mean of its curves with the t interval on their logs (without the first exponent's error);
+    configs without a geometric mean (a censored curve) are left as they are. ``None`` (with the reason left to the
+    caller) when a run has no memory probe reading or a curve lacks one."""
+    references = [reference_probe(bundle.runs, memory=True) for bundle in bundles]
+    if any(value is None for value in references):
+        return None
+    shared = statistics.median(value for value in references if value is not None)
+    out = []
+    for view, bundle in zip(views, bundles, strict=True):
+        runs = {run.id: run for run in bundle.runs}
+        chase: dict[tuple[str, int], float | None] = {
+            (result.config, result.repetition): curve_probe(result, runs, memory=True)
+            for result in bundle.capacity
+            if (result.model, result.scenario, result.arrivals, result.slo_p99_ms) == key
+        }
+        values: dict[str, tuple[tuple[int, float], ...]] = {}
+        for config, curves in view.reference_values.items():
+            readings = [chase.get((config, repetition)) for repetition, _ in curves]
+            if any(reading is None for reading in readings):
+                return None
+            values[config] = tuple(
+                (repetition, value * (reading / shared) ** exponent)
+                for (repetition, value), reading in zip(curves, readings, strict=True)
+                if reading is not None
+            )
+        figures = {
+            **view.at_reference,
+            **{config: log_mean_interval([value for _, value in curves]) for config, curves in values.items()},
+        }
+        out.append(replace(view, at_reference=figures, reference_values=values))
+    return out, shared
+
+
 def order(view: CapacityView) -> list[str]:
     """The view's configs by their figure (at the reference speed where adjusted), highest first."""
     ranked = [(value, config) for config in view.configs if (value := _value(_figure(view, config)))]
@@ -147,10 +310,12 @@ def report(
     noise_correction: bool = False,
     shared_reference: bool = False,
     memory: bool = False,
+    memory_exponent: float | None = None,
 ) -> list[str]:
     """The lines printed for ``paths`` (one bundle per run) under the rule ``reference_us`` (None: each run's own, or
     with ``shared_reference`` the median of the runs' own), ``noise_correction`` and ``memory`` (the memory probe's
-    term, always at each run's own reference)."""
+    term, always at each run's own reference); ``memory_exponent``: each figure also at the runs' shared memory speed
+    with this fixed exponent (:func:`at_shared_memory`)."""
     bundles = [load_bundle(path) for path in paths]
     lines: list[str] = []
     if reference_us is None and shared_reference:
@@ -174,11 +339,26 @@ def report(
         return [*lines, "no capacity view is in every bundle" + (f" for model {model}" if model else "")]
     for key in keys:
         views = [views[key] for views in per_run]
+        what_if = None
+        if memory_exponent is not None:
+            moved = at_shared_memory(views, bundles, key, memory_exponent)
+            if moved is None:
+                what_if = (
+                    "  no shared memory speed: a run or a curve has no memory probe reading (figures as the report's)"
+                )
+            else:
+                views = moved[0]
+                what_if = (
+                    f"  what if: every figure also at the runs' shared memory speed {moved[1]:.0f} us (the median of "
+                    f"their own 10th percentiles) with the fixed exponent {memory_exponent:g}"
+                )
         adjusted = all(view.adjusted for view in views)
         lines.append(
             f"== {key[0]} / {key[1]} / {key[2]} arrivals, p99 <= {key[3]:g} ms: {len(views)} runs, "
             + ("capacity at the reference speed" if adjusted else "capacity as measured (not every run adjusted)")
         )
+        if what_if is not None:
+            lines.append(what_if)
         rows = agreement(views)
         for row in rows:
             shares = "/".join("-" if share is None else f"{share:.2f}" for share in row.peak_shares)
@@ -197,6 +377,8 @@ def report(
             f"(as measured {_percent(max(measured) if measured else None)}); "
             f"every config's intervals overlap: {all(row.overlap for row in rows)}"
         )
+        if (found := run_effects(views)) is not None:
+            lines += _effects_lines(found)
         orders = [order(view) for view in views]
         lines.append("  same order in every run: " + str(all(ranked == orders[0] for ranked in orders)))
         for index, (view, ranked) in enumerate(zip(views, orders, strict=True), start=1):
@@ -238,6 +420,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="what if: add the memory probe's term (bundles of a plan with memory_probe_steps)",
     )
+    parser.add_argument(
+        "--memory-exponent",
+        type=float,
+        help="what if: also bring every curve to the runs' shared memory speed with this fixed exponent",
+    )
     args = parser.parse_args(argv)
     if len(args.bundles) < 2:
         parser.error("give two or more bundles")
@@ -245,6 +432,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--reference-us must be a positive number of microseconds")
     if args.noise_correction and args.memory:
         parser.error("--noise-correction is for the first probe alone: not with --memory")
+    if args.memory_exponent is not None and not 0.0 <= args.memory_exponent <= 5.0:
+        parser.error("--memory-exponent must be between 0 and 5")
+    if args.memory_exponent is not None and args.memory:
+        parser.error("give --memory (a fitted term, own references) or --memory-exponent (fixed, shared), not both")
     if args.reference_us is not None and args.shared_reference:
         parser.error("give --reference-us or --shared-reference, not both")
     lines = report(
@@ -254,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         noise_correction=args.noise_correction,
         shared_reference=args.shared_reference,
         memory=args.memory,
+        memory_exponent=args.memory_exponent,
     )
     for line in lines:
         print(line)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,80 @@ def main_lines(argv: list[str]) -> list[str]:
     with contextlib.redirect_stdout(out):
         assert main(argv) == 0
     return out.getvalue().splitlines()
+
+
+def _run_contention_bundle(source: Path, target: Path, level: float, exponent: float) -> Path:
+    """A copy of the curve bundle in a run that met cache contention ``level`` times the lowest throughout: each
+    curve's first probe and memory probe move within the run (by curve), the memory probe times ``level``, and each
+    capacity divided by the first probe's ratio and by the memory probe's ratio to the power ``exponent``."""
+    shutil.copytree(source, target)
+    path = target / "results.json"
+    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    document["environment"]["speed_probe"] = SPEED_PROBE
+    document["environment"]["memory_probe"] = MEMORY_PROBE
+    runs = {run["id"]: run for run in document["runs"]}
+    for entry in document["capacity"]:
+        key = entry["repetition"] * 2 + len(entry["config"])
+        probe = PROBE_REF * (1.0 + 0.07 * (key % 5 - 2))
+        memory = MEMORY_REF * level * (1.0 + 0.05 * (key % 3))
+        factor = (PROBE_REF / probe) * (MEMORY_REF / memory) ** exponent
+        for name in ("capacity_rps", "bound_rps"):
+            if entry.get(name) is not None:
+                entry[name] *= factor
+        for step in entry["steps"]:
+            if step.get("run") in runs:
+                runs[step["run"]].update(speed_probe_us=probe, memory_probe_us=memory)
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return target
+
+
+def _worst(lines: list[str]) -> float:
+    (line,) = [line for line in lines if line.startswith("  worst deviation")]
+    return float(line.split()[2].rstrip("%"))
+
+
+def test_a_run_that_met_more_contention_throughout_agrees_only_at_a_shared_memory_speed(
+    curve_bundle_dir: Path, tmp_path: Path
+) -> None:
+    """Each run's own references cancel a difference the whole run met (the report's rule, and the fitted memory
+    term at the run's own memory reference); brought to one memory speed shared by the runs with the exponent the
+    runs followed, the runs agree."""
+    levels = (1.0, 1.1, 1.25)
+    paths = [
+        _run_contention_bundle(curve_bundle_dir, tmp_path / f"run{index}", level, 1.5)
+        for index, level in enumerate(levels)
+    ]
+    plain = report(paths, None)
+    spread = 1.0 - (1.1 / 1.25) ** 1.5  # the run that met the most contention, below the median one
+    assert _worst(plain) == pytest.approx(spread * 100.0, abs=0.2)
+    shared = report(paths, None, memory_exponent=1.5)
+    assert _worst(shared) < 0.2
+    expected = statistics.median(MEMORY_REF * level for level in levels)  # each run's 10th percentile is its lowest
+    assert any(f"shared memory speed {expected:.0f} us" in line for line in shared)
+    effects = next(line for line in shared if "shared by every config of a run" in line)
+    assert "+0.0%, +0.0%, +0.0%" in effects or "-0.0%" in effects
+    assert main_lines(["--memory-exponent", "1.5", *map(str, paths)]) == shared
+    # Exponent 0: the report's own figures (the what-if's interval leaves out the first exponent's error).
+    flat = report(paths, None, memory_exponent=0.0)
+    assert [line.split("  worst")[0].split(":")[0] for line in flat if line.startswith("  ") and "worst" in line] == [
+        line.split("  worst")[0].split(":")[0] for line in plain if line.startswith("  ") and "worst" in line
+    ]
+    assert _worst(flat) == _worst(plain)
+
+
+def test_no_shared_memory_speed_without_memory_readings(curve_bundle_dir: Path, tmp_path: Path) -> None:
+    paths = [_contention_bundle(curve_bundle_dir, tmp_path / "with", 0), tmp_path / "without"]
+    shutil.copytree(curve_bundle_dir, paths[1])
+    lines = report(paths, None, memory_exponent=1.5)
+    assert any("no shared memory speed: a run or a curve has no memory probe reading" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "argv", [["--memory-exponent", "-0.5"], ["--memory-exponent", "9"], ["--memory", "--memory-exponent", "1"]]
+)
+def test_the_command_refuses_a_memory_exponent_out_of_range_or_with_the_fitted_term(
+    curve_bundle_dir: Path, argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, str(curve_bundle_dir), str(curve_bundle_dir)])
+    assert stopped.value.code == 2

@@ -4,15 +4,27 @@ code; known answers on synthetic estimates and on one bundle seen in two machine
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from scripts.capacity_reproducibility import agreement, all_overlap, main, order, report, worst_deviation
+from scripts.capacity_reproducibility import (
+    _chi2_p,
+    _run_noise,
+    agreement,
+    all_overlap,
+    main,
+    order,
+    report,
+    run_effects,
+    worst_deviation,
+)
 from servingbench.reports import speed
 from servingbench.reports.bundle import load_bundle
-from servingbench.reports.capacity import capacity_views
+from servingbench.reports.capacity import CapacityView, capacity_views
 from servingbench.reports.speed import SpeedRule, reference_probe
 from servingbench.reports.stats import Estimate
 from tests.reports.test_capacity_speed import _phase_bundle
@@ -149,3 +161,107 @@ def test_the_command_refuses_a_reference_that_is_no_speed(phases: tuple[Path, Pa
     with pytest.raises(SystemExit) as stopped:
         main([str(phases[0]), str(phases[1]), "--reference-us", "300", "--shared-reference"])
     assert stopped.value.code == 2
+
+
+def test_the_view_keeps_the_curves_its_figure_at_the_reference_speed_is_over(phases: tuple[Path, Path]) -> None:
+    (view,) = capacity_views(load_bundle(phases[1]))
+    kept = 0
+    for config in view.configs:
+        figure = view.at_speed(config)
+        if figure is None or config not in view.reference_values:
+            continue
+        kept += 1
+        values = [value for _, value in view.reference_values[config]]
+        assert len(values) == figure.n
+        assert math.exp(sum(math.log(value) for value in values) / len(values)) == pytest.approx(figure.median)
+    assert kept >= 2
+
+
+NOISE = (0.8, 1.1, 0.95, 1.2, 0.9)  # one config's curves at one speed, a pattern every run repeats in another order
+
+
+def _runs_with(view: CapacityView, effects: list[float], shuffle: bool = True) -> list[CapacityView]:
+    """``view`` as several runs: config i's curves are base_i x NOISE (rotated per run, so the repetitions differ)
+    times exp(the run's effect)."""
+    runs = []
+    for index, effect in enumerate(effects):
+        pattern = NOISE[index:] + NOISE[:index] if shuffle else NOISE
+        values = {
+            config: tuple(
+                (repetition, (1000.0 + 100.0 * rank) * factor * math.exp(effect))
+                for repetition, factor in enumerate(pattern, start=1)
+            )
+            for rank, config in enumerate(view.configs)
+        }
+        runs.append(replace(view, reference_values=values))
+    return runs
+
+
+def test_a_difference_shared_by_every_config_of_a_run_is_read_as_the_runs_own(phases: tuple[Path, Path]) -> None:
+    """Every run has the same curves in another order, times its own factor: the shared part is that factor
+    (centred) and nothing is left to each config. The configs of a repetition move together here, so a run's mean is
+    as noisy as one config's (about 7 %): a factor of 10 % is within that noise, one of 30 % far beyond it."""
+    (view,) = capacity_views(load_bundle(phases[0]))
+    assert len(view.configs) >= 2
+    small = run_effects(_runs_with(view, [0.1, 0.0, -0.1]))
+    assert small is not None and small.configs == view.configs
+    assert small.effects == pytest.approx((0.1, 0.0, -0.1))
+    assert small.effect_sd == pytest.approx(0.1)
+    assert small.own_sd == pytest.approx(0.0, abs=1e-12)
+    assert small.effect_noise_sd == pytest.approx(small.own_noise_sd)  # one cluster per repetition
+    assert small.effect_p > 0.05
+    large = run_effects(_runs_with(view, [0.3, 0.0, -0.3]))
+    assert large is not None and large.effect_p < 1e-4
+    # The same curves with no factor: nothing shared, nothing own, whatever the noise.
+    calm = run_effects(_runs_with(view, [0.0, 0.0, 0.0]))
+    assert calm is not None and calm.effect_sd == pytest.approx(0.0, abs=1e-12) and calm.effect_p == pytest.approx(1.0)
+    assert calm.own_noise_sd > 0.05 and calm.effect_noise_sd > 0.0
+
+
+def test_a_config_that_moves_alone_is_its_own_difference(phases: tuple[Path, Path]) -> None:
+    (view,) = capacity_views(load_bundle(phases[0]))
+    runs = _runs_with(view, [0.0, 0.0, 0.0])
+    first = view.configs[0]
+    moved = {**runs[1].reference_values}
+    moved[first] = tuple((repetition, value * 1.5) for repetition, value in moved[first])
+    runs[1] = replace(runs[1], reference_values=moved)
+    found = run_effects(runs)
+    assert found is not None
+    share = math.log(1.5) / len(view.configs)  # what one config's move adds to its run's mean
+    assert found.effects[1] == pytest.approx(share * 2 / 3)
+    assert found.own_sd > found.own_noise_sd and found.own_p < 0.01
+
+
+def test_the_run_effects_noise_counts_a_repetitions_configs_as_one_cluster() -> None:
+    """Two configs whose curves move together repetition by repetition: their mean is as noisy as one of them (the
+    curves are not independent), twice the variance an independent reading would give."""
+    together = {"a": [(1, 100.0), (2, 120.0), (3, 90.0)], "b": [(1, 200.0), (2, 240.0), (3, 180.0)]}
+    logs = [math.log(v) for v in (100.0, 120.0, 90.0)]
+    centre = sum(logs) / 3
+    one = 3 / 2 * sum(((log - centre) / 3) ** 2 for log in logs)
+    assert _run_noise(together, ["a", "b"]) == pytest.approx(one)
+    opposite = {"a": together["a"], "b": [(1, 240.0), (2, 200.0), (3, 216.0)]}
+    assert _run_noise(opposite, ["a", "b"]) < _run_noise(together, ["a", "b"]) / 4
+
+
+def test_no_run_effects_without_two_configs_in_every_run(phases: tuple[Path, Path]) -> None:
+    (view,) = capacity_views(load_bundle(phases[0]))
+    runs = _runs_with(view, [0.0, 0.1])
+    keep = view.configs[0]
+    runs[1] = replace(runs[1], reference_values={keep: runs[1].reference_values[keep]})
+    assert run_effects(runs) is None
+    assert run_effects(runs[:1]) is None
+
+
+def test_the_report_says_where_the_runs_differ(phases: tuple[Path, Path]) -> None:
+    lines = report(list(phases), None)
+    start = next(index for index, line in enumerate(lines) if "where the runs differ" in line)
+    assert lines[start + 1].strip().startswith("shared by every config of a run:")
+    assert lines[start + 2].strip().startswith("each config's own:")
+    assert "p = " in lines[start + 1] and "p = " in lines[start + 2]
+
+
+def test_the_test_against_the_noise_has_an_answer_without_noise() -> None:
+    assert _chi2_p(0.0, 0.0, 2) == 1.0  # nothing moved and nothing could: no difference
+    assert _chi2_p(0.01, 0.0, 2) == 0.0  # something moved where nothing could
+    assert _chi2_p(0.02, 0.01, 2) == pytest.approx(math.exp(-1.0))  # chi-square 2 on 2 degrees of freedom

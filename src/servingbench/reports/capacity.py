@@ -36,6 +36,7 @@ from .numbers import format_number
 from .speed import DEFAULT_RULE, SpeedAdjustment, SpeedRule, adjusted, exponent_log_se, speed_adjustment
 from .stats import (
     CONFIDENCE,
+    GEOMETRIC_MEAN,
     MIN_REPETITIONS_FOR_INTERVAL,
     ArmsVerdict,
     Estimate,
@@ -185,6 +186,10 @@ class CapacityView:
     config with a figure has a probe. A figure for setting runs of one
     machine side by side; the verdicts, the order and the chart are on the capacities as measured (within a run the
     configs meet the same phases, interleaved)."""
+    reference_values: Mapping[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)
+    """For each config with a geometric mean in ``at_reference``: the (repetition, capacity at the reference speed)
+    of every curve it is over. What a reading of several runs needs to tell a difference shared by every config of a
+    run from the curves' own noise (`scripts/capacity_reproducibility.py`)."""
 
     @property
     def adjusted(self) -> bool:
@@ -257,12 +262,17 @@ def _view(
         else None
     )
     at_reference: dict[str, Estimate] = {}
+    reference_values: dict[str, tuple[tuple[int, float], ...]] = {}
     if speed is not None and speed.applied:
         for config, mine in adjusted(by_config, runs, speed).items():
             if mine is None:
                 continue
             if (known := _reference_estimate(mine, exponent_log_se(by_config[config], runs, speed))) is not None:
                 at_reference[config] = known
+                if known.statistic == GEOMETRIC_MEAN:
+                    reference_values[config] = tuple(
+                        (result.repetition, value) for result in mine if (value := result.measured_rps) is not None
+                    )
     # Entries before curves share no grid: their rows (drawn, not tabled) are the rates their steps tried.
     rates = grid if curve else tuple(sorted({step.rate for result in results for step in result.steps}))
     rows = _rate_rows(by_config, runs, rates, traffic if curve else None, slo)
@@ -300,6 +310,7 @@ def _view(
         above=_neighbours(outcomes, by_config, slo, margin),
         speed=speed,
         at_reference=at_reference,
+        reference_values=reference_values,
         peaks=peaks,
         far_below_peak=far_below,
     )
