@@ -50,7 +50,7 @@ from servingbench.reports.stats import Estimate, log_mean_interval
 
 ViewKey = tuple[str, str, str, float]
 EFFECT_ALPHA = 0.05
-"""A run effect (or a config's own difference) is called beyond the curves' noise below this chance."""
+"""A run effect (or a config's own difference) is called beyond the noise below this chance."""
 
 
 @dataclass(frozen=True)
@@ -122,46 +122,60 @@ def agreement(views: Sequence[CapacityView]) -> list[ConfigAgreement]:
 @dataclass(frozen=True)
 class RunEffects:
     """Where the runs' figures at the reference speed differ, on the log scale, over the configs with a geometric mean
-    in every run (two-way: run by config).
+    of two or more curves in every run (two-way: run by config; ``dropped``: the configs left out).
 
     ``effects``: each run's part shared by every config (the mean over configs of its log figure less each config's
-    mean over the runs); ``effect_sd`` their standard deviation; ``effect_noise_sd`` what the curves' noise alone
-    gives a run's shared part (the root mean square over runs of its standard error, with the repetitions as
-    clusters: the configs of one repetition meet the same phase of the machine, so their noise is not independent);
-    ``effect_p`` the chi-square test of the effects against that noise. ``own_sd``: what is left of each config's
-    difference once the run's shared part is taken out (pooled, (runs - 1) x (configs - 1) degrees of freedom);
+    mean over the runs); ``effect_sd`` their standard deviation; ``effect_noise_sd`` what noise alone gives a run's
+    shared part: the root mean square over runs of its standard error, with the repetitions as clusters (the configs
+    of one repetition meet the same phase of the machine, so their noise is not independent), plus the fitted
+    exponent's error (it moves every config of a run together, by the exponent's standard error times how far from
+    the reference the curves ran); ``effect_p`` the F test of the effects against that noise, on ``effect_df``
+    degrees of freedom (runs - 1, and the repetitions' over the runs). ``own_sd``: what is left of each config's
+    difference once the run's shared part is taken out (pooled over (runs - 1) x (configs - 1) degrees of freedom);
     ``own_noise_sd`` the root mean square of the figures' own standard errors (their curves' spread over the square
-    root of their count, without the exponent's part); ``own_p`` the test of the first against the second, which is
-    conservative (the noise a repetition's configs share is in the effects, not in what is left).
+    root of their count, without the exponent's part); ``own_p`` the F test of the one against the other, on
+    ``own_df``. The configs of a repetition share part of their noise, which the run's shared part takes out of what
+    is left, so that test leans towards "not distinguishable from the curves' noise".
 
-    What it is for: a shared part beyond the noise is a difference between the runs themselves (a state of the
-    machine that run met, which the probe did not read), and more curves per run would not remove it; an own part
-    within the noise is what more curves shrink. With three runs the tests have two and eight degrees of freedom:
-    they can show a large run effect, not rule out a small one."""
+    What it is for: a shared part beyond the noise is a difference between the runs (a state of the machine the run
+    met that the probe did not read), which more curves per run would not remove; an own part that the noise explains
+    is what more curves shrink. With three runs the first test has two degrees of freedom: it can show a large run
+    effect, not rule out a small one. The noise is estimated, which the F test allows for; the exponent's part is
+    taken as known, and its sign as the same for every config (the run's own reference is its fast phase, so the
+    curves ran at or above it)."""
 
     configs: tuple[str, ...]
+    dropped: tuple[str, ...]
     effects: tuple[float, ...]
     effect_sd: float
     effect_noise_sd: float
     effect_p: float
+    effect_df: tuple[int, int]
     own_sd: float
     own_noise_sd: float
     own_p: float
+    own_df: tuple[int, int]
 
 
-def _run_noise(values: Mapping[str, Sequence[tuple[int, float]]], configs: Sequence[str]) -> float:
-    """The variance of one run's mean over ``configs`` of their mean log value, with the repetitions as clusters (the
-    sandwich estimate: each repetition's share of the deviations, squared, summed, times k / (k - 1))."""
+TINY_VARIANCE = 1e-12
+"""A variance (log scale) below this is none: identical curves leave rounding, not noise."""
+
+
+def _run_noise(values: Mapping[str, Sequence[tuple[int, float]]], configs: Sequence[str]) -> tuple[float, int]:
+    """The variance of one run's mean over ``configs`` of their mean log value, with the repetitions as clusters, and
+    its degrees of freedom (the repetitions less one). The sandwich estimate: each repetition's share of the
+    deviations, summed over configs and squared; each config's deviations scaled by sqrt(n / (n - 1)) for its own
+    count n, so one config alone gives its unbiased variance of the mean and a config that lacks some repetitions
+    is not understated by the others' count."""
     shares: dict[int, float] = {}
     for config in configs:
         logs = [(repetition, math.log(value)) for repetition, value in values[config]]
+        count = len(logs)
         centre = statistics.fmean(log for _, log in logs)
+        scale = math.sqrt(count / (count - 1)) / (len(configs) * count)
         for repetition, log in logs:
-            shares[repetition] = shares.get(repetition, 0.0) + (log - centre) / (len(configs) * len(logs))
-    clusters = len(shares)
-    if clusters < 2:
-        return math.nan
-    return clusters / (clusters - 1) * sum(share * share for share in shares.values())
+            shares[repetition] = shares.get(repetition, 0.0) + (log - centre) * scale
+    return sum(share * share for share in shares.values()), len(shares) - 1
 
 
 def _mean_log(values: Sequence[tuple[int, float]]) -> float:
@@ -169,69 +183,90 @@ def _mean_log(values: Sequence[tuple[int, float]]) -> float:
 
 
 def _own_noise(values: Sequence[tuple[int, float]]) -> float:
-    """The variance of a config's mean log value over its curves: their variance over their count."""
+    """The variance of a config's mean log value over its curves (two or more): their variance over their count."""
     logs = [math.log(value) for _, value in values]
-    return statistics.variance(logs) / len(logs) if len(logs) >= 2 else math.nan
+    return statistics.variance(logs) / len(logs)
 
 
 def run_effects(views: Sequence[CapacityView]) -> RunEffects | None:
-    """The two-way reading of ``views`` (one per run); ``None`` with fewer than two runs or two configs that have a
-    geometric mean at the reference speed in every run, or a noise that cannot be estimated."""
-    configs = tuple(config for config in views[0].configs if all(config in view.reference_values for view in views))
-    if len(views) < 2 or len(configs) < 2:
+    """The two-way reading of ``views`` (one per run); ``None`` with fewer than two runs, or fewer than two configs
+    with a geometric mean of two or more curves in every run."""
+    if len(views) < 2:
+        return None
+    measured = [config for config in views[0].configs if all(config in view.reference_values for view in views)]
+    configs = tuple(config for config in measured if all(len(view.reference_values[config]) >= 2 for view in views))
+    if len(configs) < 2:
         return None
     table = np.array([[_mean_log(view.reference_values[config]) for config in configs] for view in views])
     centred = table - table.mean(axis=0)
     effects = centred.mean(axis=1)
     own = centred - effects[:, None]
     runs, count = table.shape
-    effect_noise = np.array([_run_noise(view.reference_values, configs) for view in views])
-    own_noise = np.array([[_own_noise(view.reference_values[c]) for c in configs] for view in views])
-    if not np.all(np.isfinite(effect_noise)) or not np.all(np.isfinite(own_noise)):
-        return None
-    mean_effect_noise = float(effect_noise.mean())
-    mean_own_noise = float(own_noise.mean())
+    noises = [_run_noise(view.reference_values, configs) for view in views]
+    exponent = [
+        statistics.fmean(view.reference_exponent_se.get(config, 0.0) for config in configs) ** 2 for view in views
+    ]
+    effect_noise = statistics.fmean(noise + part for (noise, _), part in zip(noises, exponent, strict=True))
+    own_noise = statistics.fmean(_own_noise(view.reference_values[c]) for view in views for c in configs)
+    effect_df = (runs - 1, sum(df for _, df in noises))
+    own_df = ((runs - 1) * (count - 1), sum(len(view.reference_values[c]) - 1 for view in views for c in configs))
     effect_ss = float(np.sum((effects - effects.mean()) ** 2))
     own_ss = float(np.sum(own**2))
-    own_df = (runs - 1) * (count - 1)
     return RunEffects(
         configs,
+        tuple(config for config in views[0].configs if config not in configs),
         tuple(float(effect) for effect in effects),
-        math.sqrt(effect_ss / (runs - 1)),
-        math.sqrt(mean_effect_noise),
-        _chi2_p(effect_ss, mean_effect_noise, runs - 1),
-        math.sqrt(own_ss / own_df),
-        math.sqrt(mean_own_noise),
-        _chi2_p(own_ss, mean_own_noise, own_df),
+        math.sqrt(effect_ss / effect_df[0]),
+        math.sqrt(effect_noise),
+        _f_p(effect_ss / effect_df[0], effect_noise, effect_df),
+        effect_df,
+        math.sqrt(own_ss / own_df[0]),
+        math.sqrt(own_noise),
+        _f_p(own_ss / own_df[0], own_noise, own_df),
+        own_df,
     )
 
 
-def _chi2_p(squares: float, noise: float, df: int) -> float:
-    """The chance that noise of variance ``noise`` alone gives a sum of ``squares`` this large or larger (chi-square
-    with ``df`` degrees of freedom); with no noise, 1 for no difference and 0 for any."""
-    if noise <= 0.0:
-        return 1.0 if squares <= 0.0 else 0.0
-    return float(scipy_stats.chi2.sf(squares / noise, df))
+def _f_p(mean_square: float, noise: float, df: tuple[int, int]) -> float:
+    """The chance that noise of estimated variance ``noise`` alone gives a mean square this large or larger (F with
+    ``df`` degrees of freedom); without noise (under :data:`TINY_VARIANCE`), 1 for no difference and 0 for any."""
+    if noise < TINY_VARIANCE:
+        return 1.0 if mean_square < TINY_VARIANCE else 0.0
+    if df[1] < 1:
+        return math.nan
+    return float(scipy_stats.f.sf(mean_square / noise, *df))
 
 
 def _effects_lines(found: RunEffects) -> list[str]:
-    def said(p: float, beyond: str, within: str) -> str:
-        return f"p = {p:.2g}: " + (beyond if p < EFFECT_ALPHA else within)
+    def said(p: float, df: tuple[int, int], beyond: str, within: str) -> str:
+        test = f"F test on {df[0]} and {df[1]} df, "
+        if math.isnan(p):
+            return test + "no test: too few curves"
+        return test + f"p = {p:.2g}: " + (beyond if p < EFFECT_ALPHA else within)
 
     shared = ", ".join(f"{math.expm1(effect):+.1%}" for effect in found.effects)
+    left = f"; left out, a censored or single curve in some run: {', '.join(found.dropped)}" if found.dropped else ""
     return [
-        f"  where the runs differ (log scale, over {len(found.configs)} configs with a geometric mean in every run):",
-        f"    shared by every config of a run: {shared} (sd {found.effect_sd:.1%}); the curves' noise alone gives "
-        f"about {found.effect_noise_sd:.1%} ("
+        f"  where the runs differ (log scale, over {len(found.configs)} configs with a geometric mean in every run"
+        f"{left}):",
+        f"    shared by every config of a run: {shared} (sd {found.effect_sd:.1%}); the curves' noise and the "
+        f"exponent's error give about {found.effect_noise_sd:.1%} ("
         + said(
             found.effect_p,
-            "a difference between the runs themselves, which more curves per run would not remove",
-            "within what the curves' noise gives",
+            found.effect_df,
+            "beyond that noise: a difference between the runs, which more curves per run would not remove",
+            "not distinguishable from that noise",
         )
         + ")",
         f"    each config's own: sd {found.own_sd:.1%}; its curves' noise about {found.own_noise_sd:.1%} ("
-        + said(found.own_p, "beyond the curves' noise", "within the curves' noise, which more curves shrink")
+        + said(
+            found.own_p,
+            found.own_df,
+            "beyond that noise",
+            "not distinguishable from that noise, which more curves shrink",
+        )
         + ")",
+        f"    (with {len(found.effects)} runs the first test can show a large run effect, not rule out a small one)",
     ]
 
 
@@ -348,9 +383,12 @@ def report(
                 )
             else:
                 views = moved[0]
+                every = [c for c in views[0].configs if all(c in view.reference_values for view in views)]
                 what_if = (
-                    f"  what if: every figure also at the runs' shared memory speed {moved[1]:.0f} us (the median of "
-                    f"their own 10th percentiles) with the fixed exponent {memory_exponent:g}"
+                    f"  what if: each figure with a geometric mean also at the runs' shared memory speed "
+                    f"{moved[1]:.0f} us (the median of their own 10th percentiles) with the fixed exponent "
+                    f"{memory_exponent:g}: {len(every)} of {len(views[0].configs)} configs in every run (the others "
+                    "as the report's, at their own memory speed)"
                 )
         adjusted = all(view.adjusted for view in views)
         lines.append(

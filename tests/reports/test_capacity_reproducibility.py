@@ -9,10 +9,13 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scripts.capacity_reproducibility import (
-    _chi2_p,
+    _effects_lines,
+    _f_p,
+    _own_noise,
     _run_noise,
     agreement,
     all_overlap,
@@ -193,7 +196,7 @@ def _runs_with(view: CapacityView, effects: list[float], shuffle: bool = True) -
             )
             for rank, config in enumerate(view.configs)
         }
-        runs.append(replace(view, reference_values=values))
+        runs.append(replace(view, reference_values=values, reference_exponent_se={}))
     return runs
 
 
@@ -211,7 +214,8 @@ def test_a_difference_shared_by_every_config_of_a_run_is_read_as_the_runs_own(ph
     assert small.effect_noise_sd == pytest.approx(small.own_noise_sd)  # one cluster per repetition
     assert small.effect_p > 0.05
     large = run_effects(_runs_with(view, [0.3, 0.0, -0.3]))
-    assert large is not None and large.effect_p < 1e-4
+    assert large is not None and large.effect_p < 1e-3
+    assert small.effect_df == (2, 3 * (len(NOISE) - 1))  # runs - 1; each run's repetitions less one
     # The same curves with no factor: nothing shared, nothing own, whatever the noise.
     calm = run_effects(_runs_with(view, [0.0, 0.0, 0.0]))
     assert calm is not None and calm.effect_sd == pytest.approx(0.0, abs=1e-12) and calm.effect_p == pytest.approx(1.0)
@@ -223,25 +227,86 @@ def test_a_config_that_moves_alone_is_its_own_difference(phases: tuple[Path, Pat
     runs = _runs_with(view, [0.0, 0.0, 0.0])
     first = view.configs[0]
     moved = {**runs[1].reference_values}
-    moved[first] = tuple((repetition, value * 1.5) for repetition, value in moved[first])
+    moved[first] = tuple((repetition, value * 2.0) for repetition, value in moved[first])
     runs[1] = replace(runs[1], reference_values=moved)
     found = run_effects(runs)
     assert found is not None
-    share = math.log(1.5) / len(view.configs)  # what one config's move adds to its run's mean
+    share = math.log(2.0) / len(view.configs)  # what one config's move adds to its run's mean
     assert found.effects[1] == pytest.approx(share * 2 / 3)
     assert found.own_sd > found.own_noise_sd and found.own_p < 0.01
 
 
 def test_the_run_effects_noise_counts_a_repetitions_configs_as_one_cluster() -> None:
-    """Two configs whose curves move together repetition by repetition: their mean is as noisy as one of them (the
-    curves are not independent), twice the variance an independent reading would give."""
+    """Two configs whose curves move together repetition by repetition: their mean is as noisy as one of them, twice
+    what an independent reading of the two would give; moving against each other, they nearly cancel."""
     together = {"a": [(1, 100.0), (2, 120.0), (3, 90.0)], "b": [(1, 200.0), (2, 240.0), (3, 180.0)]}
-    logs = [math.log(v) for v in (100.0, 120.0, 90.0)]
-    centre = sum(logs) / 3
-    one = 3 / 2 * sum(((log - centre) / 3) ** 2 for log in logs)
-    assert _run_noise(together, ["a", "b"]) == pytest.approx(one)
+    one = _own_noise(together["a"])
+    variance, df = _run_noise(together, ["a", "b"])
+    assert variance == pytest.approx(one) and df == 2
+    independent = (_own_noise(together["a"]) + _own_noise(together["b"])) / 4
+    assert _run_noise(together, ["a", "b"])[0] == pytest.approx(2 * independent)
     opposite = {"a": together["a"], "b": [(1, 240.0), (2, 200.0), (3, 216.0)]}
-    assert _run_noise(opposite, ["a", "b"]) < _run_noise(together, ["a", "b"]) / 4
+    assert _run_noise(opposite, ["a", "b"])[0] < _run_noise(together, ["a", "b"])[0] / 4
+
+
+def test_a_config_with_fewer_repetitions_keeps_its_own_small_sample_correction() -> None:
+    """Each config's noise is unbiased for its own count: alone, the variance of its mean; two configs that share no
+    repetition, a quarter of the sum of theirs (a count over all repetitions would understate the one with two)."""
+    five = [(1, 100.0), (2, 120.0), (3, 90.0), (4, 110.0), (5, 95.0)]
+    two = [(6, 200.0), (7, 260.0)]
+    assert _run_noise({"a": two}, ["a"])[0] == pytest.approx(_own_noise(two))
+    variance, df = _run_noise({"a": five, "b": two}, ["a", "b"])
+    assert variance == pytest.approx((_own_noise(five) + _own_noise(two)) / 4) and df == 6
+
+
+def test_the_fitted_exponents_error_is_part_of_a_runs_noise(phases: tuple[Path, Path]) -> None:
+    (view,) = capacity_views(load_bundle(phases[0]))
+    runs = _runs_with(view, [0.1, 0.0, -0.1])
+    plain = run_effects(runs)
+    widened = run_effects([replace(run, reference_exponent_se=dict.fromkeys(run.configs, 0.05)) for run in runs])
+    assert plain is not None and widened is not None
+    assert widened.effect_noise_sd**2 == pytest.approx(plain.effect_noise_sd**2 + 0.05**2)
+    assert widened.own_noise_sd == plain.own_noise_sd and widened.effect_p > plain.effect_p
+
+
+def test_under_no_run_effect_the_test_calls_one_about_as_often_as_its_level(phases: tuple[Path, Path]) -> None:
+    """Seeded simulations of three runs of nine repetitions, each repetition a phase every config shares: with no run
+    effect about 5 % are called beyond the noise; with a run effect three times the noise, most are."""
+    (view,) = capacity_views(load_bundle(phases[0]))
+    rng = np.random.default_rng(20261205)
+
+    def called(run_sd: float, sets: int = 300) -> float:
+        count = 0
+        for _ in range(sets):
+            runs = []
+            for _ in range(3):
+                effect = rng.normal(0.0, run_sd)
+                phases_ = rng.normal(0.0, 0.05, 9)
+                values = {
+                    config: tuple(
+                        (rep, 1000.0 * math.exp(effect + phases_[rep] + rng.normal(0.0, 0.13))) for rep in range(9)
+                    )
+                    for config in view.configs
+                }
+                runs.append(replace(view, reference_values=values, reference_exponent_se={}))
+            found = run_effects(runs)
+            assert found is not None
+            count += found.effect_p < 0.05
+        return count / sets
+
+    assert 0.02 <= called(0.0) <= 0.09
+    assert called(0.15) > 0.5
+
+
+def test_configs_with_a_single_curve_in_some_run_are_left_out_and_named(phases: tuple[Path, Path]) -> None:
+    (view,) = capacity_views(load_bundle(phases[0]))
+    runs = _runs_with(view, [0.0, 0.0, 0.0])
+    first = view.configs[0]
+    single = {**runs[2].reference_values, first: runs[2].reference_values[first][:1]}
+    runs[2] = replace(runs[2], reference_values=single)
+    found = run_effects(runs)
+    assert found is not None and first not in found.configs and found.dropped == (first,)
+    assert f"left out, a censored or single curve in some run: {first}" in _effects_lines(found)[0]
 
 
 def test_no_run_effects_without_two_configs_in_every_run(phases: tuple[Path, Path]) -> None:
@@ -262,6 +327,8 @@ def test_the_report_says_where_the_runs_differ(phases: tuple[Path, Path]) -> Non
 
 
 def test_the_test_against_the_noise_has_an_answer_without_noise() -> None:
-    assert _chi2_p(0.0, 0.0, 2) == 1.0  # nothing moved and nothing could: no difference
-    assert _chi2_p(0.01, 0.0, 2) == 0.0  # something moved where nothing could
-    assert _chi2_p(0.02, 0.01, 2) == pytest.approx(math.exp(-1.0))  # chi-square 2 on 2 degrees of freedom
+    assert _f_p(0.0, 0.0, (2, 10)) == 1.0  # nothing moved and nothing could: no difference
+    assert _f_p(1e-20, 1e-20, (2, 10)) == 1.0  # rounding is not a difference
+    assert _f_p(0.01, 0.0, (2, 10)) == 0.0  # something moved where nothing could
+    assert _f_p(0.02, 0.01, (2, 10**7)) == pytest.approx(math.exp(-2.0), rel=1e-4)  # F 2 on (2, inf): chi2 4 on 2
+    assert math.isnan(_f_p(0.02, 0.01, (2, 0)))  # no degrees of freedom for the noise: no test

@@ -190,6 +190,9 @@ class CapacityView:
     """For each config with a geometric mean in ``at_reference``: the (repetition, capacity at the reference speed)
     of every curve it is over. What a reading of several runs needs to tell a difference shared by every config of a
     run from the curves' own noise (`scripts/capacity_reproducibility.py`)."""
+    reference_exponent_se: Mapping[str, float] = field(default_factory=dict)
+    """For the same configs: the standard error (log scale) the fitted exponent's error gives their geometric mean
+    (:func:`~servingbench.reports.speed.exponent_log_se`, in their interval too)."""
 
     @property
     def adjusted(self) -> bool:
@@ -263,16 +266,19 @@ def _view(
     )
     at_reference: dict[str, Estimate] = {}
     reference_values: dict[str, tuple[tuple[int, float], ...]] = {}
+    reference_exponent_se: dict[str, float] = {}
     if speed is not None and speed.applied:
         for config, mine in adjusted(by_config, runs, speed).items():
             if mine is None:
                 continue
-            if (known := _reference_estimate(mine, exponent_log_se(by_config[config], runs, speed))) is not None:
+            exponent_se = exponent_log_se(by_config[config], runs, speed)
+            if (known := _reference_estimate(mine, exponent_se)) is not None:
                 at_reference[config] = known
                 if known.statistic == GEOMETRIC_MEAN:
                     reference_values[config] = tuple(
                         (result.repetition, value) for result in mine if (value := result.measured_rps) is not None
                     )
+                    reference_exponent_se[config] = exponent_se
     # Entries before curves share no grid: their rows (drawn, not tabled) are the rates their steps tried.
     rates = grid if curve else tuple(sorted({step.rate for result in results for step in result.steps}))
     rows = _rate_rows(by_config, runs, rates, traffic if curve else None, slo)
@@ -311,6 +317,7 @@ def _view(
         speed=speed,
         at_reference=at_reference,
         reference_values=reference_values,
+        reference_exponent_se=reference_exponent_se,
         peaks=peaks,
         far_below_peak=far_below,
     )
