@@ -10,6 +10,7 @@ import math
 import re
 import shutil
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -222,10 +223,10 @@ def test_a_memory_probe_that_did_not_move_or_moved_only_with_the_first_is_left_o
     assert speed.memory_reason == "the two probes did not move independently"
 
 
-def _contention_bundle(source: Path, target: Path, shift: int) -> Path:
-    """A copy of the curve bundle whose step runs read the first probe at a per-curve speed and the memory probe at a
-    per-curve contention (``shift`` reorders which curves met which; every bundle meets the lowest), every capacity
-    divided by both, as a CPU-bound server slowed by both would be."""
+def _contention_bundle(source: Path, target: Path, contention: Callable[[int], float], exponent: float = 1.0) -> Path:
+    """A copy of the curve bundle whose step runs read the first probe at a per-curve speed and the memory probe at
+    ``contention(key)`` times the lowest (``key`` tells the curves apart), every capacity divided by the first probe's
+    ratio and by the memory probe's ratio to the power ``exponent``, as a CPU-bound server slowed by both would be."""
     shutil.copytree(source, target)
     path = target / "results.json"
     document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -235,8 +236,8 @@ def _contention_bundle(source: Path, target: Path, shift: int) -> Path:
     for entry in document["capacity"]:
         key = entry["repetition"] * 2 + len(entry["config"])
         probe = PROBE_REF * (1.0 + 0.07 * (key % 5 - 2))
-        memory = MEMORY_REF * (1.0 + 0.15 * ((key + shift) % 4))
-        factor = (PROBE_REF / probe) * (MEMORY_REF / memory)
+        memory = MEMORY_REF * contention(key)
+        factor = (PROBE_REF / probe) * (MEMORY_REF / memory) ** exponent
         for name in ("capacity_rps", "bound_rps"):
             if entry.get(name) is not None:
                 entry[name] *= factor
@@ -247,19 +248,31 @@ def _contention_bundle(source: Path, target: Path, shift: int) -> Path:
     return target
 
 
+def _shifted(shift: int) -> Callable[[int], float]:
+    """Per-curve contention in four levels, ``shift`` reordering which curves met which (every bundle meets the
+    lowest)."""
+    return lambda key: 1.0 + 0.15 * ((key + shift) % 4)
+
+
+def _throughout(level: float) -> Callable[[int], float]:
+    """A run that met contention ``level`` times the lowest throughout, moving a little by curve within it."""
+    return lambda key: level * (1.0 + 0.05 * (key % 3))
+
+
+def _worst(lines: list[str]) -> float:
+    (line,) = [line for line in lines if line.startswith("  worst deviation")]
+    return float(line.split()[2].rstrip("%"))
+
+
 def test_two_runs_that_met_different_contention_agree_only_with_the_memory_term(
     curve_bundle_dir: Path, tmp_path: Path
 ) -> None:
-    paths = [_contention_bundle(curve_bundle_dir, tmp_path / f"run{shift}", shift) for shift in (0, 1, 3)]
+    paths = [_contention_bundle(curve_bundle_dir, tmp_path / f"run{shift}", _shifted(shift)) for shift in (0, 1, 3)]
     with_memory = report(paths, None, memory=True)
     without = report(paths, None)
 
-    def worst(lines: list[str]) -> float:
-        (line,) = [line for line in lines if line.startswith("  worst deviation")]
-        return float(line.split()[2].rstrip("%"))
-
     # With the term only the runs' own references differ (each the 10th percentile of its own readings): 1.2 %.
-    assert worst(with_memory) < 3.0 < 10.0 < worst(without)
+    assert _worst(with_memory) < 3.0 < 10.0 < _worst(without)
     terms = [line for line in with_memory if line.startswith("    memory probe: reference")]
     exponents = [float(line.split("exponent ")[1].split()[0]) for line in terms]
     assert len(exponents) == 3 and all(abs(exponent - 1.0) < 0.1 for exponent in exponents)
@@ -279,36 +292,6 @@ def main_lines(argv: list[str]) -> list[str]:
     return out.getvalue().splitlines()
 
 
-def _run_contention_bundle(source: Path, target: Path, level: float, exponent: float) -> Path:
-    """A copy of the curve bundle in a run that met cache contention ``level`` times the lowest throughout: each
-    curve's first probe and memory probe move within the run (by curve), the memory probe times ``level``, and each
-    capacity divided by the first probe's ratio and by the memory probe's ratio to the power ``exponent``."""
-    shutil.copytree(source, target)
-    path = target / "results.json"
-    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    document["environment"]["speed_probe"] = SPEED_PROBE
-    document["environment"]["memory_probe"] = MEMORY_PROBE
-    runs = {run["id"]: run for run in document["runs"]}
-    for entry in document["capacity"]:
-        key = entry["repetition"] * 2 + len(entry["config"])
-        probe = PROBE_REF * (1.0 + 0.07 * (key % 5 - 2))
-        memory = MEMORY_REF * level * (1.0 + 0.05 * (key % 3))
-        factor = (PROBE_REF / probe) * (MEMORY_REF / memory) ** exponent
-        for name in ("capacity_rps", "bound_rps"):
-            if entry.get(name) is not None:
-                entry[name] *= factor
-        for step in entry["steps"]:
-            if step.get("run") in runs:
-                runs[step["run"]].update(speed_probe_us=probe, memory_probe_us=memory)
-    path.write_text(json.dumps(document), encoding="utf-8")
-    return target
-
-
-def _worst(lines: list[str]) -> float:
-    (line,) = [line for line in lines if line.startswith("  worst deviation")]
-    return float(line.split()[2].rstrip("%"))
-
-
 def test_a_run_that_met_more_contention_throughout_agrees_only_at_a_shared_memory_speed(
     curve_bundle_dir: Path, tmp_path: Path
 ) -> None:
@@ -317,7 +300,7 @@ def test_a_run_that_met_more_contention_throughout_agrees_only_at_a_shared_memor
     runs followed, the runs agree."""
     levels = (1.0, 1.1, 1.25)
     paths = [
-        _run_contention_bundle(curve_bundle_dir, tmp_path / f"run{index}", level, 1.5)
+        _contention_bundle(curve_bundle_dir, tmp_path / f"run{index}", _throughout(level), 1.5)
         for index, level in enumerate(levels)
     ]
     plain = report(paths, None)
@@ -342,7 +325,7 @@ def test_a_run_that_met_more_contention_throughout_agrees_only_at_a_shared_memor
 
 
 def test_no_shared_memory_speed_without_memory_readings(curve_bundle_dir: Path, tmp_path: Path) -> None:
-    paths = [_contention_bundle(curve_bundle_dir, tmp_path / "with", 0), tmp_path / "without"]
+    paths = [_contention_bundle(curve_bundle_dir, tmp_path / "with", _shifted(0)), tmp_path / "without"]
     shutil.copytree(curve_bundle_dir, paths[1])
     lines = report(paths, None, memory_exponent=1.5)
     assert any("no shared memory speed: a run or a curve has no memory probe reading" in line for line in lines)
